@@ -1,0 +1,161 @@
+"""The ``dcsim`` command: validate, run and sweep scenarios.
+
+Bad input (a malformed scenario, unknown names, an impossible configuration)
+prints one line ``error: file: key.path: message`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from sim.errors import ScenarioError
+
+HEADLINE = [
+    ("calls_measured", "calls measured", "{:.0f}"),
+    ("calls_finished", "calls finished (all)", "{:.0f}"),
+    ("completed_per_s", "completed calls/s", "{:.2f}"),
+    ("output_tokens_per_s", "output tokens/s", "{:,.0f}"),
+    ("ttft_p50_s", "TTFT p50 / p90 / p99 (s)", None),
+    ("tpot_p50_s", "time per output token p50 / p90 / p99 (s)", None),
+    ("e2e_p50_s", "end-to-end p50 / p90 / p99 (s)", None),
+    ("wait_mean_s", "queue wait mean (s)", "{:.4f}"),
+    ("utilization", "utilization (busy fraction)", "{:.1%}"),
+    ("mean_batch_seqs", "mean running batch", "{:.1f}"),
+    ("avg_device_power_w", "avg power per device (W)", "{:.0f}"),
+    ("energy_per_output_token_j", "energy per output token (J, facility)", "{:.3f}"),
+    ("usd_per_million_output_tokens", "$ per million output tokens", "{:.3f}"),
+    ("cost_usd", "cost of the window ($)", "{:.4f}"),
+]
+
+
+def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
+    from sim.sweepspec import set_path
+
+    for item in sets or []:
+        if "=" not in item:
+            raise ScenarioError(source, item, "--set expects KEY.PATH=VALUE")
+        path, value = item.split("=", 1)
+        raw = set_path(raw, path, yaml.safe_load(value), source=source)
+    return raw
+
+
+def _load(path: str, sets: list[str] | None = None, mode: str | None = None):
+    """The scenario at ``path`` with ``--set`` overrides, without its sweep section."""
+    from sim import config
+
+    raw = config.load_raw(path)
+    raw = _apply_sets(raw, sets or [], path)
+    if mode:
+        raw = {**raw, "engine_mode": mode}
+    raw.pop("sweep", None)  # a run is one point
+    return config.validate(raw, path, Path(path).parent)
+
+
+def cmd_validate(args) -> int:
+    from sim import world as W
+    from sim.sweepspec import expand
+
+    for path in args.files:
+        from sim import config
+
+        raw = config.load_raw(path)
+        sc = config.validate(raw, path, Path(path).parent)
+        specs = [W.resolve_pool(sc, i, path) for i in range(len(sc.datacenter.pools))]
+        n = len(expand(raw, path)) if raw.get("sweep") else 1
+        for sp in specs:
+            print(f"{path}: pool {sp.name}: {sp.replicas} x {sp.model.name} on {sp.tp} x {sp.acc.name}: "
+                  f"weights {sp.weight_gib:.1f} GiB/device, KV pool {sp.kv_blocks} blocks ({sp.kv_gib:.1f} GiB/device)")
+        print(f"{path}: ok ({len(sc.workload.classes)} workload classes, {n} point{'s' if n != 1 else ''})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from sim import storage
+    from sim.run import run_point, scenario_point_id
+
+    sc = _load(args.scenario, args.set or [], args.mode)
+    out = storage.normalize_out(args.out)
+    t0 = time.perf_counter()
+    summary = run_point(sc, out, scenario_point_id(sc), source=args.scenario)
+    wall = time.perf_counter() - t0
+    _write_single_tables(out, summary, wall)
+    print_run_summary(summary, args.scenario, args.out, wall)
+    return 0
+
+
+def _write_single_tables(out: str, summary: dict, wall: float) -> None:
+    """points.parquet, summary.parquet and the commit marker of a one-point run."""
+    import pyarrow as pa
+
+    from sim import storage
+
+    fs, base = storage.open_output(out)
+    pid = summary["point_id"]
+    points = pa.table({"point_id": [pid], "run": [summary["run"]], "seed": [summary["seed"]], "status": ["ok"],
+                       "error": pa.array([None], pa.string()), "wall_s": [wall]})
+    storage.atomic_write_table(fs, storage.join(base, "points.parquet"), points)
+    storage.atomic_write_table(fs, storage.join(base, "summary.parquet"), pa.Table.from_pylist([summary]))
+    storage.commit_marker(fs, base, pid, {"status": "ok", "summary": summary, "wall_s": wall})
+
+
+def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{s['scenario']} ({scenario}) point {s['point_id']}", show_header=False)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for key, label, fmt in HEADLINE:
+        if fmt is None:
+            base = key[: -len("_p50_s")]
+            val = " / ".join(f"{s[f'{base}_p{q}_s']:.4f}" for q in (50, 90, 99))
+        else:
+            val = fmt.format(s[key])
+        t.add_row(label, val)
+    console = Console()
+    console.print(t)
+    console.print(f"simulated {s['sim_end_s']:.0f} s ({s['calls_created']} calls) in {wall:.2f} s wall; tables in {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dcsim", description="Discrete-event simulator of AI-inference datacenters")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check scenario files (schema, hardware and model names, memory fit)")
+    v.add_argument("files", nargs="+")
+    v.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser("run", help="simulate one scenario (ignoring its sweep section) and print a summary")
+    r.add_argument("scenario")
+    r.add_argument("--out", required=True, help="output folder or object-store URI")
+    r.add_argument("--mode", choices=["macro", "per_iteration"], help="engine mode (default: the scenario's)")
+    r.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a scenario key (repeatable)")
+    r.set_defaults(func=cmd_run)
+
+    from sim.sweep import add_sweep_arguments, cmd_sweep
+
+    s = sub.add_parser("sweep", help="run every point of a scenario's sweep (embedded Ray by default)")
+    add_sweep_arguments(s)
+    s.set_defaults(func=cmd_sweep)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

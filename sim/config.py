@@ -1,0 +1,482 @@
+"""Scenario schema: typed, immutable, unknown keys rejected.
+
+A scenario is read from YAML (:func:`load_raw`) and validated once
+(:func:`validate`) into a frozen :class:`Scenario`. Building one does no I/O
+beyond reading the file; names of hardware and models are checked against the
+catalog by :func:`sim.world.build` so that this module stays free of data files.
+Every error becomes a :class:`~sim.errors.ScenarioError` naming the file and the
+dotted key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from sim.errors import ScenarioError
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+
+
+class Frozen(BaseModel):
+    """Base of every config object: immutable, strict about unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- lengths
+class FixedLength(Frozen):
+    """Every call has exactly ``value`` tokens."""
+
+    kind: Literal["fixed"]
+    value: PosInt
+
+
+class UniformLength(Frozen):
+    """Integers uniform on ``[low, high]`` inclusive."""
+
+    kind: Literal["uniform"]
+    low: PosInt
+    high: PosInt
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+class LognormalLength(Frozen):
+    """Lognormal with the given median and log-space sigma, rounded, clipped to [min, max]."""
+
+    kind: Literal["lognormal"]
+    median: PosFloat
+    sigma: NonNegFloat
+    min: PosInt = 1
+    max: Optional[PosInt] = None
+
+
+class ExponentialLength(Frozen):
+    """Ceil of an exponential with the given mean: a geometric law on 1, 2, ..."""
+
+    kind: Literal["exponential"]
+    mean: Annotated[float, Field(ge=1)]
+    max: Optional[PosInt] = None
+
+
+class EmpiricalLength(Frozen):
+    """Draws from observed lengths.
+
+    Either inline ``values`` (with optional ``weights``), or a CSV file ``path``
+    (relative to the scenario file) with a ``column`` of observations, or a PMF
+    file with ``column`` and ``weight_column`` (e.g. value, probability).
+    """
+
+    kind: Literal["empirical"]
+    values: Optional[list[PosInt]] = None
+    weights: Optional[list[NonNegFloat]] = None
+    path: Optional[str] = None
+    column: Optional[str] = None
+    weight_column: Optional[str] = None
+    max: Optional[PosInt] = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.values is None) == (self.path is None):
+            raise ValueError("give exactly one of 'values' or 'path'")
+        if self.path is not None and not self.column:
+            raise ValueError("'column' is required with 'path'")
+        if self.values is not None and self.weights is not None:
+            if len(self.weights) != len(self.values):
+                raise ValueError("'weights' must have as many entries as 'values'")
+            if sum(self.weights) <= 0:
+                raise ValueError("'weights' must not all be zero")
+        if self.values is not None and len(self.values) == 0:
+            raise ValueError("'values' must not be empty")
+        return self
+
+
+LengthDist = Annotated[
+    Union[FixedLength, UniformLength, LognormalLength, ExponentialLength, EmpiricalLength],
+    Field(discriminator="kind"),
+]
+
+
+# --------------------------------------------------------------------------- arrivals
+class PoissonArrivals(Frozen):
+    """Exponential inter-arrival times at ``rate_per_s``."""
+
+    kind: Literal["poisson"]
+    rate_per_s: PosFloat
+
+
+class DeterministicArrivals(Frozen):
+    """One arrival every ``1/rate_per_s`` seconds."""
+
+    kind: Literal["deterministic"]
+    rate_per_s: PosFloat
+
+
+class GammaArrivals(Frozen):
+    """Gamma inter-arrival times with mean ``1/rate_per_s`` and coefficient of variation ``cv``
+    (cv > 1 is burstier than Poisson, cv < 1 smoother)."""
+
+    kind: Literal["gamma"]
+    rate_per_s: PosFloat
+    cv: PosFloat
+
+
+class TraceArrivals(Frozen):
+    """Replay of a CSV trace of timestamps and (optionally) token counts.
+
+    ``time_column`` holds seconds (numbers) or date-times (ISO strings); times
+    are shifted so the first arrival is at ``start_s`` and multiplied by
+    ``time_scale`` (0.5 replays twice as fast). With ``prompt_column`` /
+    ``output_column`` the token counts come from the trace and override the
+    class's length distributions.
+    """
+
+    kind: Literal["trace"]
+    path: str
+    time_column: str
+    prompt_column: Optional[str] = None
+    output_column: Optional[str] = None
+    time_scale: PosFloat = 1.0
+    start_s: NonNegFloat = 0.0
+    loop: bool = False
+
+
+Arrivals = Annotated[
+    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals],
+    Field(discriminator="kind"),
+]
+
+
+class Slo(Frozen):
+    """Latency targets of a class (used for goodput and SLO attainment)."""
+
+    ttft_s: Optional[PosFloat] = None
+    tpot_s: Optional[PosFloat] = None
+    e2e_s: Optional[PosFloat] = None
+
+
+class WorkloadClass(Frozen):
+    """A stream of independent calls (chat turns, completions) sent to one pool."""
+
+    name: str = Field(min_length=1)
+    pool: str
+    arrival: Arrivals
+    prompt_tokens: Optional[LengthDist] = None
+    output_tokens: Optional[LengthDist] = None
+    priority: int = 0
+    slo: Slo = Slo()
+    start_s: NonNegFloat = 0.0
+    stop_s: Optional[PosFloat] = None
+
+    @model_validator(mode="after")
+    def _lengths_known(self):
+        from_trace = isinstance(self.arrival, TraceArrivals)
+        if self.prompt_tokens is None and not (from_trace and self.arrival.prompt_column):
+            raise ValueError("'prompt_tokens' is required (or a trace arrival with 'prompt_column')")
+        if self.output_tokens is None and not (from_trace and self.arrival.output_column):
+            raise ValueError("'output_tokens' is required (or a trace arrival with 'output_column')")
+        return self
+
+
+class Workload(Frozen):
+    classes: list[WorkloadClass] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        _check_unique([c.name for c in self.classes], "classes")
+        return self
+
+
+# --------------------------------------------------------------------------- pools
+class ContinuousBatcher(Frozen):
+    """vLLM-v1 style continuous batching: chunked prefills mixed with decodes in one
+    iteration under a token budget; running calls first, then waiting ones (FIFO)."""
+
+    kind: Literal["continuous"]
+    # vLLM's max_num_batched_tokens for the OpenAI server on large-memory GPUs
+    # (vllm/engine/arg_utils.py, v0.8+ default 8192).
+    max_num_batched_tokens: PosInt = 8192
+    # vLLM's long-standing max_num_seqs default (vllm/config.py: 256).
+    max_num_seqs: PosInt = 256
+
+
+class PrefillFirstBatcher(Frozen):
+    """Older (vLLM v0 / Orca-without-chunking) scheduling: an iteration either admits
+    whole prompts (prefill only, no decodes) or decodes every running call."""
+
+    kind: Literal["prefill_first"]
+    max_num_batched_tokens: PosInt = 8192
+    max_num_seqs: PosInt = 256
+
+
+Batcher = Annotated[Union[ContinuousBatcher, PrefillFirstBatcher], Field(discriminator="kind")]
+
+
+class RoundRobinRouter(Frozen):
+    kind: Literal["round_robin"]
+
+
+class RandomRouter(Frozen):
+    kind: Literal["random"]
+
+
+class ShortestQueueRouter(Frozen):
+    """Join-shortest-queue: fewest calls outstanding (waiting + running)."""
+
+    kind: Literal["jsq"]
+
+
+class LeastKvRouter(Frozen):
+    """Least KV load: smallest fraction of KV blocks in use plus those waiting calls need."""
+
+    kind: Literal["least_kv"]
+
+
+Router = Annotated[
+    Union[RoundRobinRouter, RandomRouter, ShortestQueueRouter, LeastKvRouter],
+    Field(discriminator="kind"),
+]
+
+
+class RooflinePerf(Frozen):
+    """Per-operator roofline over the model card and accelerator card.
+
+    Efficiency factors are the fraction of datasheet peak that real kernels reach;
+    overheads are the CPU-side scheduling / launch cost of an iteration. ``None``
+    takes the calibrated value for the accelerator (see hardware/calibration)."""
+
+    kind: Literal["roofline"]
+    gemm_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+    attention_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+    memory_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+    link_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+    iteration_overhead_s: Optional[NonNegFloat] = None
+    per_seq_overhead_s: Optional[NonNegFloat] = None
+
+
+class FixedPerf(Frozen):
+    """An iteration takes ``iteration_s + per_token_s * tokens``: for queueing-theory
+    checks and for users who measured their own engine."""
+
+    kind: Literal["fixed"]
+    iteration_s: PosFloat
+    per_token_s: NonNegFloat = 0.0
+
+
+Performance = Annotated[Union[RooflinePerf, FixedPerf], Field(discriminator="kind")]
+
+
+class EngineParams(Frozen):
+    """KV-cache and memory parameters of the serving engine (vLLM names and defaults)."""
+
+    block_size: PosInt = 16
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # Activation workspace and CUDA-graph memory set aside per device before the KV pool
+    # is sized; None estimates it from the batch token budget and the model width.
+    activation_reserve_gib: Optional[NonNegFloat] = None
+    # Override the KV pool size (blocks per replica), e.g. to match a real engine's log line
+    # "# GPU blocks: N".
+    num_gpu_blocks: Optional[PosInt] = None
+
+
+class Pool(Frozen):
+    """Identical replicas of one model on one accelerator type."""
+
+    name: str = Field(min_length=1)
+    accelerator: str
+    model: str
+    replicas: PosInt = 1
+    tp: PosInt = 1
+    weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4"]] = None
+    kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
+    engine: EngineParams = EngineParams()
+    batcher: Batcher = ContinuousBatcher(kind="continuous")
+    router: Router = RoundRobinRouter(kind="round_robin")
+    performance: Performance = RooflinePerf(kind="roofline")
+
+
+class Datacenter(Frozen):
+    """Pools plus the facility: PUE, energy tariff, grid carbon, host power."""
+
+    pools: list[Pool] = Field(min_length=1)
+    # Power usage effectiveness: facility energy / IT energy. 1.2 is typical of new
+    # hyperscale halls (Uptime Institute Global Data Center Survey 2024 reports 1.56
+    # as the industry average; hyperscalers publish 1.1-1.2).
+    pue: Annotated[float, Field(ge=1)] = 1.2
+    # Industrial electricity price, US average 2024 ~0.08 $/kWh (EIA Electric Power Monthly).
+    energy_usd_per_kwh: NonNegFloat = 0.08
+    # Grid carbon intensity; US average ~370 gCO2/kWh (EIA 2023).
+    carbon_g_per_kwh: NonNegFloat = 370.0
+    # Host (CPU, NIC, fans, switches) power per device; None derives it from the
+    # accelerator card: half of (node max power - devices x TDP) / devices.
+    host_w_per_device: Optional[NonNegFloat] = None
+
+    @model_validator(mode="after")
+    def _unique(self):
+        _check_unique([p.name for p in self.pools], "pools")
+        return self
+
+
+class TraceOptions(Frozen):
+    """What tables to write and how."""
+
+    calls: bool = True
+    steps: bool = True
+    events: bool = True
+    row_group_rows: Annotated[int, Field(ge=1024)] = 65536
+    compression: Literal["zstd", "snappy", "none"] = "zstd"
+
+
+class Scenario(Frozen):
+    """One simulation: datacenter, workload, horizon, seed."""
+
+    name: str = "scenario"
+    description: str = ""
+    seed: int = 0
+    run: Annotated[int, Field(ge=0)] = 0
+    duration_s: PosFloat
+    warmup_s: NonNegFloat = 0.0
+    # After arrivals stop at duration_s, in-flight calls may finish for at most this long;
+    # calls still unfinished then are recorded as timed-out.
+    drain_s: NonNegFloat = 600.0
+    # "macro" plans runs of iterations at once; "per_iteration" is the reference mode.
+    engine_mode: Literal["macro", "per_iteration"] = "macro"
+    datacenter: Datacenter
+    workload: Workload
+    trace: TraceOptions = TraceOptions()
+    sweep: Optional[Any] = None
+
+    _base_dir: str = PrivateAttr(default=".")
+
+    @model_validator(mode="after")
+    def _cross_refs(self):
+        if self.warmup_s >= self.duration_s:
+            raise ValueError(f"warmup_s ({self.warmup_s}) must be < duration_s ({self.duration_s})")
+        pools = {p.name for p in self.datacenter.pools}
+        for c in self.workload.classes:
+            if c.pool not in pools:
+                raise _KeyedError(
+                    f"workload.classes.{c.name}.pool",
+                    f"unknown pool '{c.pool}' (pools: {', '.join(sorted(pools))})",
+                )
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative paths in the scenario (trace files) are relative to."""
+        return Path(self._base_dir)
+
+    def pool(self, name: str) -> Pool:
+        return next(p for p in self.datacenter.pools if p.name == name)
+
+
+class _KeyedError(ValueError):
+    """A validation error that knows its key path better than pydantic's location."""
+
+    def __init__(self, key_path: str, message: str):
+        super().__init__(message)
+        self.key_path = key_path
+        self.message = message
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"duplicate {what[:-1]} name '{n}'")
+        seen.add(n)
+
+
+# --------------------------------------------------------------------------- loading
+def load_raw(path: str | Path) -> dict:
+    """Read a scenario file as a plain dict (no validation)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ScenarioError(str(path), "", f"cannot read file ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ScenarioError(str(path), "", f"{where}invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(str(path), "", "a scenario must be a YAML mapping of keys to values")
+    return raw
+
+
+def validate(raw: dict, source: str = "<scenario>", base_dir: str | Path | None = None) -> Scenario:
+    """Validate a raw scenario dict; raise ScenarioError naming ``source`` and the key path."""
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as e:
+        raise _to_scenario_error(e, raw, source) from None
+    scenario._base_dir = str(base_dir if base_dir is not None else Path(source).parent)
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    return validate(load_raw(path), str(path), Path(path).parent)
+
+
+def _to_scenario_error(err: ValidationError, raw: dict, source: str) -> ScenarioError:
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    ctx_err = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, _KeyedError):
+        return ScenarioError(source, ctx_err.key_path, ctx_err.message)
+    path = _key_path(first["loc"], raw)
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    elif first["type"] == "union_tag_invalid":
+        msg = f"unknown kind {first['input'].get('kind')!r} (expected {first['ctx']['expected_tags']})"
+    elif first["type"] == "union_tag_not_found":
+        msg = "missing 'kind' (which variant this is)"
+    elif "input" in first and not isinstance(first["input"], (dict, list)):
+        msg = f"{msg} (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return ScenarioError(source, path, msg + more)
+
+
+def _key_path(loc: tuple, raw: Any) -> str:
+    """Dotted path for a pydantic error location; list items named by their ``name``."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            if name:
+                parts.append(str(name))
+            else:
+                parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            if isinstance(node, dict) and item in node:
+                node = node[item]
+                parts.append(str(item))
+            elif isinstance(node, dict) and node.get("kind") == item:
+                continue  # discriminated-union tag, not a key the user wrote
+            else:
+                parts.append(str(item))
+                node = None
+    out = ""
+    for p in parts:
+        out += p if p.startswith("[") else ("." + p if out else p)
+    return out

@@ -1,0 +1,455 @@
+"""The replica engine: continuous batching over a paged KV cache, one SimPy event per run.
+
+A :class:`Replica` serves :class:`Call` s the way vLLM's scheduler does. Each
+iteration it first gives every running call its next tokens (one for a
+decode, a chunk of the prompt for a prefill) under a token budget, allocating
+KV blocks and preempting the newest running call (recompute) when the pool runs
+out; then, if nothing was preempted, it admits waiting calls in FIFO order while
+the budget, the sequence cap and free blocks allow.
+
+The engine never ticks per token. Once every running call is decoding and no
+waiting call can be admitted, every later iteration is determined until a call
+finishes or the KV pool runs out, so the replica plans that *run* of ``k``
+iterations at once: it evaluates the vectorized performance model over the
+growing contexts, takes cumulative times and energies, and schedules one SimPy
+timeout at the end. An arrival inside the run re-arms the timeout at the
+iteration boundary where a real engine would admit it. Scheduling decisions
+are pure (computed without touching state) and applied only when iterations
+are committed, so a decision can be dropped when a call arrives exactly at its
+start. ``max_run=1`` gives the per-iteration reference mode through the same
+code path; both modes produce identical call tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from sim.perf import Batch
+
+
+class Call:
+    """One generation request: the unit the engine serves."""
+
+    __slots__ = (
+        "call_id", "cls", "pool", "arrival_s", "prompt_tokens", "output_tokens", "priority", "job_id",
+        "replica", "admitted_s", "first_token_s", "finish_s", "status", "preemptions",
+        "computed", "generated", "blocks", "on_done",
+    )
+
+    def __init__(self, call_id: int, cls: str, pool: str, arrival_s: float, prompt_tokens: int, output_tokens: int,
+                 priority: int = 0, job_id: int = -1, on_done: Optional[Callable[["Call"], None]] = None):
+        self.call_id = call_id
+        self.cls = cls
+        self.pool = pool
+        self.arrival_s = arrival_s
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.priority = priority
+        self.job_id = job_id
+        self.on_done = on_done
+        self.replica = -1
+        self.admitted_s = math.nan
+        self.first_token_s = math.nan
+        self.finish_s = math.nan
+        self.status = ""
+        self.preemptions = 0
+        self.computed = 0  # tokens whose KV is in the cache
+        self.generated = 0  # output tokens sampled so far
+        self.blocks = 0  # KV blocks held
+
+    @property
+    def remaining(self) -> int:
+        """Tokens to run through the model before the next token can be sampled."""
+        return self.prompt_tokens + self.generated - self.computed
+
+
+@dataclass(frozen=True)
+class BatcherParams:
+    """Scheduler knobs (vLLM names)."""
+
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    chunked: bool  # True: vLLM-v1 mixing of prefill chunks with decodes
+
+
+@dataclass
+class Decision:
+    """What one iteration does: work per call, admissions, preemptions (not yet applied)."""
+
+    work: list  # (call, new_tokens) for running calls, in order
+    admit: list  # (call, new_tokens) for waiting calls admitted
+    preempt: list  # running calls preempted (newest first)
+    keep: int  # running calls that stay (running[:keep])
+
+
+@dataclass
+class Plan:
+    """A decided run of iterations with their boundary times and energies."""
+
+    decision: Decision
+    steady: bool  # a run of pure decode iterations over all running calls
+    bounds: np.ndarray  # bounds[0] = start, bounds[i + 1] = end of iteration i
+    energy_j: np.ndarray  # per iteration, all devices of the replica
+    waiting_empty: bool
+    prefill_tokens: int = 0  # per iteration
+    decode_tokens: int = 0  # per iteration
+    sampled: int = 0  # output tokens produced per iteration
+
+    @property
+    def k(self) -> int:
+        return len(self.energy_j)
+
+
+class Replica:
+    """One model instance on ``tp`` devices, driven by SimPy timeouts."""
+
+    def __init__(self, env, index: int, pool: str, perf, power, tp: int, kv_blocks: int, block_size: int,
+                 batcher: BatcherParams, recorder, max_context: int, max_run: int = 1 << 15,
+                 on_end: Optional[Callable[[Call], None]] = None):
+        self.env = env
+        self.index = index  # global replica number (trace column)
+        self.index_in_pool = index
+        self.pool = pool
+        self.perf = perf
+        self.power = power
+        self.tp = tp
+        self.total_blocks = kv_blocks
+        self.free_blocks = kv_blocks
+        self.block_size = block_size
+        self.batcher = batcher
+        self.recorder = recorder
+        self.max_context = max_context
+        self.max_run = max_run
+        self.on_end = on_end
+        self.waiting: deque[Call] = deque()
+        self.running: list[Call] = []
+        self.clock = 0.0  # exact time of the last committed boundary
+        self.busy_s = 0.0
+        self.energy_j = 0.0
+        self.iterations = 0
+        self.runs = 0
+        self.output_tokens = 0
+        self._plan: Optional[Plan] = None
+        self._target = 0
+        self._version = 0
+        self._idle_w = power.idle_w * tp
+
+    # ------------------------------------------------------------------ public
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    @property
+    def kv_load(self) -> float:
+        """Blocks in use plus blocks the waiting calls' prompts need, over the pool size."""
+        need = sum(self._blocks_for(c.prompt_tokens + c.generated) for c in self.waiting)
+        return (self.total_blocks - self.free_blocks + need) / self.total_blocks
+
+    def submit(self, call: Call) -> None:
+        """A call arrives at this replica (at ``call.arrival_s`` == now)."""
+        call.replica = self.index
+        if (call.prompt_tokens + call.output_tokens > self.max_context
+                or self._blocks_for(call.prompt_tokens + call.output_tokens) > self.total_blocks):
+            self._end_call(call, "dropped", call.arrival_s)
+            self.recorder.event(call.arrival_s, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
+            return
+        self.waiting.append(call)
+        plan = self._plan
+        if plan is None:  # idle: start at the arrival
+            self._advance_idle(call.arrival_s)
+            self._start()
+            return
+        if plan.steady and plan.waiting_empty and len(self.running) < self.batcher.max_num_seqs:
+            # The iteration boundary at or after the arrival is where it can be admitted.
+            i = int(np.searchsorted(plan.bounds, call.arrival_s, side="left"))
+            if i < self._target:
+                self._arm(i)
+        elif plan.k == 1 and call.arrival_s <= plan.bounds[0]:
+            self._arm(0)  # arrived exactly as a single iteration was decided: decide again
+
+    def finish(self, t_end: float) -> None:
+        """End of simulation at ``t_end``: commit what is done, cut the rest, time out the calls."""
+        plan = self._plan
+        if plan is not None:
+            m = int(np.searchsorted(plan.bounds, t_end, side="right")) - 1
+            m = max(0, min(m, plan.k))
+            self._version += 1
+            self._commit(plan, m)
+            self._plan = None
+            if self.clock < t_end and m < plan.k:  # the iteration in flight, cut at t_end
+                frac = (t_end - self.clock) / (plan.bounds[m + 1] - plan.bounds[m])
+                e = float(plan.energy_j[m]) * frac
+                self._account(self.clock, t_end, e, busy=True)
+                self.recorder.step(self.pool, self.index, "partial", self.clock, t_end, 0, len(self.running), 0, 0, 0,
+                                   len(self.waiting), self.total_blocks - self.free_blocks, e)
+                self.clock = t_end
+        self._advance_idle(t_end)
+        for c in list(self.running) + list(self.waiting):
+            self._end_call(c, "timed-out", math.nan)
+        self.running.clear()
+        self.waiting.clear()
+
+    # ------------------------------------------------------------------ timing
+    def _arm(self, m: int) -> None:
+        """Schedule the commit of the first ``m`` iterations of the current plan."""
+        self._version += 1
+        self._target = m
+        if m == 0:  # decided at this very instant: drop the decision and decide again
+            self._plan = None
+            self._start()
+            return
+        version = self._version
+        delay = self._plan.bounds[m] - self.env.now
+        ev = self.env.timeout(delay if delay > 0 else 0.0)
+        ev.callbacks.append(lambda _ev: self._on_boundary(version))
+
+    def _on_boundary(self, version: int) -> None:
+        if version != self._version:
+            return  # superseded by an earlier boundary
+        plan, self._plan = self._plan, None
+        self._commit(plan, self._target)
+        self._start()
+
+    def _start(self) -> None:
+        if not self.running and not self.waiting:
+            self._plan = None
+            return
+        self._plan = self._make_plan()
+        self._arm(self._plan.k)
+
+    def _advance_idle(self, t: float) -> None:
+        if t > self.clock:
+            e = self._idle_w * (t - self.clock)
+            self._account(self.clock, t, e, busy=False)
+            self.recorder.step(self.pool, self.index, "idle", self.clock, t, 0, 0, 0, 0, 0, 0,
+                               self.total_blocks - self.free_blocks, e)
+            self.clock = t
+
+    def _account(self, start: float, end: float, energy: float, busy: bool) -> None:
+        self.energy_j += energy
+        if busy:
+            self.busy_s += end - start
+
+    # ------------------------------------------------------------------ scheduling
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    def _decide(self) -> Decision:
+        """The next iteration's schedule, computed without changing any state."""
+        budget = self.batcher.max_num_batched_tokens
+        free = self.free_blocks
+        running = self.running
+        keep = len(running)
+        work, preempt = [], []
+        chunked = self.batcher.chunked
+        prefill_first = not chunked and self._admissible_prefill(budget, free)
+        i = 0
+        while not prefill_first and i < keep and budget > 0:
+            c = running[i]
+            n = min(c.remaining, budget) if chunked else c.remaining
+            need = self._blocks_for(c.computed + n) - c.blocks
+            while need > free and keep > i + 1:
+                keep -= 1
+                victim = running[keep]
+                free += victim.blocks
+                preempt.append(victim)
+            if need > free:  # not even this call fits alone: preempt it too
+                keep -= 1
+                free += c.blocks
+                preempt.append(c)
+                break
+            free -= need
+            budget -= n
+            work.append((c, n))
+            i += 1
+        admit = []
+        if not preempt and (chunked or prefill_first):
+            seqs = keep
+            for c in self.waiting:
+                if budget <= 0 or seqs >= self.batcher.max_num_seqs:
+                    break
+                n = c.remaining
+                if chunked:
+                    n = min(n, budget)
+                elif n > budget and admit:  # whole prompts only; one larger than the budget runs alone
+                    break
+                need = self._blocks_for(c.computed + n) - c.blocks
+                if need > free:
+                    break
+                free -= need
+                budget -= n
+                seqs += 1
+                admit.append((c, n))
+        return Decision(work, admit, preempt, keep)
+
+    def _admissible_prefill(self, budget: int, free: int) -> bool:
+        """Prefill-first batcher: can the head of the queue be admitted now?"""
+        if not self.waiting or len(self.running) >= self.batcher.max_num_seqs:
+            return False
+        c = self.waiting[0]
+        return self._blocks_for(c.computed + c.remaining) - c.blocks <= free
+
+    def _make_plan(self) -> Plan:
+        d = self._decide()
+        steady = (
+            self.max_run > 1 and not d.admit and not d.preempt and len(d.work) == len(self.running)
+            and all(n == 1 and c.generated > 0 for c, n in d.work)
+        )
+        waiting_empty = not self.waiting
+        if steady:
+            return self._plan_decode_run(d, waiting_empty)
+        return self._plan_single(d, waiting_empty)
+
+    def _plan_single(self, d: Decision, waiting_empty: bool) -> Plan:
+        tokens = seqs = sampled = 0
+        pairs = kv = 0
+        prefill = decode = 0
+        for c, n in d.work + d.admit:
+            tokens += n
+            seqs += 1
+            if n == c.remaining:
+                sampled += 1
+            pairs += n * c.computed + n * (n + 1) // 2
+            kv += c.computed + n
+            if c.remaining == 1 and c.generated > 0:
+                decode += 1
+            else:
+                prefill += n
+        batch = Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)]))
+        return self._priced(d, False, batch, waiting_empty, prefill, decode, sampled)
+
+    def _plan_decode_run(self, d: Decision, waiting_empty: bool) -> Plan:
+        running = self.running
+        n = len(running)
+        computed = np.fromiter((c.computed for c in running), dtype=np.int64, count=n)
+        remaining_out = np.fromiter((c.output_tokens - c.generated for c in running), dtype=np.int64, count=n)
+        k = int(min(remaining_out.min(), self.max_run))
+        k = self._iterations_that_fit(computed, k)
+        i = np.arange(1, k + 1, dtype=np.int64)
+        ctx = float(computed.sum()) + n * i.astype(np.float64)  # KV tokens read = pairs, one query each
+        batch = Batch(n, n, n, ctx, ctx)
+        return self._priced(d, True, batch, waiting_empty, 0, n, n)
+
+    def _iterations_that_fit(self, computed: np.ndarray, k: int) -> int:
+        """Largest k' <= k such that iterations 0..k'-1 find KV blocks without preemption."""
+        bs = self.block_size
+        held = -(-computed // bs)
+        free = self.free_blocks
+
+        def extra(it: int) -> int:  # blocks beyond those held that iteration ``it`` needs
+            return int(np.maximum(0, -(-(computed + it + 1) // bs) - held).sum())
+
+        if extra(k - 1) <= free:
+            return k
+        lo, hi = 0, k - 1  # extra(lo) <= free < extra(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if extra(mid) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo + 1
+
+    def _priced(self, d: Decision, steady: bool, batch: Batch, waiting_empty: bool, prefill: int, decode: int,
+                sampled: int) -> Plan:
+        cost = self.perf.cost(batch)
+        power = self.power.busy_w(cost.time_s, cost.flops, cost.bytes)
+        energy = power * cost.time_s * self.tp
+        bounds = np.cumsum(np.concatenate(([self.clock], cost.time_s)))
+        return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled)
+
+    # ------------------------------------------------------------------ commit
+    def _commit(self, plan: Plan, m: int) -> None:
+        """Apply the first ``m`` iterations of ``plan`` (m = 0 applies nothing)."""
+        if m == 0:
+            return
+        start, end = self.clock, float(plan.bounds[m])
+        energy = float(plan.energy_j[:m].sum()) if m > 1 else float(plan.energy_j[0])
+        used_before = self.total_blocks - self.free_blocks
+        waiting_before = len(self.waiting)
+        d = plan.decision
+        seqs = len(d.work) + len(d.admit)
+        if plan.steady:
+            self._commit_decode(m, end)
+            kind = "decode"
+        else:
+            self._commit_single(d, start, end)
+            kind = "prefill" if plan.decode_tokens == 0 else ("decode" if plan.prefill_tokens == 0 else "mixed")
+        self.clock = end
+        self.iterations += m
+        self.runs += 1
+        self._account(start, end, energy, busy=True)
+        self.recorder.step(self.pool, self.index, kind, start, end, m, seqs, plan.prefill_tokens * m,
+                           plan.decode_tokens * m, plan.sampled * m, waiting_before, used_before, energy)
+
+    def _commit_decode(self, m: int, end: float) -> None:
+        bs = self.block_size
+        still = []
+        for c in self.running:
+            c.computed += m
+            c.generated += m
+            blocks = -(-c.computed // bs)
+            self.free_blocks -= blocks - c.blocks
+            c.blocks = blocks
+            if c.generated >= c.output_tokens:
+                self._release(c)
+                self._end_call(c, "finished", end)
+            else:
+                still.append(c)
+        self.output_tokens += m * len(self.running)
+        self.running = still
+
+    def _commit_single(self, d: Decision, start: float, end: float) -> None:
+        # preemptions (newest first): free blocks, recompute from scratch, back to the queue front
+        for c in d.preempt:
+            self._release(c)
+            c.computed = 0
+            c.preemptions += 1
+            self.waiting.appendleft(c)
+            self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
+        running = self.running[: d.keep]
+        for c, _ in d.admit:
+            self.waiting.popleft()
+            running.append(c)
+            if c.admitted_s != c.admitted_s:  # NaN: first admission
+                c.admitted_s = start
+        still = []
+        worked = {id(c): n for c, n in d.work}
+        worked.update((id(c), n) for c, n in d.admit)
+        for c in running:
+            n = worked.get(id(c))
+            if n is not None:
+                sample = n == c.remaining
+                c.computed += n
+                blocks = -(-c.computed // self.block_size)
+                self.free_blocks -= blocks - c.blocks
+                c.blocks = blocks
+                if sample:
+                    c.generated += 1
+                    self.output_tokens += 1
+                    if c.generated == 1:
+                        c.first_token_s = end
+                    if c.generated >= c.output_tokens:
+                        self._release(c)
+                        self._end_call(c, "finished", end)
+                        continue
+            still.append(c)
+        self.running = still
+
+    def _release(self, c: Call) -> None:
+        self.free_blocks += c.blocks
+        c.blocks = 0
+
+    def _end_call(self, c: Call, status: str, t: float) -> None:
+        c.status = status
+        c.finish_s = t
+        self.recorder.call(c)
+        if self.on_end is not None:
+            self.on_end(c)
+        if c.on_done is not None:
+            c.on_done(c)

@@ -1,0 +1,74 @@
+"""Routers: which replica of a pool serves a call. One small class per policy,
+chosen by ``kind`` in the scenario (see :data:`ROUTERS`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class RoundRobin:
+    """Replicas in turn."""
+
+    def __init__(self, replicas, rng: np.random.Generator, params):
+        self.replicas = replicas
+        self._next = 0
+
+    def pick(self, call):
+        r = self.replicas[self._next]
+        self._next = (self._next + 1) % len(self.replicas)
+        return r
+
+
+class Random:
+    """A replica drawn uniformly at random (from the router's own stream)."""
+
+    def __init__(self, replicas, rng: np.random.Generator, params):
+        self.replicas = replicas
+        self.rng = rng
+        self._buf = np.empty(0, dtype=np.int64)
+        self._pos = 0
+
+    def pick(self, call):
+        if self._pos == len(self._buf):
+            self._buf = self.rng.integers(0, len(self.replicas), size=4096)
+            self._pos = 0
+        r = self.replicas[int(self._buf[self._pos])]
+        self._pos += 1
+        return r
+
+
+class ShortestQueue:
+    """Join-shortest-queue: the fewest calls outstanding; ties go to the lowest index
+    after the last pick, so equal replicas are filled in turn."""
+
+    def __init__(self, replicas, rng: np.random.Generator, params):
+        self.replicas = replicas
+        self._start = 0
+
+    def pick(self, call):
+        reps = self.replicas
+        n = len(reps)
+        best, best_load = None, None
+        for j in range(n):
+            r = reps[(self._start + j) % n]
+            load = r.outstanding
+            if best is None or load < best_load:
+                best, best_load = r, load
+                if load == 0:
+                    break
+        self._start = (best.index_in_pool + 1) % n
+        return best
+
+
+class LeastKv:
+    """The replica whose KV pool is least loaded (blocks in use plus blocks its waiting
+    calls need, as a fraction of its pool)."""
+
+    def __init__(self, replicas, rng: np.random.Generator, params):
+        self.replicas = replicas
+
+    def pick(self, call):
+        return min(self.replicas, key=lambda r: (r.kv_load, r.outstanding, r.index_in_pool))
+
+
+ROUTERS = {"round_robin": RoundRobin, "random": Random, "jsq": ShortestQueue, "least_kv": LeastKv}

@@ -1,0 +1,185 @@
+"""Trace recorder: rows collected column-wise, flushed to Parquet in bounded memory.
+
+One :class:`TableSink` per table (calls, steps, events). Model code appends rows
+through :class:`Recorder` methods; a sink flushes a row group whenever its
+buffer reaches ``row_group_rows``, so memory does not grow with run length. Files
+are written under a hidden temporary name and moved into place on close, so a
+reader of the dataset never sees a half-written table.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from sim import storage
+
+CALLS_SCHEMA = pa.schema(
+    [
+        ("call_id", pa.int64()),
+        ("class", pa.string()),
+        ("pool", pa.string()),
+        ("replica", pa.int32()),
+        ("job_id", pa.int64()),
+        ("priority", pa.int32()),
+        ("status", pa.string()),
+        ("arrival_s", pa.float64()),
+        ("admitted_s", pa.float64()),
+        ("first_token_s", pa.float64()),
+        ("finish_s", pa.float64()),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("generated_tokens", pa.int64()),
+        ("preemptions", pa.int32()),
+    ]
+)
+
+STEPS_SCHEMA = pa.schema(
+    [
+        ("pool", pa.string()),
+        ("replica", pa.int32()),
+        ("kind", pa.string()),  # decode | mixed | prefill | idle | partial
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("iterations", pa.int64()),
+        ("batch_seqs", pa.int32()),
+        ("prefill_tokens", pa.int64()),
+        ("decode_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("waiting", pa.int32()),
+        ("kv_blocks_used", pa.int64()),
+        ("energy_j", pa.float64()),
+        ("avg_power_w", pa.float64()),
+    ]
+)
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("time_s", pa.float64()),
+        ("kind", pa.string()),
+        ("pool", pa.string()),
+        ("replica", pa.int32()),
+        ("call_id", pa.int64()),
+        ("detail", pa.string()),
+    ]
+)
+
+SCHEMAS = {"calls": CALLS_SCHEMA, "steps": STEPS_SCHEMA, "events": EVENTS_SCHEMA}
+
+
+class TableSink:
+    """Buffers rows of one table by column and streams them to one Parquet file."""
+
+    def __init__(self, fs: pafs.FileSystem | None, path: str | None, schema: pa.Schema, row_group_rows: int, compression: str):
+        self.schema = schema
+        self.columns: list[list] = [[] for _ in schema.names]
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self._fs, self._path = fs, path
+        self._tmp = None
+        self._writer = None
+        self._compression = None if compression == "none" else compression
+
+    def append(self, row: tuple) -> None:
+        for col, v in zip(self.columns, row):
+            col.append(v)
+        if len(self.columns[0]) >= self.row_group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        n = len(self.columns[0])
+        if n == 0 or self._fs is None:
+            return
+        batch = pa.record_batch([pa.array(c, type=f.type) for c, f in zip(self.columns, self.schema)], schema=self.schema)
+        if self._writer is None:
+            self._open()
+        self._writer.write_batch(batch, row_group_size=n)
+        self.rows += n
+        self.columns = [[] for _ in self.schema.names]
+
+    def close(self) -> None:
+        """Write what is buffered (an empty table if nothing) and move the file into place."""
+        if self._fs is None:
+            return
+        self.flush()
+        if self._writer is None:  # no rows: still write the table so readers see the schema
+            self._open()
+        self._writer.close()
+        if self._tmp != self._path:
+            self._fs.move(self._tmp, self._path)
+        self._writer = None
+
+    def _open(self) -> None:
+        """Start the file: a hidden temporary name on a local disk (renamed on close); the
+        final name on an object store, where an object appears only once its upload completes."""
+        parent, name = self._path.rsplit("/", 1)
+        self._fs.create_dir(parent, recursive=True)
+        local = storage.is_local(self._fs)
+        self._tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp" if local else self._path
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, filesystem=self._fs, compression=self._compression)
+
+    def abort(self) -> None:
+        """Drop a partly written file (after an error)."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+                self._fs.delete_file(self._tmp)
+            except OSError:
+                pass
+            self._writer = None
+
+
+class Recorder:
+    """The one object model code reports to: calls, steps, events.
+
+    ``tables`` maps a table name to ``(filesystem, path)``; a table that is not
+    listed (or switched off in the trace options) is counted but not written.
+    """
+
+    def __init__(self, tables: dict[str, tuple[pafs.FileSystem, str]], row_group_rows: int = 65536, compression: str = "zstd"):
+        self.sinks = {
+            name: TableSink(*tables.get(name, (None, None)), schema, row_group_rows, compression) for name, schema in SCHEMAS.items()
+        }
+        self._calls = self.sinks["calls"]
+        self._steps = self.sinks["steps"]
+        self._events = self.sinks["events"]
+        self.calls_recorded = 0
+
+    def call(self, c) -> None:
+        """A call reached its terminal status."""
+        self.calls_recorded += 1
+        if self._calls._fs is None:
+            return
+        self._calls.append(
+            (
+                c.call_id, c.cls, c.pool, c.replica, c.job_id, c.priority, c.status, c.arrival_s, c.admitted_s,
+                c.first_token_s, c.finish_s, c.prompt_tokens, c.output_tokens, c.generated, c.preemptions,
+            )
+        )
+
+    def step(self, pool: str, replica: int, kind: str, start_s: float, end_s: float, iterations: int, batch_seqs: int,
+             prefill_tokens: int, decode_tokens: int, output_tokens: int, waiting: int, kv_blocks_used: int,
+             energy_j: float) -> None:
+        if self._steps._fs is None:
+            return
+        dur = end_s - start_s
+        power = energy_j / dur if dur > 0 else math.nan
+        self._steps.append((pool, replica, kind, start_s, end_s, iterations, batch_seqs, prefill_tokens, decode_tokens,
+                            output_tokens, waiting, kv_blocks_used, energy_j, power))
+
+    def event(self, time_s: float, kind: str, pool: str, replica: int, call_id: int, detail: str = "") -> None:
+        if self._events._fs is None:
+            return
+        self._events.append((time_s, kind, pool, replica, call_id, detail))
+
+    def close(self) -> None:
+        for s in self.sinks.values():
+            s.close()
+
+    def abort(self) -> None:
+        for s in self.sinks.values():
+            s.abort()

@@ -1,0 +1,203 @@
+"""Workload: arrival processes and token-length distributions, and the SimPy
+process that turns a workload class into calls.
+
+Samplers draw in vectorized chunks from the class's own random streams
+(``workload/<class>/arrival``, ``.../prompt``, ``.../output``), so a change to one
+class or one distribution leaves every other stream untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from sim import config as C
+from sim.errors import ScenarioError
+
+CHUNK = 1024
+
+
+# --------------------------------------------------------------------------- lengths
+class LengthSampler:
+    """Draws positive integer token counts from one length distribution."""
+
+    def __init__(self, dist, rng: np.random.Generator, base_dir: Path, key: str):
+        self.dist, self.rng = dist, rng
+        self._values = self._weights = None
+        if isinstance(dist, C.EmpiricalLength):
+            self._values, self._weights = _empirical(dist, base_dir, key)
+
+    @property
+    def mean(self) -> float:
+        """Mean of the distribution before clipping (for checks and docs)."""
+        d = self.dist
+        if isinstance(d, C.FixedLength):
+            return float(d.value)
+        if isinstance(d, C.UniformLength):
+            return (d.low + d.high) / 2
+        if isinstance(d, C.LognormalLength):
+            return d.median * math.exp(d.sigma**2 / 2)
+        if isinstance(d, C.ExponentialLength):
+            p = 1 - math.exp(-1 / d.mean)
+            return 1 / p
+        w = self._weights if self._weights is not None else np.ones(len(self._values)) / len(self._values)
+        return float(np.dot(self._values, w))
+
+    def sample(self, n: int) -> np.ndarray:
+        d, rng = self.dist, self.rng
+        if isinstance(d, C.FixedLength):
+            return np.full(n, d.value, dtype=np.int64)
+        if isinstance(d, C.UniformLength):
+            return rng.integers(d.low, d.high + 1, size=n)
+        if isinstance(d, C.LognormalLength):
+            x = np.rint(rng.lognormal(math.log(d.median), d.sigma, size=n)).astype(np.int64)
+            return np.clip(x, d.min, d.max if d.max else np.iinfo(np.int64).max)
+        if isinstance(d, C.ExponentialLength):
+            x = np.ceil(rng.exponential(d.mean, size=n)).astype(np.int64)
+            x = np.maximum(x, 1)
+            return np.minimum(x, d.max) if d.max else x
+        x = rng.choice(self._values, size=n, p=self._weights)
+        return np.minimum(x, d.max) if d.max else x
+
+
+def _empirical(d: C.EmpiricalLength, base_dir: Path, key: str):
+    if d.values is not None:
+        vals = np.asarray(d.values, dtype=np.int64)
+        w = None
+        if d.weights is not None:
+            w = np.asarray(d.weights, dtype=float)
+            w = w / w.sum()
+        return vals, w
+    rows = _read_csv(base_dir, d.path, key)
+    vals, weights = [], []
+    for i, row in enumerate(rows):
+        try:
+            v = int(round(float(row[d.column])))
+            w = float(row[d.weight_column]) if d.weight_column else 1.0
+        except KeyError as e:
+            raise ScenarioError(str(base_dir / d.path), key, f"no column {e.args[0]!r} in the CSV header") from None
+        except ValueError:
+            raise ScenarioError(str(base_dir / d.path), key, f"row {i + 2}: not a number") from None
+        if v >= 1 and w > 0:
+            vals.append(v)
+            weights.append(w)
+    if not vals:
+        raise ScenarioError(str(base_dir / d.path), key, "no positive values in the column")
+    w = np.asarray(weights)
+    return np.asarray(vals, dtype=np.int64), w / w.sum()
+
+
+def _read_csv(base_dir: Path, path: str, key: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_absolute():
+        p = base_dir / p
+    try:
+        with open(p, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except OSError as e:
+        raise ScenarioError(str(p), key, f"cannot read trace file ({e.strerror})") from None
+
+
+# --------------------------------------------------------------------------- arrivals
+def _gaps(arrival, rng: np.random.Generator, n: int) -> np.ndarray:
+    if isinstance(arrival, C.PoissonArrivals):
+        return rng.exponential(1.0 / arrival.rate_per_s, size=n)
+    if isinstance(arrival, C.DeterministicArrivals):
+        return np.full(n, 1.0 / arrival.rate_per_s)
+    if isinstance(arrival, C.GammaArrivals):
+        shape = 1.0 / arrival.cv**2
+        return rng.gamma(shape, 1.0 / (arrival.rate_per_s * shape), size=n)
+    raise TypeError(arrival)
+
+
+def load_trace(arrival: C.TraceArrivals, base_dir: Path, key: str):
+    """(times_s, prompt_tokens or None, output_tokens or None) of a trace, times from start_s."""
+    rows = _read_csv(base_dir, arrival.path, key)
+    src = str(base_dir / arrival.path)
+    if not rows:
+        raise ScenarioError(src, key, "trace has no rows")
+    for col in (arrival.time_column, arrival.prompt_column, arrival.output_column):
+        if col and col not in rows[0]:
+            raise ScenarioError(src, key, f"no column {col!r} in the CSV header (columns: {', '.join(rows[0])})")
+    raw_t = [r[arrival.time_column] for r in rows]
+    try:
+        t = np.array([float(x) for x in raw_t])
+    except ValueError:
+        try:
+            t = np.array([_parse_time(x) for x in raw_t])
+        except ValueError:
+            raise ScenarioError(src, key, f"column {arrival.time_column!r} holds neither seconds nor date-times") from None
+    order = np.argsort(t, kind="stable")
+    t = (t[order] - t[order][0]) * arrival.time_scale + arrival.start_s
+
+    def col(name):
+        if not name:
+            return None
+        try:
+            v = np.array([max(1, int(round(float(r[name])))) for r in rows], dtype=np.int64)
+        except ValueError:
+            raise ScenarioError(src, key, f"column {name!r} has a non-numeric value") from None
+        return v[order]
+
+    return t, col(arrival.prompt_column), col(arrival.output_column)
+
+
+def _parse_time(s: str) -> float:
+    s = s.strip()
+    # Azure traces carry 7 fractional digits; datetime takes at most 6.
+    if "." in s:
+        head, frac = s.split(".", 1)
+        digits = "".join(ch for ch in frac if ch.isdigit())
+        tail = frac[len(digits):]
+        s = f"{head}.{digits[:6]}{tail}"
+    return datetime.fromisoformat(s).timestamp()
+
+
+def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: float, make_call, key: str):
+    """SimPy process: create the calls of one class until ``stop_s`` and hand each to ``make_call``.
+
+    ``streams(name)`` returns the named random generator. ``make_call(cls, t,
+    prompt, output)`` creates and routes one call at exact time ``t``.
+    """
+    stop = min(stop_s, cls.stop_s) if cls.stop_s is not None else stop_s
+    prompt = LengthSampler(cls.prompt_tokens, streams("prompt"), base_dir, f"{key}.prompt_tokens") if cls.prompt_tokens else None
+    output = LengthSampler(cls.output_tokens, streams("output"), base_dir, f"{key}.output_tokens") if cls.output_tokens else None
+    if isinstance(cls.arrival, C.TraceArrivals):
+        yield from _replay(env, cls, base_dir, stop, prompt, output, make_call, key)
+        return
+    rng = streams("arrival")
+    t = cls.start_s
+    while True:
+        gaps = _gaps(cls.arrival, rng, CHUNK)
+        ps = prompt.sample(CHUNK)
+        os_ = output.sample(CHUNK)
+        for g, p, o in zip(gaps.tolist(), ps.tolist(), os_.tolist()):
+            t += g
+            if t >= stop:
+                return
+            yield env.timeout(t - env.now)
+            make_call(cls, t, p, o)
+
+
+def _replay(env, cls, base_dir, stop, prompt, output, make_call, key):
+    times, tp, to = load_trace(cls.arrival, base_dir, f"{key}.arrival")
+    span = times[-1] - times[0] + (times[-1] - times[0]) / max(1, len(times) - 1)
+    offset = 0.0
+    while True:
+        n = len(times)
+        ps = tp if tp is not None else prompt.sample(n)
+        os_ = to if to is not None else output.sample(n)
+        for t, p, o in zip((times + offset).tolist(), ps.tolist(), os_.tolist()):
+            if t >= stop:
+                return
+            if t < cls.start_s:
+                continue
+            yield env.timeout(max(0.0, t - env.now))
+            make_call(cls, t, p, o)
+        if not cls.arrival.loop or span <= 0:
+            return
+        offset += span

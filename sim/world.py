@@ -1,0 +1,182 @@
+"""The SimPy world of one scenario: pools of replicas, routers, workload processes.
+
+:func:`build` checks the scenario against the catalog (hardware and model
+names, whether the model fits the device) and wires the components; it raises
+:class:`~sim.errors.ScenarioError` with the key path for anything impossible.
+:meth:`World.run` runs the simulation to its end and closes every replica.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import simpy
+
+from sim import catalog, rng
+from sim.config import FixedPerf, PrefillFirstBatcher, Scenario
+from sim.engine import BatcherParams, Call, Replica
+from sim.errors import ScenarioError
+from sim.perf import FixedModel, RooflineModel
+from sim.power import PowerModel, Tariff
+from sim.router import ROUTERS
+from sim.workload import generate_calls
+
+GIB = 2**30
+# CUDA context, cuBLAS/NCCL workspaces and captured CUDA graphs per device before
+# activations; vLLM v1 counts this "non-torch" memory inside gpu_memory_utilization.
+FIXED_RESERVE_BYTES = 1.0 * GIB
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Everything resolved about one pool: cards, models, KV pool size."""
+
+    name: str
+    key: str  # key path in the scenario, for errors
+    acc: catalog.Accelerator
+    model: catalog.ModelCard
+    tp: int
+    replicas: int
+    kv_blocks: int
+    block_size: int
+    weight_gib: float
+    kv_gib: float
+    perf: object
+    power: PowerModel
+    host_w_per_device: float
+
+    @property
+    def devices(self) -> int:
+        return self.replicas * self.tp
+
+
+def activation_reserve_bytes(model: catalog.ModelCard, tp: int, max_tokens: int, max_seqs: int) -> float:
+    """Memory vLLM's profiling pass sets aside for activations of a full token budget:
+    MLP intermediate (gate+up) and a few hidden-width buffers per token, fp32 logits of the
+    sampled rows, plus the fixed CUDA/NCCL reserve."""
+    width = model.moe_intermediate_size * model.experts_per_token if model.is_moe else model.intermediate_size
+    per_token = (2 * width / tp + 4 * model.hidden_size) * 2
+    logits = max_seqs * model.vocab_size * 4 / tp
+    return FIXED_RESERVE_BYTES + max_tokens * per_token + logits
+
+
+def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
+    pool = scenario.datacenter.pools[index]
+    key = f"datacenter.pools.{pool.name}"
+    acc = catalog.accelerator(pool.accelerator, source, f"{key}.accelerator")
+    model = catalog.model(pool.model, source, f"{key}.model")
+    wdtype = pool.weight_dtype or model.weight_dtype
+    if wdtype == "fp8" and not acc.fp8_dense_tflops:
+        pass  # weight-only fp8 on devices without fp8 math: computes in bf16 (peak_flops handles it)
+    if pool.tp > acc.devices_per_node * 8:
+        raise ScenarioError(source, f"{key}.tp", f"tensor parallelism {pool.tp} exceeds what one scale-up domain of {acc.name} offers")
+    if model.attention != "mla" and model.num_attention_heads % pool.tp != 0:
+        raise ScenarioError(source, f"{key}.tp", f"{model.name} has {model.num_attention_heads} attention heads, not divisible by tp={pool.tp}")
+    p = pool.performance
+    eff = {k: getattr(p, k) for k in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "link_efficiency",
+                                       "iteration_overhead_s", "per_seq_overhead_s")} if p.kind == "roofline" else {}
+    roofline = RooflineModel(model, acc, pool.tp, wdtype, pool.kv_dtype, **eff)
+    perf = FixedModel(p.iteration_s, p.per_token_s) if isinstance(p, FixedPerf) else roofline
+
+    eng, bat = pool.engine, pool.batcher
+    usable = acc.memory_bytes * eng.gpu_memory_utilization
+    weights = roofline.weight_bytes_device()
+    reserve = (eng.activation_reserve_gib * GIB if eng.activation_reserve_gib is not None
+               else activation_reserve_bytes(model, pool.tp, bat.max_num_batched_tokens, bat.max_num_seqs))
+    kv_bytes = usable - weights - reserve
+    per_block = roofline.kv_bytes_per_token_device() * eng.block_size
+    if kv_bytes < per_block:
+        raise ScenarioError(
+            source, f"{key}.model",
+            f"{model.name} does not fit on {acc.name} at tp={pool.tp}: weights need {weights / GIB:.1f} GiB per device "
+            f"({wdtype}) plus {reserve / GIB:.1f} GiB activations, but {acc.memory_gib:g} GiB x "
+            f"gpu_memory_utilization {eng.gpu_memory_utilization:g} = {usable / GIB:.1f} GiB is usable; "
+            "raise tp, use a smaller weight_dtype or a larger device",
+        )
+    blocks = eng.num_gpu_blocks if eng.num_gpu_blocks is not None else int(kv_bytes // per_block)
+    power = PowerModel(acc, acc.peak_flops(wdtype))
+    host = scenario.datacenter.host_w_per_device
+    host_w = host if host is not None else 0.5 * acc.host_w_per_device_max
+    return PoolSpec(pool.name, key, acc, model, pool.tp, pool.replicas, blocks, eng.block_size, weights / GIB,
+                    blocks * per_block / GIB, perf, power, host_w)
+
+
+class World:
+    """Pools, routers and workload processes of one scenario in one SimPy environment."""
+
+    def __init__(self, scenario: Scenario, recorder, source: str = "<scenario>"):
+        self.scenario = scenario
+        self.recorder = recorder
+        self.env = simpy.Environment()
+        self.specs = [resolve_pool(scenario, i, source) for i in range(len(scenario.datacenter.pools))]
+        dc = scenario.datacenter
+        self.tariff = Tariff(dc.pue, dc.energy_usd_per_kwh, dc.carbon_g_per_kwh)
+        max_run = 1 if scenario.engine_mode == "per_iteration" else 1 << 15
+        self.replicas: list[Replica] = []
+        self.routers = {}
+        for spec, pool in zip(self.specs, dc.pools):
+            reps = []
+            for j in range(spec.replicas):
+                r = Replica(
+                    self.env, len(self.replicas), spec.name, spec.perf, spec.power, spec.tp, spec.kv_blocks,
+                    spec.block_size,
+                    BatcherParams(pool.batcher.max_num_batched_tokens, pool.batcher.max_num_seqs,
+                                  chunked=not isinstance(pool.batcher, PrefillFirstBatcher)),
+                    recorder, spec.model.max_context_tokens, max_run, on_end=self._call_ended,
+                )
+                r.index_in_pool = j
+                reps.append(r)
+                self.replicas.append(r)
+            router_rng = rng.stream(scenario.seed, scenario.run, f"router/{spec.name}")
+            self.routers[spec.name] = ROUTERS[pool.router.kind](reps, router_rng, pool.router)
+        self.calls_created = 0
+        self.calls_ended = 0
+        self._generators_left = 0
+        self._done = self.env.event()
+        self._source = source
+
+    # ------------------------------------------------------------------ calls
+    def make_call(self, cls, t: float, prompt: int, output: int, job_id: int = -1, on_done=None) -> Call:
+        """Create a call at exact time ``t`` and route it to a replica of its pool."""
+        call = Call(self.calls_created, cls.name, cls.pool, t, prompt, output, cls.priority, job_id, on_done)
+        self.calls_created += 1
+        self.routers[cls.pool].pick(call).submit(call)
+        return call
+
+    def _call_ended(self, call: Call) -> None:
+        self.calls_ended += 1
+        self._check_done()
+
+    def _generator(self, cls, stop_s: float):
+        key = f"workload.classes.{cls.name}"
+        streams = lambda name: rng.stream(self.scenario.seed, self.scenario.run, f"workload/{cls.name}/{name}")
+        yield from generate_calls(self.env, cls, streams, self.scenario.base_dir, stop_s, self.make_call, key)
+        self._generators_left -= 1
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self._generators_left == 0 and self.calls_ended == self.calls_created and not self._done.triggered:
+            self._done.succeed()
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> float:
+        """Run to the end (all calls done after arrivals stop, or the drain limit); returns the end time."""
+        sc = self.scenario
+        classes = sc.workload.classes
+        self._generators_left = len(classes)
+        for cls in classes:
+            self.env.process(self._generator(cls, sc.duration_s))
+        horizon = sc.duration_s + sc.drain_s
+        self.env.run(until=self.env.any_of([self._done, self.env.timeout(horizon)]))
+        t_end = self.env.now if self._done.triggered else horizon
+        t_end = max(t_end, max((r.clock for r in self.replicas), default=0.0))
+        t_end = max(t_end, sc.duration_s)
+        for r in self.replicas:
+            r.finish(t_end)
+        return t_end
+
+
+def build(scenario: Scenario, recorder, source: str = "<scenario>") -> World:
+    """Check the scenario against the catalog and wire its world."""
+    return World(scenario, recorder, source)
