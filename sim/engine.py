@@ -99,6 +99,7 @@ class Plan:
     prefill_tokens: int = 0  # per iteration
     decode_tokens: int = 0  # per iteration
     sampled: int = 0  # output tokens produced per iteration
+    computed: Optional[np.ndarray] = None  # decode runs: each call's KV tokens at the start
 
     @property
     def k(self) -> int:
@@ -110,7 +111,7 @@ class Replica:
 
     def __init__(self, env, index: int, pool: str, perf, power, tp: int, kv_blocks: int, block_size: int,
                  batcher: BatcherParams, recorder, max_context: int, max_run: int = 1 << 15,
-                 on_end: Optional[Callable[[Call], None]] = None):
+                 on_end: Optional[Callable[[Call], None]] = None, cuts: tuple[float, ...] = ()):
         self.env = env
         self.index = index  # global replica number (trace column)
         self.index_in_pool = index
@@ -126,6 +127,7 @@ class Replica:
         self.max_context = max_context
         self.max_run = max_run
         self.on_end = on_end
+        self.cuts = cuts
         self.waiting: deque[Call] = deque()
         self.running: list[Call] = []
         self.clock = 0.0  # exact time of the last committed boundary
@@ -144,11 +146,22 @@ class Replica:
     def outstanding(self) -> int:
         return len(self.waiting) + len(self.running)
 
-    @property
-    def kv_load(self) -> float:
-        """Blocks in use plus blocks the waiting calls' prompts need, over the pool size."""
+    def kv_load(self, t: float) -> float:
+        """Blocks in use at time ``t`` plus blocks the waiting calls' prompts need, over the pool size.
+
+        Inside a planned decode run, the iterations finished by ``t`` have grown the
+        contexts; they are counted as a per-iteration engine would have them committed.
+        """
+        used = self.total_blocks - self.free_blocks
+        plan = self._plan
+        if plan is not None and plan.steady and plan.computed is not None:
+            done = int(np.searchsorted(plan.bounds[1:], t, side="right"))
+            if done:
+                c = plan.computed
+                bs = self.block_size
+                used += int((-(-(c + done) // bs) - -(-c // bs)).sum())
         need = sum(self._blocks_for(c.prompt_tokens + c.generated) for c in self.waiting)
-        return (self.total_blocks - self.free_blocks + need) / self.total_blocks
+        return (used + need) / self.total_blocks
 
     def submit(self, call: Call) -> None:
         """A call arrives at this replica (at ``call.arrival_s`` == now)."""
@@ -333,7 +346,9 @@ class Replica:
         i = np.arange(1, k + 1, dtype=np.int64)
         ctx = float(computed.sum()) + n * i.astype(np.float64)  # KV tokens read = pairs, one query each
         batch = Batch(n, n, n, ctx, ctx)
-        return self._priced(d, True, batch, waiting_empty, 0, n, n)
+        plan = self._priced(d, True, batch, waiting_empty, 0, n, n)
+        plan.computed = computed
+        return plan
 
     def _iterations_that_fit(self, computed: np.ndarray, k: int) -> int:
         """Largest k' <= k such that iterations 0..k'-1 find KV blocks without preemption."""
@@ -369,7 +384,6 @@ class Replica:
         if m == 0:
             return
         start, end = self.clock, float(plan.bounds[m])
-        energy = float(plan.energy_j[:m].sum()) if m > 1 else float(plan.energy_j[0])
         used_before = self.total_blocks - self.free_blocks
         waiting_before = len(self.waiting)
         d = plan.decision
@@ -383,9 +397,26 @@ class Replica:
         self.clock = end
         self.iterations += m
         self.runs += 1
-        self._account(start, end, energy, busy=True)
-        self.recorder.step(self.pool, self.index, kind, start, end, m, seqs, plan.prefill_tokens * m,
-                           plan.decode_tokens * m, plan.sampled * m, waiting_before, used_before, energy)
+        for a, b in self._segments(plan.bounds, m):
+            energy = float(plan.energy_j[a:b].sum())
+            self._account(float(plan.bounds[a]), float(plan.bounds[b]), energy, busy=True)
+            n = b - a
+            self.recorder.step(self.pool, self.index, kind, float(plan.bounds[a]), float(plan.bounds[b]), n, seqs,
+                               plan.prefill_tokens * n, plan.decode_tokens * n, plan.sampled * n, waiting_before,
+                               used_before, energy)
+
+    def _segments(self, bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
+        """Split iterations [0, m) into step rows so that the iteration containing a report
+        cut (warm-up end, arrivals end) is a row of its own: window metrics then prorate
+        exactly one iteration, as they would in the per-iteration mode."""
+        edges = [0]
+        for cut in self.cuts:
+            if bounds[0] < cut < bounds[m]:
+                e = int(np.searchsorted(bounds[1: m + 1], cut, side="left"))  # iteration containing cut
+                edges += [e, e + 1]
+        edges.append(m)
+        edges = sorted(set(edges))
+        return list(zip(edges[:-1], edges[1:]))
 
     def _commit_decode(self, m: int, end: float) -> None:
         bs = self.block_size

@@ -11,9 +11,12 @@ class ScenarioError(ValueError):
     """
 
     def __init__(self, source: str, key_path: str, message: str):
+        super().__init__(source, key_path, message)  # args rebuild the error when it is copied or pickled
         self.source = source
         self.key_path = key_path
         self.message = message
-        where = f"{source}: " if source else ""
-        key = f"{key_path}: " if key_path else ""
-        super().__init__(f"{where}{key}{message}")
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        key = f"{self.key_path}: " if self.key_path else ""
+        return f"{where}{key}{self.message}"

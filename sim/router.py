@@ -68,7 +68,8 @@ class LeastKv:
         self.replicas = replicas
 
     def pick(self, call):
-        return min(self.replicas, key=lambda r: (r.kv_load, r.outstanding, r.index_in_pool))
+        t = call.arrival_s
+        return min(self.replicas, key=lambda r: (r.kv_load(t), r.outstanding, r.index_in_pool))
 
 
 ROUTERS = {"round_robin": RoundRobin, "random": Random, "jsq": ShortestQueue, "least_kv": LeastKv}

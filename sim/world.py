@@ -124,6 +124,7 @@ class World:
                     BatcherParams(pool.batcher.max_num_batched_tokens, pool.batcher.max_num_seqs,
                                   chunked=not isinstance(pool.batcher, PrefillFirstBatcher)),
                     recorder, spec.model.max_context_tokens, max_run, on_end=self._call_ended,
+                    cuts=(scenario.warmup_s, scenario.duration_s),
                 )
                 r.index_in_pool = j
                 reps.append(r)

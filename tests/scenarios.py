@@ -1,0 +1,84 @@
+"""Small scenario dicts for tests (plain dicts so tests can tweak any key)."""
+
+from __future__ import annotations
+
+import copy
+
+
+def llm_scenario(**top) -> dict:
+    """Two H100 replicas of Llama-3.1-8B with chat and long-output traffic, ~20 simulated s."""
+    raw = {
+        "name": "test-llm",
+        "seed": 7,
+        "duration_s": 20.0,
+        "warmup_s": 2.0,
+        "datacenter": {
+            "pools": [
+                {
+                    "name": "main",
+                    "accelerator": "h100-sxm",
+                    "model": "llama-3.1-8b",
+                    "replicas": 2,
+                    "batcher": {"kind": "continuous", "max_num_batched_tokens": 2048, "max_num_seqs": 64},
+                    "router": {"kind": "round_robin"},
+                }
+            ]
+        },
+        "workload": {
+            "classes": [
+                {
+                    "name": "chat",
+                    "pool": "main",
+                    "arrival": {"kind": "poisson", "rate_per_s": 6.0},
+                    "prompt_tokens": {"kind": "lognormal", "median": 700, "sigma": 0.9, "max": 6000},
+                    "output_tokens": {"kind": "lognormal", "median": 120, "sigma": 0.8, "max": 1500},
+                },
+                {
+                    "name": "long",
+                    "pool": "main",
+                    "arrival": {"kind": "gamma", "rate_per_s": 0.8, "cv": 2.0},
+                    "prompt_tokens": {"kind": "uniform", "low": 100, "high": 2000},
+                    "output_tokens": {"kind": "lognormal", "median": 1500, "sigma": 0.5, "max": 6000},
+                },
+            ]
+        },
+    }
+    raw.update(copy.deepcopy(top))
+    return raw
+
+
+def single_server(service_tokens: dict, rate_per_s: float, iteration_s: float, duration_s: float, seed: int,
+                  warmup_s: float = 0.0) -> dict:
+    """An engine configured as one server: batch size 1, one prompt token, a fixed time per
+    iteration, so a call's service time is (output tokens) x iteration_s."""
+    return {
+        "name": "single-server",
+        "seed": seed,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "drain_s": 10000.0,
+        "datacenter": {
+            "pools": [
+                {
+                    "name": "q",
+                    "accelerator": "h100-sxm",
+                    "model": "llama-3.1-8b",
+                    "replicas": 1,
+                    "batcher": {"kind": "continuous", "max_num_batched_tokens": 8192, "max_num_seqs": 1},
+                    "performance": {"kind": "fixed", "iteration_s": iteration_s},
+                }
+            ]
+        },
+        "workload": {
+            "classes": [
+                {
+                    "name": "jobs",
+                    "pool": "q",
+                    "arrival": {"kind": "poisson", "rate_per_s": rate_per_s},
+                    "prompt_tokens": {"kind": "fixed", "value": 1},
+                    "output_tokens": service_tokens,
+                }
+            ]
+        },
+        "trace": {"steps": False, "events": False},
+    }
