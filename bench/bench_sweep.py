@@ -105,7 +105,10 @@ def main() -> int:
         def make(p):
             return p.raw
 
-    print(f"sweep benchmark: {label}; {os.cpu_count()} cores on this machine")
+    load = os.getloadavg()[0]
+    print(f"sweep benchmark: {label}; {os.cpu_count()} cores on this machine, load average {load:.1f}")
+    if load > 0.5:
+        print("  (other work is running: the speed-up below is understated)")
     serial = timed(raw, fn, "serial", make)
     start1, ray1 = with_ray(1, lambda: timed(raw, fn, "ray", make))
     startn, rayn = with_ray(args.cpus, lambda: timed(raw, fn, "ray", make))

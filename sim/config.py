@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from sim.errors import ScenarioError
+from sim.sweepspec import SweepSpec
 
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -354,7 +355,7 @@ class Scenario(Frozen):
     datacenter: Datacenter
     workload: Workload
     trace: TraceOptions = TraceOptions()
-    sweep: Optional[Any] = None
+    sweep: Optional[SweepSpec] = None
 
     _base_dir: str = PrivateAttr(default=".")
 

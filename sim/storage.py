@@ -158,15 +158,17 @@ def _commit_path(base: str, point_id: str) -> str:
     return join(base, COMMITS_DIR, f"{point_id}.json")
 
 
-def commit_marker(fs: pafs.FileSystem, base: str, point_id: str, record: dict | None = None) -> None:
+def commit_marker(fs: pafs.FileSystem, base: str, point_id: str, record: dict | None = None) -> str:
     """Mark ``point_id`` done by writing ``<base>/_commits/<point_id>.json`` (call it last).
 
     ``record`` (JSON-serialisable; the sweep stores the summary row, status, node id and
     wall time there) becomes the marker's content, so a resumed sweep can rebuild its
-    summary tables without rerunning committed points.
+    summary tables without rerunning committed points. Key order is kept (it is the
+    column order of the summary table). Returns the JSON text written.
     """
-    body = json.dumps({"point_id": point_id, **(record or {})}, sort_keys=True, default=_json_default)
-    write_text_atomic(fs, _commit_path(base, point_id), body)
+    text = json.dumps({"point_id": point_id, **(record or {})}, default=_json_default)
+    write_text_atomic(fs, _commit_path(base, point_id), text)
+    return text
 
 
 def is_committed(fs: pafs.FileSystem, base: str, point_id: str) -> bool:

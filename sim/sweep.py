@@ -126,11 +126,11 @@ def execute_point(point_fn: PointFn, scenario: Any, out: str, point_id: str) -> 
         record = {"status": "ok", "error": None, "summary": summary}
     except Exception as exc:  # noqa: BLE001 - every failure of a point is data
         record = {"status": "failed", "error": _error_text(exc), "summary": {}}
-    record.update(point_id=point_id, node_id=_node_id(), wall_s=time.perf_counter() - t0)
-    text = json.dumps(record, default=storage._json_default)  # keeps the summary's column order
+    record.update(node_id=_node_id(), wall_s=time.perf_counter() - t0)
     if record["status"] == "ok":
-        storage.write_text_atomic(fs, storage.join(base, storage.COMMITS_DIR, f"{point_id}.json"), text)
+        text = storage.commit_marker(fs, base, point_id, record)
     else:
+        text = json.dumps({"point_id": point_id, **record}, default=storage._json_default)
         storage.write_text_atomic(fs, storage.join(base, storage.FAILURES_DIR, f"{point_id}.json"), text)
     return json.loads(text)
 
@@ -223,6 +223,8 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
+        # an embedded instance on this machine only: no token needed between its own processes
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     return True
 
@@ -372,10 +374,9 @@ def run_points(
     out = storage.normalize_out(out)
     fs, base = storage.open_output(out)
     meta = meta or {"source": source, "scenario_sha256": _sha([p.point_id for p in points]), "n_points": len(points)}
-    _check_out(fs, base, meta, resume, out)
-
     committed = storage.committed_point_ids(fs, base) if resume else set()
-    todo = [(p, make_scenario(p)) for p in points if p.point_id not in committed]
+    todo = [(p, _make(make_scenario, p)) for p in points if p.point_id not in committed]
+    _check_out(fs, base, meta, resume, out)  # only now is anything written
 
     records: dict[str, dict] = {}
     for p in points:
@@ -432,6 +433,14 @@ def run_points(
     storage.atomic_write_table(fs, storage.join(base, "summary.parquet"), summary_table)
     result = SweepResult(out, points, ordered, points_table, summary_table, ran, time.perf_counter() - t_start)
     return result
+
+
+def _make(make_scenario: Callable[[Point], Any], point: Point) -> Any:
+    try:
+        return make_scenario(point)
+    except ScenarioError as e:
+        shown = ", ".join(f"{k}={v!r}" for k, v in point.params.items())
+        raise ScenarioError(e.source, e.key_path, f"{e.message} (at sweep point {shown})") from None
 
 
 def _sha(obj: Any) -> str:

@@ -439,3 +439,16 @@ def test_cli_joins_a_running_cluster_with_address(ray_cluster, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     nodes = set(pq.read_table(tmp_path / "out" / "points.parquet")["node_id"].to_pylist())
     assert nodes == _alive_nodes()  # ran on the fixture's two nodes, not on a new local Ray
+
+
+def test_a_point_the_schema_rejects_stops_the_sweep_before_anything_is_written(tmp_path, capsys):
+    from sim.cli import main
+
+    raw = small_real_scenario()
+    raw["sweep"] = {"grid": {"datacenter.pools.h100.replicas": [1, 0]}}
+    scn = tmp_path / "bad.yaml"
+    scn.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["sweep", str(scn), "--out", str(tmp_path / "out"), "--executor", "serial", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "datacenter.pools.h100.replicas" in err and "replicas=0" in err
+    assert not (tmp_path / "out").exists()
