@@ -142,9 +142,7 @@ class RooflineModel:
             b_total += b
 
         attn = m.attention_shapes()
-        for _ in range(1):  # one representative layer of each kind, scaled below
-            pass
-        # dense layers
+        # one representative layer of each kind, scaled by the number of such layers
         t0, f0, b0 = t_total, f_total, b_total
         for i, o in attn + m.dense_mlp_shapes():
             linear(tokens, i, o)
@@ -199,7 +197,7 @@ class RooflineModel:
 class FixedModel:
     """``iteration_s + per_token_s * tokens`` per iteration; no memory traffic."""
 
-    def __init__(self, iteration_s: float, per_token_s: float = 0.0, peak_flops: float = 1.0):
+    def __init__(self, iteration_s: float, per_token_s: float = 0.0):
         self.iteration_s = iteration_s
         self.per_token_s = per_token_s
 

@@ -66,11 +66,8 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     key = f"datacenter.pools.{pool.name}"
     acc = catalog.accelerator(pool.accelerator, source, f"{key}.accelerator")
     model = catalog.model(pool.model, source, f"{key}.model")
+    # fp8 weights on a device without fp8 math compute in bf16 (Accelerator.peak_flops)
     wdtype = pool.weight_dtype or model.weight_dtype
-    if wdtype == "fp8" and not acc.fp8_dense_tflops:
-        pass  # weight-only fp8 on devices without fp8 math: computes in bf16 (peak_flops handles it)
-    if pool.tp > acc.devices_per_node * 8:
-        raise ScenarioError(source, f"{key}.tp", f"tensor parallelism {pool.tp} exceeds what one scale-up domain of {acc.name} offers")
     if model.attention != "mla" and model.num_attention_heads % pool.tp != 0:
         raise ScenarioError(source, f"{key}.tp", f"{model.name} has {model.num_attention_heads} attention heads, not divisible by tp={pool.tp}")
     p = pool.performance
