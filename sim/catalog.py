@@ -46,9 +46,9 @@ class Accelerator:
     memory_gib: float
     memory_bandwidth_tb_s: float
     bf16_dense_tflops: float
-    fp8_dense_tflops: float | None
     interconnect_gb_s: float
     tdp_w: float
+    fp8_dense_tflops: float | None = None
     idle_w: float | None = None
     price_usd_per_hour: float = 0.0
     devices_per_node: int = 8
@@ -258,3 +258,29 @@ def model(name: str, source: str = "", key: str = "model") -> ModelCard:
     if m is None:
         raise _unknown("model", name, list(models()), source, key)
     return m
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted performance and power parameters of one accelerator (hardware/calibration/<name>.yaml).
+
+    ``perf`` holds RooflineModel efficiency parameters, ``power`` PowerModel parameters
+    (resident_w, compute_weight, memory_weight); either may be empty, and the models'
+    defaults fill what is missing.
+    """
+
+    accelerator: str
+    perf: dict
+    power: dict
+    path: str = ""
+
+
+@functools.lru_cache(maxsize=None)
+def calibration(name: str) -> Calibration:
+    """Calibration of accelerator ``name``; empty if none was fitted for it."""
+    f = hardware_dir() / "calibration" / f"{name}.yaml"
+    if not f.is_file():
+        return Calibration(name, {}, {})
+    with open(f) as fh:
+        card = yaml.safe_load(fh) or {}
+    return Calibration(name, _plain(card.get("perf") or {}), _plain(card.get("power") or {}), str(f))

@@ -1,4 +1,4 @@
-"""The ``dcsim`` command: validate, run and sweep scenarios.
+"""The ``dcsim`` command: validate, run and sweep scenarios; estimate one replica.
 
 Bad input (a malformed scenario, unknown names, an impossible configuration)
 prints one line ``error: file: key.path: message`` and exits with status 2.
@@ -137,11 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a scenario key (repeatable)")
     r.set_defaults(func=cmd_run)
 
+    from sim.estimate import add_estimate_arguments, cmd_estimate
+
+    e = sub.add_parser("estimate", help="steady state of one replica under a fixed concurrency (closed loop, no files)")
+    add_estimate_arguments(e)
+    e.set_defaults(func=cmd_estimate)
+
     from sim.sweep import add_sweep_arguments, cmd_sweep
 
     s = sub.add_parser("sweep", help="run every point of a scenario's sweep (embedded Ray by default)")
     add_sweep_arguments(s)
     s.set_defaults(func=cmd_sweep)
+
+    from sim.calibrate import add_arguments as add_calibrate_arguments, cmd_calibrate
+
+    c = sub.add_parser("calibrate", help="fit an accelerator's performance and power parameters to measurements")
+    add_calibrate_arguments(c)
+    c.set_defaults(func=cmd_calibrate)
     return p
 
 

@@ -152,8 +152,18 @@ class TraceArrivals(Frozen):
     loop: bool = False
 
 
+class ClosedArrivals(Frozen):
+    """Closed loop: ``concurrency`` clients, each sending its next call ``think_s`` seconds
+    after its previous call ends (finished or dropped). The load a benchmark like
+    ``vllm bench serve --max-concurrency`` or a fixed-batch power measurement applies."""
+
+    kind: Literal["closed"]
+    concurrency: PosInt
+    think_s: NonNegFloat = 0.0
+
+
 Arrivals = Annotated[
-    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals],
+    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals, ClosedArrivals],
     Field(discriminator="kind"),
 ]
 
@@ -263,6 +273,9 @@ class RooflinePerf(Frozen):
     link_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
     iteration_overhead_s: Optional[NonNegFloat] = None
     per_seq_overhead_s: Optional[NonNegFloat] = None
+    kernel_latency_s: Optional[NonNegFloat] = None  # minimum time of one GEMM / elementwise kernel
+    gemm_blend: Optional[Annotated[float, Field(ge=1)]] = None  # roofline ridge sharpness p
+    link_latency_s: Optional[NonNegFloat] = None  # per collective
 
 
 class FixedPerf(Frozen):
@@ -274,7 +287,44 @@ class FixedPerf(Frozen):
     per_token_s: NonNegFloat = 0.0
 
 
-Performance = Annotated[Union[RooflinePerf, FixedPerf], Field(discriminator="kind")]
+class ProfilePerf(Frozen):
+    """Interpolates measured per-operator GPU times (vidur's profiling CSV layout: one row per
+    ``num_tokens`` x ``num_tensor_parallel_workers`` with ``time_stats.<op>.median`` in ms per
+    layer) for the linear layers and elementwise ops; attention, the LM head and overheads
+    come from the roofline terms. ``path`` is relative to the scenario file, or a file name
+    under hardware/profiles/. ``network_path`` optionally gives measured all-reduce times."""
+
+    kind: Literal["profile"]
+    path: str
+    network_path: Optional[str] = None
+    attention_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+    memory_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
+    iteration_overhead_s: Optional[NonNegFloat] = None
+    per_seq_overhead_s: Optional[NonNegFloat] = None
+
+
+Performance = Annotated[Union[RooflinePerf, FixedPerf, ProfilePerf], Field(discriminator="kind")]
+
+
+class Speculative(Frozen):
+    """Speculative decoding: each decode step proposes ``num_speculative_tokens`` (k) tokens
+    with a ``draft`` model (``draft_model``, run on the same devices) or the model's own
+    multi-token-prediction heads (``mtp``), and the target verifies them in one pass.
+    ``acceptance_rate`` is the per-token probability a proposal is accepted (i.i.d.), so a
+    step yields (1 - a^(k+1)) / (1 - a) tokens on average (Leviathan et al., 2023)."""
+
+    method: Literal["draft", "mtp"]
+    num_speculative_tokens: PosInt
+    acceptance_rate: Annotated[float, Field(ge=0, lt=1)]
+    draft_model: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _draft_named(self):
+        if self.method == "draft" and not self.draft_model:
+            raise ValueError("method 'draft' needs 'draft_model' (a model card name)")
+        if self.method == "mtp" and self.draft_model:
+            raise ValueError("method 'mtp' uses the model's own heads; drop 'draft_model'")
+        return self
 
 
 class EngineParams(Frozen):
@@ -290,6 +340,16 @@ class EngineParams(Frozen):
     num_gpu_blocks: Optional[PosInt] = None
 
 
+class PowerParams(Frozen):
+    """Overrides of the device power model (sim/power.py); None keeps the accelerator's
+    calibrated value (hardware/calibration) or the default."""
+
+    idle_w: Optional[NonNegFloat] = None  # bare idle, nothing loaded
+    resident_w: Optional[NonNegFloat] = None  # added while a model is resident
+    compute_weight: Optional[NonNegFloat] = None
+    memory_weight: Optional[NonNegFloat] = None
+
+
 class Pool(Frozen):
     """Identical replicas of one model on one accelerator type."""
 
@@ -298,12 +358,21 @@ class Pool(Frozen):
     model: str
     replicas: PosInt = 1
     tp: PosInt = 1
-    weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4"]] = None
+    # Pipeline stages: layers split over ``pp`` groups of ``tp`` devices (replica = tp x pp devices).
+    pp: PosInt = 1
+    # MoE experts sharded whole over the replica's devices (vLLM --enable-expert-parallel)
+    # instead of tensor-sliced; tokens reach their experts by all-to-all.
+    expert_parallel: bool = False
+    weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]] = None
     kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     engine: EngineParams = EngineParams()
     batcher: Batcher = ContinuousBatcher(kind="continuous")
     router: Router = RoundRobinRouter(kind="round_robin")
     performance: Performance = RooflinePerf(kind="roofline")
+    # Board power limit per device (nvidia-smi -pl); None runs at TDP.
+    power_cap_w: Optional[PosFloat] = None
+    power: PowerParams = PowerParams()
+    speculative: Optional[Speculative] = None
 
 
 class Datacenter(Frozen):

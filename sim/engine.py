@@ -18,6 +18,12 @@ are pure (computed without touching state) and applied only when iterations
 are committed, so a decision can be dropped when a call arrives exactly at its
 start. ``max_run=1`` gives the per-iteration reference mode through the same
 code path; both modes produce identical call tables.
+
+With speculative decoding (:mod:`sim.speculative`) a decode step verifies
+``k + 1`` tokens per decoding call and every decoding call gains the same
+integer number of tokens ``g(S)`` at the replica's ``S``-th decode step (an
+integer sequence whose mean is the expected tokens per step), so runs stay
+vectorized: the gain over a run is a scalar array ``G``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from sim.perf import Batch
+from sim.perf import Batch, IterationCost
+from sim.speculative import SpeculativeCost, cumulative_gains, gain
 
 
 class Call:
@@ -85,6 +92,7 @@ class Decision:
     admit: list  # (call, new_tokens) for waiting calls admitted
     preempt: list  # running calls preempted (newest first)
     keep: int  # running calls that stay (running[:keep])
+    gain: int = 1  # tokens a decoding call gains this iteration (speculation), before capping at its output
 
 
 @dataclass
@@ -100,6 +108,11 @@ class Plan:
     decode_tokens: int = 0  # per iteration
     sampled: int = 0  # output tokens produced per iteration
     computed: Optional[np.ndarray] = None  # decode runs: each call's KV tokens at the start
+    # speculative decode runs: G (tokens gained after i iterations, i = 0..k), each call's
+    # output tokens left at the start, and the output tokens of each iteration
+    gains: Optional[np.ndarray] = None
+    remaining: Optional[np.ndarray] = None
+    gained: Optional[np.ndarray] = None
 
     @property
     def k(self) -> int:
@@ -111,7 +124,8 @@ class Replica:
 
     def __init__(self, env, index: int, pool: str, perf, power, tp: int, kv_blocks: int, block_size: int,
                  batcher: BatcherParams, recorder, max_context: int, max_run: int = 1 << 15,
-                 on_end: Optional[Callable[[Call], None]] = None, cuts: tuple[float, ...] = ()):
+                 on_end: Optional[Callable[[Call], None]] = None, cuts: tuple[float, ...] = (),
+                 speculative: Optional[SpeculativeCost] = None):
         self.env = env
         self.index = index  # global replica number (trace column)
         self.index_in_pool = index
@@ -128,6 +142,9 @@ class Replica:
         self.max_run = max_run
         self.on_end = on_end
         self.cuts = cuts
+        self.spec = speculative
+        self.spec_width = speculative.query_tokens if speculative is not None else 1  # tokens a decode verifies
+        self.spec_step = 0  # decode iterations committed (S): speculative gains follow it
         self.waiting: deque[Call] = deque()
         self.running: list[Call] = []
         self.clock = 0.0  # exact time of the last committed boundary
@@ -159,7 +176,8 @@ class Replica:
             if done:
                 c = plan.computed
                 bs = self.block_size
-                used += int((-(-(c + done) // bs) - -(-c // bs)).sum())
+                grow = done if plan.gains is None else np.minimum(plan.gains[done], plan.remaining)
+                used += int((-(-(c + grow) // bs) - -(-c // bs)).sum())
         need = sum(self._blocks_for(c.prompt_tokens + c.generated) for c in self.waiting)
         return (used + need) / self.total_blocks
 
@@ -261,11 +279,18 @@ class Replica:
         work, preempt = [], []
         chunked = self.batcher.chunked
         prefill_first = not chunked and self._admissible_prefill(budget, free)
+        w = self.spec_width
+        g = gain(self.spec_step, self.spec.milli_tokens) if w > 1 else 1
         i = 0
         while not prefill_first and i < keep and budget > 0:
             c = running[i]
             n = min(c.remaining, budget) if chunked else c.remaining
-            need = self._blocks_for(c.computed + n) - c.blocks
+            grow = charge = n
+            if w > 1 and c.remaining == 1 and c.generated > 0:  # speculative decode: verifies w, gains up to g
+                if chunked and budget < w:
+                    break
+                grow, charge = min(g, c.output_tokens - c.generated), w
+            need = self._blocks_for(c.computed + grow) - c.blocks
             while need > free and keep > i + 1:
                 keep -= 1
                 victim = running[keep]
@@ -277,7 +302,7 @@ class Replica:
                 preempt.append(c)
                 break
             free -= need
-            budget -= n
+            budget -= charge
             work.append((c, n))
             i += 1
         admit = []
@@ -298,7 +323,7 @@ class Replica:
                 budget -= n
                 seqs += 1
                 admit.append((c, n))
-        return Decision(work, admit, preempt, keep)
+        return Decision(work, admit, preempt, keep, g)
 
     def _admissible_prefill(self, budget: int, free: int) -> bool:
         """Prefill-first batcher: can the head of the queue be admitted now?"""
@@ -322,7 +347,14 @@ class Replica:
         tokens = seqs = sampled = 0
         pairs = kv = 0
         prefill = decode = 0
+        spec = self.spec
+        spec_seqs = spec_ctx = spec_out = 0  # speculative decodes: count, KV tokens, tokens gained
         for c, n in d.work + d.admit:
+            if spec is not None and c.remaining == 1 and c.generated > 0:
+                spec_seqs += 1
+                spec_ctx += c.computed
+                spec_out += min(d.gain, c.output_tokens - c.generated)
+                continue
             tokens += n
             seqs += 1
             if n == c.remaining:
@@ -333,31 +365,54 @@ class Replica:
                 decode += 1
             else:
                 prefill += n
-        batch = Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)]))
-        return self._priced(d, False, batch, waiting_empty, prefill, decode, sampled)
+        if spec is None:
+            cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)])))
+            return self._priced(d, False, cost, waiting_empty, prefill, decode, sampled)
+        cost = spec.step_cost(tokens, seqs, sampled, float(pairs), float(kv), spec_seqs, np.array([float(spec_ctx)]))
+        return self._priced(d, False, cost, waiting_empty, prefill, spec_seqs * self.spec_width, sampled + spec_out)
 
     def _plan_decode_run(self, d: Decision, waiting_empty: bool) -> Plan:
         running = self.running
         n = len(running)
         computed = np.fromiter((c.computed for c in running), dtype=np.int64, count=n)
         remaining_out = np.fromiter((c.output_tokens - c.generated for c in running), dtype=np.int64, count=n)
-        k = int(min(remaining_out.min(), self.max_run))
-        k = self._iterations_that_fit(computed, k)
-        i = np.arange(1, k + 1, dtype=np.int64)
-        ctx = float(computed.sum()) + n * i.astype(np.float64)  # KV tokens read = pairs, one query each
-        batch = Batch(n, n, n, ctx, ctx)
-        plan = self._priced(d, True, batch, waiting_empty, 0, n, n)
-        plan.computed = computed
+        shortest = int(remaining_out.min())
+        k = min(shortest, self.max_run)
+        spec = self.spec
+        if spec is None:
+            k = self._iterations_that_fit(computed, k)
+            i = np.arange(1, k + 1, dtype=np.int64)
+            ctx = float(computed.sum()) + n * i.astype(np.float64)  # KV tokens read = pairs, one query each
+            plan = self._priced(d, True, self.perf.cost(Batch(n, n, n, ctx, ctx)), waiting_empty, 0, n, n)
+            plan.computed = computed
+            return plan
+        # every call gains G(i) tokens over the first i iterations (G(i) >= i): the run ends
+        # at the iteration where the shortest call is done, or where the KV pool runs out
+        gains = cumulative_gains(self.spec_step, k, spec.milli_tokens)
+        k = min(int(np.searchsorted(gains, shortest, side="left")), k)
+        k = self._iterations_that_fit(computed, k, gains, remaining_out)
+        ctx = float(computed.sum()) + n * gains[:k].astype(np.float64)  # KV tokens at each iteration's start
+        cost = spec.step_cost(0, 0, 0, 0.0, 0.0, n, ctx)
+        plan = self._priced(d, True, cost, waiting_empty, 0, n * self.spec_width, 0)
+        gained = n * np.diff(gains[: k + 1])
+        gained[-1] = int(np.minimum(gains[k], remaining_out).sum()) - n * int(gains[k - 1])  # finishing calls stop early
+        plan.computed, plan.gains, plan.remaining, plan.gained = computed, gains[: k + 1], remaining_out, gained
         return plan
 
-    def _iterations_that_fit(self, computed: np.ndarray, k: int) -> int:
-        """Largest k' <= k such that iterations 0..k'-1 find KV blocks without preemption."""
+    def _iterations_that_fit(self, computed: np.ndarray, k: int, gains: Optional[np.ndarray] = None,
+                             remaining: Optional[np.ndarray] = None) -> int:
+        """Largest k' <= k such that iterations 0..k'-1 find KV blocks without preemption.
+
+        Each call grows by one token per iteration, or with speculation by ``gains[i]`` over
+        ``i`` iterations, capped at its ``remaining`` output tokens.
+        """
         bs = self.block_size
         held = -(-computed // bs)
         free = self.free_blocks
 
         def extra(it: int) -> int:  # blocks beyond those held that iteration ``it`` needs
-            return int(np.maximum(0, -(-(computed + it + 1) // bs) - held).sum())
+            grow = it + 1 if gains is None else np.minimum(gains[it + 1], remaining)
+            return int(np.maximum(0, -(-(computed + grow) // bs) - held).sum())
 
         if extra(k - 1) <= free:
             return k
@@ -370,10 +425,9 @@ class Replica:
                 hi = mid
         return lo + 1
 
-    def _priced(self, d: Decision, steady: bool, batch: Batch, waiting_empty: bool, prefill: int, decode: int,
+    def _priced(self, d: Decision, steady: bool, cost: IterationCost, waiting_empty: bool, prefill: int, decode: int,
                 sampled: int) -> Plan:
-        cost = self.perf.cost(batch)
-        power = self.power.busy_w(cost.time_s, cost.flops, cost.bytes)
+        cost, power = self.power.under_cap(cost)
         energy = power * cost.time_s * self.tp
         bounds = np.cumsum(np.concatenate(([self.clock], cost.time_s)))
         return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled)
@@ -389,7 +443,7 @@ class Replica:
         d = plan.decision
         seqs = len(d.work) + len(d.admit)
         if plan.steady:
-            self._commit_decode(m, end)
+            self._commit_decode(m if plan.gains is None else int(plan.gains[m]), end)
             kind = "decode"
         else:
             self._commit_single(d, start, end)
@@ -397,12 +451,15 @@ class Replica:
         self.clock = end
         self.iterations += m
         self.runs += 1
+        if plan.decode_tokens:
+            self.spec_step += m
         for a, b in self._segments(plan.bounds, m):
             energy = float(plan.energy_j[a:b].sum())
             self._account(float(plan.bounds[a]), float(plan.bounds[b]), energy, busy=True)
             n = b - a
+            out = plan.sampled * n if plan.gained is None else int(plan.gained[a:b].sum())
             self.recorder.step(self.pool, self.index, kind, float(plan.bounds[a]), float(plan.bounds[b]), n, seqs,
-                               plan.prefill_tokens * n, plan.decode_tokens * n, plan.sampled * n, waiting_before,
+                               plan.prefill_tokens * n, plan.decode_tokens * n, out, waiting_before,
                                used_before, energy)
 
     def _segments(self, bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
@@ -418,12 +475,16 @@ class Replica:
         edges = sorted(set(edges))
         return list(zip(edges[:-1], edges[1:]))
 
-    def _commit_decode(self, m: int, end: float) -> None:
+    def _commit_decode(self, grow: int, end: float) -> None:
+        """Every running call gains ``grow`` tokens (the iterations' total), capped at its output."""
         bs = self.block_size
         still = []
+        out = 0
         for c in self.running:
-            c.computed += m
-            c.generated += m
+            g = min(grow, c.output_tokens - c.generated)
+            out += g
+            c.computed += g
+            c.generated += g
             blocks = -(-c.computed // bs)
             self.free_blocks -= blocks - c.blocks
             c.blocks = blocks
@@ -432,7 +493,7 @@ class Replica:
                 self._end_call(c, "finished", end)
             else:
                 still.append(c)
-        self.output_tokens += m * len(self.running)
+        self.output_tokens += out
         self.running = still
 
     def _commit_single(self, d: Decision, start: float, end: float) -> None:
@@ -456,13 +517,16 @@ class Replica:
             n = worked.get(id(c))
             if n is not None:
                 sample = n == c.remaining
+                gained = 1
+                if sample and n == 1 and c.generated > 0:  # a decode: speculation gains up to d.gain
+                    gained = n = min(d.gain, c.output_tokens - c.generated)
                 c.computed += n
                 blocks = -(-c.computed // self.block_size)
                 self.free_blocks -= blocks - c.blocks
                 c.blocks = blocks
                 if sample:
-                    c.generated += 1
-                    self.output_tokens += 1
+                    c.generated += gained
+                    self.output_tokens += gained
                     if c.generated == 1:
                         c.first_token_s = end
                     if c.generated >= c.output_tokens:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -30,13 +31,14 @@ from sim.catalog import DTYPE_BYTES, Accelerator, ModelCard
 
 ACT_BYTES = 2.0  # activations in bf16
 
-# Default efficiency factors: fraction of datasheet peak real kernels reach.
-# Dense bf16 GEMMs on H100 reach 600-750 of 989 TFLOP/s in cuBLAS benchmarks;
-# FlashAttention-2/3 forward reaches 35-75% of peak; STREAM-like copies reach
-# ~80-90% of HBM bandwidth; NCCL all-reduce bus bandwidth on NVLink4 ~ 80% of
-# one direction. Overheads: vLLM's CPU scheduling + launch with CUDA graphs is
-# 1-3 ms per step at small batches (vLLM v1 blog, 2025). Refit per device with
-# `dcsim calibrate`; these are the starting points.
+# Default efficiency factors: fraction of datasheet peak real kernels reach, used where
+# hardware/calibration/ has no fitted value for the accelerator. Dense bf16 GEMMs on
+# H100 reach 600-750 of 989 TFLOP/s in cuBLAS benchmarks; FlashAttention-2/3 forward
+# reaches 35-75% of peak; STREAM-like copies ~80-90% of HBM bandwidth; NCCL all-reduce
+# bus bandwidth on NVLink4 ~80% of one direction. A kernel takes at least a few
+# microseconds however small (launch ramp, wave quantization). Overheads: vLLM's CPU
+# scheduling + launch with CUDA graphs is 1-3 ms per step at small batches (vLLM v1
+# blog, 2025). `dcsim calibrate` refits all of these from measurements.
 DEFAULT_EFFICIENCY = {
     "gemm_efficiency": 0.7,
     "attention_efficiency": 0.5,
@@ -45,7 +47,38 @@ DEFAULT_EFFICIENCY = {
     "iteration_overhead_s": 0.002,
     "per_seq_overhead_s": 0.000015,
     "link_latency_s": 0.000010,
+    # minimum duration of one GEMM / elementwise kernel
+    "kernel_latency_s": 0.0,
+    # GEMM time = latency + (t_compute^p + t_memory^p)^(1/p): p -> infinity is the
+    # sharp roofline max(); a finite p rounds the ridge where neither bound is reached.
+    "gemm_blend": 8.0,
 }
+# Elementwise kernels per layer in a fused engine (fused add+RMSNorm x2, SiLU-and-mul, rotary).
+ELEMENTWISE_KERNELS = 4
+
+
+def blend(t_compute: float, t_memory: float, p: float) -> float:
+    """Smooth roofline: the p-norm of the compute and memory times (>= their max)."""
+    hi = max(t_compute, t_memory)
+    if hi <= 0.0:
+        return 0.0
+    return hi * ((t_compute / hi) ** p + (t_memory / hi) ** p) ** (1.0 / p)
+
+
+def ring_allreduce_s(nbytes: float, ranks: int, link_bw: float, latency_s: float) -> float:
+    """Ring all-reduce of ``nbytes`` over ``ranks`` devices: 2(n-1)/n of the data crosses each link."""
+    if ranks <= 1:
+        return 0.0
+    return latency_s + 2.0 * (ranks - 1) / ranks * nbytes / link_bw
+
+
+def expected_max_load(mean: float, parts: int) -> float:
+    """Expected busiest share when ``mean * parts`` items fall uniformly at random into ``parts``
+    bins: mean + sqrt(2 ln(parts) * var), the Gaussian extreme-value approximation
+    (var = mean * (1 - 1/parts), multinomial counts)."""
+    if parts <= 1 or mean <= 0:
+        return mean
+    return mean + math.sqrt(2.0 * math.log(parts) * mean * (1.0 - 1.0 / parts))
 
 
 @dataclass(frozen=True)
@@ -68,15 +101,31 @@ class Batch:
 
 @dataclass(frozen=True)
 class IterationCost:
-    """Per-iteration time (s), FLOPs and HBM bytes of one device."""
+    """Per-iteration time (s), and FLOPs and HBM bytes of one device of the replica.
+
+    ``compute_s`` is the part of the time the tensor cores need at full clock (what a
+    power cap stretches); None where the model does not separate it.
+    """
 
     time_s: np.ndarray
     flops: np.ndarray
     bytes: np.ndarray
+    compute_s: Optional[np.ndarray] = None
 
 
 class RooflineModel:
-    """Per-operator roofline of a model served with tensor parallelism ``tp``."""
+    """Per-operator roofline of a model on ``tp`` x ``pp`` devices.
+
+    Tensor parallelism shards every GEMM and the KV heads over ``tp`` devices and adds
+    two all-reduces per layer. Pipeline parallelism gives each group of ``tp`` devices
+    ``num_layers / pp`` layers; the batch moves through the stages as ``m = min(pp,
+    seqs)`` micro-batches chasing each other (vLLM's virtual engines), so a step takes
+    one pass of a micro-batch through every stage plus ``pp`` activation hand-offs, and
+    with fewer sequences than stages part of the pipeline idles (the bubble).
+    ``expert_parallel`` places whole MoE experts on the devices (EP = tp) instead of
+    slicing each expert: routed tokens cross the link by two all-to-alls per MoE
+    layer, and the busiest device sets the pace.
+    """
 
     def __init__(
         self,
@@ -85,12 +134,18 @@ class RooflineModel:
         tp: int = 1,
         weight_dtype: str | None = None,
         kv_dtype: str = "bf16",
+        pp: int = 1,
+        expert_parallel: bool = False,
         **efficiency: float | None,
     ):
-        self.model, self.acc, self.tp = model, acc, tp
+        self.model, self.acc, self.tp, self.pp = model, acc, tp, pp
+        self.expert_parallel = expert_parallel and model.is_moe and tp > 1
         self.weight_dtype = weight_dtype or model.weight_dtype
         self.kv_dtype = kv_dtype
         eff = dict(DEFAULT_EFFICIENCY)
+        unknown = set(efficiency) - set(eff)
+        if unknown:
+            raise TypeError(f"unknown efficiency parameter(s): {sorted(unknown)}")
         eff.update({k: v for k, v in efficiency.items() if v is not None})
         self.eff = eff
         self.wbytes = DTYPE_BYTES[self.weight_dtype]
@@ -99,11 +154,13 @@ class RooflineModel:
         self.attn_peak = acc.peak_flops("bf16") * eff["attention_efficiency"]
         self.bw = acc.memory_bandwidth * eff["memory_efficiency"]
         self.link_bw = acc.link_bandwidth * eff["link_efficiency"]
+        self.lat = eff["kernel_latency_s"]
+        self.blend_p = eff["gemm_blend"]
         m = model
         # Attention, per layer, per device.
         self.attn_flops_per_pair = m.attention_flops_per_pair() / tp
         self.kv_bytes_per_token_layer = self.kv_elems_per_token_layer_device() * self.kvbytes
-        self._gemm_cache: dict[int, tuple[float, float, float]] = {}
+        self._gemm_cache: dict[tuple[int, int], tuple[float, float, float]] = {}
 
     # ----------------------------------------------------------------- memory
     def kv_elems_per_token_layer_device(self) -> float:
@@ -118,80 +175,112 @@ class RooflineModel:
         return 2.0 * m.head_dim * math.ceil(m.num_kv_heads / self.tp)
 
     def kv_bytes_per_token_device(self) -> float:
-        return self.kv_bytes_per_token_layer * self.model.num_layers
+        """KV bytes per token on one device: its share of the heads, for its stage's layers."""
+        return self.kv_bytes_per_token_layer * math.ceil(self.model.num_layers / self.pp)
 
     def weight_bytes_device(self) -> float:
-        return self.model.total_params() * self.wbytes / self.tp
+        return self.model.total_params() * self.wbytes / (self.tp * self.pp)
 
     # ----------------------------------------------------------------- time
     def _gemms(self, tokens: int, sampled: int) -> tuple[float, float, float]:
-        """(time, flops, bytes) of everything but attention for ``tokens`` tokens."""
+        """(time, flops, bytes) of everything but attention for ``tokens`` tokens passing
+        through all layers once on one TP group (per device of the group)."""
         key = (tokens, sampled)
         hit = self._gemm_cache.get(key)
-        if hit is not None:
-            return hit
-        m, tp, wb = self.model, self.tp, self.wbytes
-        t_total = f_total = b_total = 0.0
+        if hit is None:
+            hit = self._gemm_cache[key] = self._gemms_uncached(tokens, sampled)
+        return hit
 
-        def linear(n_tok: float, i: int, o: int, weight_frac: float = 1.0) -> None:
-            nonlocal t_total, f_total, b_total
-            f = 2.0 * n_tok * i * o / tp
-            b = (i * o * wb * weight_frac + n_tok * (i + o) * ACT_BYTES) / tp
-            t_total += max(f / self.peak, b / self.bw)
-            f_total += f
-            b_total += b
+    def _linear(self, n_tok: float, i: int, o: int, shards: int) -> tuple[float, float, float]:
+        """One GEMM of ``n_tok`` rows through an ``i`` x ``o`` weight split ``shards`` ways."""
+        f = 2.0 * n_tok * i * o / shards
+        b = (i * o * self.wbytes + n_tok * (i + o) * ACT_BYTES) / shards
+        return self.lat + blend(f / self.peak, b / self.bw, self.blend_p), f, b
+
+    def _gemms_uncached(self, tokens: int, sampled: int) -> tuple[float, float, float]:
+        m, tp = self.model, self.tp
+        acc = np.zeros(3)
+
+        def layer(shapes) -> np.ndarray:
+            out = np.zeros(3)
+            for i, o in shapes:
+                out += self._linear(tokens, i, o, tp)
+            return out
 
         attn = m.attention_shapes()
-        # one representative layer of each kind, scaled by the number of such layers
-        t0, f0, b0 = t_total, f_total, b_total
-        for i, o in attn + m.dense_mlp_shapes():
-            linear(tokens, i, o)
-        dt, df, db = t_total - t0, f_total - f0, b_total - b0
-        t_total, f_total, b_total = t0 + dt * m.dense_layers, f0 + df * m.dense_layers, b0 + db * m.dense_layers
+        acc += layer(attn + m.dense_mlp_shapes()) * m.dense_layers
+        act_width = m.intermediate_size
         if m.is_moe:
-            t1, f1, b1 = t_total, f_total, b_total
-            for i, o in attn:
-                linear(tokens, i, o)
-            linear(tokens, m.hidden_size, m.num_experts)  # router
-            e, k = m.num_experts, m.experts_per_token
-            touched = e * (1.0 - (1.0 - k / e) ** tokens) if tokens > 0 else 0.0
-            # routed experts as one grouped GEMM over the experts the batch touches
-            ep = m.expert_params()
-            f = 2.0 * tokens * k * ep / tp
-            b = (touched * ep * wb + tokens * k * 2 * (m.hidden_size + m.moe_intermediate_size) * ACT_BYTES) / tp
-            t_total += max(f / self.peak, b / self.bw)
-            f_total += f
-            b_total += b
+            moe = layer(attn) + self._linear(tokens, m.hidden_size, m.num_experts, tp)  # router
+            moe += self._experts(tokens)
             for _ in range(m.num_shared_experts):
-                linear(tokens, m.hidden_size, 2 * m.moe_intermediate_size)
-                linear(tokens, m.moe_intermediate_size, m.hidden_size)
-            dt, df, db = t_total - t1, f_total - f1, b_total - b1
-            t_total, f_total, b_total = t1 + dt * m.moe_layers, f1 + df * m.moe_layers, b1 + db * m.moe_layers
-        # norms, residual adds, rotary, activation: memory-bound elementwise traffic
-        ew = 8.0 * tokens * m.hidden_size * ACT_BYTES * m.num_layers
-        t_total += ew / self.bw
-        b_total += ew
+                moe += self._linear(tokens, m.hidden_size, 2 * m.moe_intermediate_size, tp)
+                moe += self._linear(tokens, m.moe_intermediate_size, m.hidden_size, tp)
+            acc += moe * m.moe_layers
+            act_width = m.experts_per_token * m.moe_intermediate_size
+        # fused norms + residual adds, rotary, SiLU-and-mul: memory-bound elementwise traffic
+        q_width = m.num_attention_heads * m.head_dim
+        ew = (8.0 * m.hidden_size + 3.0 * act_width + 2.0 * (q_width + m.num_kv_heads * m.head_dim)) / tp
+        ew_bytes = tokens * ew * ACT_BYTES
+        acc += np.array([ELEMENTWISE_KERNELS * self.lat + ew_bytes / self.bw, 0.0, ew_bytes]) * m.num_layers
         # LM head on the sampled rows (vocab-parallel across TP ranks)
-        linear(sampled, m.hidden_size, m.vocab_size)
-        # tensor-parallel all-reduces: two per layer (after attention and after MLP)
-        if tp > 1:
-            msg = tokens * m.hidden_size * ACT_BYTES
-            ring = 2.0 * (tp - 1) / tp * msg / self.link_bw
-            t_total += 2 * m.num_layers * (self.eff["link_latency_s"] + ring)
-        result = (t_total, f_total, b_total)
-        self._gemm_cache[key] = result
-        return result
+        if sampled:
+            acc += self._linear(sampled, m.hidden_size, m.vocab_size, tp)
+        acc[0] += self._collectives_s(tokens)
+        return float(acc[0]), float(acc[1]), float(acc[2])
+
+    def _experts(self, tokens: int) -> np.ndarray:
+        """Routed experts of one MoE layer as one grouped GEMM over the experts the batch touches."""
+        m, tp = self.model, self.tp
+        if tokens <= 0:
+            return np.zeros(3)
+        e, k, ep = m.num_experts, m.experts_per_token, m.expert_params()
+        touched = e * (1.0 - (1.0 - k / e) ** tokens)
+        act = tokens * k * 2 * (m.hidden_size + m.moe_intermediate_size) * ACT_BYTES
+        f = 2.0 * tokens * k * ep / tp
+        b = (touched * ep * self.wbytes + act) / tp
+        if not self.expert_parallel:
+            return np.array([self.lat + blend(f / self.peak, b / self.bw, self.blend_p), f, b])
+        # EP: the busiest device's routed tokens set the time; dispatch + combine all-to-all
+        busiest = expected_max_load(tokens * k / tp, tp) / (tokens * k / tp)
+        t = self.lat + blend(f * busiest / self.peak, b / self.bw, self.blend_p)
+        a2a = tokens * k * m.hidden_size * ACT_BYTES * (tp - 1) / tp / tp
+        t += 2.0 * (self.eff["link_latency_s"] + a2a / self.link_bw)
+        return np.array([t, f, b])
+
+    def _collectives_s(self, tokens: int) -> float:
+        """TP all-reduces: after attention and after the MLP of every layer (after attention
+        only in MoE layers under expert parallelism, whose MLP all-to-alls are in _experts)."""
+        m = self.model
+        if self.tp <= 1:
+            return 0.0
+        one = ring_allreduce_s(tokens * m.hidden_size * ACT_BYTES, self.tp, self.link_bw, self.eff["link_latency_s"])
+        per_layer = 2 * m.num_layers - (m.moe_layers if self.expert_parallel else 0)
+        return one * per_layer
+
+    def _stage_handoffs_s(self, tokens: int) -> float:
+        """A micro-batch's activations handed between consecutive stages, once per stage."""
+        if self.pp <= 1:
+            return 0.0
+        nbytes = tokens * self.model.hidden_size * ACT_BYTES / self.tp
+        return self.pp * (self.eff["link_latency_s"] + nbytes / self.link_bw)
 
     def cost(self, batch: Batch) -> IterationCost:
-        """Time, FLOPs and bytes of each iteration described by ``batch``."""
-        g_t, g_f, g_b = self._gemms(batch.tokens, batch.sampled)
+        """Time, FLOPs and bytes (per device) of each iteration described by ``batch``."""
         layers = self.model.num_layers
-        a_f = batch.attn_pairs * self.attn_flops_per_pair
-        a_b = batch.kv_tokens * self.kv_bytes_per_token_layer
-        a_t = np.maximum(a_f / self.attn_peak, a_b / self.bw) * layers
+        micro = max(1, min(self.pp, batch.seqs))
+        tok = -(-batch.tokens // micro)
+        g_t, g_f, g_b = self._gemms(tok, -(-batch.sampled // micro))
+        a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
+        a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
+        a_t = np.maximum(a_f / self.attn_peak, a_b / self.bw) + self.lat * layers
         overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs
-        time_s = (overhead + g_t) + a_t
-        return IterationCost(time_s, g_f + a_f * layers, g_b + a_b * layers)
+        time_s = (overhead + g_t + self._stage_handoffs_s(tok)) + a_t
+        share = micro / self.pp  # of the whole batch's work, each device does 1/pp
+        flops = (g_f + a_f) * share
+        nbytes = (g_b + a_b) * share
+        compute_s = np.minimum(time_s, (g_f / self.peak + a_f / self.attn_peak) * share)
+        return IterationCost(time_s, flops, nbytes, compute_s)
 
 
 class FixedModel:

@@ -13,39 +13,80 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import Optional
+
 from sim.catalog import Accelerator
+from sim.perf import IterationCost
 
 # A resident model adds roughly 25-50 W over bare idle on HBM GPUs (clocks and HBM
 # refresh held up by the loaded context); 30 W is the default adder.
 RESIDENT_ADDER_W = 30.0
-# Weights of compute and memory activity in the dynamic power; chosen so that
-# memory-bound decode of an 8B model on an H100 draws ~430 W at small batches and
-# ~630 W at batch 256 (ML.ENERGY leaderboard v3, Qwen3-8B on H100, lm-arena-chat).
+# Weights of compute and memory activity in the dynamic power; hardware/calibration
+# holds values fitted per accelerator to measured power (`dcsim calibrate`).
 COMPUTE_WEIGHT = 1.6
 MEMORY_WEIGHT = 0.85
+# Lowest core clock a power cap can force, as a fraction of the boost clock (H100 SXM:
+# ~ 600 of 1980 MHz under the lowest settable limit).
+MIN_CLOCK = 0.3
 
 
 @dataclass(frozen=True)
 class PowerModel:
-    """Power of one device of an accelerator type with a model resident."""
+    """Power of one device of an accelerator type with a model resident.
+
+    Dynamic power above the resident idle is ``(TDP - idle) * min(1, cw * u_c * f^2 + mw * u_m)``
+    where ``u_c`` is achieved FLOP/s over datasheet peak, ``u_m`` achieved HBM bytes/s over
+    peak bandwidth and ``f`` the core clock relative to boost. A power cap lowers ``f`` until
+    the draw fits (DVFS: voltage falls with frequency, so compute power falls ~ f^3 at fixed
+    work rate while compute-bound time grows 1/f); HBM traffic is not slowed, so
+    memory-bound decode loses little speed under a cap.
+    """
 
     acc: Accelerator
     peak_flops: float
     resident_w: float = RESIDENT_ADDER_W
     compute_weight: float = COMPUTE_WEIGHT
     memory_weight: float = MEMORY_WEIGHT
+    idle_w_override: Optional[float] = None
+    cap_w: Optional[float] = None
 
     @property
     def idle_w(self) -> float:
         """Power of a device holding a model but running nothing."""
-        return self.acc.idle_power_w + self.resident_w
+        base = self.idle_w_override if self.idle_w_override is not None else self.acc.idle_power_w
+        return base + self.resident_w
 
-    def busy_w(self, time_s: np.ndarray, flops: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-        """Power during iterations of the given duration, FLOPs and HBM bytes."""
+    def busy_w(self, time_s: np.ndarray, flops: np.ndarray, nbytes: np.ndarray, clock=1.0) -> np.ndarray:
+        """Power during iterations of the given duration, FLOPs and HBM bytes at core ``clock``."""
         u_c = flops / (time_s * self.peak_flops)
         u_m = nbytes / (time_s * self.acc.memory_bandwidth)
-        activity = np.minimum(1.0, self.compute_weight * u_c + self.memory_weight * u_m)
+        activity = np.minimum(1.0, self.compute_weight * u_c * (clock * clock) + self.memory_weight * u_m)
         return self.idle_w + (self.acc.tdp_w - self.idle_w) * activity
+
+    def under_cap(self, cost: IterationCost) -> tuple[IterationCost, np.ndarray]:
+        """The iterations' cost and power once the power cap (if any) has set the clock.
+
+        Bisection on the clock per iteration, elementwise only, so a run priced at once
+        equals the same iterations priced one by one.
+        """
+        power = self.busy_w(cost.time_s, cost.flops, cost.bytes)
+        if self.cap_w is None or cost.compute_s is None or not np.any(power > self.cap_w):
+            return cost, power
+        lo = np.zeros_like(cost.time_s) + MIN_CLOCK
+        hi = np.ones_like(cost.time_s)
+        for _ in range(24):
+            mid = (lo + hi) * 0.5
+            fits = self._at_clock(cost, mid) <= self.cap_w
+            lo = np.where(fits, mid, lo)
+            hi = np.where(fits, hi, mid)
+        clock = np.where(power > self.cap_w, lo, 1.0)
+        time_s = cost.time_s + cost.compute_s * (1.0 / clock - 1.0)
+        capped = IterationCost(time_s, cost.flops, cost.bytes, cost.compute_s)
+        return capped, self.busy_w(time_s, cost.flops, cost.bytes, clock)
+
+    def _at_clock(self, cost: IterationCost, clock: np.ndarray) -> np.ndarray:
+        time_s = cost.time_s + cost.compute_s * (1.0 / clock - 1.0)
+        return self.busy_w(time_s, cost.flops, cost.bytes, clock)
 
 
 @dataclass(frozen=True)

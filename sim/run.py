@@ -79,7 +79,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         "engine": {"mode": scenario.engine_mode, "calls": world.calls_created,
                    "iterations": sum(r.iterations for r in world.replicas),
                    "runs": sum(r.runs for r in world.replicas)},
-        "pools": [{"name": s.name, "accelerator": s.acc.name, "model": s.model.name, "tp": s.tp, "replicas": s.replicas,
+        "pools": [{"name": s.name, "accelerator": s.acc.name, "model": s.model.name, "tp": s.tp, "pp": s.pp, "replicas": s.replicas,
                    "kv_blocks": s.kv_blocks, "kv_gib": s.kv_gib, "weight_gib": s.weight_gib} for s in world.specs],
         "rows": {t: recorder.sinks[t].rows for t in TABLES},
     }

@@ -161,13 +161,18 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
     """SimPy process: create the calls of one class until ``stop_s`` and hand each to ``make_call``.
 
     ``streams(name)`` returns the named random generator. ``make_call(cls, t,
-    prompt, output)`` creates and routes one call at exact time ``t``.
+    prompt, output, on_done=...)`` creates and routes one call at exact time ``t``.
+    The process lives until ``stop`` (closed loops create calls from completion
+    callbacks meanwhile), so the world does not see the class as finished early.
     """
     stop = min(stop_s, cls.stop_s) if cls.stop_s is not None else stop_s
     prompt = LengthSampler(cls.prompt_tokens, streams("prompt"), base_dir, f"{key}.prompt_tokens") if cls.prompt_tokens else None
     output = LengthSampler(cls.output_tokens, streams("output"), base_dir, f"{key}.output_tokens") if cls.output_tokens else None
     if isinstance(cls.arrival, C.TraceArrivals):
         yield from _replay(env, cls, base_dir, stop, prompt, output, make_call, key)
+        return
+    if isinstance(cls.arrival, C.ClosedArrivals):
+        yield from _closed(env, cls, stop, prompt, output, make_call, key)
         return
     rng = streams("arrival")
     t = cls.start_s
@@ -181,6 +186,60 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
                 return
             yield env.timeout(t - env.now)
             make_call(cls, t, p, o)
+
+
+def _lengths(prompt: LengthSampler, output: LengthSampler):
+    """Endless (prompt, output) pairs, drawn in chunks like the open-loop generator."""
+    while True:
+        yield from zip(prompt.sample(CHUNK).tolist(), output.sample(CHUNK).tolist())
+
+
+# Closed-loop clients whose calls are dropped on arrival with no think time retry at the
+# same instant; this many drops in a row means no call can ever be served.
+MAX_DROP_STREAK = 10_000
+
+
+def _closed(env, cls, stop, prompt, output, make_call, key):
+    """``concurrency`` clients from ``start_s``; each sends its next call ``think_s`` after
+    its previous one ends (finished, dropped or timed out), until ``stop``.
+
+    Calls end inside the engine's commit, so a completion only schedules the next
+    call as its own event (at the same instant when ``think_s`` is 0); the engine
+    admits a call arriving at the instant a decision was made as if it had been
+    there. Lengths are drawn in creation order, which SimPy's event order fixes.
+    """
+    think = cls.arrival.think_s
+    lengths = _lengths(prompt, output)
+    state = {"stopped": False, "drops": 0}
+
+    def send(t: float) -> None:
+        if state["stopped"] or t >= stop:
+            return
+        p, o = next(lengths)
+        make_call(cls, t, p, o, on_done=done)
+
+    def done(call) -> None:
+        if call.status == "dropped" and think == 0:
+            state["drops"] += 1
+            if state["drops"] > MAX_DROP_STREAK:
+                raise ScenarioError("", key, f"every call is dropped (prompt + output longer than the context or the KV "
+                                             f"pool); {MAX_DROP_STREAK} closed-loop retries at t={env.now:g} s")
+        else:
+            state["drops"] = 0
+        end = call.finish_s if call.finish_s == call.finish_s else env.now  # NaN: timed out at the end
+        t = end + think
+        if state["stopped"] or t >= stop:
+            return
+        ev = env.timeout(max(0.0, t - env.now))
+        ev.callbacks.append(lambda _ev: send(t))
+
+    if cls.start_s >= stop:
+        return
+    yield env.timeout(cls.start_s - env.now)
+    for _ in range(cls.arrival.concurrency):
+        send(cls.start_s)
+    yield env.timeout(max(0.0, stop - env.now))
+    state["stopped"] = True
 
 
 def _replay(env, cls, base_dir, stop, prompt, output, make_call, key):

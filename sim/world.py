@@ -18,8 +18,10 @@ from sim.config import FixedPerf, PrefillFirstBatcher, Scenario
 from sim.engine import BatcherParams, Call, Replica
 from sim.errors import ScenarioError
 from sim.perf import FixedModel, RooflineModel
+from sim.profile import ProfileModel
 from sim.power import PowerModel, Tariff
 from sim.router import ROUTERS
+from sim.speculative import resolve as resolve_speculative
 from sim.workload import generate_calls
 
 GIB = 2**30
@@ -37,6 +39,7 @@ class PoolSpec:
     acc: catalog.Accelerator
     model: catalog.ModelCard
     tp: int
+    pp: int
     replicas: int
     kv_blocks: int
     block_size: int
@@ -45,10 +48,15 @@ class PoolSpec:
     perf: object
     power: PowerModel
     host_w_per_device: float
+    speculative: object = None  # sim.speculative.SpeculativeCost, or None
+
+    @property
+    def devices_per_replica(self) -> int:
+        return self.tp * self.pp
 
     @property
     def devices(self) -> int:
-        return self.replicas * self.tp
+        return self.replicas * self.devices_per_replica
 
 
 def activation_reserve_bytes(model: catalog.ModelCard, tp: int, max_tokens: int, max_seqs: int) -> float:
@@ -70,33 +78,50 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     wdtype = pool.weight_dtype or model.weight_dtype
     if model.attention != "mla" and model.num_attention_heads % pool.tp != 0:
         raise ScenarioError(source, f"{key}.tp", f"{model.name} has {model.num_attention_heads} attention heads, not divisible by tp={pool.tp}")
+    if pool.pp > model.num_layers:
+        raise ScenarioError(source, f"{key}.pp", f"pp={pool.pp} exceeds the {model.num_layers} layers of {model.name}")
     p = pool.performance
-    eff = {k: getattr(p, k) for k in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "link_efficiency",
-                                       "iteration_overhead_s", "per_seq_overhead_s")} if p.kind == "roofline" else {}
-    roofline = RooflineModel(model, acc, pool.tp, wdtype, pool.kv_dtype, **eff)
+    cal = catalog.calibration(acc.name)
+    # calibrated parameters for the accelerator, then the scenario's explicit overrides
+    eff = {**cal.perf, **{k: v for k, v in p.model_dump().items() if k not in ("kind", "path", "network_path")
+                          and v is not None}}
+    layout = {"pp": pool.pp, "expert_parallel": pool.expert_parallel}
+    roofline = RooflineModel(model, acc, pool.tp, wdtype, pool.kv_dtype, **layout,
+                             **({} if isinstance(p, FixedPerf) else eff))
     perf = FixedModel(p.iteration_s, p.per_token_s) if isinstance(p, FixedPerf) else roofline
+    if p.kind == "profile":
+        perf = ProfileModel(model, acc, pool.tp, wdtype, pool.kv_dtype, path=p.path, network_path=p.network_path,
+                            base_dir=scenario.base_dir, source=source, key=key, **layout, **eff)
 
     eng, bat = pool.engine, pool.batcher
     usable = acc.memory_bytes * eng.gpu_memory_utilization
-    weights = roofline.weight_bytes_device()
+    specu = resolve_speculative(pool, model, acc, wdtype, perf, eff, source, key)  # draft/MTP weights and KV too
+    weights = roofline.weight_bytes_device() + (specu.weight_bytes_device if specu else 0.0)
     reserve = (eng.activation_reserve_gib * GIB if eng.activation_reserve_gib is not None
                else activation_reserve_bytes(model, pool.tp, bat.max_num_batched_tokens, bat.max_num_seqs))
     kv_bytes = usable - weights - reserve
-    per_block = roofline.kv_bytes_per_token_device() * eng.block_size
+    per_block = (roofline.kv_bytes_per_token_device() + (specu.kv_bytes_per_token_device if specu else 0.0)) * eng.block_size
     if kv_bytes < per_block:
         raise ScenarioError(
             source, f"{key}.model",
-            f"{model.name} does not fit on {acc.name} at tp={pool.tp}: weights need {weights / GIB:.1f} GiB per device "
+            f"{model.name} does not fit on {acc.name} at tp={pool.tp} pp={pool.pp}: weights need {weights / GIB:.1f} GiB per device "
             f"({wdtype}) plus {reserve / GIB:.1f} GiB activations, but {acc.memory_gib:g} GiB x "
             f"gpu_memory_utilization {eng.gpu_memory_utilization:g} = {usable / GIB:.1f} GiB is usable; "
             "raise tp, use a smaller weight_dtype or a larger device",
         )
     blocks = eng.num_gpu_blocks if eng.num_gpu_blocks is not None else int(kv_bytes // per_block)
-    power = PowerModel(acc, acc.peak_flops(wdtype))
+    pw = {**cal.power, **{k: v for k, v in pool.power.model_dump().items() if v is not None}}
+    if "idle_w" in pw:
+        pw["idle_w_override"] = pw.pop("idle_w")
+    power = PowerModel(acc, acc.peak_flops(wdtype), cap_w=pool.power_cap_w, **pw)
+    if pool.power_cap_w is not None and not power.idle_w < pool.power_cap_w <= acc.tdp_w:
+        raise ScenarioError(source, f"{key}.power_cap_w",
+                            f"{pool.power_cap_w:g} W is outside ({power.idle_w:g} W idle with the model resident, "
+                            f"{acc.tdp_w:g} W TDP] for {acc.name}")
     host = scenario.datacenter.host_w_per_device
     host_w = host if host is not None else 0.5 * acc.host_w_per_device_max
-    return PoolSpec(pool.name, key, acc, model, pool.tp, pool.replicas, blocks, eng.block_size, weights / GIB,
-                    blocks * per_block / GIB, perf, power, host_w)
+    return PoolSpec(pool.name, key, acc, model, pool.tp, pool.pp, pool.replicas, blocks, eng.block_size, weights / GIB,
+                    blocks * per_block / GIB, perf, power, host_w, specu)
 
 
 class World:
@@ -116,12 +141,12 @@ class World:
             reps = []
             for j in range(spec.replicas):
                 r = Replica(
-                    self.env, len(self.replicas), spec.name, spec.perf, spec.power, spec.tp, spec.kv_blocks,
+                    self.env, len(self.replicas), spec.name, spec.perf, spec.power, spec.devices_per_replica, spec.kv_blocks,
                     spec.block_size,
                     BatcherParams(pool.batcher.max_num_batched_tokens, pool.batcher.max_num_seqs,
                                   chunked=not isinstance(pool.batcher, PrefillFirstBatcher)),
                     recorder, spec.model.max_context_tokens, max_run, on_end=self._call_ended,
-                    cuts=(scenario.warmup_s, scenario.duration_s),
+                    cuts=(scenario.warmup_s, scenario.duration_s), speculative=spec.speculative,
                 )
                 r.index_in_pool = j
                 reps.append(r)

@@ -1,0 +1,311 @@
+"""Fit the performance and power models to measurements: ``dcsim calibrate``.
+
+Three independent fits, each from a different kind of measurement, so that no
+parameter is tuned to the figure it is later checked against:
+
+1. **Kernels** (:func:`fit_gemm`): per-operator GEMM times of one transformer layer
+   against tokens and TP degree (vidur's profiling layout, hardware/profiles/) fix the
+   GEMM efficiency, memory efficiency, minimum kernel time and how sharp the roofline
+   ridge is.
+2. **Collectives** (:func:`fit_allreduce`): NCCL all-reduce times against message size
+   fix the link efficiency and per-collective latency.
+3. **Engine and power** (:func:`fit_engine`): steady-state serving measurements (batch
+   size, median inter-token latency, GPU power) of the points marked ``fit`` in
+   hardware/calibration/measurements.csv fix the engine's per-step and per-sequence
+   CPU overheads and the power model's activity weights, by simulating each point
+   in closed loop with the kernel and link parameters already fitted.
+
+The result is written to hardware/calibration/<accelerator>.yaml as ``{value, source}``
+pairs saying which data and fit produced each number; :mod:`sim.catalog` loads it
+for every pool on that accelerator. Run with your own tables to refit.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.optimize import least_squares
+
+from sim import catalog
+from sim.perf import DEFAULT_EFFICIENCY
+
+GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
+BF16 = 2.0
+# Best sustained fraction of peak HBM bandwidth that streaming kernels reach (STREAM-like
+# copies on H100/A100 measure 90-93% of datasheet); bounds the memory-efficiency fit.
+MAX_MEMORY_EFFICIENCY = 0.92
+
+
+# --------------------------------------------------------------------------- kernels
+@dataclass(frozen=True)
+class GemmObservations:
+    """Measured GEMMs: FLOPs and bytes per device, and the median time (s)."""
+
+    flops: np.ndarray
+    nbytes: np.ndarray
+    time_s: np.ndarray
+    sources: tuple[str, ...]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def gemm_observations(paths: list[Path]) -> GemmObservations:
+    """GEMM shapes and times from vidur-layout per-layer tables (times in ms per layer).
+
+    Shapes come from each row's model-dimension columns: QKV projection h x (h + 2 kv
+    heads x head dim), output projection h x h, gated MLP up h x 2I, down I x h; every
+    GEMM is sharded over ``num_tensor_parallel_workers``.
+    """
+    flops, nbytes, times = [], [], []
+    for path in paths:
+        for row in _read_csv(path):
+            n, tp = float(row["num_tokens"]), int(row["num_tensor_parallel_workers"])
+            h, inter = int(row["n_embd"]), int(row["n_expanded_embd"])
+            heads, kv_heads = int(row["n_head"]), int(row["n_kv_head"])
+            head_dim = h // heads
+            gated = str(row.get("use_gated_mlp", "True")).lower() == "true"
+            shapes = {
+                "attn_pre_proj": (h, h + 2 * kv_heads * head_dim),
+                "attn_post_proj": (h, h),
+                "mlp_up_proj": (h, (2 if gated else 1) * inter),
+                "mlp_down_proj": (inter, h),
+            }
+            for op, (i, o) in shapes.items():
+                t = float(row[f"time_stats.{op}.median"]) * 1e-3
+                flops.append(2.0 * n * i * o / tp)
+                nbytes.append((i * o + n * (i + o)) * BF16 / tp)
+                times.append(t)
+    return GemmObservations(np.array(flops), np.array(nbytes), np.array(times), tuple(str(p) for p in paths))
+
+
+def gemm_time(obs: GemmObservations, peak: float, bandwidth: float, eff_c: float, eff_m: float, latency: float,
+              p: float) -> np.ndarray:
+    """Model GEMM time: latency + p-norm of compute and memory times (sim.perf.blend, vectorized)."""
+    tc = obs.flops / (peak * eff_c)
+    tm = obs.nbytes / (bandwidth * eff_m)
+    hi = np.maximum(tc, tm)
+    return latency + hi * ((tc / hi) ** p + (tm / hi) ** p) ** (1.0 / p)
+
+
+def fit_gemm(obs: GemmObservations, acc: catalog.Accelerator) -> dict:
+    """Least squares on log time: gemm_efficiency, memory_efficiency, kernel_latency_s, gemm_blend."""
+    peak, bw = acc.peak_flops("bf16"), acc.memory_bandwidth
+
+    def residual(x):
+        ec, em, lat_us, p = x
+        return np.log(gemm_time(obs, peak, bw, ec, em, lat_us * 1e-6, p)) - np.log(obs.time_s)
+
+    fit = least_squares(residual, x0=[0.7, 0.8, 2.0, 4.0],
+                        bounds=([0.2, 0.2, 0.0, 1.0], [1.0, MAX_MEMORY_EFFICIENCY, 50.0, 30.0]))
+    ec, em, lat_us, p = fit.x
+    err = np.exp(np.abs(fit.fun)) - 1.0
+    return {
+        "gemm_efficiency": float(ec),
+        "memory_efficiency": float(em),
+        "kernel_latency_s": float(lat_us * 1e-6),
+        "gemm_blend": float(p),
+        "n": int(len(obs.time_s)),
+        "median_abs_error": float(np.median(err)),
+        "p90_abs_error": float(np.quantile(err, 0.9)),
+    }
+
+
+# --------------------------------------------------------------------------- collectives
+def fit_allreduce(path: Path, acc: catalog.Accelerator) -> dict:
+    """Ring all-reduce ``latency + 2(n-1)/n * bytes / (link_bw * eff)`` fitted to intra-node
+    NCCL times (rows with num_workers == devices_per_node), relative error weighting."""
+    rows = [r for r in _read_csv(path) if r.get("collective", "all_reduce") == "all_reduce"
+            and int(r["num_workers"]) == int(r.get("devices_per_node", r["num_workers"])) and int(r["num_workers"]) > 1]
+    n = np.array([int(r["num_workers"]) for r in rows], dtype=float)
+    size = np.array([float(r["size"]) for r in rows])
+    t = np.array([float(r["time_stats.all_reduce.median"]) for r in rows]) * 1e-3
+    ring = 2.0 * (n - 1) / n * size / acc.link_bandwidth
+    # t = a + b * ring with b = 1/eff; weighted by 1/t so every size counts alike
+    A = np.stack([np.ones_like(t), ring], axis=1) / t[:, None]
+    (a, b), *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
+    pred = a + b * ring
+    err = np.abs(pred / t - 1.0)
+    return {
+        "link_latency_s": float(max(a, 0.0)),
+        "link_efficiency": float(min(1.0, 1.0 / b)),
+        "n": int(len(t)),
+        "median_abs_error": float(np.median(err)),
+        "p90_abs_error": float(np.quantile(err, 0.9)),
+    }
+
+
+# --------------------------------------------------------------------------- engine and power
+def fit_engine(points: list[dict], perf: dict, workers: int = 2, rounds: int = 3) -> dict:
+    """Per-step and per-sequence CPU overheads from measured median inter-token latency.
+
+    The overheads add ``o + s * seqs`` to every iteration, so the residual of the
+    simulated median ITL is close to linear in them: each round simulates the points with
+    the current values and solves ``measured - predicted = do + ds * batch`` by least
+    squares on relative error, then updates (kept >= 0).
+    """
+    from sim.validation import predict_all
+
+    o = perf.get("iteration_overhead_s", DEFAULT_EFFICIENCY["iteration_overhead_s"])
+    s = perf.get("per_seq_overhead_s", DEFAULT_EFFICIENCY["per_seq_overhead_s"])
+    meas = np.array([p["itl_p50_s"] for p in points])
+    batch = np.array([p["measured_batch"] for p in points])
+    for _ in range(rounds):
+        preds = predict_all(points, {**perf, "iteration_overhead_s": o, "per_seq_overhead_s": s}, workers=workers)
+        got = np.array([q["itl_p50_s"] for q in preds])
+        A = np.stack([np.ones_like(meas), batch], axis=1) / meas[:, None]
+        (do, ds), *_ = np.linalg.lstsq(A, (meas - got) / meas, rcond=None)
+        o, s = max(0.0, o + do), max(0.0, s + ds)
+    preds = predict_all(points, {**perf, "iteration_overhead_s": o, "per_seq_overhead_s": s}, workers=workers)
+    err = np.abs(np.array([q["itl_p50_s"] for q in preds]) / meas - 1.0)
+    return {"iteration_overhead_s": float(o), "per_seq_overhead_s": float(s), "n": len(points),
+            "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
+
+
+def fit_power(points: list[dict], perf: dict, resident_w: float, workers: int = 2) -> dict:
+    """Compute and memory activity weights from measured average GPU power.
+
+    Power is linear in the two weights while below TDP, so three simulations per point
+    (weights (0, 0), (1, 0), (0, 1)) give each point's power as ``P0 + wc * dPc + wm * dPm``;
+    non-negative least squares on relative error gives the weights.
+    """
+    from scipy.optimize import nnls
+
+    from sim.validation import predict_all
+
+    def powers(wc, wm):
+        pw = {"resident_w": resident_w, "compute_weight": wc, "memory_weight": wm}
+        return np.array([q["gpu_power_w"] for q in predict_all(points, perf, pw, workers=workers)])
+
+    meas = np.array([p["gpu_power_w"] for p in points])
+    p0, pc, pm = powers(0.0, 0.0), powers(1.0, 0.0), powers(0.0, 1.0)
+    A = np.stack([pc - p0, pm - p0], axis=1) / meas[:, None]
+    (wc, wm), _ = nnls(A, (meas - p0) / meas)
+    got = p0 + wc * (pc - p0) + wm * (pm - p0)
+    err = np.abs(got / meas - 1.0)
+    return {"compute_weight": float(wc), "memory_weight": float(wm), "resident_w": resident_w, "n": len(points),
+            "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
+
+
+# --------------------------------------------------------------------------- output
+def write_calibration(path: Path, accelerator: str, perf: dict[str, tuple[float, str]],
+                      power: dict[str, tuple[float, str]], notes: list[str]) -> None:
+    """Write a calibration card: every number as ``{value, source}``."""
+
+    def block(d):
+        return {k: {"value": _round(v), "source": s} for k, (v, s) in d.items()}
+
+    card = {"accelerator": accelerator, "fitted_by": "dcsim calibrate (sim/calibrate.py)", "notes": notes}
+    if perf:
+        card["perf"] = block(perf)
+    if power:
+        card["power"] = block(power)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        yaml.safe_dump(card, fh, sort_keys=False, width=110)
+
+
+def _round(v: float) -> float:
+    return float(f"{v:.4g}") if v else 0.0
+
+
+def describe(fit: dict) -> str:
+    return f"n={fit['n']}, median |error| {fit['median_abs_error']:.1%}, p90 {fit['p90_abs_error']:.1%}"
+
+
+KERNEL_KEYS = ("gemm_efficiency", "memory_efficiency", "kernel_latency_s", "gemm_blend")
+LINK_KEYS = ("link_efficiency", "link_latency_s")
+ENGINE_KEYS = ("iteration_overhead_s", "per_seq_overhead_s")
+
+
+def calibrate(accelerator: str, profiles: list[Path], network: Path | None, measurements: Path,
+              kernels_from: str | None = None, workers: int = 2, log=print) -> tuple[dict, dict, list[str]]:
+    """Run the three fits for one accelerator; returns (perf, power, notes) with sources."""
+    from sim.validation import load_points
+
+    acc = catalog.accelerator(accelerator, "dcsim calibrate", "--accelerator")
+    perf: dict[str, tuple[float, str]] = {}
+    notes = []
+    if profiles:
+        g = fit_gemm(gemm_observations(profiles), acc)
+        src = f"fit to per-operator GEMM times {', '.join(p.name for p in profiles)} ({describe(g)})"
+        perf.update({k: (g[k], src) for k in KERNEL_KEYS})
+        log(f"kernels: {src}")
+    if network is not None:
+        a = fit_allreduce(network, acc)
+        src = f"fit to NCCL all-reduce times {network.name} ({describe(a)})"
+        perf.update({k: (a[k], src) for k in LINK_KEYS})
+        log(f"links: {src}")
+    if kernels_from:
+        other = catalog.calibration(kernels_from)
+        for k in KERNEL_KEYS + LINK_KEYS:
+            if k not in perf and k in other.perf:
+                perf[k] = (other.perf[k], f"taken from {kernels_from} (no {k.split('_')[0]} measurements for {accelerator})")
+        notes.append(f"kernel and link parameters without own measurements are taken from {kernels_from}")
+    points = [p for p in load_points(measurements, roles=("fit",)) if p["accelerator"] == accelerator]
+    power: dict[str, tuple[float, str]] = {}
+    if not points and kernels_from:
+        other = catalog.calibration(kernels_from)
+        why = f"taken from {kernels_from} (no serving measurements for {accelerator})"
+        perf.update({k: (other.perf[k], why) for k in ENGINE_KEYS if k in other.perf})
+        power = {k: (v, why) for k, v in other.power.items()}
+        notes.append(f"engine overheads and power weights taken from {kernels_from}")
+    if points:
+        base = {k: v for k, (v, _) in perf.items()}
+        e = fit_engine(points, base, workers)
+        src = f"fit to median ITL of {len(points)} 'fit' rows of {measurements.name} ({describe(e)})"
+        perf.update({k: (e[k], src) for k in ENGINE_KEYS})
+        log(f"engine: {src}")
+        base.update({k: e[k] for k in ENGINE_KEYS})
+        from sim.power import RESIDENT_ADDER_W
+
+        pw = fit_power(points, base, RESIDENT_ADDER_W, workers)
+        src = f"fit to GPU power of {len(points)} 'fit' rows of {measurements.name} ({describe(pw)})"
+        power = {"compute_weight": (pw["compute_weight"], src), "memory_weight": (pw["memory_weight"], src)}
+        log(f"power: {src}")
+        models = sorted({p["model"] for p in points})
+        notes.append(f"engine and power fitted on {', '.join(models)} only; every other measured model is held out")
+    return perf, power, notes
+
+
+def add_arguments(ap) -> None:
+    ap.add_argument("--accelerator", required=True, help="accelerator card name, e.g. h100-sxm")
+    ap.add_argument("--profiles", nargs="*", default=None,
+                    help="per-operator tables (vidur layout); default hardware/profiles/vidur/<prefix>_*.csv")
+    ap.add_argument("--network", default=None, help="NCCL all-reduce table (vidur layout)")
+    ap.add_argument("--measurements", default=None, help="serving measurements CSV (default the shipped one)")
+    ap.add_argument("--kernels-from", default=None,
+                    help="take what this accelerator has no measurements for from another accelerator's card")
+    ap.add_argument("--out", default=None, help="calibration card to write (default hardware/calibration/<acc>.yaml)")
+    ap.add_argument("--workers", type=int, default=2)
+
+
+def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
+    """Shipped per-operator and all-reduce tables for an accelerator, if any."""
+    prof = catalog.hardware_dir() / "profiles" / "vidur"
+    prefix = {"h100-sxm": "h100"}.get(accelerator, accelerator)
+    tables = sorted(p for p in prof.glob(f"{prefix}_*.csv") if "all_reduce" not in p.name)
+    net = prof / f"{prefix}_all_reduce.csv"
+    return tables, (net if net.is_file() else None)
+
+
+def cmd_calibrate(args) -> int:
+    from sim.validation import measurements_path
+
+    tables, net = default_tables(args.accelerator)
+    profiles = [Path(p) for p in args.profiles] if args.profiles is not None else tables
+    network = Path(args.network) if args.network else net
+    measurements = Path(args.measurements) if args.measurements else measurements_path()
+    perf, power, notes = calibrate(args.accelerator, profiles, network, measurements, args.kernels_from, args.workers)
+    out = Path(args.out) if args.out else catalog.hardware_dir() / "calibration" / f"{args.accelerator}.yaml"
+    write_calibration(out, args.accelerator, perf, power, notes)
+    catalog.calibration.cache_clear()
+    print(f"wrote {out}")
+    return 0

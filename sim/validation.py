@@ -1,0 +1,217 @@
+"""Predicted vs measured: the validation report (docs/validation.md).
+
+Every row of hardware/calibration/measurements.csv is a published steady-state
+measurement of a real server (model, hardware, parallelism, precision, batch cap,
+prompt and output lengths) with its measured output throughput, median inter-token
+latency, GPU power and energy per output token. :func:`predict` simulates the same
+configuration in closed loop (``concurrency`` = the server's batch cap, every client
+sending its next request as soon as the previous one ends, as the benchmark does)
+with :func:`sim.estimate.estimate`, and :func:`report` tabulates the errors, keeping
+the points used by ``dcsim calibrate`` (role ``fit``) apart from the held-out ones.
+
+Regenerate with ``python -m sim.validation --out docs/validation.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from sim import catalog
+
+METRICS = {  # metric -> (measured column, predicted key, label)
+    "throughput": ("output_tokens_per_s", "output_tokens_per_s", "output tok/s"),
+    "itl": ("itl_p50_s", "itl_p50_s", "median ITL (s)"),
+    "power": ("gpu_power_w", "gpu_power_w", "GPU power (W)"),
+    "energy": ("energy_per_token_j", "energy_per_output_token_j", "J / output token"),
+}
+# Held-out error bounds the tests keep (mean absolute percentage error over the report).
+BOUNDS = {"throughput": 0.15, "itl": 0.15, "power": 0.20, "energy": 0.20}
+
+
+def measurements_path() -> Path:
+    return catalog.hardware_dir() / "calibration" / "measurements.csv"
+
+
+def load_points(path: Path | None = None, roles: tuple[str, ...] = ("fit", "holdout")) -> list[dict]:
+    """The measurement rows with the given roles, numbers parsed."""
+    ints = {"tp", "concurrency", "prompt_tokens"}
+    floats = {"output_mean", "output_cv", "measured_batch", "output_tokens_per_s", "itl_p50_s", "gpu_power_w",
+              "energy_per_token_j"}
+    out = []
+    with open(path or measurements_path(), newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["role"] not in roles:
+                continue
+            r = dict(r)
+            for k in ints:
+                r[k] = int(r[k])
+            for k in floats:
+                r[k] = float(r[k])
+            r["expert_parallel"] = r["expert_parallel"] == "True"
+            out.append(r)
+    return out
+
+
+def output_distribution(mean: float, cv: float) -> dict:
+    """Lognormal output lengths with the measured mean and coefficient of variation."""
+    sigma2 = math.log(1.0 + cv * cv)
+    return {"kind": "lognormal", "median": mean / math.sqrt(1.0 + cv * cv), "sigma": math.sqrt(sigma2)}
+
+
+def predict(point: dict, performance: dict | None = None, power: dict | None = None) -> dict:
+    """Simulated steady state of one measured configuration.
+
+    ``performance`` overrides efficiency parameters of the roofline model (as a pool's
+    ``performance:`` block would); ``power`` overrides PowerModel parameters (for fitting).
+    """
+    from sim.estimate import estimate
+
+    perf = {"kind": "roofline", **performance} if performance else None
+    return estimate(
+        point["accelerator"], point["model"], point["concurrency"], point["prompt_tokens"],
+        int(round(point["output_mean"])), tp=point["tp"], weight_dtype=point["weight_dtype"],
+        expert_parallel=point["expert_parallel"], max_num_seqs=point["concurrency"],
+        output_dist=output_distribution(point["output_mean"], point["output_cv"]), performance=perf,
+        power=power,
+    )
+
+
+def _predict_one(args) -> dict:
+    point, performance, power = args
+    try:
+        return predict(point, performance, power)
+    except Exception as e:  # a point the simulator cannot run is reported, not hidden
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def predict_all(points: list[dict], performance: dict | None = None, power: dict | None = None,
+                workers: int = 1) -> list[dict]:
+    """Predictions for many points, in parallel processes when ``workers`` > 1."""
+    jobs = [(p, performance, power) for p in points]
+    if workers <= 1:
+        return [_predict_one(j) for j in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_predict_one, jobs))
+
+
+def errors(points: list[dict], predictions: list[dict]) -> list[dict]:
+    """Per point and metric: measured, predicted, signed relative error."""
+    rows = []
+    for p, pred in zip(points, predictions):
+        row = {"point": p, "error": pred.get("error")}
+        for name, (mcol, pkey, _) in METRICS.items():
+            meas, got = p[mcol], pred.get(pkey, math.nan)
+            row[name] = (meas, got, got / meas - 1.0 if meas else math.nan)
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean and worst absolute relative error per metric."""
+    out = {}
+    for name in METRICS:
+        e = np.array([abs(r[name][2]) for r in rows if not r["error"] and math.isfinite(r[name][2])])
+        out[name] = {"n": int(len(e)), "mean": float(e.mean()) if len(e) else math.nan,
+                     "worst": float(e.max()) if len(e) else math.nan}
+    return out
+
+
+def _fmt(v: float, metric: str) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    if metric == "itl":
+        return f"{v * 1000:.1f} ms"
+    if metric == "energy":
+        return f"{v:.3f}"
+    return f"{v:,.0f}"
+
+
+def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
+    """The markdown report: method, summary per role, and every point."""
+    lines = [
+        "# Validation: predicted vs measured",
+        "",
+        "Generated by `python -m sim.validation --out docs/validation.md`; do not edit by hand.",
+        "",
+        "Each row is a published steady-state measurement of a real server (hardware/calibration/",
+        "measurements.csv, derived by hardware/calibration/derive_measurements.py with its source).",
+        "The simulator runs the same configuration in closed loop: `concurrency` clients (the",
+        "server's batch cap), each sending its next request when the previous one ends, with the",
+        "measured mean output length (lognormal with the measured spread) and the task's assumed",
+        "prompt length, and reports steady-state output throughput, median inter-token latency",
+        "(ITL), total GPU power and GPU energy per output token. Error = predicted / measured - 1.",
+        "",
+        "Rows marked **fit** were used by `dcsim calibrate` to set the engine overheads and the",
+        "power weights; **held-out** rows were not used for any fit. Kernel and link parameters",
+        "come from separate per-operator and NCCL tables (hardware/calibration/*.yaml).",
+        "",
+        f"Held-out bounds checked by tests/test_validation.py (mean |error|): "
+        + ", ".join(f"{METRICS[m][2]} {b:.0%}" for m, b in BOUNDS.items()) + ".",
+        "",
+        "## Summary",
+        "",
+        "| set | metric | points | mean abs error | worst abs error |",
+        "|---|---|---|---|---|",
+    ]
+    for role in ("holdout", "fit"):
+        sub = [r for r in rows if r["point"]["role"] == role]
+        for name, s in summarize(sub).items():
+            lines.append(f"| {role} | {METRICS[name][2]} | {s['n']} | {s['mean']:.1%} | {s['worst']:.1%} |")
+    failed = [r for r in rows if r["error"]]
+    lines += ["", f"{len(rows)} points simulated in {wall_s:.0f} s wall time; {len(failed)} could not run."]
+    for role, title in (("holdout", "Held-out points"), ("fit", "Fitting points")):
+        lines += ["", f"## {title}", "",
+                  "| model | hardware | task | batch cap | " + " | ".join(
+                      f"{METRICS[m][2]} meas / pred / err" for m in METRICS) + " |",
+                  "|---|---|---|---|" + "---|" * len(METRICS)]
+        for r in rows:
+            p = r["point"]
+            if p["role"] != role:
+                continue
+            hw = f"{p['tp']}x {p['accelerator']}" + (" EP" if p["expert_parallel"] else "") + f" {p['weight_dtype']}"
+            if r["error"]:
+                cells = [f"error: {r['error']}"] + [""] * (len(METRICS) - 1)
+            else:
+                cells = [f"{_fmt(r[m][0], m)} / {_fmt(r[m][1], m)} / {r[m][2]:+.0%}" for m in METRICS]
+            lines.append(f"| {p['model']} | {hw} | {p['task']} | {p['concurrency']} | " + " | ".join(cells) + " |")
+    if excluded:
+        lines += ["", "## Excluded measurements", "",
+                  "Published but not compared, with the reason (see derive_measurements.py):", ""]
+        seen = set()
+        for p in excluded:
+            key = (p["model"], p["accelerator"], p["task"], p["reason"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"- {p['model']} on {p['accelerator']}, {p['task']}: {p['reason']}")
+    lines += ["", f"Source of every measurement: {rows[0]['point']['source'] if rows else ''}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.validation", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="docs/validation.md")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None, help="simulate only the first N points (a quick look)")
+    args = ap.parse_args(argv)
+    points = load_points()
+    if args.limit:
+        points = points[: args.limit]
+    t0 = time.perf_counter()
+    rows = errors(points, predict_all(points, workers=args.workers))
+    text = report(rows, load_points(roles=("excluded",)), time.perf_counter() - t0)
+    Path(args.out).write_text(text)
+    for role in ("holdout", "fit"):
+        s = summarize([r for r in rows if r["point"]["role"] == role])
+        print(role, {k: f"mean {v['mean']:.1%} worst {v['worst']:.1%} (n={v['n']})" for k, v in s.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
