@@ -2,7 +2,9 @@
 
 Runs each configuration in a fresh subprocess (so peak RSS is its own) for a
 1-replica and a 64-replica H100 / Llama-3.1-8B scenario with reasoning-length
-outputs, in the macro-step and per-iteration modes, and prints a table.
+outputs, in the macro-step and per-iteration modes, and for one replica under a
+closed loop of 256 clients (calls finish and arrive at the same instants, as in
+``dcsim estimate``), and prints a table.
 
     python bench/bench_engine.py            # full set
     python bench/bench_engine.py --quick    # shorter horizons
@@ -20,8 +22,19 @@ import tempfile
 import time
 
 
-def scenario(replicas: int, duration_s: float, mode: str) -> dict:
+CLIENTS = 256  # closed-loop load: clients sending calls back to back
+
+
+def scenario(replicas: int, duration_s: float, mode: str, load: str = "open") -> dict:
     rate_per_replica = 1.2
+    if load == "closed":
+        raw = scenario(replicas, duration_s, mode)
+        raw["name"] = f"bench-closed-{replicas}"
+        raw["workload"]["classes"] = [
+            {"name": "bench", "pool": "h100", "arrival": {"kind": "closed", "concurrency": CLIENTS},
+             "prompt_tokens": {"kind": "fixed", "value": 200},
+             "output_tokens": {"kind": "lognormal", "median": 560, "sigma": 0.55, "max": 8000}}]
+        return raw
     return {
         "name": f"bench-{replicas}",
         "seed": 1,
@@ -48,7 +61,7 @@ def child(spec: str) -> None:
     from sim.run import run_point
 
     cfg = json.loads(spec)
-    sc = validate(scenario(cfg["replicas"], cfg["duration_s"], cfg["mode"]))
+    sc = validate(scenario(cfg["replicas"], cfg["duration_s"], cfg["mode"], cfg["load"]))
     out = tempfile.mkdtemp(prefix="dcsim-bench-")
     t0 = time.perf_counter()
     s = run_point(sc, out, "p")
@@ -68,21 +81,22 @@ def main() -> None:
         child(a.child)
         return
     d = 300.0 if a.quick else 1800.0
-    configs = [(1, d, "macro"), (1, d / 3, "per_iteration"), (64, d / 10, "macro"), (64, d / 60, "per_iteration")]
-    print(f"{'replicas':>8} {'mode':>14} {'sim s':>7} {'calls':>7} {'wall s':>7} {'calls/s':>9} {'sim s/s':>8} "
+    configs = [(1, d, "macro", "open"), (1, d / 3, "per_iteration", "open"), (64, d / 10, "macro", "open"),
+               (64, d / 60, "per_iteration", "open"), (1, d / 5, "macro", "closed"), (1, d / 30, "per_iteration", "closed")]
+    print(f"{'replicas':>8} {'load':>6} {'mode':>14} {'sim s':>7} {'calls':>7} {'wall s':>7} {'calls/s':>9} {'sim s/s':>8} "
           f"{'iters/run':>9} {'peak MiB':>8}")
     rates = {}
-    for replicas, dur, mode in configs:
-        res = subprocess.run([sys.executable, __file__, "--child", json.dumps({"replicas": replicas, "duration_s": dur, "mode": mode})],
-                             capture_output=True, text=True, check=True)
+    for replicas, dur, mode, load in configs:
+        spec = json.dumps({"replicas": replicas, "duration_s": dur, "mode": mode, "load": load})
+        res = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True, check=True)
         r = json.loads(res.stdout.strip().splitlines()[-1])
         rate = r["calls"] / r["wall_s"]
-        rates[(replicas, mode)] = rate
-        print(f"{replicas:>8} {mode:>14} {r['sim_s']:>7.0f} {r['calls']:>7} {r['wall_s']:>7.2f} {rate:>9.0f} "
+        rates[(replicas, load, mode)] = rate
+        print(f"{replicas:>8} {load:>6} {mode:>14} {r['sim_s']:>7.0f} {r['calls']:>7} {r['wall_s']:>7.2f} {rate:>9.0f} "
               f"{r['sim_s'] / r['wall_s']:>8.1f} {r['iterations'] / r['runs']:>9.1f} {r['rss_mib']:>8.0f}")
-    for replicas in (1, 64):
-        print(f"speed-up macro / per-iteration, {replicas} replica(s): "
-              f"{rates[(replicas, 'macro')] / rates[(replicas, 'per_iteration')]:.1f}x (simulated calls per wall second)")
+    for replicas, load in ((1, "open"), (64, "open"), (1, "closed")):
+        print(f"speed-up macro / per-iteration, {replicas} replica(s), {load} loop: "
+              f"{rates[(replicas, load, 'macro')] / rates[(replicas, load, 'per_iteration')]:.1f}x (simulated calls per wall second)")
 
 
 if __name__ == "__main__":

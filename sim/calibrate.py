@@ -169,29 +169,76 @@ def fit_engine(points: list[dict], perf: dict, workers: int = 2, rounds: int = 3
             "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
 
 
-def fit_power(points: list[dict], perf: dict, resident_w: float, workers: int = 2) -> dict:
-    """Compute and memory activity weights from measured average GPU power.
+def fit_power(points: list[dict], perf: dict, workers: int = 2) -> dict:
+    """Active adder and compute / memory activity weights from measured GPU power of
+    single-device points (the resident idle ``I`` = card idle + resident adder stays fixed).
 
-    Power is linear in the two weights while below TDP, so three simulations per point
-    (weights (0, 0), (1, 0), (0, 1)) give each point's power as ``P0 + wc * dPc + wm * dPm``;
-    non-negative least squares on relative error gives the weights.
+    Per device, ``P = I + r + (TDP - I - r)(wc * uc + wm * um)`` (``r`` the active adder) is linear in
+    ``(r, a, b) = (r, wc (TDP - I - r), wm (TDP - I - r))`` once the mean utilizations are
+    known; simulating each point with weights (0, 0), (1, 0) and (0, 1) and no adder gives
+    ``uc`` and ``um``, and non-negative least squares on relative error gives ``(r, a, b)``.
     """
     from scipy.optimize import nnls
 
+    from sim.power import RESIDENT_ADDER_W
     from sim.validation import predict_all
 
-    def powers(wc, wm):
-        pw = {"resident_w": resident_w, "compute_weight": wc, "memory_weight": wm}
-        return np.array([q["gpu_power_w"] for q in predict_all(points, perf, pw, workers=workers)])
+    def per_device(wc, wm):
+        pw = {"resident_w": RESIDENT_ADDER_W, "active_w": 0.0, "compute_weight": wc, "memory_weight": wm,
+              "link_active_w": 0.0}
+        return np.array([q["gpu_power_w"] / q["devices"] for q in predict_all(points, perf, pw, workers=workers)])
 
-    meas = np.array([p["gpu_power_w"] for p in points])
-    p0, pc, pm = powers(0.0, 0.0), powers(1.0, 0.0), powers(0.0, 1.0)
-    A = np.stack([pc - p0, pm - p0], axis=1) / meas[:, None]
-    (wc, wm), _ = nnls(A, (meas - p0) / meas)
-    got = p0 + wc * (pc - p0) + wm * (pm - p0)
+    acc = catalog.accelerator(points[0]["accelerator"])
+    idle, tdp = acc.idle_power_w + RESIDENT_ADDER_W, acc.tdp_w
+    meas = np.array([p["gpu_power_w"] / p["tp"] for p in points])
+    p0 = per_device(0.0, 0.0)
+    uc, um = (per_device(1.0, 0.0) - p0) / (tdp - idle), (per_device(0.0, 1.0) - p0) / (tdp - idle)
+    A = np.stack([np.ones_like(uc), uc, um], axis=1) / meas[:, None]
+    (r, a, b), _ = nnls(A, (meas - p0) / meas)
+    got = p0 + r + a * uc + b * um
     err = np.abs(got / meas - 1.0)
-    return {"compute_weight": float(wc), "memory_weight": float(wm), "resident_w": resident_w, "n": len(points),
-            "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
+    span = tdp - idle - r
+    return {"active_w": float(r), "compute_weight": float(a / span), "memory_weight": float(b / span),
+            "n": len(points), "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
+
+
+def fit_link_power(points: list[dict], perf: dict, power: dict, workers: int = 2) -> dict:
+    """Per-device adder of multi-device replicas while busy, from their measured power
+    (linear in the adder below TDP: two simulations per point, least squares on relative error)."""
+    from sim.validation import predict_all
+
+    def per_device(link_w):
+        pw = {**power, "link_active_w": link_w}
+        return np.array([q["gpu_power_w"] / q["devices"] for q in predict_all(points, perf, pw, workers=workers)])
+
+    meas = np.array([p["gpu_power_w"] / p["tp"] for p in points])
+    p0, p1 = per_device(0.0), per_device(100.0)
+    slope = (p1 - p0) / 100.0
+    w = 1.0 / meas
+    link = float(max(0.0, np.sum(w * w * slope * (meas - p0)) / np.sum(w * w * slope * slope)))
+    err = np.abs((p0 + slope * link) / meas - 1.0)
+    return {"link_active_w": link, "n": len(points), "median_abs_error": float(np.median(err)),
+            "p90_abs_error": float(np.quantile(err, 0.9))}
+
+
+def fit_efficiency(points: list[dict], perf: dict, key: str, workers: int = 2) -> dict:
+    """One efficiency factor in (0.2, 1] that minimizes the squared log error of the median
+    ITL over ``points`` (bounded scalar search; each evaluation simulates every point)."""
+    from scipy.optimize import minimize_scalar
+
+    from sim.validation import predict_all
+
+    meas = np.array([p["itl_p50_s"] for p in points])
+
+    def loss(x):
+        got = np.array([q["itl_p50_s"] for q in predict_all(points, {**perf, key: float(x)}, workers=workers)])
+        return float(np.mean(np.log(got / meas) ** 2))
+
+    res = minimize_scalar(loss, bounds=(0.2, 1.0), method="bounded", options={"xatol": 0.01})
+    got = np.array([q["itl_p50_s"] for q in predict_all(points, {**perf, key: float(res.x)}, workers=workers)])
+    err = np.abs(got / meas - 1.0)
+    return {key: float(res.x), "n": len(points), "median_abs_error": float(np.median(err)),
+            "p90_abs_error": float(np.quantile(err, 0.9))}
 
 
 # --------------------------------------------------------------------------- output
@@ -223,10 +270,50 @@ def describe(fit: dict) -> str:
 KERNEL_KEYS = ("gemm_efficiency", "memory_efficiency", "kernel_latency_s", "gemm_blend")
 LINK_KEYS = ("link_efficiency", "link_latency_s")
 ENGINE_KEYS = ("iteration_overhead_s", "per_seq_overhead_s")
+GROUP_KEYS = ("moe_efficiency", "quantized_efficiency")
+
+
+def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log) -> tuple[dict, dict]:
+    """Engine overheads and power from dense single-device points, then the grouped-expert and
+    quantized-GEMM efficiencies from MoE bf16 and fp8 points, then multi-device link power."""
+    perf = dict(perf)
+
+    def current() -> dict:  # every parameter explicit, so an existing card cannot leak into the fit
+        return {**DEFAULT_EFFICIENCY, **{k: v for k, (v, _) in perf.items()}}
+
+    def src(what: str, sub: list[dict], fit: dict) -> str:
+        return f"fit to {what} of {len(sub)} 'fit' rows of {table} ({describe(fit)})"
+
+    dense = [p for p in points if p["tp"] == 1 and not catalog.model(p["model"]).is_moe]
+    moe = [p for p in points if catalog.model(p["model"]).is_moe and p["weight_dtype"] == "bf16"]
+    quant = [p for p in points if p["weight_dtype"] != "bf16"]
+    multi = [p for p in points if p["tp"] > 1]
+    e = fit_engine(dense, current(), workers)
+    perf.update({k: (e[k], src("median ITL", dense, e)) for k in ENGINE_KEYS})
+    log(f"engine: {perf[ENGINE_KEYS[0]][1]}")
+    for key, sub in (("moe_efficiency", moe), ("quantized_efficiency", quant)):
+        if sub:
+            f = fit_efficiency(sub, current(), key, workers)
+            perf[key] = (f[key], src("median ITL", sub, f))
+            log(f"{key}: {f[key]:.3f}, {perf[key][1]}")
+    pw = fit_power(dense, current(), workers)
+    s = src("GPU power", dense, pw)
+    from sim.power import RESIDENT_ADDER_W
+
+    power = {"resident_w": (RESIDENT_ADDER_W, "not fitted: a resident model adds 25-50 W over bare idle on HBM GPUs "
+                            "(public measurements); the default adder")}
+    power.update({k: (pw[k], s) for k in ("active_w", "compute_weight", "memory_weight")})
+    log(f"power: {s}")
+    if multi:
+        lk = fit_link_power(multi, current(), {k: v for k, (v, _) in power.items()}, workers)
+        power["link_active_w"] = (lk["link_active_w"], src("GPU power", multi, lk))
+        log(f"link power: {lk['link_active_w']:.0f} W, {power['link_active_w'][1]}")
+    return perf, power
 
 
 def calibrate(accelerator: str, profiles: list[Path], network: Path | None, measurements: Path,
-              kernels_from: str | None = None, workers: int = 2, log=print) -> tuple[dict, dict, list[str]]:
+              kernels_from: str | None = None, workers: int = 2, log=print,
+              max_concurrency: int = 512) -> tuple[dict, dict, list[str]]:
     """Run the three fits for one accelerator; returns (perf, power, notes) with sources."""
     from sim.validation import load_points
 
@@ -249,29 +336,20 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
             if k not in perf and k in other.perf:
                 perf[k] = (other.perf[k], f"taken from {kernels_from} (no {k.split('_')[0]} measurements for {accelerator})")
         notes.append(f"kernel and link parameters without own measurements are taken from {kernels_from}")
-    points = [p for p in load_points(measurements, roles=("fit",)) if p["accelerator"] == accelerator]
+    points = [p for p in load_points(measurements, roles=("fit",))
+              if p["accelerator"] == accelerator and p["concurrency"] <= max_concurrency]
     power: dict[str, tuple[float, str]] = {}
     if not points and kernels_from:
         other = catalog.calibration(kernels_from)
         why = f"taken from {kernels_from} (no serving measurements for {accelerator})"
-        perf.update({k: (other.perf[k], why) for k in ENGINE_KEYS if k in other.perf})
+        perf.update({k: (other.perf[k], why) for k in ENGINE_KEYS + GROUP_KEYS if k in other.perf})
         power = {k: (v, why) for k, v in other.power.items()}
-        notes.append(f"engine overheads and power weights taken from {kernels_from}")
+        notes.append(f"engine overheads, kernel-group efficiencies and power weights taken from {kernels_from}")
     if points:
-        base = {k: v for k, (v, _) in perf.items()}
-        e = fit_engine(points, base, workers)
-        src = f"fit to median ITL of {len(points)} 'fit' rows of {measurements.name} ({describe(e)})"
-        perf.update({k: (e[k], src) for k in ENGINE_KEYS})
-        log(f"engine: {src}")
-        base.update({k: e[k] for k in ENGINE_KEYS})
-        from sim.power import RESIDENT_ADDER_W
-
-        pw = fit_power(points, base, RESIDENT_ADDER_W, workers)
-        src = f"fit to GPU power of {len(points)} 'fit' rows of {measurements.name} ({describe(pw)})"
-        power = {"compute_weight": (pw["compute_weight"], src), "memory_weight": (pw["memory_weight"], src)}
-        log(f"power: {src}")
-        models = sorted({p["model"] for p in points})
-        notes.append(f"engine and power fitted on {', '.join(models)} only; every other measured model is held out")
+        perf, power = _fit_serving(points, perf, measurements.name, workers, log)
+        models = sorted({f"{p['model']} ({p['weight_dtype']}, {p['tp']} GPU)" for p in points})
+        notes.append(f"serving fits use {', '.join(models)} on lm-arena-chat only; every other measured model "
+                     "and task is held out (docs/validation.md)")
     return perf, power, notes
 
 
@@ -285,6 +363,8 @@ def add_arguments(ap) -> None:
                     help="take what this accelerator has no measurements for from another accelerator's card")
     ap.add_argument("--out", default=None, help="calibration card to write (default hardware/calibration/<acc>.yaml)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-concurrency", type=int, default=512,
+                    help="fit only on measured points with at most this batch cap (simulation time)")
 
 
 def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
@@ -303,7 +383,8 @@ def cmd_calibrate(args) -> int:
     profiles = [Path(p) for p in args.profiles] if args.profiles is not None else tables
     network = Path(args.network) if args.network else net
     measurements = Path(args.measurements) if args.measurements else measurements_path()
-    perf, power, notes = calibrate(args.accelerator, profiles, network, measurements, args.kernels_from, args.workers)
+    perf, power, notes = calibrate(args.accelerator, profiles, network, measurements, args.kernels_from, args.workers,
+                                   max_concurrency=args.max_concurrency)
     out = Path(args.out) if args.out else catalog.hardware_dir() / "calibration" / f"{args.accelerator}.yaml"
     write_calibration(out, args.accelerator, perf, power, notes)
     catalog.calibration.cache_clear()

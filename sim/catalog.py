@@ -62,13 +62,15 @@ class Accelerator:
     def peak_flops(self, dtype: str) -> float:
         """Dense FLOP/s of the tensor cores for GEMMs whose weights are ``dtype``.
 
-        Weight-only formats (int4) compute in bf16; fp8 weights use fp8 math where
-        the device has it.
+        Weight-only formats (int4) compute in bf16; fp8 / int8 / fp4 weights use that math
+        where the device has it (fp4: Blackwell), else bf16.
         """
         if dtype == "fp8" and self.fp8_dense_tflops:
             return self.fp8_dense_tflops * 1e12
         if dtype == "int8" and self.int8_dense_tops:
             return self.int8_dense_tops * 1e12
+        if dtype == "fp4" and self.fp4_dense_tflops:
+            return self.fp4_dense_tflops * 1e12
         return self.bf16_dense_tflops * 1e12
 
     @property

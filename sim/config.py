@@ -275,6 +275,8 @@ class RooflinePerf(Frozen):
     per_seq_overhead_s: Optional[NonNegFloat] = None
     kernel_latency_s: Optional[NonNegFloat] = None  # minimum time of one GEMM / elementwise kernel
     gemm_blend: Optional[Annotated[float, Field(ge=1)]] = None  # roofline ridge sharpness p
+    moe_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # grouped expert GEMMs vs dense
+    quantized_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # fp8/int4 weight GEMMs vs bf16
     link_latency_s: Optional[NonNegFloat] = None  # per collective
 
 
@@ -348,6 +350,8 @@ class PowerParams(Frozen):
     resident_w: Optional[NonNegFloat] = None  # added while a model is resident
     compute_weight: Optional[NonNegFloat] = None
     memory_weight: Optional[NonNegFloat] = None
+    active_w: Optional[NonNegFloat] = None  # added while an iteration runs
+    link_active_w: Optional[NonNegFloat] = None  # per device of a multi-device replica, while busy
 
 
 class Pool(Frozen):

@@ -19,6 +19,15 @@ are committed, so a decision can be dropped when a call arrives exactly at its
 start. ``max_run=1`` gives the per-iteration reference mode through the same
 code path; both modes produce identical call tables.
 
+Calls often arrive at the instant a decision is made (a closed-loop client
+sends its next call as its previous one finishes; several clients at once).
+Such a decision would be made and dropped once per arrival, so when other
+events are pending at the instant the replica instead puts the decision off to
+one event processed after every other event of the instant, which sees every
+call of the instant, and gives its boundary event the place in SimPy's
+same-time order that deciding at once would have given it (see :class:`_Due`):
+the tables do not change.
+
 With speculative decoding (:mod:`sim.speculative`) a decode step verifies
 ``k + 1`` tokens per decoding call and every decoding call gains the same
 integer number of tokens ``g(S)`` at the replica's ``S``-th decode step (an
@@ -28,12 +37,14 @@ vectorized: the gain over a run is a scalar array ``G``.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
+from simpy.events import NORMAL, Event
 
 from sim.perf import Batch, IterationCost
 from sim.speculative import SpeculativeCost, cumulative_gains, gain
@@ -119,6 +130,74 @@ class Plan:
         return len(self.energy_j)
 
 
+class _Due:
+    """A decision put off to the end of the current instant.
+
+    Deciding at once, the replica would re-decide at every call arriving at this
+    instant and schedule its boundary event at the last re-decision. Which
+    arrival that is follows from the final decision alone (the arrivals only
+    join the queue, so every intermediate decision has the same running part,
+    and the same head of the queue once it holds a call): a steady run of
+    ``k > 1`` iterations means the queue's head could not be admitted, so only
+    the first arrival re-decided, and only if the queue was empty and a seat
+    free; any other decision was re-made at every arrival. ``origin``, ``first``
+    and ``last`` are SimPy event ids taken at those moments: the boundary event
+    scheduled under one of them ranks among the events of its own instant (SimPy
+    orders them by id) as deciding at once would have ranked it.
+    """
+
+    __slots__ = ("origin", "waiting_empty", "first", "last")
+
+    def __init__(self, origin: int, waiting_empty: bool):
+        self.origin = origin  # the moment the decision fell due
+        self.waiting_empty = waiting_empty  # queue empty at that moment
+        self.first = None  # the first call that arrived after it
+        self.last = None  # the latest one
+
+    def arrived(self, eid: int) -> None:
+        if self.first is None:
+            self.first = eid
+        self.last = eid
+
+    def slot(self, plan: Plan, seat_free: bool) -> int:
+        """Event id under which deciding at once would have scheduled ``plan``'s boundary."""
+        if plan.steady and plan.k > 1:
+            return self.first if self.first is not None and self.waiting_empty and seat_free else self.origin
+        return self.last if self.last is not None else self.origin
+
+
+# SimPy (pinned) orders the events of one instant by priority, then by an id taken from
+# ``env._eid`` when each is scheduled; the engine reserves ids and uses a priority below
+# every ordinary event's for decisions put off to the end of an instant.
+END_OF_INSTANT = NORMAL + 1
+
+
+def _event_id(env) -> int:
+    """Take the next event id from the environment (the same-time order of scheduling)."""
+    return next(env._eid)
+
+
+def _triggered(env) -> Event:
+    ev = Event(env)
+    ev._ok, ev._value = True, None
+    return ev
+
+
+def _timeout_in_slot(env, delay: float, eid: int) -> Event:
+    """A timeout that ranks among the events of its instant as if scheduled when ``eid`` was taken."""
+    ev = _triggered(env)
+    heapq.heappush(env._queue, (env.now + delay, NORMAL, eid, ev))
+    return ev
+
+
+def _at_end_of_instant(env) -> Event:
+    """An event processed after every ordinary event of the current instant, even those
+    scheduled after it (by processing other events of the instant)."""
+    ev = _triggered(env)
+    env.schedule(ev, END_OF_INSTANT)
+    return ev
+
+
 class Replica:
     """One model instance on ``tp`` devices, driven by SimPy timeouts."""
 
@@ -152,8 +231,10 @@ class Replica:
         self.energy_j = 0.0
         self.iterations = 0
         self.runs = 0
+        self.plans = 0  # decisions made (committed, cut or dropped)
         self.output_tokens = 0
         self._plan: Optional[Plan] = None
+        self._due: Optional[_Due] = None  # a decision put off to the end of this instant
         self._target = 0
         self._version = 0
         self._idle_w = power.idle_w * tp
@@ -190,21 +271,28 @@ class Replica:
             self.recorder.event(call.arrival_s, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
             return
         self.waiting.append(call)
+        if self._due is not None:  # the decision due at this instant will see this call
+            self._due.arrived(_event_id(self.env))
+            return
         plan = self._plan
         if plan is None:  # idle: start at the arrival
             self._advance_idle(call.arrival_s)
-            self._start()
+            self._defer()
             return
         if plan.steady and plan.waiting_empty and len(self.running) < self.batcher.max_num_seqs:
             # The iteration boundary at or after the arrival is where it can be admitted.
             i = int(np.searchsorted(plan.bounds, call.arrival_s, side="left"))
-            if i < self._target:
+            if i == 0:
+                self._defer()  # arrived exactly as the run was decided: decide again
+            elif i < self._target:
                 self._arm(i)
         elif plan.k == 1 and call.arrival_s <= plan.bounds[0]:
-            self._arm(0)  # arrived exactly as a single iteration was decided: decide again
+            self._defer()  # arrived exactly as a single iteration was decided: decide again
 
     def finish(self, t_end: float) -> None:
         """End of simulation at ``t_end``: commit what is done, cut the rest, time out the calls."""
+        if self._due is not None:
+            self._decide_due(self._due)
         plan = self._plan
         if plan is not None:
             m = int(np.searchsorted(plan.bounds, t_end, side="right")) - 1
@@ -226,17 +314,15 @@ class Replica:
         self.waiting.clear()
 
     # ------------------------------------------------------------------ timing
-    def _arm(self, m: int) -> None:
-        """Schedule the commit of the first ``m`` iterations of the current plan."""
+    def _arm(self, m: int, slot: Optional[int] = None) -> None:
+        """Schedule the commit of the first ``m >= 1`` iterations of the current plan (in event
+        slot ``slot`` if given, see :class:`_Due`)."""
         self._version += 1
         self._target = m
-        if m == 0:  # decided at this very instant: drop the decision and decide again
-            self._plan = None
-            self._start()
-            return
         version = self._version
         delay = self._plan.bounds[m] - self.env.now
-        ev = self.env.timeout(delay if delay > 0 else 0.0)
+        delay = delay if delay > 0 else 0.0
+        ev = self.env.timeout(delay) if slot is None else _timeout_in_slot(self.env, delay, slot)
         ev.callbacks.append(lambda _ev: self._on_boundary(version))
 
     def _on_boundary(self, version: int) -> None:
@@ -244,14 +330,34 @@ class Replica:
             return  # superseded by an earlier boundary
         plan, self._plan = self._plan, None
         self._commit(plan, self._target)
-        self._start()
+        if self.env.peek() > self.env.now:  # nothing else happens at this instant
+            self._start()
+        else:  # calls may still arrive at this instant (ended calls' clients, other replicas)
+            self._defer()
 
     def _start(self) -> None:
+        """Decide now and arm the boundary."""
         if not self.running and not self.waiting:
             self._plan = None
             return
         self._plan = self._make_plan()
         self._arm(self._plan.k)
+
+    def _defer(self) -> None:
+        """Drop any decision and decide once, when every event of this instant is processed."""
+        self._version += 1  # an armed boundary no longer counts
+        self._plan = None
+        if not self.running and not self.waiting:
+            return
+        due = self._due = _Due(_event_id(self.env), not self.waiting)
+        _at_end_of_instant(self.env).callbacks.append(lambda _ev: self._decide_due(due))
+
+    def _decide_due(self, due: _Due) -> None:
+        if due is not self._due:
+            return  # decided already (end of simulation)
+        self._due = None
+        plan = self._plan = self._make_plan()
+        self._arm(plan.k, due.slot(plan, len(self.running) < self.batcher.max_num_seqs))
 
     def _advance_idle(self, t: float) -> None:
         if t > self.clock:
@@ -333,6 +439,7 @@ class Replica:
         return self._blocks_for(c.computed + c.remaining) - c.blocks <= free
 
     def _make_plan(self) -> Plan:
+        self.plans += 1
         d = self._decide()
         steady = (
             self.max_run > 1 and not d.admit and not d.preempt and len(d.work) == len(self.running)

@@ -39,7 +39,8 @@ class PowerModel:
     peak bandwidth and ``f`` the core clock relative to boost. A power cap lowers ``f`` until
     the draw fits (DVFS: voltage falls with frequency, so compute power falls ~ f^3 at fixed
     work rate while compute-bound time grows 1/f); HBM traffic is not slowed, so
-    memory-bound decode loses little speed under a cap.
+    memory-bound decode loses little speed under a cap, unless the cap is below what its
+    HBM traffic alone draws at the lowest clock: then the iteration stretches to fit.
     """
 
     acc: Accelerator
@@ -49,6 +50,13 @@ class PowerModel:
     memory_weight: float = MEMORY_WEIGHT
     idle_w_override: Optional[float] = None
     cap_w: Optional[float] = None
+    # Extra draw of each device of a multi-device replica while it computes: NVLink/xGMI
+    # links and the collectives' spinning kernels (fitted; 0 for a single device).
+    link_active_w: float = 0.0
+    devices: int = 1
+    # Extra draw of any device while an iteration runs, beyond the resident idle (clocks and
+    # SMs held up between kernels; fitted to measured power).
+    active_w: float = 0.0
 
     @property
     def idle_w(self) -> float:
@@ -56,37 +64,63 @@ class PowerModel:
         base = self.idle_w_override if self.idle_w_override is not None else self.acc.idle_power_w
         return base + self.resident_w
 
-    def busy_w(self, time_s: np.ndarray, flops: np.ndarray, nbytes: np.ndarray, clock=1.0) -> np.ndarray:
+    def busy_w(self, time_s: np.ndarray, flops: np.ndarray, nbytes: np.ndarray, clock=1.0,
+               compute_weight=None) -> np.ndarray:
         """Power during iterations of the given duration, FLOPs and HBM bytes at core ``clock``."""
+        cw = self.compute_weight if compute_weight is None else compute_weight
         u_c = flops / (time_s * self.peak_flops)
         u_m = nbytes / (time_s * self.acc.memory_bandwidth)
-        activity = np.minimum(1.0, self.compute_weight * u_c * (clock * clock) + self.memory_weight * u_m)
-        return self.idle_w + (self.acc.tdp_w - self.idle_w) * activity
+        activity = np.minimum(1.0, cw * u_c * (clock * clock) + self.memory_weight * u_m)
+        base = self.active_base_w
+        return base + (self.acc.tdp_w - base) * activity
+
+    @property
+    def active_base_w(self) -> float:
+        """Draw while an iteration runs at zero activity: idle, the active adder and, on
+        multi-device replicas, the links."""
+        return self.idle_w + self.active_w + (self.link_active_w if self.devices > 1 else 0.0)
 
     def under_cap(self, cost: IterationCost) -> tuple[IterationCost, np.ndarray]:
         """The iterations' cost and power once the power cap (if any) has set the clock.
 
         Bisection on the clock per iteration, elementwise only, so a run priced at once
-        equals the same iterations priced one by one.
+        equals the same iterations priced one by one; iterations already under the cap are
+        returned untouched.
         """
         power = self.busy_w(cost.time_s, cost.flops, cost.bytes)
         if self.cap_w is None or cost.compute_s is None or not np.any(power > self.cap_w):
             return cost, power
+        # An iteration whose activity reaches TDP already runs at the clock TDP allows (the
+        # fitted efficiencies include that throttling): its compute weight at f = 1 is what the
+        # HBM share leaves of the budget, so a cap just below TDP slows it only a little.
+        mem = self.memory_weight * cost.bytes / (cost.time_s * self.acc.memory_bandwidth)
+        comp = self.compute_weight * cost.flops / (cost.time_s * self.peak_flops)
+        cw = self.compute_weight * np.minimum(1.0, np.maximum(0.0, 1.0 - mem) / np.maximum(comp, 1e-300))
         lo = np.zeros_like(cost.time_s) + MIN_CLOCK
         hi = np.ones_like(cost.time_s)
         for _ in range(24):
             mid = (lo + hi) * 0.5
-            fits = self._at_clock(cost, mid) <= self.cap_w
+            fits = self._at_clock(cost, mid, cw) <= self.cap_w
             lo = np.where(fits, mid, lo)
             hi = np.where(fits, hi, mid)
-        clock = np.where(power > self.cap_w, lo, 1.0)
+        over = power > self.cap_w
+        clock = np.where(over, lo, 1.0)
         time_s = cost.time_s + cost.compute_s * (1.0 / clock - 1.0)
+        # Below the lowest clock (HBM traffic alone over the cap) the whole device throttles:
+        # the iteration stretches until its dynamic power, ~ activity / time, fits the cap.
+        # (Not possible for a cap at or below the busy base draw, which nothing fits under.)
+        base = self.active_base_w
+        dynamic = cw * cost.flops / self.peak_flops * (clock * clock) \
+            + self.memory_weight * cost.bytes / self.acc.memory_bandwidth
+        floor_s = dynamic * ((self.acc.tdp_w - base) / max(self.cap_w - base, 1e-9))
+        floor = (self.busy_w(time_s, cost.flops, cost.bytes, clock, cw) > self.cap_w) & (self.cap_w > base)
+        time_s = np.where(over, np.where(floor, np.maximum(time_s, floor_s), time_s), cost.time_s)
         capped = IterationCost(time_s, cost.flops, cost.bytes, cost.compute_s)
-        return capped, self.busy_w(time_s, cost.flops, cost.bytes, clock)
+        return capped, np.where(over, self.busy_w(time_s, cost.flops, cost.bytes, clock, cw), power)
 
-    def _at_clock(self, cost: IterationCost, clock: np.ndarray) -> np.ndarray:
+    def _at_clock(self, cost: IterationCost, clock: np.ndarray, cw: np.ndarray) -> np.ndarray:
         time_s = cost.time_s + cost.compute_s * (1.0 / clock - 1.0)
-        return self.busy_w(time_s, cost.flops, cost.bytes, clock)
+        return self.busy_w(time_s, cost.flops, cost.bytes, clock, cw)
 
 
 @dataclass(frozen=True)

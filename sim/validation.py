@@ -85,10 +85,13 @@ def predict(point: dict, performance: dict | None = None, power: dict | None = N
 
 def _predict_one(args) -> dict:
     point, performance, power = args
+    t0 = time.perf_counter()
     try:
-        return predict(point, performance, power)
+        out = predict(point, performance, power)
     except Exception as e:  # a point the simulator cannot run is reported, not hidden
-        return {"error": f"{type(e).__name__}: {e}"}
+        out = {"error": f"{type(e).__name__}: {e}"}
+    out["wall_s"] = time.perf_counter() - t0
+    return out
 
 
 def predict_all(points: list[dict], performance: dict | None = None, power: dict | None = None,
@@ -199,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/validation.md")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="simulate only the first N points (a quick look)")
+    ap.add_argument("--max-concurrency", type=int, default=None, help="only points with at most this batch cap")
     args = ap.parse_args(argv)
     points = load_points()
+    if args.max_concurrency:
+        points = [p for p in points if p["concurrency"] <= args.max_concurrency]
     if args.limit:
         points = points[: args.limit]
     t0 = time.perf_counter()

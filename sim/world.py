@@ -113,11 +113,12 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     pw = {**cal.power, **{k: v for k, v in pool.power.model_dump().items() if v is not None}}
     if "idle_w" in pw:
         pw["idle_w_override"] = pw.pop("idle_w")
-    power = PowerModel(acc, acc.peak_flops(wdtype), cap_w=pool.power_cap_w, **pw)
-    if pool.power_cap_w is not None and not power.idle_w < pool.power_cap_w <= acc.tdp_w:
+    power = PowerModel(acc, acc.peak_flops(wdtype), cap_w=pool.power_cap_w, devices=pool.tp * pool.pp, **pw)
+    floor_w = power.active_base_w
+    if pool.power_cap_w is not None and not floor_w < pool.power_cap_w <= acc.tdp_w:
         raise ScenarioError(source, f"{key}.power_cap_w",
-                            f"{pool.power_cap_w:g} W is outside ({power.idle_w:g} W idle with the model resident, "
-                            f"{acc.tdp_w:g} W TDP] for {acc.name}")
+                            f"{pool.power_cap_w:g} W is outside ({floor_w:g} W drawn by a busy device doing no work "
+                            f"with the model resident, {acc.tdp_w:g} W TDP] for {acc.name}")
     host = scenario.datacenter.host_w_per_device
     host_w = host if host is not None else 0.5 * acc.host_w_per_device_max
     return PoolSpec(pool.name, key, acc, model, pool.tp, pool.pp, pool.replicas, blocks, eng.block_size, weights / GIB,

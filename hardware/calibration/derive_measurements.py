@@ -47,14 +47,20 @@ DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
 # reports a mean user prompt of 69.5 tokens, Zheng et al. 2023; Arena prompts run
 # longer); gpqa: a GPQA Diamond question with four options and the instruction.
 PROMPT_TOKENS = {"lm-arena-chat": 200, "gpqa": 300}
-FIT = {("Qwen/Qwen3-8B", "lm-arena-chat")}
+# One dense model on one GPU (engine overheads, power weights), one MoE model with expert
+# parallelism over several GPUs in bf16 (grouped-expert efficiency, link power) and the same
+# model in fp8 (quantized-GEMM efficiency); all on lm-arena-chat. Everything else is held out.
+FIT = {("Qwen/Qwen3-8B", "lm-arena-chat"), ("Qwen/Qwen3-235B-A22B-Instruct-2507", "lm-arena-chat"),
+       ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "lm-arena-chat")}
+# Single-GPU Qwen3 runs on B200 with long reasoning outputs run 2.5-4x slower per token than
+# the same model and batch on one H100 (e.g. Qwen3-8B batch 8: 32.5 ms vs 9.7 ms; Qwen3-30B-A3B
+# batch 8: 35.0 ms vs 12.3 ms), although B200 has 2.4x the HBM bandwidth and the same models on
+# lm-arena-chat are faster on B200: an engine problem on that platform, not hardware behaviour.
+_B200_LONG = "single-B200 run 2.5-4x slower per token than one H100 on long outputs (engine issue, see script)"
 EXCLUDED = {
-    # Dense Qwen3 on B200 with long reasoning outputs runs 3x slower per token than the
-    # same model on H100 at every batch size (e.g. Qwen3-8B batch 8: 32.5 ms vs 9.7 ms),
-    # although B200 has 2.4x the HBM bandwidth and the same models on lm-arena-chat are
-    # faster on B200: an engine problem on that platform, not hardware behaviour.
-    ("Qwen/Qwen3-8B", "gpqa", "B200"): "B200 3x slower than H100 on long outputs (engine issue, see script)",
-    ("Qwen/Qwen3-14B", "gpqa", "B200"): "B200 3x slower than H100 on long outputs (engine issue, see script)",
+    ("Qwen/Qwen3-8B", "gpqa", "B200"): _B200_LONG,
+    ("Qwen/Qwen3-14B", "gpqa", "B200"): _B200_LONG,
+    ("Qwen/Qwen3-30B-A3B-Thinking-2507", "gpqa", "B200"): _B200_LONG,
 }
 COLUMNS = ["id", "role", "reason", "source", "engine", "task", "model", "accelerator", "tp", "expert_parallel",
            "weight_dtype", "concurrency", "prompt_tokens", "output_mean", "output_cv", "measured_batch",

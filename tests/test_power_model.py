@@ -1,0 +1,271 @@
+"""Device power (sim/power.py), the power cap, calibration loading and the calibration fits."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from scenarios import llm_scenario
+from sim import catalog
+from sim.calibrate import GemmObservations, fit_allreduce, fit_gemm, gemm_time
+from sim.config import validate
+from sim.errors import ScenarioError
+from sim.estimate import MemoryRecorder, estimate
+from sim.perf import DEFAULT_EFFICIENCY, IterationCost
+from sim.power import COMPUTE_WEIGHT, MIN_CLOCK, PowerModel
+from sim.world import build, resolve_pool
+
+H100 = catalog.accelerator("h100-sxm")
+H100_CAL = catalog.calibration("h100-sxm")
+
+
+def run_world(raw: dict):
+    """Run a scenario in memory; returns (world, calls table, steps table)."""
+    recorder = MemoryRecorder()
+    world = build(validate(raw, "<test>", "."), recorder, "<test>")
+    world.run()
+    return world, recorder.table("calls"), recorder.table("steps")
+
+
+def scenario(duration_s: float = 6.0, **pool) -> dict:
+    """llm_scenario's traffic on one replica, shortened, with ``pool`` keys set on the pool."""
+    raw = llm_scenario(duration_s=duration_s, warmup_s=1.0)
+    p = raw["datacenter"]["pools"][0]
+    p.update(replicas=1, **copy.deepcopy(pool))
+    return raw
+
+
+def power_model(cap_w=None) -> PowerModel:
+    """The calibrated h100-sxm power model of a bf16 pool."""
+    return PowerModel(H100, H100.peak_flops("bf16"), cap_w=cap_w, **H100_CAL.power)
+
+
+def _row_power(steps):
+    """Average draw per device of every step row (W), and the row kinds."""
+    dur = steps["end_s"].to_numpy() - steps["start_s"].to_numpy()
+    keep = dur > 0
+    return steps["energy_j"].to_numpy()[keep] / dur[keep], np.array(steps["kind"].to_pylist())[keep]
+
+
+# --------------------------------------------------------------------------- power of one device
+def test_idle_is_card_idle_plus_resident_adder_in_the_steps_table():
+    """A replica with nothing to do draws (70 W card idle + 30 W resident) per device; tp x pp devices."""
+    assert power_model().idle_w == 70.0 + 30.0
+    raw = scenario(tp=2, pp=2)
+    for cls in raw["workload"]["classes"]:  # sparse traffic: long idle gaps between calls
+        cls["arrival"] = {"kind": "poisson", "rate_per_s": 0.3}
+        cls["output_tokens"] = {"kind": "fixed", "value": 20}
+    world, _, steps = run_world(raw)
+    assert world.specs[0].devices == 4
+    watts, kinds = _row_power(steps)
+    idle = watts[kinds == "idle"]
+    assert idle.size > 0
+    np.testing.assert_allclose(idle, 4 * 100.0, rtol=1e-12)
+    assert (watts[kinds != "idle"] > 4 * 100.0).all()
+
+
+def test_busy_power_is_bounded_and_monotone_in_activity():
+    pm = power_model()
+    t = np.ones(40) * 1e-2
+    flops = np.linspace(0.0, 1.2, 40) * H100.peak_flops("bf16") * 1e-2  # u_c from 0 to 1.2
+    nbytes = np.linspace(0.0, 1.2, 40) * H100.memory_bandwidth * 1e-2
+    for f, b in ((flops, 0 * nbytes), (0 * flops, nbytes), (flops, nbytes)):
+        w = pm.busy_w(t, f, b)
+        assert w[0] == pytest.approx(pm.active_base_w)  # idle + the adder while an iteration runs
+        assert (np.diff(w) >= 0).all() and (np.diff(w)[:5] > 0).all()
+        assert (w >= pm.idle_w).all() and (w <= H100.tdp_w).all()
+    assert pm.busy_w(t, flops, nbytes)[-1] == H100.tdp_w  # saturated
+
+
+# --------------------------------------------------------------------------- the cap, directly
+def _costs() -> IterationCost:
+    """Iterations from idle-ish to saturated: compute-bound, memory-bound and mixed, some with
+    HBM traffic alone over a 250 W cap (the clock floor cannot bring them under it)."""
+    rng = np.random.default_rng(3)
+    n = 64
+    t = rng.uniform(1e-3, 5e-2, n)
+    u_c = rng.uniform(0.0, 0.7, n) * (rng.uniform(size=n) < 0.7)
+    u_m = rng.uniform(0.0, 0.9, n)
+    flops = u_c * t * H100.peak_flops("bf16")
+    nbytes = u_m * t * H100.memory_bandwidth
+    compute_s = np.minimum(t, u_c / 0.74 * t)  # the tensor-core share of the time at full clock
+    return IterationCost(t, flops, nbytes, compute_s)
+
+
+@pytest.mark.parametrize("cap", [650.0, 400.0, 250.0, 200.0])  # all above the busy floor
+def test_under_cap_never_exceeds_the_cap_and_only_slows(cap):
+    cost = _costs()
+    free, p0 = power_model().under_cap(cost)
+    capped, p = power_model(cap).under_cap(cost)
+    assert free is cost and np.array_equal(p0, power_model().busy_w(cost.time_s, cost.flops, cost.bytes))
+    assert (p <= cap * (1 + 1e-9)).all()
+    assert (capped.time_s >= cost.time_s).all()
+    fine = p0 <= cap  # iterations already under the cap are untouched, to the bit
+    assert np.array_equal(capped.time_s[fine], cost.time_s[fine]) and np.array_equal(p[fine], p0[fine])
+    assert (capped.time_s[~fine] > cost.time_s[~fine]).all()
+    # work is conserved: the cap changes how long, not how much
+    assert capped.flops is cost.flops and capped.bytes is cost.bytes
+
+
+def test_under_cap_of_an_array_equals_one_iteration_at_a_time():
+    cost = _costs()
+    pm = power_model(250.0)
+    whole, p_whole = pm.under_cap(cost)
+    for i in range(len(cost.time_s)):
+        one = IterationCost(*(a[i:i + 1] for a in (cost.time_s, cost.flops, cost.bytes, cost.compute_s)))
+        c, p = pm.under_cap(one)
+        assert c.time_s[0] == whole.time_s[i] and p[0] == p_whole[i], i  # bit-identical
+
+
+def test_cap_lowers_compute_power_roughly_as_clock_cubed():
+    """DVFS: a compute-bound iteration at clock f takes T/f and its compute power falls ~ f^3,
+    so energy per iteration falls under a cap while time grows. The uncapped iteration already
+    runs at the clock TDP allows, so a cap just below TDP costs almost nothing."""
+    t = np.array([0.1])
+    cost = IterationCost(t, 0.7 * t * H100.peak_flops("bf16"), 0.02 * t * H100.memory_bandwidth, t)
+    p0 = power_model().busy_w(cost.time_s, cost.flops, cost.bytes)[0]
+    assert p0 == H100.tdp_w  # 2.9 x 0.7: clipped at TDP
+    mem = H100_CAL.power["memory_weight"] * 0.02
+    slower = []
+    for cap in (699.0, 600.0, 450.0, 300.0):
+        c, p = power_model(cap).under_cap(cost)
+        f = t[0] / c.time_s[0]
+        assert MIN_CLOCK < f < 1 and p[0] == pytest.approx(cap, rel=1e-6)
+        assert p[0] * c.time_s[0] < p0 * t[0]  # energy of the iteration drops
+        # what TDP left for compute at f = 1, times f^3; HBM traffic spread over T/f
+        base = power_model().active_base_w
+        assert p[0] == pytest.approx(base + (H100.tdp_w - base) * ((1 - mem) * f**3 + mem * f), rel=1e-5)
+        slower.append(c.time_s[0] / t[0])
+    assert slower[0] < 1.002 and slower == sorted(slower)  # continuous at TDP, slower as the cap falls
+
+
+# --------------------------------------------------------------------------- the cap, end to end
+@pytest.mark.parametrize("cap", [300.0, 200.0])
+def test_capped_draw_never_exceeds_the_cap_in_the_steps_table(cap):
+    """Every step row (runs of iterations, idle gaps) of a mixed workload on a tp=2 replica
+    averages at most the cap per device, also below the HBM-only floor (200 W). The fitted
+    multi-device link adder is left out here so that the low caps are settable."""
+    world, calls, steps = run_world(scenario(tp=2, power_cap_w=cap, power={"link_active_w": 0.0}))
+    watts, kinds = _row_power(steps)
+    assert len(calls) > 30 and (kinds != "idle").sum() > 20
+    per_device = watts / world.specs[0].devices
+    assert per_device.max() <= cap * (1 + 1e-9)
+    assert per_device.max() > 0.97 * cap  # the cap binds
+
+
+def test_cap_stretches_prefill_but_barely_memory_bound_decode():
+    prefill = dict(hardware="h100-sxm", model="llama-3.1-8b", concurrency=32, prompt_tokens=4000, output_tokens=1)
+    decode = dict(hardware="h100-sxm", model="llama-3.1-8b", concurrency=64, prompt_tokens=200, output_tokens=200)
+    p0, p1 = estimate(**prefill), estimate(**prefill, power_cap_w=450.0)
+    d0, d1 = estimate(**decode), estimate(**decode, power_cap_w=450.0)
+    # the cap binds on both ...
+    assert p0["gpu_power_w"] > 650 and p1["gpu_power_w"] <= 450 * (1 + 1e-9)
+    assert d0["gpu_power_w"] > 480 and d1["gpu_power_w"] <= 450 * (1 + 1e-9)
+    # ... compute-bound prefill slows a lot, memory-bound decode by under 3%
+    assert p1["prompt_tokens_per_s"] < 0.9 * p0["prompt_tokens_per_s"]
+    assert p1["e2e_p50_s"] > 1.1 * p0["e2e_p50_s"]
+    assert d0["itl_p50_s"] < d1["itl_p50_s"] < 1.03 * d0["itl_p50_s"]
+    # DVFS: the compute-bound work costs no more energy per token, though it takes longer
+    assert p1["energy_per_output_token_j"] < 0.9 * p0["energy_per_output_token_j"]
+    assert d1["energy_per_output_token_j"] < d0["energy_per_output_token_j"]
+
+
+def test_macro_equals_per_iteration_under_a_cap():
+    raw = scenario(power_cap_w=250.0)
+    _, c_macro, s_macro = run_world({**raw, "engine_mode": "macro"})
+    _, c_iter, s_iter = run_world({**raw, "engine_mode": "per_iteration"})
+    assert c_macro.num_rows > 30 and c_macro.sort_by("call_id").equals(c_iter.sort_by("call_id"))
+    assert s_macro.num_rows < s_iter.num_rows  # runs were really planned at once
+    e_macro, e_iter = (float(np.sum(s["energy_j"].to_numpy())) for s in (s_macro, s_iter))
+    assert e_macro == pytest.approx(e_iter, rel=1e-9)
+
+
+def _busy_floor(**pool) -> float:
+    """What a device of the pool draws while an iteration runs at zero activity."""
+    return resolve_pool(validate(scenario(**pool)), 0, "<test>").power.active_base_w
+
+
+@pytest.mark.parametrize("offset, ok", [(0.0, False), (0.5, True), (None, True), (-60.0, False)])
+def test_cap_outside_busy_floor_to_tdp_is_a_scenario_error(offset, ok):
+    cap = H100.tdp_w if offset is None else _busy_floor() + offset
+    sc = validate(scenario(power_cap_w=cap))
+    if ok:
+        assert resolve_pool(sc, 0, "<test>").power.cap_w == cap
+    else:
+        with pytest.raises(ScenarioError) as e:
+            resolve_pool(sc, 0, "<test>")
+        assert e.value.key_path == "datacenter.pools.main.power_cap_w"
+    with pytest.raises(ScenarioError):
+        resolve_pool(validate(scenario(power_cap_w=H100.tdp_w + 1)), 0, "<test>")
+
+
+def test_cap_bound_follows_an_idle_override():
+    floor = _busy_floor(power={"idle_w": 50.0})
+    assert floor == pytest.approx(_busy_floor() - 20.0)  # card idle 70 W -> 50 W
+    sc = validate(scenario(power_cap_w=floor + 10.0, power={"idle_w": 50.0}))
+    power = resolve_pool(sc, 0, "<test>").power
+    assert power.idle_w == 80.0 and power.cap_w == floor + 10.0
+
+
+# --------------------------------------------------------------------------- calibration loading
+def test_h100_pool_uses_the_fitted_calibration():
+    spec = resolve_pool(validate(scenario()), 0, "<test>")
+    for k, v in H100_CAL.perf.items():
+        assert spec.perf.eff[k] == v, k
+    assert spec.perf.eff["per_seq_overhead_s"] != DEFAULT_EFFICIENCY["per_seq_overhead_s"]
+    assert spec.power.compute_weight == H100_CAL.power["compute_weight"] != COMPUTE_WEIGHT
+
+
+def test_scenario_overrides_win_over_the_calibration():
+    raw = scenario(performance={"kind": "roofline", "per_seq_overhead_s": 1e-4}, power={"compute_weight": 1.0})
+    spec = resolve_pool(validate(raw), 0, "<test>")
+    assert spec.perf.eff["per_seq_overhead_s"] == 1e-4
+    assert spec.perf.eff["gemm_efficiency"] == H100_CAL.perf["gemm_efficiency"]  # the rest stays fitted
+    assert spec.power.compute_weight == 1.0
+    assert spec.power.memory_weight == H100_CAL.power["memory_weight"]
+
+
+def test_uncalibrated_accelerator_uses_the_defaults():
+    assert catalog.calibration("a100-80gb").perf == {}
+    spec = resolve_pool(validate(scenario(accelerator="a100-80gb")), 0, "<test>")
+    assert spec.perf.eff == DEFAULT_EFFICIENCY
+    assert spec.power.compute_weight == COMPUTE_WEIGHT
+
+
+# --------------------------------------------------------------------------- the fits
+def test_fit_gemm_recovers_known_parameters():
+    rng = np.random.default_rng(11)
+    peak, bw = H100.peak_flops("bf16"), H100.memory_bandwidth
+    tokens = np.repeat(2.0 ** np.arange(0, 14), 6)
+    i = np.tile([4096, 4096, 8192, 14336, 5120, 28672], 14).astype(float)
+    o = np.tile([6144, 4096, 2 * 28672, 4096, 2 * 13824, 8192], 14).astype(float)
+    tp = np.tile([1, 2, 4, 8, 1, 2], 14).astype(float)
+    flops, nbytes = 2 * tokens * i * o / tp, (i * o + tokens * (i + o)) * 2 / tp
+    truth = dict(eff_c=0.66, eff_m=0.84, latency=7e-6, p=3.0)
+    clean = gemm_time(GemmObservations(flops, nbytes, np.ones_like(flops), ()), peak, bw, **truth)
+    obs = GemmObservations(flops, nbytes, clean * np.exp(rng.normal(0, 0.02, clean.size)), ("synthetic",))
+    fit = fit_gemm(obs, H100)
+    assert fit["gemm_efficiency"] == pytest.approx(truth["eff_c"], rel=0.03)
+    assert fit["memory_efficiency"] == pytest.approx(truth["eff_m"], rel=0.03)
+    assert fit["kernel_latency_s"] == pytest.approx(truth["latency"], rel=0.15)
+    assert fit["gemm_blend"] == pytest.approx(truth["p"], rel=0.2)
+    assert fit["n"] == clean.size and fit["median_abs_error"] < 0.03
+
+
+def test_fit_allreduce_recovers_latency_and_efficiency(tmp_path):
+    rng = np.random.default_rng(5)
+    link, lat, eff = H100.link_bandwidth, 18e-6, 0.75
+    rows = ["collective,num_workers,devices_per_node,size,time_stats.all_reduce.median"]
+    for n in (2, 4, 8):
+        for size in 2.0 ** np.arange(10, 31):
+            t = (lat + 2 * (n - 1) / n * size / (link * eff)) * np.exp(rng.normal(0, 0.03))
+            rows.append(f"all_reduce,{n},{n},{size:.0f},{t * 1e3:.9g}")
+            # rows the fit must ignore: across nodes, and other collectives
+            rows.append(f"all_reduce,{n},{2 * n},{size:.0f},{100 * t * 1e3:.9g}")
+            rows.append(f"all_gather,{n},{n},{size:.0f},{100 * t * 1e3:.9g}")
+    path = tmp_path / "ar.csv"
+    path.write_text("\n".join(rows) + "\n")
+    fit = fit_allreduce(path, H100)
+    assert fit["n"] == 3 * 21
+    assert fit["link_latency_s"] == pytest.approx(lat, rel=0.1)
+    assert fit["link_efficiency"] == pytest.approx(eff, rel=0.03)

@@ -1,0 +1,70 @@
+"""The calibrated simulator against published measurements it was not fitted to.
+
+hardware/calibration/measurements.csv marks each published point ``fit`` or
+``holdout``; the split is by model (and task), so no held-out model shaped any fitted
+parameter. These tests simulate a spread of held-out points and keep the mean error
+under the bounds stated in docs/validation.md (which covers every point).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sim import catalog
+from sim.validation import BOUNDS, METRICS, errors, load_points, predict_all, report, summarize
+
+# Held-out points across models, GPUs, tasks and batch sizes, at most this batch cap so
+# the test stays quick; the full set is in docs/validation.md.
+MAX_CONCURRENCY = 128
+SAMPLE = 14
+
+
+def _sample(points: list[dict], n: int) -> list[dict]:
+    """Every k-th point in file order: deterministic and spread over the table."""
+    step = max(1, len(points) // n)
+    return points[::step][:n]
+
+
+def test_fit_and_holdout_share_no_model_and_task():
+    fit = {(p["model"], p["task"]) for p in load_points(roles=("fit",))}
+    held = {(p["model"], p["task"]) for p in load_points(roles=("holdout",))}
+    assert fit and held
+    assert not fit & held
+
+
+def test_every_measurement_names_known_hardware_and_models():
+    for p in load_points(roles=("fit", "holdout", "excluded")):
+        catalog.accelerator(p["accelerator"])
+        catalog.model(p["model"])
+        assert p["source"]
+
+
+@pytest.fixture(scope="module")
+def held_out_rows():
+    points = [p for p in load_points(roles=("holdout",)) if p["concurrency"] <= MAX_CONCURRENCY]
+    sample = _sample(points, SAMPLE)
+    assert len({p["model"] for p in sample}) >= 3
+    return errors(sample, predict_all(sample, workers=1))
+
+
+def test_held_out_points_all_simulate(held_out_rows):
+    failed = [r["error"] for r in held_out_rows if r["error"]]
+    assert not failed
+
+
+@pytest.mark.parametrize("metric", list(METRICS))
+def test_held_out_mean_error_within_bound(held_out_rows, metric):
+    s = summarize(held_out_rows)[metric]
+    assert s["n"] == len(held_out_rows)
+    assert s["mean"] <= BOUNDS[metric], f"{metric}: mean |error| {s['mean']:.1%} > {BOUNDS[metric]:.0%}"
+
+
+def test_report_lists_every_point(held_out_rows):
+    text = report(held_out_rows, [], 1.0)
+    rows = [line for line in text.splitlines() if line.startswith("| qwen") or line.startswith("| deepseek")]
+    assert len(rows) == len(held_out_rows)
+    assert "## Summary" in text and "holdout" in text
+    for r in held_out_rows:
+        assert all(math.isfinite(r[m][1]) for m in METRICS)
