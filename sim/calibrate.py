@@ -23,7 +23,6 @@ for every pool on that accelerator. Run with your own tables to refit.
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import yaml
 from scipy.optimize import least_squares
 
 from sim import catalog
-from sim.perf import DEFAULT_EFFICIENCY
+from sim.perf import DEFAULT_EFFICIENCY, blend
 
 GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 BF16 = 2.0
@@ -88,11 +87,8 @@ def gemm_observations(paths: list[Path]) -> GemmObservations:
 
 def gemm_time(obs: GemmObservations, peak: float, bandwidth: float, eff_c: float, eff_m: float, latency: float,
               p: float) -> np.ndarray:
-    """Model GEMM time: latency + p-norm of compute and memory times (sim.perf.blend, vectorized)."""
-    tc = obs.flops / (peak * eff_c)
-    tm = obs.nbytes / (bandwidth * eff_m)
-    hi = np.maximum(tc, tm)
-    return latency + hi * ((tc / hi) ** p + (tm / hi) ** p) ** (1.0 / p)
+    """Model GEMM time, as RooflineModel prices one: latency + p-norm of compute and memory times."""
+    return latency + blend(obs.flops / (peak * eff_c), obs.nbytes / (bandwidth * eff_m), p)
 
 
 def fit_gemm(obs: GemmObservations, acc: catalog.Accelerator) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml

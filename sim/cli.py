@@ -15,22 +15,39 @@ import yaml
 
 from sim.errors import ScenarioError
 
-HEADLINE = [
-    ("calls_measured", "calls measured", "{:.0f}"),
-    ("calls_finished", "calls finished (all)", "{:.0f}"),
-    ("completed_per_s", "completed calls/s", "{:.2f}"),
-    ("output_tokens_per_s", "output tokens/s", "{:,.0f}"),
-    ("ttft_p50_s", "TTFT p50 / p90 / p99 (s)", None),
-    ("tpot_p50_s", "time per output token p50 / p90 / p99 (s)", None),
-    ("e2e_p50_s", "end-to-end p50 / p90 / p99 (s)", None),
-    ("wait_mean_s", "queue wait mean (s)", "{:.4f}"),
-    ("utilization", "utilization (busy fraction)", "{:.1%}"),
-    ("mean_batch_seqs", "mean running batch", "{:.1f}"),
-    ("avg_device_power_w", "avg power per device (W)", "{:.0f}"),
-    ("energy_per_output_token_j", "energy per output token (J, facility)", "{:.3f}"),
-    ("usd_per_million_output_tokens", "$ per million output tokens", "{:.3f}"),
-    ("cost_usd", "cost of the window ($)", "{:.4f}"),
+P50_90_99 = ("p50", "p90", "p99")
+HEADLINE = [  # (label, key or keys shown " / "-joined, format)
+    ("calls measured", "calls_measured", "{:.0f}"),
+    ("calls finished (all)", "calls_finished", "{:.0f}"),
+    ("completed calls/s", "completed_per_s", "{:.2f}"),
+    ("output tokens/s", "output_tokens_per_s", "{:,.0f}"),
+    ("TTFT p50 / p90 / p99 (s)", tuple(f"ttft_{q}_s" for q in P50_90_99), "{:.4f}"),
+    ("time per output token p50 / p90 / p99 (s)", tuple(f"tpot_{q}_s" for q in P50_90_99), "{:.4f}"),
+    ("end-to-end p50 / p90 / p99 (s)", tuple(f"e2e_{q}_s" for q in P50_90_99), "{:.4f}"),
+    ("queue wait mean (s)", "wait_mean_s", "{:.4f}"),
+    ("utilization (busy fraction)", "utilization", "{:.1%}"),
+    ("mean running batch", "mean_batch_seqs", "{:.1f}"),
+    ("avg power per device (W)", "avg_device_power_w", "{:.0f}"),
+    ("energy per output token (J, facility)", "energy_per_output_token_j", "{:.3f}"),
+    ("$ per million output tokens", "usd_per_million_output_tokens", "{:.3f}"),
+    ("cost of the window ($)", "cost_usd", "{:.4f}"),
 ]
+
+
+def print_metrics(title: str, rows: list, values: dict, footer: str) -> None:
+    """A two-column rich table of ``values`` picked and formatted by ``rows``, then ``footer``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for label, keys, fmt in rows:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        t.add_row(label, " / ".join(fmt.format(values[k]) for k in keys))
+    console = Console()
+    console.print(t)
+    console.print(footer)
 
 
 def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
@@ -104,22 +121,8 @@ def _write_single_tables(out: str, summary: dict, wall: float) -> None:
 
 
 def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"{s['scenario']} ({scenario}) point {s['point_id']}", show_header=False)
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for key, label, fmt in HEADLINE:
-        if fmt is None:
-            base = key[: -len("_p50_s")]
-            val = " / ".join(f"{s[f'{base}_p{q}_s']:.4f}" for q in (50, 90, 99))
-        else:
-            val = fmt.format(s[key])
-        t.add_row(label, val)
-    console = Console()
-    console.print(t)
-    console.print(f"simulated {s['sim_end_s']:.0f} s ({s['calls_created']} calls) in {wall:.2f} s wall; tables in {out}")
+    print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", HEADLINE, s,
+                  f"simulated {s['sim_end_s']:.0f} s ({s['calls_created']} calls) in {wall:.2f} s wall; tables in {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -316,18 +316,10 @@ def cmd_estimate(args) -> int:
     if args.json:
         print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from sim.cli import print_metrics
 
-    t = Table(title=f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
-                    f"{r['concurrency']} clients x {r['prompt_tokens']}/{r['output_tokens']} tokens", show_header=False)
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for label, keys, fmt in ROWS:
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        t.add_row(label, " / ".join(fmt.format(r[k]) for k in keys))
-    console = Console()
-    console.print(t)
-    console.print(f"window {r['warmup_s']:.1f}-{r['duration_s']:.1f} simulated s ({r['calls_measured']} calls) "
+    print_metrics(f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
+                  f"{r['concurrency']} clients x {r['prompt_tokens']}/{r['output_tokens']} tokens", ROWS, r,
+                  f"window {r['warmup_s']:.1f}-{r['duration_s']:.1f} simulated s ({r['calls_measured']} calls) "
                   f"in {wall:.2f} s wall")
     return 0

@@ -66,12 +66,15 @@ DEFAULT_EFFICIENCY = {
 ELEMENTWISE_KERNELS = 4
 
 
-def blend(t_compute: float, t_memory: float, p: float) -> float:
-    """Smooth roofline: the p-norm of the compute and memory times (>= their max)."""
-    hi = max(t_compute, t_memory)
-    if hi <= 0.0:
-        return 0.0
-    return hi * ((t_compute / hi) ** p + (t_memory / hi) ** p) ** (1.0 / p)
+def blend(t_compute, t_memory, p: float):
+    """Smooth roofline: the p-norm of the compute and memory times (>= their max), 0 where
+    both are 0; floats (the per-operator pricing, cached) or arrays (calibration fits)."""
+    if isinstance(t_compute, float) and isinstance(t_memory, float):
+        hi = max(t_compute, t_memory)
+        return hi * ((t_compute / hi) ** p + (t_memory / hi) ** p) ** (1.0 / p) if hi > 0.0 else 0.0
+    hi = np.maximum(t_compute, t_memory)
+    safe = np.where(hi > 0.0, hi, 1.0)
+    return np.where(hi > 0.0, safe * ((t_compute / safe) ** p + (t_memory / safe) ** p) ** (1.0 / p), 0.0)
 
 
 def ring_allreduce_s(nbytes: float, ranks: int, link_bw: float, latency_s: float) -> float:

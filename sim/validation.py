@@ -85,13 +85,10 @@ def predict(point: dict, performance: dict | None = None, power: dict | None = N
 
 def _predict_one(args) -> dict:
     point, performance, power = args
-    t0 = time.perf_counter()
     try:
-        out = predict(point, performance, power)
+        return predict(point, performance, power)
     except Exception as e:  # a point the simulator cannot run is reported, not hidden
-        out = {"error": f"{type(e).__name__}: {e}"}
-    out["wall_s"] = time.perf_counter() - t0
-    return out
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def predict_all(points: list[dict], performance: dict | None = None, power: dict | None = None,
@@ -157,7 +154,7 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
         "not used for any fit. Kernel and link parameters come from separate per-operator and NCCL",
         "tables (hardware/calibration/*.yaml).",
         "",
-        f"Bounds tests/test_validation.py keeps on a spread sample of held-out points (batch cap <= 128), as mean |error|: "
+        "Bounds tests/test_validation.py keeps on a spread sample of held-out points (batch cap <= 128), as mean |error|: "
         + ", ".join(f"{METRICS[m][2]} {b:.0%}" for m, b in BOUNDS.items()) + ".",
         "",
         "## Summary",

@@ -8,7 +8,6 @@ names, whether the model fits the device) and wires the components; it raises
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import simpy
