@@ -176,8 +176,168 @@ class Slo(Frozen):
     e2e_s: Optional[PosFloat] = None
 
 
+# --------------------------------------------------------------------------- test-time compute jobs
+Prob = Annotated[float, Field(ge=0, le=1)]
+Auc = Annotated[float, Field(ge=0.5, lt=1)]
+
+
+class FixedShare(Frozen):
+    kind: Literal["fixed"]
+    value: Prob
+
+
+class UniformShare(Frozen):
+    kind: Literal["uniform"]
+    low: Prob
+    high: Prob
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+class BetaShare(Frozen):
+    kind: Literal["beta"]
+    a: PosFloat
+    b: PosFloat
+
+
+ShareDist = Annotated[Union[FixedShare, UniformShare, BetaShare], Field(discriminator="kind")]
+
+
+class EarlyExit(Frozen):
+    """A sample stops thinking early (confident) with ``probability``, at a fraction ``at``
+    of the thinking it would otherwise have done; its accuracy is that of a full sample."""
+
+    probability: Prob
+    at: ShareDist
+
+
+class Level(Frozen):
+    """One difficulty level of a job mix: how often it occurs, how right one sample is, how
+    long it thinks and answers."""
+
+    name: str = Field(min_length=1)
+    weight: PosFloat = 1.0
+    accuracy: Prob  # one sample that thinks as long as it wants
+    truncated_accuracy: Prob  # one sample whose thinking the budget cut off (forced to answer)
+    thinking_tokens: LengthDist
+    answer_tokens: LengthDist
+    early_exit: Optional[EarlyExit] = None
+
+
+class Verifier(Frozen):
+    """A reward-model call that scores candidates. ``auc`` is how well its scores separate
+    right from wrong candidates (ROC AUC; None takes the fitted default of sim.quality).
+    ``pool`` (default: the job's pool) serves it; it reads the question plus each candidate's
+    answer (``reads: answers``) or whole output (``outputs``) and writes ``output_tokens``."""
+
+    pool: Optional[str] = None
+    auc: Optional[Auc] = None
+    output_tokens: PosInt = 1
+    reads: Literal["answers", "outputs"] = "answers"
+
+
+class SingleStrategy(Frozen):
+    """One sample; its answer is the job's answer."""
+
+    kind: Literal["single"]
+    thinking_budget: Optional[PosInt] = None
+
+
+class BestOfN(Frozen):
+    """``n`` parallel samples sharing the prompt's KV, then one verifier call scoring all n; the
+    best-scored answer is the job's."""
+
+    kind: Literal["best_of_n"]
+    n: PosInt
+    verifier: Verifier = Verifier()
+    thinking_budget: Optional[PosInt] = None
+
+
+class SelfConsistency(Frozen):
+    """``n`` parallel samples, majority vote; with ``early_stop`` the remaining samples are
+    cancelled as soon as one answer holds more than n/2 votes."""
+
+    kind: Literal["self_consistency"]
+    n: PosInt
+    early_stop: bool = False
+    thinking_budget: Optional[PosInt] = None
+
+
+class Revision(Frozen):
+    """A sample, then ``rounds`` sequential revisions, each reading the question and the
+    previous answer (``carry: answer``) or whole output (``carry: output``). A wrong answer
+    is fixed with ``p_fix`` per round, a right one broken with ``p_break`` (None: fitted defaults)."""
+
+    kind: Literal["revision"]
+    rounds: Annotated[int, Field(ge=1)]
+    p_fix: Optional[Prob] = None
+    p_break: Optional[Prob] = None
+    carry: Literal["answer", "output"] = "answer"
+    thinking_budget: Optional[PosInt] = None
+
+
+class BeamSearch(Frozen):
+    """Step-level beam search guided by a process reward model: ``depth`` steps of
+    ``step_tokens``; each depth expands the kept beams into ``width * expansions`` candidate
+    steps (the root into as many), the PRM scores each, the best ``width`` are kept."""
+
+    kind: Literal["beam_search"]
+    width: PosInt
+    expansions: PosInt
+    depth: PosInt
+    step_tokens: PosInt
+    prm: Verifier = Verifier()
+
+
+FixedStrategy = Annotated[Union[SingleStrategy, BestOfN, SelfConsistency, Revision, BeamSearch],
+                          Field(discriminator="kind")]
+
+
+class Adaptive(Frozen):
+    """Adaptive compute: a difficulty predictor that is right with ``predictor_accuracy``
+    (else names another level uniformly) picks the strategy mapped to the predicted level."""
+
+    kind: Literal["adaptive"]
+    predictor_accuracy: Prob
+    policies: dict[str, FixedStrategy]
+
+
+Strategy = Annotated[Union[SingleStrategy, BestOfN, SelfConsistency, Revision, BeamSearch, Adaptive],
+                     Field(discriminator="kind")]
+
+
+class JobSpec(Frozen):
+    """What a job is: a question of some difficulty, answered by a strategy of calls.
+    ``levels`` None takes the default mix fitted to published curves (sim.quality)."""
+
+    levels: Optional[list[Level]] = None
+    strategy: Strategy
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if self.levels is not None:
+            if not self.levels:
+                raise ValueError("'levels' must not be empty")
+            _check_unique([lv.name for lv in self.levels], "levels")
+        if isinstance(self.strategy, Adaptive):
+            from sim.quality import DEFAULT_LEVELS
+
+            names = [lv.name for lv in (self.levels or DEFAULT_LEVELS)]
+            missing = [n for n in names if n not in self.strategy.policies]
+            extra = [n for n in self.strategy.policies if n not in names]
+            if missing or extra:
+                raise _KeyedError("strategy.policies", f"needs one strategy per level {names}"
+                                  + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else ""))
+        return self
+
+
 class WorkloadClass(Frozen):
-    """A stream of independent calls (chat turns, completions) sent to one pool."""
+    """A stream of independent calls (chat turns, completions) sent to one pool, or, with
+    ``job``, of test-time-compute jobs whose calls go to that pool."""
 
     name: str = Field(min_length=1)
     pool: str
@@ -188,13 +348,17 @@ class WorkloadClass(Frozen):
     slo: Slo = Slo()
     start_s: NonNegFloat = 0.0
     stop_s: Optional[PosFloat] = None
+    job: Optional[JobSpec] = None
 
     @model_validator(mode="after")
     def _lengths_known(self):
         from_trace = isinstance(self.arrival, TraceArrivals)
         if self.prompt_tokens is None and not (from_trace and self.arrival.prompt_column):
             raise ValueError("'prompt_tokens' is required (or a trace arrival with 'prompt_column')")
-        if self.output_tokens is None and not (from_trace and self.arrival.output_column):
+        if self.job is not None:
+            if self.output_tokens is not None:
+                raise ValueError("a job class takes its output lengths from 'job.levels'; drop 'output_tokens'")
+        elif self.output_tokens is None and not (from_trace and self.arrival.output_column):
             raise ValueError("'output_tokens' is required (or a trace arrival with 'output_column')")
         return self
 
@@ -407,6 +571,7 @@ class TraceOptions(Frozen):
     calls: bool = True
     steps: bool = True
     events: bool = True
+    jobs: bool = True
     row_group_rows: Annotated[int, Field(ge=1024)] = 65536
     compression: Literal["zstd", "snappy", "none"] = "zstd"
 
@@ -443,6 +608,11 @@ class Scenario(Frozen):
                     f"workload.classes.{c.name}.pool",
                     f"unknown pool '{c.pool}' (pools: {', '.join(sorted(pools))})",
                 )
+            if c.job is not None:
+                for key, pool in _verifier_pools(c.job.strategy):
+                    if pool is not None and pool not in pools:
+                        raise _KeyedError(f"workload.classes.{c.name}.job.strategy.{key}.pool",
+                                          f"unknown pool '{pool}' (pools: {', '.join(sorted(pools))})")
         return self
 
     @property
@@ -461,6 +631,17 @@ class _KeyedError(ValueError):
         super().__init__(message)
         self.key_path = key_path
         self.message = message
+
+
+def _verifier_pools(strategy, prefix: str = ""):
+    """(key path, pool) of every verifier / PRM a strategy names."""
+    if isinstance(strategy, Adaptive):
+        for level, s in strategy.policies.items():
+            yield from _verifier_pools(s, f"policies.{level}.")
+    elif isinstance(strategy, BestOfN):
+        yield prefix + "verifier", strategy.verifier.pool
+    elif isinstance(strategy, BeamSearch):
+        yield prefix + "prm", strategy.prm.pool
 
 
 def _check_unique(names: list[str], what: str) -> None:

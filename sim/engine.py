@@ -51,16 +51,24 @@ from sim.speculative import SpeculativeCost, cumulative_gains, gain
 
 
 class Call:
-    """One generation request: the unit the engine serves."""
+    """One generation request: the unit the engine serves.
+
+    ``prefix`` (any hashable key, or None) with ``prefix_tokens`` says that the first
+    ``prefix_tokens`` of the prompt are the same as in every other call with the same key
+    (the N samples of one question, a beam's expansions): on one replica such calls share
+    the full KV blocks of that prefix instead of computing and storing them again.
+    """
 
     __slots__ = (
         "call_id", "cls", "pool", "arrival_s", "prompt_tokens", "output_tokens", "priority", "job_id",
         "replica", "admitted_s", "first_token_s", "finish_s", "status", "preemptions",
-        "computed", "generated", "blocks", "on_done",
+        "computed", "generated", "blocks", "on_done", "prefix", "prefix_tokens", "group", "hit_blocks",
+        "contrib", "cached_tokens", "cancelled", "energy_j", "device_s",
     )
 
     def __init__(self, call_id: int, cls: str, pool: str, arrival_s: float, prompt_tokens: int, output_tokens: int,
-                 priority: int = 0, job_id: int = -1, on_done: Optional[Callable[["Call"], None]] = None):
+                 priority: int = 0, job_id: int = -1, on_done: Optional[Callable[["Call"], None]] = None,
+                 prefix=None, prefix_tokens: int = 0):
         self.call_id = call_id
         self.cls = cls
         self.pool = pool
@@ -78,12 +86,42 @@ class Call:
         self.preemptions = 0
         self.computed = 0  # tokens whose KV is in the cache
         self.generated = 0  # output tokens sampled so far
-        self.blocks = 0  # KV blocks held
+        self.blocks = 0  # KV blocks of its context (shared ones included)
+        self.prefix = prefix
+        self.prefix_tokens = min(prefix_tokens, prompt_tokens) if prefix is not None else 0
+        self.group: Optional[PrefixGroup] = None  # the replica's group while admitted
+        self.hit_blocks = 0  # leading blocks found in the group at admission (not charged to this call)
+        self.contrib = 0  # blocks this call computed and handed to its group
+        self.cached_tokens = 0  # prompt tokens served from shared KV, over all admissions
+        self.cancelled = False
+        self.energy_j = 0.0  # device energy attributed to this call (its share of each iteration)
+        self.device_s = 0.0  # device-seconds attributed likewise
 
     @property
     def remaining(self) -> int:
         """Tokens to run through the model before the next token can be sampled."""
         return self.prompt_tokens + self.generated - self.computed
+
+
+class PrefixGroup:
+    """Full KV blocks of one shared prompt prefix on one replica, held once for all members.
+
+    The member that computes the prefix (the ``owner``) hands each full block of it to the
+    group as it fills; members admitted later find those blocks (vLLM caches a block as soon
+    as it is allocated for a scheduled chunk, so even a sibling admitted in the same iteration
+    hits) and compute only the rest of their prompt, always at least its last token, as
+    real engines do. The last, partial block of the prefix stays private to each member
+    (copy-on-write). The group's blocks go back to the pool when its last member leaves.
+    """
+
+    __slots__ = ("key", "limit", "blocks", "refs", "owner")
+
+    def __init__(self, key, limit: int):
+        self.key = key
+        self.limit = limit  # full blocks of the prefix
+        self.blocks = 0  # blocks held by the group
+        self.refs = 0  # members admitted
+        self.owner: Optional[Call] = None  # the member that extends the group
 
 
 @dataclass(frozen=True)
@@ -103,6 +141,7 @@ class Decision:
     admit: list  # (call, new_tokens) for waiting calls admitted
     preempt: list  # running calls preempted (newest first)
     keep: int  # running calls that stay (running[:keep])
+    hits: dict  # id(call) -> prompt tokens an admitted call finds in its prefix group
     gain: int = 1  # tokens a decoding call gains this iteration (speculation), before capping at its output
 
 
@@ -226,6 +265,8 @@ class Replica:
         self.spec_step = 0  # decode iterations committed (S): speculative gains follow it
         self.waiting: deque[Call] = deque()
         self.running: list[Call] = []
+        self.groups: dict = {}  # prefix key -> PrefixGroup
+        self._cancels = 0  # cancelled calls not yet removed
         self.clock = 0.0  # exact time of the last committed boundary
         self.busy_s = 0.0
         self.energy_j = 0.0
@@ -289,6 +330,29 @@ class Replica:
         elif plan.k == 1 and call.arrival_s <= plan.bounds[0]:
             self._defer()  # arrived exactly as a single iteration was decided: decide again
 
+    def cancel(self, call: Call) -> None:
+        """Abort a call (its job no longer needs it), as a client disconnecting would.
+
+        A real engine removes an aborted request between iterations, so the call is taken
+        out at the first iteration boundary at or after now: the current run is cut there,
+        the call keeps the tokens it generated, and ends as ``cancelled``.
+        """
+        if call.status or call.cancelled:
+            return
+        call.cancelled = True
+        self._cancels += 1
+        if self._due is not None:
+            return  # the decision due at this instant removes it
+        plan = self._plan
+        if plan is None:
+            self._purge_cancelled()
+            return
+        i = int(np.searchsorted(plan.bounds, self.env.now, side="left"))
+        if i == 0:
+            self._defer()
+        elif i < self._target:
+            self._arm(i)
+
     def finish(self, t_end: float) -> None:
         """End of simulation at ``t_end``: commit what is done, cut the rest, time out the calls."""
         if self._due is not None:
@@ -309,7 +373,8 @@ class Replica:
                 self.clock = t_end
         self._advance_idle(t_end)
         for c in list(self.running) + list(self.waiting):
-            self._end_call(c, "timed-out", math.nan)
+            self._release(c)
+            self._end_call(c, "cancelled" if c.cancelled else "timed-out", math.nan)
         self.running.clear()
         self.waiting.clear()
 
@@ -337,6 +402,8 @@ class Replica:
 
     def _start(self) -> None:
         """Decide now and arm the boundary."""
+        if self._cancels:
+            self._purge_cancelled()
         if not self.running and not self.waiting:
             self._plan = None
             return
@@ -356,8 +423,25 @@ class Replica:
         if due is not self._due:
             return  # decided already (end of simulation)
         self._due = None
+        if self._cancels:
+            self._purge_cancelled()
+            if not self.running and not self.waiting:
+                self._plan = None
+                return
         plan = self._plan = self._make_plan()
         self._arm(plan.k, due.slot(plan, len(self.running) < self.batcher.max_num_seqs))
+
+    def _purge_cancelled(self) -> None:
+        """Remove cancelled calls (at a decision, i.e. between iterations)."""
+        self._cancels = 0
+        gone = [c for c in self.running if c.cancelled] + [c for c in self.waiting if c.cancelled]
+        if not gone:
+            return
+        self.running = [c for c in self.running if not c.cancelled]
+        self.waiting = deque(c for c in self.waiting if not c.cancelled)
+        for c in gone:
+            self._release(c)
+            self._end_call(c, "cancelled", self.clock)
 
     def _advance_idle(self, t: float) -> None:
         if t > self.clock:
@@ -387,10 +471,14 @@ class Replica:
         prefill_first = not chunked and self._admissible_prefill(budget, free)
         w = self.spec_width
         g = gain(self.spec_step, self.spec.milli_tokens) if w > 1 else 1
+        shared: dict = {}  # prefix key -> group blocks once this iteration's chunks are allocated
+        hits: dict = {}
         i = 0
         while not prefill_first and i < keep and budget > 0:
             c = running[i]
             n = min(c.remaining, budget) if chunked else c.remaining
+            if c.group is not None and c.group.owner is c:
+                shared[c.prefix] = min(c.group.limit, (c.computed + n) // self.block_size)
             grow = charge = n
             if w > 1 and c.remaining == 1 and c.generated > 0:  # speculative decode: verifies w, gains up to g
                 if chunked and budget < w:
@@ -400,11 +488,11 @@ class Replica:
             while need > free and keep > i + 1:
                 keep -= 1
                 victim = running[keep]
-                free += victim.blocks
+                free += self._freed_by(victim)
                 preempt.append(victim)
             if need > free:  # not even this call fits alone: preempt it too
                 keep -= 1
-                free += c.blocks
+                free += self._freed_by(c)
                 preempt.append(c)
                 break
             free -= need
@@ -417,19 +505,46 @@ class Replica:
             for c in self.waiting:
                 if budget <= 0 or seqs >= self.batcher.max_num_seqs:
                     break
-                n = c.remaining
+                hit, extends = self._hit(c, shared) if c.prefix is not None else (0, False)
+                n = c.remaining - hit
                 if chunked:
                     n = min(n, budget)
                 elif n > budget and admit:  # whole prompts only; one larger than the budget runs alone
                     break
-                need = self._blocks_for(c.computed + n) - c.blocks
+                need = self._blocks_for(c.computed + hit + n) - c.blocks - hit // self.block_size
                 if need > free:
                     break
                 free -= need
                 budget -= n
                 seqs += 1
                 admit.append((c, n))
-        return Decision(work, admit, preempt, keep, g)
+                if hit:
+                    hits[id(c)] = hit
+                if extends:  # the blocks its chunk fills join the group
+                    group = self.groups.get(c.prefix)
+                    have, limit = (group.blocks, group.limit) if group else (0, c.prefix_tokens // self.block_size)
+                    shared[c.prefix] = max(have, min(limit, (c.computed + hit + n) // self.block_size))
+        return Decision(work, admit, preempt, keep, hits, g)
+
+    def _hit(self, c: Call, shared: dict) -> tuple[int, bool]:
+        """(prompt tokens a call being admitted finds in its prefix group: whole blocks, never
+        its last prompt token; whether it becomes the member that extends the group).
+
+        ``shared`` holds the group blocks this iteration's earlier chunks allocate."""
+        bs = self.block_size
+        group = self.groups.get(c.prefix)
+        have = shared.get(c.prefix, group.blocks if group is not None else 0)
+        hit = min(have, (c.prompt_tokens + c.generated - 1) // bs) * bs
+        extends = (group is None or group.owner is None) and c.prefix not in shared
+        return hit, extends
+
+    def _freed_by(self, c: Call) -> int:
+        """Blocks that preempting ``c`` gives back (its group's too if it is the last member;
+        counted conservatively when several members go at once)."""
+        freed = c.blocks - c.hit_blocks - c.contrib
+        if c.group is not None and c.group.refs == 1:
+            freed += c.group.blocks
+        return freed
 
     def _admissible_prefill(self, budget: int, free: int) -> bool:
         """Prefill-first batcher: can the head of the queue be admitted now?"""
@@ -456,18 +571,21 @@ class Replica:
         prefill = decode = 0
         spec = self.spec
         spec_seqs = spec_ctx = spec_out = 0  # speculative decodes: count, KV tokens, tokens gained
+        hits = d.hits
         for c, n in d.work + d.admit:
             if spec is not None and c.remaining == 1 and c.generated > 0:
                 spec_seqs += 1
                 spec_ctx += c.computed
                 spec_out += min(d.gain, c.output_tokens - c.generated)
                 continue
+            hit = hits.get(id(c), 0) if hits else 0
+            computed = c.computed + hit
             tokens += n
             seqs += 1
-            if n == c.remaining:
+            if n == c.remaining - hit:
                 sampled += 1
-            pairs += n * c.computed + n * (n + 1) // 2
-            kv += c.computed + n
+            pairs += n * computed + n * (n + 1) // 2
+            kv += computed + n
             if c.remaining == 1 and c.generated > 0:
                 decode += 1
             else:
@@ -549,11 +667,12 @@ class Replica:
         waiting_before = len(self.waiting)
         d = plan.decision
         seqs = len(d.work) + len(d.admit)
+        cost = (float(plan.energy_j[:m].sum()), (end - start) * self.tp)  # to share among the calls served
         if plan.steady:
-            self._commit_decode(m if plan.gains is None else int(plan.gains[m]), end)
+            self._commit_decode(m if plan.gains is None else int(plan.gains[m]), end, cost)
             kind = "decode"
         else:
-            self._commit_single(d, start, end)
+            self._commit_single(d, start, end, cost)
             kind = "prefill" if plan.decode_tokens == 0 else ("decode" if plan.prefill_tokens == 0 else "mixed")
         self.clock = end
         self.iterations += m
@@ -582,12 +701,16 @@ class Replica:
         edges = sorted(set(edges))
         return list(zip(edges[:-1], edges[1:]))
 
-    def _commit_decode(self, grow: int, end: float) -> None:
-        """Every running call gains ``grow`` tokens (the iterations' total), capped at its output."""
+    def _commit_decode(self, grow: int, end: float, cost: tuple[float, float]) -> None:
+        """Every running call gains ``grow`` tokens (the iterations' total), capped at its output,
+        and an equal share of the iterations' energy and device time."""
         bs = self.block_size
         still = []
         out = 0
+        share_j, share_s = cost[0] / len(self.running), cost[1] / len(self.running)
         for c in self.running:
+            c.energy_j += share_j
+            c.device_s += share_s
             g = min(grow, c.output_tokens - c.generated)
             out += g
             c.computed += g
@@ -603,7 +726,9 @@ class Replica:
         self.output_tokens += out
         self.running = still
 
-    def _commit_single(self, d: Decision, start: float, end: float) -> None:
+    def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
+        """Apply one decided iteration; each call worked gets a share of its energy and device
+        time in proportion to the tokens it ran."""
         # preemptions (newest first): free blocks, recompute from scratch, back to the queue front
         for c in d.preempt:
             self._release(c)
@@ -617,12 +742,18 @@ class Replica:
             running.append(c)
             if c.admitted_s != c.admitted_s:  # NaN: first admission
                 c.admitted_s = start
+            if c.prefix is not None:
+                self._join(c, d.hits.get(id(c), 0))
         still = []
         worked = {id(c): n for c, n in d.work}
         worked.update((id(c), n) for c, n in d.admit)
+        total = sum(worked.values())
+        share_j, share_s = (cost[0] / total, cost[1] / total) if total else (0.0, 0.0)
         for c in running:
             n = worked.get(id(c))
             if n is not None:
+                c.energy_j += share_j * n
+                c.device_s += share_s * n
                 sample = n == c.remaining
                 gained = 1
                 if sample and n == 1 and c.generated > 0:  # a decode: speculation gains up to d.gain
@@ -631,6 +762,8 @@ class Replica:
                 blocks = -(-c.computed // self.block_size)
                 self.free_blocks -= blocks - c.blocks
                 c.blocks = blocks
+                if c.group is not None and c.group.owner is c:
+                    self._extend(c)
                 if sample:
                     c.generated += gained
                     self.output_tokens += gained
@@ -643,9 +776,41 @@ class Replica:
             still.append(c)
         self.running = still
 
+    def _join(self, c: Call, hit: int) -> None:
+        """An admitted call joins its prefix group, finding ``hit`` tokens there."""
+        group = self.groups.get(c.prefix)
+        if group is None:
+            group = self.groups[c.prefix] = PrefixGroup(c.prefix, c.prefix_tokens // self.block_size)
+        group.refs += 1
+        if group.owner is None:
+            group.owner = c
+        c.group = group
+        c.hit_blocks = hit // self.block_size
+        c.blocks = c.hit_blocks
+        c.computed = hit
+        c.cached_tokens += hit
+
+    def _extend(self, c: Call) -> None:
+        """The owner's full prefix blocks computed so far pass to its group."""
+        group = c.group
+        full = min(group.limit, c.computed // self.block_size)
+        if full > group.blocks:
+            c.contrib += full - group.blocks
+            group.blocks = full
+
     def _release(self, c: Call) -> None:
-        self.free_blocks += c.blocks
+        """Give back a call's blocks; a group's blocks go back with its last member."""
+        self.free_blocks += c.blocks - c.hit_blocks - c.contrib
         c.blocks = 0
+        group = c.group
+        if group is not None:
+            c.group, c.hit_blocks, c.contrib = None, 0, 0
+            group.refs -= 1
+            if group.owner is c:
+                group.owner = None
+            if group.refs == 0:
+                self.free_blocks += group.blocks
+                del self.groups[group.key]
 
     def _end_call(self, c: Call, status: str, t: float) -> None:
         c.status = status

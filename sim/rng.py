@@ -16,7 +16,8 @@ def _name_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
 
 
-def stream(seed: int, run: int, name: str) -> np.random.Generator:
-    """Generator for component ``name`` in replication ``run`` of a scenario seeded ``seed``."""
-    seq = np.random.SeedSequence(entropy=[int(seed), int(run)], spawn_key=(_name_key(name),))
+def stream(seed: int, run: int, name: str, *index: int) -> np.random.Generator:
+    """Generator for component ``name`` in replication ``run`` of a scenario seeded ``seed``;
+    ``index`` (e.g. a job number and a purpose) names a sub-stream of it."""
+    seq = np.random.SeedSequence(entropy=[int(seed), int(run)], spawn_key=(_name_key(name), *map(int, index)))
     return np.random.Generator(np.random.PCG64(seq))

@@ -26,12 +26,12 @@ import yaml
 import sim
 from sim import storage
 from sim.config import Scenario
-from sim.summary import latency_metrics, resource_metrics
+from sim.summary import job_metrics, latency_metrics, resource_metrics
 from sim.sweepspec import point_id_of
 from sim.trace import Recorder
 from sim.world import build
 
-TABLES = ("calls", "steps", "events")
+TABLES = ("calls", "steps", "events", "jobs")
 
 
 def scenario_point_id(scenario: Scenario) -> str:
@@ -63,9 +63,14 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
                "engine_mode": scenario.engine_mode, "sim_end_s": t_end}
     summary.update(latency_metrics(calls, t0, t1))
     summary.update(resource_metrics(steps, t0, t1, world.specs, world.tariff))
+    if world.job_classes:
+        jobs = pq.read_table(paths["jobs"], filesystem=fs)
+        summary.update(job_metrics(jobs, t0, t1, summary["cost_usd"], summary["facility_energy_j"]))
+        if summary["jobs_created"] != world.jobs_created:
+            raise RuntimeError(f"jobs table has {summary['jobs_created']} rows but {world.jobs_created} jobs were created")
     if summary["calls_created"] != world.calls_created:
         raise RuntimeError(f"calls table has {summary['calls_created']} rows but {world.calls_created} calls were created")
-    for table, keep in (("calls", opts.calls), ("steps", opts.steps), ("events", opts.events)):
+    for table, keep in (("calls", opts.calls), ("steps", opts.steps), ("events", opts.events), ("jobs", opts.jobs)):
         if not keep:
             fs.delete_file(paths[table])
     wall = time.perf_counter() - wall0
@@ -76,7 +81,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         "versions": {"dcsim": sim.__version__, "python": platform.python_version(), "numpy": np.__version__,
                      "pyarrow": pa.__version__, "simpy": _version("simpy"), "pydantic": _version("pydantic")},
         "timings": {"simulate_s": sim_wall, "total_s": wall},
-        "engine": {"mode": scenario.engine_mode, "calls": world.calls_created,
+        "engine": {"mode": scenario.engine_mode, "calls": world.calls_created, "jobs": world.jobs_created,
                    "iterations": sum(r.iterations for r in world.replicas),
                    "runs": sum(r.runs for r in world.replicas)},
         "pools": [{"name": s.name, "accelerator": s.acc.name, "model": s.model.name, "tp": s.tp, "pp": s.pp, "replicas": s.replicas,

@@ -34,6 +34,7 @@ def latency_metrics(calls: pa.Table, t0: float, t1: float) -> dict:
         "calls_dropped": int((status == "dropped").sum()),
         "calls_timed_out": int((status == "timed-out").sum()),
         "calls_failed": int((status == "failed").sum()),
+        "calls_cancelled": int((status == "cancelled").sum()),
     }
     win = (arrival >= t0) & (arrival < t1)
     fin = win & (status == "finished")
@@ -109,3 +110,64 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
         "usd_per_million_output_tokens": per_tok(cost) * 1e6,
         "carbon_g": tariff.carbon_g(facility_j),
     }
+
+
+def job_metrics(jobs: pa.Table, t0: float, t1: float, cost_usd: float, facility_j: float) -> dict:
+    """Answer quality, latency and cost of the jobs that arrived in [t0, t1).
+
+    Accuracy counts failed and timed-out jobs as wrong. Cost and energy per job and per
+    right answer divide the fleet's cost and facility energy over the window (idle and
+    host power included: what an operator pays) by the jobs measured; the jobs table also
+    holds each job's attributed share (``cost_usd``, ``energy_j``)."""
+    arrival = jobs["arrival_s"].to_numpy()
+    status = jobs["status"].to_numpy(zero_copy_only=False)
+    win = (arrival >= t0) & (arrival < t1)
+    fin = win & (status == "finished")
+    correct = jobs["correct"].to_numpy(zero_copy_only=False)[win]
+    n, right = int(win.sum()), int(correct.sum())
+    latency = jobs["latency_s"].to_numpy()[fin]
+    out = {
+        "jobs_created": jobs.num_rows,
+        "jobs_finished": int((status == "finished").sum()),
+        "jobs_failed": int((status == "failed").sum()),
+        "jobs_timed_out": int((status == "timed-out").sum()),
+        "jobs_measured": n,
+        "accuracy": right / n if n else math.nan,
+        "expected_accuracy": _mean(jobs["expected_accuracy"].to_numpy()[win]),
+        "jobs_per_s": int(fin.sum()) / (t1 - t0),
+        "usd_per_1k_jobs": 1000 * cost_usd / n if n else math.nan,
+        "usd_per_correct": cost_usd / right if right else math.nan,
+        "energy_per_correct_j": facility_j / right if right else math.nan,
+        "job_output_tokens_mean": _mean(jobs["output_tokens"].to_numpy()[win]),
+    }
+    for q in (50, 90, 99):
+        out[f"job_latency_p{q}_s"] = _pct(latency, q)
+    return out
+
+
+def jobs_by_strategy(jobs: pa.Table, t0: float, t1: float) -> list[dict]:
+    """Per strategy (and width) of the jobs that arrived in [t0, t1): jobs, accuracy,
+    expected accuracy, attributed cost per job and per right answer, energy per right
+    answer, latency percentiles."""
+    arrival = jobs["arrival_s"].to_numpy()
+    win = (arrival >= t0) & (arrival < t1)
+    t = jobs.filter(pa.array(win))
+    strategy = t["strategy"].to_numpy(zero_copy_only=False)
+    width = t["width"].to_numpy()
+    rows = []
+    for s, w in sorted(set(zip(strategy.tolist(), width.tolist()))):
+        m = (strategy == s) & (width == w)
+        right = t["correct"].to_numpy(zero_copy_only=False)[m]
+        fin = m & (t["status"].to_numpy(zero_copy_only=False) == "finished")
+        lat = t["latency_s"].to_numpy()[fin]
+        cost = float(t["cost_usd"].to_numpy()[m].sum())
+        energy = float(t["energy_j"].to_numpy()[m].sum())
+        k = int(right.sum())
+        rows.append({
+            "strategy": s, "width": int(w), "jobs": int(m.sum()), "accuracy": float(right.mean()),
+            "expected_accuracy": float(t["expected_accuracy"].to_numpy()[m].mean()),
+            "usd_per_1k_jobs": 1000 * cost / int(m.sum()), "usd_per_correct": cost / k if k else math.nan,
+            "device_energy_per_correct_j": energy / k if k else math.nan,
+            "latency_p50_s": _pct(lat, 50), "latency_p90_s": _pct(lat, 90), "latency_p99_s": _pct(lat, 99),
+        })
+    return rows

@@ -34,7 +34,10 @@ CALLS_SCHEMA = pa.schema(
         ("prompt_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
         ("generated_tokens", pa.int64()),
+        ("cached_tokens", pa.int64()),  # prompt tokens found in a shared prefix's KV blocks
         ("preemptions", pa.int32()),
+        ("energy_j", pa.float64()),  # device energy attributed to the call (share of each iteration)
+        ("device_s", pa.float64()),  # device-seconds attributed likewise
     ]
 )
 
@@ -68,7 +71,37 @@ EVENTS_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"calls": CALLS_SCHEMA, "steps": STEPS_SCHEMA, "events": EVENTS_SCHEMA}
+JOBS_SCHEMA = pa.schema(
+    [
+        ("job_id", pa.int64()),
+        ("class", pa.string()),
+        ("pool", pa.string()),
+        ("strategy", pa.string()),  # kind of the strategy that ran
+        ("level", pa.string()),  # true difficulty level
+        ("predicted_level", pa.string()),  # adaptive policies: what the predictor said
+        ("width", pa.int32()),  # samples (best-of-N, self-consistency), beams, or rounds + 1
+        ("thinking_budget_tokens", pa.int64()),  # -1: none
+        ("status", pa.string()),  # finished | failed | timed-out
+        ("arrival_s", pa.float64()),
+        ("finish_s", pa.float64()),
+        ("latency_s", pa.float64()),
+        ("calls", pa.int32()),
+        ("calls_cancelled", pa.int32()),
+        ("prompt_tokens", pa.int64()),  # the question
+        ("input_tokens", pa.int64()),  # all calls' prompts
+        ("output_tokens", pa.int64()),  # all calls' generated tokens
+        ("thinking_tokens", pa.int64()),
+        ("truncated_samples", pa.int32()),
+        ("cached_tokens", pa.int64()),  # prompt tokens served from shared prefix KV
+        ("kv_saved_bytes", pa.float64()),  # KV not stored twice thanks to prefix sharing
+        ("energy_j", pa.float64()),  # device energy attributed to its calls
+        ("cost_usd", pa.float64()),  # attributed device-time and facility energy cost
+        ("expected_accuracy", pa.float64()),
+        ("correct", pa.bool_()),
+    ]
+)
+
+SCHEMAS = {"calls": CALLS_SCHEMA, "steps": STEPS_SCHEMA, "events": EVENTS_SCHEMA, "jobs": JOBS_SCHEMA}
 
 
 class TableSink:
@@ -157,7 +190,8 @@ class Recorder:
         self._calls.append(
             (
                 c.call_id, c.cls, c.pool, c.replica, c.job_id, c.priority, c.status, c.arrival_s, c.admitted_s,
-                c.first_token_s, c.finish_s, c.prompt_tokens, c.output_tokens, c.generated, c.preemptions,
+                c.first_token_s, c.finish_s, c.prompt_tokens, c.output_tokens, c.generated, c.cached_tokens,
+                c.preemptions, c.energy_j, c.device_s,
             )
         )
 
@@ -175,6 +209,11 @@ class Recorder:
         if self._events._fs is None:
             return
         self._events.append((time_s, kind, pool, replica, call_id, detail))
+
+    def job(self, row: tuple) -> None:
+        """A job ended (row in JOBS_SCHEMA order)."""
+        if self.sinks["jobs"]._fs is not None:
+            self.sinks["jobs"].append(row)
 
     def close(self) -> None:
         for s in self.sinks.values():

@@ -47,8 +47,9 @@ class LengthSampler:
         w = self._weights if self._weights is not None else np.ones(len(self._values)) / len(self._values)
         return float(np.dot(self._values, w))
 
-    def sample(self, n: int) -> np.ndarray:
-        d, rng = self.dist, self.rng
+    def sample(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """``n`` draws, from ``rng`` if given (else the sampler's own stream)."""
+        d, rng = self.dist, rng if rng is not None else self.rng
         if isinstance(d, C.FixedLength):
             return np.full(n, d.value, dtype=np.int64)
         if isinstance(d, C.UniformLength):
@@ -179,7 +180,7 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
     while True:
         gaps = _gaps(cls.arrival, rng, CHUNK)
         ps = prompt.sample(CHUNK)
-        os_ = output.sample(CHUNK)
+        os_ = _outputs(output, CHUNK)
         for g, p, o in zip(gaps.tolist(), ps.tolist(), os_.tolist()):
             t += g
             if t >= stop:
@@ -188,10 +189,15 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
             make_call(cls, t, p, o)
 
 
-def _lengths(prompt: LengthSampler, output: LengthSampler):
+def _outputs(output: LengthSampler | None, n: int) -> np.ndarray:
+    """Output lengths; zeros for job classes, whose strategies draw their own."""
+    return output.sample(n) if output is not None else np.zeros(n, dtype=np.int64)
+
+
+def _lengths(prompt: LengthSampler, output: LengthSampler | None):
     """Endless (prompt, output) pairs, drawn in chunks like the open-loop generator."""
     while True:
-        yield from zip(prompt.sample(CHUNK).tolist(), output.sample(CHUNK).tolist())
+        yield from zip(prompt.sample(CHUNK).tolist(), _outputs(output, CHUNK).tolist())
 
 
 # Closed-loop clients whose calls are dropped on arrival with no think time retry at the
@@ -249,7 +255,7 @@ def _replay(env, cls, base_dir, stop, prompt, output, make_call, key):
     while True:
         n = len(times)
         ps = tp if tp is not None else prompt.sample(n)
-        os_ = to if to is not None else output.sample(n)
+        os_ = to if to is not None else _outputs(output, n)
         for t, p, o in zip((times + offset).tolist(), ps.tolist(), os_.tolist()):
             if t >= stop:
                 return

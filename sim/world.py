@@ -8,6 +8,7 @@ names, whether the model fits the device) and wires the components; it raises
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import simpy
@@ -16,6 +17,7 @@ from sim import catalog, rng
 from sim.config import FixedPerf, PrefillFirstBatcher, Scenario
 from sim.engine import BatcherParams, Call, Replica
 from sim.errors import ScenarioError
+from sim.jobs import JobClass, strategy_width
 from sim.perf import FixedModel, RooflineModel
 from sim.profile import ProfileModel
 from sim.power import PowerModel, Tariff
@@ -158,18 +160,94 @@ class World:
         self._generators_left = 0
         self._done = self.env.event()
         self._source = source
+        self.spec_by_name = {s.name: s for s in self.specs}
+        self.job_classes = {c.name: JobClass(self, c) for c in scenario.workload.classes if c.job is not None}
+        self.jobs_created = 0
+        self.jobs_open = 0
+        self.open_jobs: dict = {}  # job_id -> (JobClass, Job)
+        self._prefix_home: dict = {}  # (pool, prefix key) -> [replica, calls of the prefix not ended]
 
     # ------------------------------------------------------------------ calls
-    def make_call(self, cls, t: float, prompt: int, output: int, job_id: int = -1, on_done=None) -> Call:
-        """Create a call at exact time ``t`` and route it to a replica of its pool."""
-        call = Call(self.calls_created, cls.name, cls.pool, t, prompt, output, cls.priority, job_id, on_done)
+    def make_call(self, cls, t: float, prompt: int, output: int, on_done=None):
+        """Create what class ``cls`` sends at exact time ``t``: a call routed to a replica of its
+        pool, or, for a job class, a job (``output`` unused) whose strategy issues calls."""
+        if cls.job is not None:
+            return self.job_classes[cls.name].start(t, prompt, on_done)
+        return self.submit(cls.pool, cls.name, t, prompt, output, cls.priority, -1, on_done)
+
+    def submit(self, pool: str, cls_name: str, t: float, prompt: int, output: int, priority: int = 0, job_id: int = -1,
+               on_done=None, prefix=None, prefix_tokens: int = 0) -> Call:
+        """Create one call and route it. Calls of one prefix go where the prefix's first call
+        went while any of them is in the pool, so they can share its KV blocks."""
+        call = Call(self.calls_created, cls_name, pool, t, prompt, output, priority, job_id, on_done, prefix, prefix_tokens)
         self.calls_created += 1
-        self.routers[cls.pool].pick(call).submit(call)
+        if prefix is None:
+            self.routers[pool].pick(call).submit(call)
+            return call
+        home = self._prefix_home.get((pool, prefix))
+        if home is None:
+            home = self._prefix_home[(pool, prefix)] = [self.routers[pool].pick(call), 0]
+        home[1] += 1
+        home[0].submit(call)
         return call
+
+    def cancel(self, call: Call) -> None:
+        """Abort a call that no longer matters (it ends as ``cancelled`` at its replica's next
+        iteration boundary)."""
+        if not call.status:
+            self.replicas[call.replica].cancel(call)
 
     def _call_ended(self, call: Call) -> None:
         self.calls_ended += 1
+        if call.prefix is not None:
+            key = (call.pool, call.prefix)
+            home = self._prefix_home[key]
+            home[1] -= 1
+            if home[1] == 0:
+                del self._prefix_home[key]
         self._check_done()
+
+    # ------------------------------------------------------------------ jobs
+    def new_job_id(self) -> int:
+        self.jobs_created += 1
+        return self.jobs_created - 1
+
+    def call_cost_usd(self, call: Call) -> float:
+        """Device-time and facility-energy cost attributed to one call."""
+        spec = self.spec_by_name[call.pool]
+        it_j = call.energy_j + spec.host_w_per_device * call.device_s
+        return spec.acc.price_usd_per_hour * call.device_s / 3600 + self.tariff.energy_usd(self.tariff.facility_j(it_j))
+
+    def record_job(self, jc: JobClass, job) -> None:
+        """Write a job's row once all its calls have ended (or at the end of the run)."""
+        del self.open_jobs[job.job_id]
+        self.jobs_open -= 1
+        calls = job.calls
+        kv_saved = 0.0
+        for c in calls:
+            if c.cached_tokens:
+                spec = self.spec_by_name[c.pool]
+                kv_saved += c.cached_tokens * spec.kv_gib * GIB / (spec.kv_blocks * spec.block_size) * spec.devices_per_replica
+        s = job.strategy
+        budget = getattr(s, "thinking_budget", None) if s is not None else None
+        self.recorder.job((
+            job.job_id, jc.cls.name, jc.cls.pool, s.kind if s is not None else "", job.level.name if job.level else "",
+            job.predicted.name if job.predicted else "", strategy_width(s) if s is not None else 0,
+            budget if budget is not None else -1, job.status, job.arrival_s, job.finish_s, job.finish_s - job.arrival_s,
+            len(calls), sum(c.status == "cancelled" for c in calls), job.prompt_tokens,
+            sum(c.prompt_tokens for c in calls), sum(c.generated for c in calls), job.thinking, job.truncated,
+            sum(c.cached_tokens for c in calls), kv_saved, sum(c.energy_j for c in calls),
+            sum(self.call_cost_usd(c) for c in calls), job.expected, bool(job.right) and job.status == "finished",
+        ))
+        self._check_done()
+
+    def _close_open_jobs(self) -> None:
+        """Jobs still waiting on calls when the run ends are recorded as timed out."""
+        for jc, job in list(self.open_jobs.values()):
+            job.status = "timed-out"
+            job.right = False
+            job.finish_s = math.nan
+            self.record_job(jc, job)
 
     def _generator(self, cls, stop_s: float):
         key = f"workload.classes.{cls.name}"
@@ -179,7 +257,8 @@ class World:
         self._check_done()
 
     def _check_done(self) -> None:
-        if self._generators_left == 0 and self.calls_ended == self.calls_created and not self._done.triggered:
+        if (self._generators_left == 0 and self.calls_ended == self.calls_created and self.jobs_open == 0
+                and not self._done.triggered):
             self._done.succeed()
 
     # ------------------------------------------------------------------ run
@@ -197,6 +276,7 @@ class World:
         t_end = max(t_end, sc.duration_s)
         for r in self.replicas:
             r.finish(t_end)
+        self._close_open_jobs()
         return t_end
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import sim.world
-from scenarios import llm_scenario
+from scenarios import llm_scenario, same_calls
 from sim.config import validate
 from sim.engine import Replica
 from sim.estimate import MemoryRecorder
@@ -92,7 +92,7 @@ def test_one_plan_per_run_in_a_closed_loop():
     # and the per-iteration reference gives the same calls
     it_calls, _, (it,) = _run(raw, mode="per_iteration")
     assert it.plans <= it.runs + 1
-    assert _same(calls, it_calls)
+    assert same_calls(calls, it_calls)
 
 
 # Scenarios where several replicas reach a boundary at the same instant (identical loads

@@ -1,0 +1,360 @@
+"""Test-time-compute jobs: a question of some difficulty answered by a strategy of calls.
+
+A job class (a workload class with ``job:``) creates :class:`Job` s at its arrival times.
+Each job is a SimPy process that draws its difficulty level, picks a strategy (fixed, or
+by an imperfect difficulty predictor for ``adaptive``), issues the strategy's calls to the
+engine and waits on their completion: N parallel samples sharing the prompt's KV and a
+verifier call (best-of-N), N votes with optional early cancellation (self-consistency),
+sequential rounds (revision), or depth-by-depth expansions scored by a process reward
+model (beam search). The engine only ever sees calls.
+
+Answer quality comes from :mod:`sim.quality`: each job row holds the *expected*
+accuracy of its strategy on its level and budget, and a *sampled* right/wrong drawn
+consistently with it (sample correctness, verifier scores, votes, revision steps, beam
+selection). Every job draws from its own sub-streams, one per purpose, so the same job
+index gets the same level, prompt and sample lengths under every strategy (common random
+numbers: policy comparisons are paired).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+import numpy as np
+
+from sim import config as C
+from sim import quality as Q
+from sim import rng as R
+from sim.workload import LengthSampler
+
+# purposes of a job's sub-streams
+_LEVEL, _PREDICT, _THINK, _ANSWER, _EXIT, _RIGHT, _SELECT = range(7)
+# draws used to estimate the share of samples that finish thinking within a budget
+_WITHIN_DRAWS = 20000
+
+
+def _share(dist, rng: np.random.Generator, n: int) -> np.ndarray:
+    if isinstance(dist, C.FixedShare):
+        return np.full(n, dist.value)
+    if isinstance(dist, C.UniformShare):
+        return rng.uniform(dist.low, dist.high, size=n)
+    return rng.beta(dist.a, dist.b, size=n)
+
+
+def default_levels() -> list[C.Level]:
+    """The default difficulty mix of :mod:`sim.quality` as scenario levels."""
+    return [
+        C.Level(name=d.name, weight=d.weight, accuracy=d.accuracy, truncated_accuracy=d.truncated_accuracy,
+                thinking_tokens=C.LognormalLength(kind="lognormal", median=d.thinking_median, sigma=d.thinking_sigma),
+                answer_tokens=C.LognormalLength(kind="lognormal", median=d.answer_median, sigma=d.answer_sigma))
+        for d in Q.DEFAULT_LEVELS
+    ]
+
+
+class LevelModel:
+    """Samplers and accuracy of one difficulty level."""
+
+    def __init__(self, level: C.Level, base_dir, key: str, within_rng: np.random.Generator):
+        self.level = level
+        self.name = level.name
+        self.thinking = LengthSampler(level.thinking_tokens, within_rng, base_dir, f"{key}.thinking_tokens")
+        self.answer = LengthSampler(level.answer_tokens, within_rng, base_dir, f"{key}.answer_tokens")
+        self._within_rng = within_rng
+        self._within: dict[int, float] = {}
+
+    def natural_thinking(self, n: int, think_rng, exit_rng) -> np.ndarray:
+        """Thinking tokens of ``n`` samples before any budget: early exits stop part-way."""
+        t = self.thinking.sample(n, think_rng)
+        ee = self.level.early_exit
+        if ee is not None:
+            stop = exit_rng.random(n) < ee.probability
+            frac = _share(ee.at, exit_rng, n)
+            t = np.where(stop, np.maximum(1, np.rint(t * frac)).astype(np.int64), t)
+        return t
+
+    def within(self, budget: int | None) -> float:
+        """Share of samples whose thinking fits ``budget`` (Monte Carlo, fixed stream, cached)."""
+        if budget is None:
+            return 1.0
+        if budget not in self._within:
+            if not hasattr(self, "_pool"):
+                self._pool = self.natural_thinking(_WITHIN_DRAWS, self._within_rng, self._within_rng)
+            self._within[budget] = float((self._pool <= budget).mean())
+        return self._within[budget]
+
+    def sample_accuracy(self, budget: int | None) -> float:
+        """Accuracy of one sample under ``budget`` (truncated samples answer worse)."""
+        lv = self.level
+        return Q.budget_accuracy(lv.accuracy, lv.truncated_accuracy, self.within(budget))
+
+
+@dataclass
+class Samples:
+    """``n`` drawn samples: thinking and answer tokens, whether the budget cut them, right or not."""
+
+    thinking: np.ndarray
+    answer: np.ndarray
+    truncated: np.ndarray
+    right: np.ndarray
+
+    @property
+    def output(self) -> np.ndarray:
+        return self.thinking + self.answer
+
+
+class Job:
+    """One job in flight: what it drew and the calls it issued."""
+
+    __slots__ = ("job_id", "index", "arrival_s", "prompt_tokens", "level", "predicted", "strategy", "calls",
+                 "status", "finish_s", "right", "expected", "thinking", "truncated", "on_done", "streams")
+
+    def __init__(self, job_id: int, index: int, arrival_s: float, prompt_tokens: int, on_done, streams):
+        self.job_id, self.index, self.arrival_s, self.prompt_tokens = job_id, index, arrival_s, prompt_tokens
+        self.on_done = on_done
+        self.streams = streams  # purpose -> Generator
+        self.level = self.predicted = None
+        self.strategy = None
+        self.calls = []
+        self.status = ""
+        self.finish_s = math.nan
+        self.right = False
+        self.expected = math.nan
+        self.thinking = 0
+        self.truncated = 0
+
+
+class JobClass:
+    """Runs the jobs of one workload class (SimPy glue around the strategies)."""
+
+    def __init__(self, world, cls: C.WorkloadClass):
+        sc = world.scenario
+        self.world, self.env, self.cls = world, world.env, cls
+        self.spec = cls.job
+        self.key = f"workload.classes.{cls.name}.job"
+        self._seed = (sc.seed, sc.run, f"jobs/{cls.name}")
+        levels = self.spec.levels or default_levels()
+        self.levels = [LevelModel(lv, sc.base_dir, f"{self.key}.levels.{lv.name}",
+                                  R.stream(sc.seed, sc.run, f"quality/{cls.name}/{lv.name}")) for lv in levels]
+        self.by_name = {m.name: m for m in self.levels}
+        w = np.array([lv.weight for lv in levels], dtype=float)
+        self.cum_weights = np.cumsum(w / w.sum())
+        self.jobs_started = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, t: float, prompt: int, on_done=None) -> Job:
+        """Create job at ``t`` (== now) and start its process."""
+        index = self.jobs_started
+        self.jobs_started += 1
+        seed, run, name = self._seed
+        streams = [R.stream(seed, run, name, index, purpose) for purpose in range(7)]
+        job = Job(self.world.new_job_id(), index, t, prompt, on_done, streams)
+        self.world.jobs_open += 1
+        self.world.open_jobs[job.job_id] = (self, job)
+        self.env.process(self._run(job))
+        return job
+
+    def _run(self, job: Job):
+        u = job.streams[_LEVEL].random()
+        level = self.levels[min(int(np.searchsorted(self.cum_weights, u, side="right")), len(self.levels) - 1)]
+        job.level = job.predicted = level
+        strategy = self.spec.strategy
+        if isinstance(strategy, C.Adaptive):
+            job.predicted = self._predict(level, strategy.predictor_accuracy, job.streams[_PREDICT])
+            strategy = strategy.policies[job.predicted.name]
+        job.strategy = strategy
+        runner = RUNNERS[strategy.kind]
+        answered = yield from runner(self, job, strategy, level)
+        job.status = "finished" if answered else "failed"
+        if not answered:
+            job.right = False
+        if job.finish_s != job.finish_s:  # NaN: not answered earlier (self-consistency early stop)
+            job.finish_s = self.env.now
+        self.end(job)
+
+    def _predict(self, level: LevelModel, accuracy: float, rng) -> LevelModel:
+        """The predictor names the true level with ``accuracy``, else another level uniformly."""
+        others = [m for m in self.levels if m is not level]
+        if not others or rng.random() < accuracy:
+            return level
+        return others[int(rng.integers(len(others)))]
+
+    def end(self, job: Job) -> None:
+        """Record the job (all its calls have ended) and tell the world and its client."""
+        self.world.record_job(self, job)
+        if job.on_done is not None:
+            job.on_done(job)
+
+    # ------------------------------------------------------------------ helpers for strategies
+    def draw(self, job: Job, level: LevelModel, n: int, budget: int | None, first: int = 0) -> Samples:
+        """Samples ``first .. first + n - 1`` of the job (paired across strategies: sample i of a
+        job is the same whatever the strategy, as each quantity has its own stream)."""
+        s = job.streams
+        think = level.natural_thinking(first + n, s[_THINK], s[_EXIT])[first:]
+        answer = level.answer.sample(first + n, s[_ANSWER])[first:]
+        truncated = np.zeros(n, dtype=bool) if budget is None else think > budget
+        if budget is not None:
+            think = np.minimum(think, budget)
+        u = s[_RIGHT].random(first + n)[first:]
+        lv = level.level
+        right = u < np.where(truncated, lv.truncated_accuracy, lv.accuracy)
+        job.thinking += int(think.sum())
+        job.truncated += int(truncated.sum())
+        return Samples(think, answer, truncated, right)
+
+    def submit(self, job: Job, prompt: int, output: int, pool: str | None = None, prefix=None, prefix_tokens: int = 0):
+        """Issue one call now; returns (call, event that fires with the call when it ends)."""
+        ev = self.env.event()
+        call = self.world.submit(pool or self.cls.pool, self.cls.name, self.env.now, prompt, output, self.cls.priority,
+                                 job.job_id, ev.succeed, prefix, prefix_tokens)
+        job.calls.append(call)
+        return call, ev
+
+    def wait_all(self, events):
+        if events:
+            yield self.env.all_of(events)
+
+
+# --------------------------------------------------------------------------- strategies
+# Each runner is a generator: it issues calls, waits on them, sets job.right and job.expected,
+# and returns whether the job produced an answer. Every call it issued has ended on return.
+
+def _finished(call) -> bool:
+    return call.status == "finished"
+
+
+def run_single(jc: JobClass, job: Job, s: C.SingleStrategy, level: LevelModel):
+    sm = jc.draw(job, level, 1, s.thinking_budget)
+    call, ev = jc.submit(job, job.prompt_tokens, int(sm.output[0]))
+    yield ev
+    job.expected = level.sample_accuracy(s.thinking_budget)
+    job.right = bool(sm.right[0])
+    return _finished(call)
+
+
+def _parallel(jc: JobClass, job: Job, sm: Samples):
+    """Submit one call per sample, all sharing the question's KV blocks."""
+    key = ("job", job.job_id)
+    return [jc.submit(job, job.prompt_tokens, int(o), prefix=key, prefix_tokens=job.prompt_tokens) for o in sm.output]
+
+
+def run_best_of_n(jc: JobClass, job: Job, s: C.BestOfN, level: LevelModel):
+    sm = jc.draw(job, level, s.n, s.thinking_budget)
+    issued = _parallel(jc, job, sm)
+    yield from jc.wait_all([ev for _, ev in issued])
+    ok = np.array([_finished(c) for c, _ in issued])
+    d_prime = Q.auc_to_d_prime(s.verifier.auc if s.verifier.auc is not None else Q.DEFAULT_VERIFIER_AUC)
+    job.expected = Q.best_of_n_accuracy(level.sample_accuracy(s.thinking_budget), s.n, d_prime)
+    if not ok.any():
+        return False
+    read = sm.answer if s.verifier.reads == "answers" else sm.output
+    call, ev = jc.submit(job, job.prompt_tokens + int(read[ok].sum()), s.verifier.output_tokens, pool=s.verifier.pool)
+    yield ev
+    if not _finished(call):
+        return False
+    pick = Q.best_of_n_pick(sm.right[ok], d_prime, job.streams[_SELECT])
+    job.right = bool(sm.right[ok][pick])
+    return True
+
+
+def run_self_consistency(jc: JobClass, job: Job, s: C.SelfConsistency, level: LevelModel):
+    sm = jc.draw(job, level, s.n, s.thinking_budget)
+    issued = _parallel(jc, job, sm)
+    job.expected = Q.majority_vote_accuracy(level.sample_accuracy(s.thinking_budget), s.n)
+    pending = {ev: i for i, (_, ev) in enumerate(issued)}
+    right = wrong = 0
+    decided = None
+    while pending and decided is None:
+        yield jc.env.any_of(list(pending))
+        for ev in [e for e in pending if e.triggered]:
+            i = pending.pop(ev)
+            if _finished(issued[i][0]):
+                right, wrong = right + bool(sm.right[i]), wrong + (not sm.right[i])
+        if s.early_stop:
+            decided = Q.majority_decided(right, wrong, s.n)
+    end = jc.env.now
+    for ev, i in pending.items():  # the majority is settled: the other samples are not needed
+        jc.world.cancel(issued[i][0])
+    yield from jc.wait_all(list(pending))
+    if right + wrong == 0:
+        return False
+    if decided is None:
+        decided = right > wrong if right != wrong else bool(job.streams[_SELECT].random() < 0.5)
+    job.right = decided
+    job.finish_s = end
+    return True
+
+
+def run_revision(jc: JobClass, job: Job, s: C.Revision, level: LevelModel):
+    p_fix = s.p_fix if s.p_fix is not None else Q.DEFAULT_P_FIX
+    p_break = s.p_break if s.p_break is not None else Q.DEFAULT_P_BREAK
+    job.expected = Q.revision_accuracy(level.sample_accuracy(s.thinking_budget), s.rounds, p_fix, p_break)
+    prompt = job.prompt_tokens
+    right = None
+    rng = job.streams[_SELECT]
+    for r in range(s.rounds + 1):
+        sm = jc.draw(job, level, 1, s.thinking_budget, first=r)  # round r's lengths; its right/wrong follows the chain
+        call, ev = jc.submit(job, prompt, int(sm.output[0]))
+        yield ev
+        if not _finished(call):
+            return False
+        right = bool(sm.right[0]) if r == 0 else Q.revision_step(right, p_fix, p_break, rng)
+        prompt = job.prompt_tokens + int(sm.answer[0] if s.carry == "answer" else sm.output[0])
+    job.right = right
+    return True
+
+
+def run_beam_search(jc: JobClass, job: Job, s: C.BeamSearch, level: LevelModel):
+    p = level.level.accuracy
+    d_prime = Q.auc_to_d_prime(s.prm.auc if s.prm.auc is not None else Q.DEFAULT_PRM_AUC)
+    job.expected = Q.beam_search_accuracy(p, s.depth, s.width, s.expansions, d_prime)
+    q = p ** (1.0 / s.depth)  # a right partial solution stays right for one more step
+    rng = job.streams[_SELECT]
+    beams = [(0, True, 0)]  # (beam id, still right, path tokens)
+    next_id = 1
+    for depth in range(s.depth):
+        per_beam = s.width * s.expansions if depth == 0 else s.expansions
+        cands = []  # (id, parent, right, path tokens, call, event)
+        for bid, alive, path in beams:
+            prompt = job.prompt_tokens + path
+            step_right = rng.random(per_beam) < q
+            for j in range(per_beam):
+                call, ev = jc.submit(job, prompt, s.step_tokens, prefix=("beam", job.job_id, bid), prefix_tokens=prompt)
+                cands.append((next_id, bid, alive and bool(step_right[j]), path + s.step_tokens, call, ev))
+                next_id += 1
+        yield from jc.wait_all([c[5] for c in cands])
+        cands = [c for c in cands if _finished(c[4])]
+        scored = []
+        for cid, parent, alive, path, _, _ in cands:  # the PRM reads each candidate path
+            prompt = job.prompt_tokens + path
+            call, ev = jc.submit(job, prompt, s.prm.output_tokens, pool=s.prm.pool, prefix=("prm", job.job_id, parent),
+                                 prefix_tokens=prompt - s.step_tokens)
+            scored.append(((cid, alive, path), call, ev))
+        yield from jc.wait_all([ev for _, _, ev in scored])
+        scored = [b for b, call, _ in scored if _finished(call)]
+        if not scored:
+            return False
+        keep = Q.beam_select(np.array([alive for _, alive, _ in scored]), s.width, d_prime, rng)
+        beams = [scored[i] for i in keep]
+    job.right = bool(beams[0][1])
+    return True
+
+
+RUNNERS = {
+    "single": run_single,
+    "best_of_n": run_best_of_n,
+    "self_consistency": run_self_consistency,
+    "revision": run_revision,
+    "beam_search": run_beam_search,
+}
+
+
+def strategy_width(s) -> int:
+    """Samples, beams or rounds of a strategy (the jobs table's ``width``)."""
+    if isinstance(s, (C.BestOfN, C.SelfConsistency)):
+        return s.n
+    if isinstance(s, C.Revision):
+        return s.rounds + 1
+    if isinstance(s, C.BeamSearch):
+        return s.width
+    return 1
+
