@@ -120,9 +120,46 @@ def _write_single_tables(out: str, summary: dict, wall: float) -> None:
     storage.commit_marker(fs, base, pid, {"status": "ok", "summary": summary, "wall_s": wall})
 
 
+JOB_HEADLINE = [
+    ("jobs measured / finished (all)", ("jobs_measured", "jobs_finished"), "{:.0f}"),
+    ("accuracy (sampled / expected)", ("accuracy", "expected_accuracy"), "{:.1%}"),
+    ("job latency p50 / p90 / p99 (s)", tuple(f"job_latency_{q}_s" for q in P50_90_99), "{:.2f}"),
+    ("$ per 1k jobs / per right answer", ("usd_per_1k_jobs", "usd_per_correct"), "{:.4f}"),
+    ("energy per right answer (kJ, facility)", "energy_per_correct_kj", "{:.2f}"),
+]
+
+
 def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
-    print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", HEADLINE, s,
+    rows = HEADLINE
+    if "jobs_created" in s:
+        s = {**s, "energy_per_correct_kj": s["energy_per_correct_j"] / 1000}
+        rows = HEADLINE + JOB_HEADLINE
+    print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", rows, s,
                   f"simulated {s['sim_end_s']:.0f} s ({s['calls_created']} calls) in {wall:.2f} s wall; tables in {out}")
+    if "jobs_created" in s:
+        print_strategies(out, s["point_id"], s["warmup_s"], s["duration_s"])
+
+
+def print_strategies(out: str, point_id: str, t0: float, t1: float) -> None:
+    """Per-strategy table of a run's jobs (adaptive runs mix several)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim import storage
+    from sim.summary import jobs_by_strategy
+
+    import pyarrow.dataset as ds
+
+    jobs = storage.read_table(out, "jobs", filter=ds.field("point_id") == point_id)
+    rows = jobs_by_strategy(jobs, t0, t1)
+    t = Table(title="jobs by strategy (attributed cost)")
+    for col in ("strategy", "width", "jobs", "accuracy", "expected", "$/1k jobs", "$/right", "p50 s", "p90 s"):
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in rows:
+        t.add_row(r["strategy"], str(r["width"]), str(r["jobs"]), f"{r['accuracy']:.1%}", f"{r['expected_accuracy']:.1%}",
+                  f"{r['usd_per_1k_jobs']:.3f}", f"{r['usd_per_correct']:.5f}", f"{r['latency_p50_s']:.1f}",
+                  f"{r['latency_p90_s']:.1f}")
+    Console(width=120).print(t)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -226,6 +226,15 @@ class Level(Frozen):
     thinking_tokens: LengthDist
     answer_tokens: LengthDist
     early_exit: Optional[EarlyExit] = None
+    # Share of the level's questions the model can solve at all; the rest are wrong in every
+    # sample, so no search gets past it. 1: samples of a question are independent draws.
+    coverage: Prob = 1.0
+
+    @model_validator(mode="after")
+    def _within_coverage(self):
+        if max(self.accuracy, self.truncated_accuracy) > self.coverage:
+            raise ValueError(f"accuracy and truncated_accuracy must be <= coverage ({self.coverage})")
+        return self
 
 
 class Verifier(Frozen):

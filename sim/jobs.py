@@ -46,7 +46,8 @@ def default_levels() -> list[C.Level]:
     return [
         C.Level(name=d.name, weight=d.weight, accuracy=d.accuracy, truncated_accuracy=d.truncated_accuracy,
                 thinking_tokens=C.LognormalLength(kind="lognormal", median=d.thinking_median, sigma=d.thinking_sigma),
-                answer_tokens=C.LognormalLength(kind="lognormal", median=d.answer_median, sigma=d.answer_sigma))
+                answer_tokens=C.LognormalLength(kind="lognormal", median=d.answer_median, sigma=d.answer_sigma),
+                coverage=d.coverage)
         for d in Q.DEFAULT_LEVELS
     ]
 
@@ -87,6 +88,17 @@ class LevelModel:
         lv = self.level
         return Q.budget_accuracy(lv.accuracy, lv.truncated_accuracy, self.within(budget))
 
+    def solvable(self, p: float) -> float:
+        """Per-sample accuracy ``p`` on the questions the model can solve (``p / coverage``)."""
+        c = self.level.coverage
+        return p / c if c > 0 else 0.0
+
+    def expect(self, accuracy_of, budget: int | None = None) -> float:
+        """Expected accuracy of a strategy whose accuracy on a solvable question, as a function of
+        the per-sample accuracy there, is ``accuracy_of``: unsolvable questions stay wrong."""
+        c = self.level.coverage
+        return c * accuracy_of(self.solvable(self.sample_accuracy(budget))) if c > 0 else 0.0
+
 
 @dataclass
 class Samples:
@@ -106,7 +118,7 @@ class Job:
     """One job in flight: what it drew and the calls it issued."""
 
     __slots__ = ("job_id", "index", "arrival_s", "prompt_tokens", "level", "predicted", "strategy", "calls",
-                 "status", "finish_s", "right", "expected", "thinking", "truncated", "on_done", "streams")
+                 "status", "finish_s", "right", "expected", "thinking", "truncated", "on_done", "streams", "solvable")
 
     def __init__(self, job_id: int, index: int, arrival_s: float, prompt_tokens: int, on_done, streams):
         self.job_id, self.index, self.arrival_s, self.prompt_tokens = job_id, index, arrival_s, prompt_tokens
@@ -121,6 +133,7 @@ class Job:
         self.expected = math.nan
         self.thinking = 0
         self.truncated = 0
+        self.solvable = True  # within the model's reach (its level's coverage)
 
 
 class JobClass:
@@ -157,6 +170,7 @@ class JobClass:
         u = job.streams[_LEVEL].random()
         level = self.levels[min(int(np.searchsorted(self.cum_weights, u, side="right")), len(self.levels) - 1)]
         job.level = job.predicted = level
+        job.solvable = bool(job.streams[_LEVEL].random() < level.level.coverage)
         strategy = self.spec.strategy
         if isinstance(strategy, C.Adaptive):
             job.predicted = self._predict(level, strategy.predictor_accuracy, job.streams[_PREDICT])
@@ -196,7 +210,7 @@ class JobClass:
             think = np.minimum(think, budget)
         u = s[_RIGHT].random(first + n)[first:]
         lv = level.level
-        right = u < np.where(truncated, lv.truncated_accuracy, lv.accuracy)
+        right = job.solvable & (u < np.where(truncated, level.solvable(lv.truncated_accuracy), level.solvable(lv.accuracy)))
         job.thinking += int(think.sum())
         job.truncated += int(truncated.sum())
         return Samples(think, answer, truncated, right)
@@ -223,10 +237,10 @@ def _finished(call) -> bool:
 
 
 def run_single(jc: JobClass, job: Job, s: C.SingleStrategy, level: LevelModel):
+    job.expected = level.sample_accuracy(s.thinking_budget)
     sm = jc.draw(job, level, 1, s.thinking_budget)
     call, ev = jc.submit(job, job.prompt_tokens, int(sm.output[0]))
     yield ev
-    job.expected = level.sample_accuracy(s.thinking_budget)
     job.right = bool(sm.right[0])
     return _finished(call)
 
@@ -238,12 +252,12 @@ def _parallel(jc: JobClass, job: Job, sm: Samples):
 
 
 def run_best_of_n(jc: JobClass, job: Job, s: C.BestOfN, level: LevelModel):
+    d_prime = Q.auc_to_d_prime(s.verifier.auc if s.verifier.auc is not None else Q.DEFAULT_VERIFIER_AUC)
+    job.expected = level.expect(lambda p: Q.best_of_n_accuracy(p, s.n, d_prime), s.thinking_budget)
     sm = jc.draw(job, level, s.n, s.thinking_budget)
     issued = _parallel(jc, job, sm)
     yield from jc.wait_all([ev for _, ev in issued])
     ok = np.array([_finished(c) for c, _ in issued])
-    d_prime = Q.auc_to_d_prime(s.verifier.auc if s.verifier.auc is not None else Q.DEFAULT_VERIFIER_AUC)
-    job.expected = Q.best_of_n_accuracy(level.sample_accuracy(s.thinking_budget), s.n, d_prime)
     if not ok.any():
         return False
     read = sm.answer if s.verifier.reads == "answers" else sm.output
@@ -257,9 +271,9 @@ def run_best_of_n(jc: JobClass, job: Job, s: C.BestOfN, level: LevelModel):
 
 
 def run_self_consistency(jc: JobClass, job: Job, s: C.SelfConsistency, level: LevelModel):
+    job.expected = level.expect(lambda p: Q.majority_vote_accuracy(p, s.n), s.thinking_budget)
     sm = jc.draw(job, level, s.n, s.thinking_budget)
     issued = _parallel(jc, job, sm)
-    job.expected = Q.majority_vote_accuracy(level.sample_accuracy(s.thinking_budget), s.n)
     pending = {ev: i for i, (_, ev) in enumerate(issued)}
     right = wrong = 0
     decided = None
@@ -287,7 +301,8 @@ def run_self_consistency(jc: JobClass, job: Job, s: C.SelfConsistency, level: Le
 def run_revision(jc: JobClass, job: Job, s: C.Revision, level: LevelModel):
     p_fix = s.p_fix if s.p_fix is not None else Q.DEFAULT_P_FIX
     p_break = s.p_break if s.p_break is not None else Q.DEFAULT_P_BREAK
-    job.expected = Q.revision_accuracy(level.sample_accuracy(s.thinking_budget), s.rounds, p_fix, p_break)
+    job.expected = level.expect(lambda p: Q.revision_accuracy(p, s.rounds, p_fix, p_break), s.thinking_budget)
+    fix = p_fix if job.solvable else 0.0  # no revision finds an answer out of the model's reach
     prompt = job.prompt_tokens
     right = None
     rng = job.streams[_SELECT]
@@ -297,16 +312,16 @@ def run_revision(jc: JobClass, job: Job, s: C.Revision, level: LevelModel):
         yield ev
         if not _finished(call):
             return False
-        right = bool(sm.right[0]) if r == 0 else Q.revision_step(right, p_fix, p_break, rng)
+        right = bool(sm.right[0]) if r == 0 else Q.revision_step(right, fix, p_break, rng)
         prompt = job.prompt_tokens + int(sm.answer[0] if s.carry == "answer" else sm.output[0])
     job.right = right
     return True
 
 
 def run_beam_search(jc: JobClass, job: Job, s: C.BeamSearch, level: LevelModel):
-    p = level.level.accuracy
     d_prime = Q.auc_to_d_prime(s.prm.auc if s.prm.auc is not None else Q.DEFAULT_PRM_AUC)
-    job.expected = Q.beam_search_accuracy(p, s.depth, s.width, s.expansions, d_prime)
+    job.expected = level.expect(lambda p: Q.beam_search_accuracy(p, s.depth, s.width, s.expansions, d_prime))
+    p = level.solvable(level.level.accuracy) if job.solvable else 0.0
     q = p ** (1.0 / s.depth)  # a right partial solution stays right for one more step
     rng = job.streams[_SELECT]
     beams = [(0, True, 0)]  # (beam id, still right, path tokens)

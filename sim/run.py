@@ -60,7 +60,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     calls = pq.read_table(paths["calls"], filesystem=fs)
     steps = pq.read_table(paths["steps"], filesystem=fs)
     summary = {"point_id": point_id, "scenario": scenario.name, "seed": scenario.seed, "run": scenario.run,
-               "engine_mode": scenario.engine_mode, "sim_end_s": t_end}
+               "engine_mode": scenario.engine_mode, "warmup_s": t0, "duration_s": t1, "sim_end_s": t_end}
     summary.update(latency_metrics(calls, t0, t1))
     summary.update(resource_metrics(steps, t0, t1, world.specs, world.tariff))
     if world.job_classes:

@@ -117,8 +117,8 @@ def job_metrics(jobs: pa.Table, t0: float, t1: float, cost_usd: float, facility_
 
     Accuracy counts failed and timed-out jobs as wrong. Cost and energy per job and per
     right answer divide the fleet's cost and facility energy over the window (idle and
-    host power included: what an operator pays) by the jobs measured; the jobs table also
-    holds each job's attributed share (``cost_usd``, ``energy_j``)."""
+    host power included: what this fleet costs) by the jobs measured; the ``_attributed``
+    figures sum the jobs' own shares (``cost_usd``, ``energy_j`` of the jobs table)."""
     arrival = jobs["arrival_s"].to_numpy()
     status = jobs["status"].to_numpy(zero_copy_only=False)
     win = (arrival >= t0) & (arrival < t1)
@@ -138,6 +138,10 @@ def job_metrics(jobs: pa.Table, t0: float, t1: float, cost_usd: float, facility_
         "usd_per_1k_jobs": 1000 * cost_usd / n if n else math.nan,
         "usd_per_correct": cost_usd / right if right else math.nan,
         "energy_per_correct_j": facility_j / right if right else math.nan,
+        # the jobs' own device time and energy, without idle capacity: the cost of a job on a
+        # fleet sized to its load
+        "usd_per_1k_jobs_attributed": 1000 * float(jobs["cost_usd"].to_numpy()[win].sum()) / n if n else math.nan,
+        "device_energy_per_correct_j_attributed": float(jobs["energy_j"].to_numpy()[win].sum()) / right if right else math.nan,
         "job_output_tokens_mean": _mean(jobs["output_tokens"].to_numpy()[win]),
     }
     for q in (50, 90, 99):

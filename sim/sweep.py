@@ -67,6 +67,18 @@ HEADLINE_METRICS = (
     "usd_per_million_output_tokens",
 )
 
+# ... and those shown for sweeps of test-time-compute jobs.
+JOB_METRICS = (
+    "accuracy",
+    "expected_accuracy",
+    "usd_per_1k_jobs_attributed",
+    "usd_per_1k_jobs",
+    "job_latency_p50_s",
+    "job_latency_p90_s",
+    "job_output_tokens_mean",
+    "utilization",
+)
+
 
 @dataclass
 class SweepResult:
@@ -271,7 +283,22 @@ def _fmt(v: Any) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) else str(v)
+    if isinstance(v, str) and v.startswith("{"):
+        return _fmt_kind(v)
     return str(v)
+
+
+def _fmt_kind(text: str) -> str:
+    """A swept mapping with a ``kind`` (a strategy, a router) as ``kind k=v ...`` of its scalars."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(obj, dict) or "kind" not in obj:
+        return text
+    parts = [str(obj["kind"])]
+    parts += [f"{k}={_fmt(v)}" for k, v in obj.items() if k != "kind" and isinstance(v, (int, float, str, bool))]
+    return " ".join(parts)
 
 
 def _short_labels(paths: list[str]) -> dict[str, str]:
@@ -295,7 +322,7 @@ def print_summary(result: SweepResult, console=None, max_rows: int = 40, max_met
     summ = {row["point_id"]: row for row in result.summary_table.to_pylist()}
     swept = [c for c in result.points_table.column_names if c not in NOT_SWEPT_COLUMNS]
     columns = [c for c in result.summary_table.column_names if c != "point_id"]
-    metrics = [m for m in HEADLINE_METRICS if m in columns]
+    metrics = [m for m in (JOB_METRICS if "accuracy" in columns else HEADLINE_METRICS) if m in columns]
     if not metrics:
         numeric = [f.name for f in result.summary_table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
         metrics = [c for c in columns if c in numeric and c not in ("seed", "run")]
@@ -304,7 +331,7 @@ def print_summary(result: SweepResult, console=None, max_rows: int = 40, max_met
     table = Table(title=f"sweep: {len(pts)} points, {result.n_failed} failed -> {result.out}")
     table.add_column("point_id", no_wrap=True)
     for c in swept:
-        table.add_column(labels[c], justify="right")
+        table.add_column(labels[c], justify="right", no_wrap=True)
     table.add_column("run", justify="right")
     table.add_column("status")
     for m in metrics:

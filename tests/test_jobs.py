@@ -233,6 +233,23 @@ def test_jobs_are_identical_in_both_engine_modes(tmp_path):
     assert again.equals(jm)
 
 
+def test_no_search_gets_past_the_coverage_of_a_level(tmp_path):
+    """Questions out of the model's reach stay wrong however many samples a strong verifier sees."""
+    lv = [{"name": "x", "accuracy": 0.3, "truncated_accuracy": 0.1, "coverage": 0.5,
+           "thinking_tokens": {"kind": "fixed", "value": 30}, "answer_tokens": {"kind": "fixed", "value": 5}}]
+    _, jobs, _, _ = run(ttc({"kind": "best_of_n", "n": 16, "verifier": {"auc": 0.99}}, levels=lv, rate=20.0,
+                            duration_s=20.0, prompt={"kind": "fixed", "value": 32}), tmp_path)
+    m = jobs.num_rows
+    expected = 0.5 * Q.best_of_n_accuracy(0.6, 16, Q.auc_to_d_prime(0.99))
+    assert m > 300 and np.allclose(jobs["expected_accuracy"].to_numpy(), expected)
+    acc = float(np.mean(jobs["correct"].to_pylist()))
+    assert abs(acc - expected) < 3 * math.sqrt(expected * (1 - expected) / m) and acc <= 0.5 + 3 * math.sqrt(0.25 / m)
+    # one sample keeps its accuracy: coverage only correlates the samples of a question
+    _, single, _, _ = run(ttc({"kind": "single"}, levels=lv, rate=20.0, duration_s=20.0,
+                              prompt={"kind": "fixed", "value": 32}), tmp_path, "single")
+    assert np.allclose(single["expected_accuracy"].to_numpy(), 0.3)
+
+
 def test_default_levels_and_verifier_work_without_parameters(tmp_path):
     raw = ttc({"kind": "best_of_n", "n": 2}, rate=0.5, duration_s=20.0)
     del raw["workload"]["classes"][0]["job"]["levels"]

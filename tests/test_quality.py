@@ -262,7 +262,7 @@ def fit():
 def test_defaults_are_the_rounded_fit(fit):
     for default, fitted in zip(q.DEFAULT_LEVELS, fit["levels"]):
         assert default.name == fitted.name
-        for field in ("weight", "accuracy", "truncated_accuracy", "thinking_sigma", "answer_sigma"):
+        for field in ("weight", "accuracy", "truncated_accuracy", "thinking_sigma", "answer_sigma", "coverage"):
             assert getattr(default, field) == pytest.approx(getattr(fitted, field), abs=6e-4), field
         for field in ("thinking_median", "answer_median"):
             assert getattr(default, field) == pytest.approx(getattr(fitted, field), rel=1e-3, abs=0.6), field
