@@ -204,7 +204,29 @@ class BetaShare(Frozen):
     b: PosFloat
 
 
-ShareDist = Annotated[Union[FixedShare, UniformShare, BetaShare], Field(discriminator="kind")]
+class EmpiricalShare(Frozen):
+    """Observed shares: inline ``values`` (optional ``weights``), or a CSV ``path`` (relative to
+    the scenario) with a ``column`` of values in [0, 1] and an optional ``weight_column``."""
+
+    kind: Literal["empirical"]
+    values: Optional[list[Prob]] = None
+    weights: Optional[list[NonNegFloat]] = None
+    path: Optional[str] = None
+    column: Optional[str] = None
+    weight_column: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.values is None) == (self.path is None):
+            raise ValueError("give exactly one of 'values' or 'path'")
+        if self.path is not None and not self.column:
+            raise ValueError("'column' is required with 'path'")
+        if self.values is not None and (not self.values or (self.weights is not None and len(self.weights) != len(self.values))):
+            raise ValueError("'values' must be non-empty, with as many 'weights' if given")
+        return self
+
+
+ShareDist = Annotated[Union[FixedShare, UniformShare, BetaShare, EmpiricalShare], Field(discriminator="kind")]
 
 
 class EarlyExit(Frozen):
@@ -217,14 +239,18 @@ class EarlyExit(Frozen):
 
 class Level(Frozen):
     """One difficulty level of a job mix: how often it occurs, how right one sample is, how
-    long it thinks and answers."""
+    long it thinks and answers: ``thinking_tokens`` and ``answer_tokens``, or the whole
+    ``output_tokens`` with the ``reasoning_share`` of it spent thinking (as production traces
+    such as ServeGen's DeepSeek-R1 data report them)."""
 
     name: str = Field(min_length=1)
     weight: PosFloat = 1.0
     accuracy: Prob  # one sample that thinks as long as it wants
     truncated_accuracy: Prob  # one sample whose thinking the budget cut off (forced to answer)
-    thinking_tokens: LengthDist
-    answer_tokens: LengthDist
+    thinking_tokens: Optional[LengthDist] = None
+    answer_tokens: Optional[LengthDist] = None
+    output_tokens: Optional[LengthDist] = None
+    reasoning_share: Optional[ShareDist] = None
     early_exit: Optional[EarlyExit] = None
     # Share of the level's questions the model can solve at all; the rest are wrong in every
     # sample, so no search gets past it. 1: samples of a question are independent draws.
@@ -234,6 +260,12 @@ class Level(Frozen):
     def _within_coverage(self):
         if max(self.accuracy, self.truncated_accuracy) > self.coverage:
             raise ValueError(f"accuracy and truncated_accuracy must be <= coverage ({self.coverage})")
+        split = self.thinking_tokens is not None and self.answer_tokens is not None
+        total = self.output_tokens is not None and self.reasoning_share is not None
+        given = [k for k in ("thinking_tokens", "answer_tokens", "output_tokens", "reasoning_share") if getattr(self, k) is not None]
+        if split == total or len(given) != 2:
+            raise ValueError("give 'thinking_tokens' and 'answer_tokens', or 'output_tokens' and 'reasoning_share' "
+                             f"(got {given or 'none'})")
         return self
 
 

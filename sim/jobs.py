@@ -25,7 +25,8 @@ import numpy as np
 from sim import config as C
 from sim import quality as Q
 from sim import rng as R
-from sim.workload import LengthSampler
+from sim.errors import ScenarioError
+from sim.workload import LengthSampler, _read_csv
 
 # purposes of a job's sub-streams
 _LEVEL, _PREDICT, _THINK, _ANSWER, _EXIT, _RIGHT, _SELECT = range(7)
@@ -33,12 +34,41 @@ _LEVEL, _PREDICT, _THINK, _ANSWER, _EXIT, _RIGHT, _SELECT = range(7)
 _WITHIN_DRAWS = 20000
 
 
-def _share(dist, rng: np.random.Generator, n: int) -> np.ndarray:
-    if isinstance(dist, C.FixedShare):
-        return np.full(n, dist.value)
-    if isinstance(dist, C.UniformShare):
-        return rng.uniform(dist.low, dist.high, size=n)
-    return rng.beta(dist.a, dist.b, size=n)
+class ShareSampler:
+    """Draws fractions in [0, 1] from a share distribution."""
+
+    def __init__(self, dist, base_dir, key: str):
+        self.dist = dist
+        self.values = self.weights = None
+        if isinstance(dist, C.EmpiricalShare):
+            self.values, self.weights = _empirical_share(dist, base_dir, key)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        d = self.dist
+        if isinstance(d, C.FixedShare):
+            return np.full(n, d.value)
+        if isinstance(d, C.UniformShare):
+            return rng.uniform(d.low, d.high, size=n)
+        if isinstance(d, C.BetaShare):
+            return rng.beta(d.a, d.b, size=n)
+        return rng.choice(self.values, size=n, p=self.weights)
+
+
+def _empirical_share(d: C.EmpiricalShare, base_dir, key: str):
+    if d.values is not None:
+        w = np.asarray(d.weights if d.weights is not None else [1.0] * len(d.values), dtype=float)
+        return np.asarray(d.values, dtype=float), w / w.sum()
+    rows = _read_csv(base_dir, d.path, key)
+    try:
+        vals = np.array([float(r[d.column]) for r in rows])
+        w = np.array([float(r[d.weight_column]) for r in rows]) if d.weight_column else np.ones(len(rows))
+    except KeyError as e:
+        raise ScenarioError(d.path, key, f"no column {e.args[0]!r} in the CSV header") from None
+    except ValueError:
+        raise ScenarioError(d.path, key, "a value is not a number") from None
+    if not len(vals) or np.any((vals < 0) | (vals > 1)) or np.any(w < 0) or w.sum() <= 0:
+        raise ScenarioError(d.path, key, "shares must lie in [0, 1] with non-negative weights, not all zero")
+    return vals, w / w.sum()
 
 
 def default_levels() -> list[C.Level]:
@@ -58,20 +88,33 @@ class LevelModel:
     def __init__(self, level: C.Level, base_dir, key: str, within_rng: np.random.Generator):
         self.level = level
         self.name = level.name
-        self.thinking = LengthSampler(level.thinking_tokens, within_rng, base_dir, f"{key}.thinking_tokens")
-        self.answer = LengthSampler(level.answer_tokens, within_rng, base_dir, f"{key}.answer_tokens")
+        if level.output_tokens is not None:  # whole outputs split by the reasoning share
+            self.total = LengthSampler(level.output_tokens, within_rng, base_dir, f"{key}.output_tokens")
+            self.share = ShareSampler(level.reasoning_share, base_dir, f"{key}.reasoning_share")
+        else:
+            self.thinking = LengthSampler(level.thinking_tokens, within_rng, base_dir, f"{key}.thinking_tokens")
+            self.answer = LengthSampler(level.answer_tokens, within_rng, base_dir, f"{key}.answer_tokens")
+        ee = level.early_exit
+        self.exit_at = ShareSampler(ee.at, base_dir, f"{key}.early_exit.at") if ee is not None else None
         self._within_rng = within_rng
         self._within: dict[int, float] = {}
 
-    def natural_thinking(self, n: int, think_rng, exit_rng) -> np.ndarray:
-        """Thinking tokens of ``n`` samples before any budget: early exits stop part-way."""
-        t = self.thinking.sample(n, think_rng)
+    def lengths(self, n: int, think_rng, answer_rng, exit_rng) -> tuple[np.ndarray, np.ndarray]:
+        """(thinking, answer) tokens of ``n`` samples before any budget; early exits stop
+        thinking part-way."""
+        if self.level.output_tokens is not None:
+            total = self.total.sample(n, think_rng)
+            t = np.rint(total * self.share.sample(n, answer_rng)).astype(np.int64)
+            t = np.minimum(t, total - 1)  # at least one answer token
+            a = total - t
+        else:
+            t, a = self.thinking.sample(n, think_rng), self.answer.sample(n, answer_rng)
         ee = self.level.early_exit
         if ee is not None:
             stop = exit_rng.random(n) < ee.probability
-            frac = _share(ee.at, exit_rng, n)
-            t = np.where(stop, np.maximum(1, np.rint(t * frac)).astype(np.int64), t)
-        return t
+            frac = self.exit_at.sample(n, exit_rng)
+            t = np.where(stop, np.maximum(0, np.rint(t * frac)).astype(np.int64), t)
+        return t, a
 
     def within(self, budget: int | None) -> float:
         """Share of samples whose thinking fits ``budget`` (Monte Carlo, fixed stream, cached)."""
@@ -79,7 +122,7 @@ class LevelModel:
             return 1.0
         if budget not in self._within:
             if not hasattr(self, "_pool"):
-                self._pool = self.natural_thinking(_WITHIN_DRAWS, self._within_rng, self._within_rng)
+                self._pool = self.lengths(_WITHIN_DRAWS, self._within_rng, self._within_rng, self._within_rng)[0]
             self._within[budget] = float((self._pool <= budget).mean())
         return self._within[budget]
 
@@ -203,8 +246,8 @@ class JobClass:
         """Samples ``first .. first + n - 1`` of the job (paired across strategies: sample i of a
         job is the same whatever the strategy, as each quantity has its own stream)."""
         s = job.streams
-        think = level.natural_thinking(first + n, s[_THINK], s[_EXIT])[first:]
-        answer = level.answer.sample(first + n, s[_ANSWER])[first:]
+        think, answer = level.lengths(first + n, s[_THINK], s[_ANSWER], s[_EXIT])
+        think, answer = think[first:], answer[first:]
         truncated = np.zeros(n, dtype=bool) if budget is None else think > budget
         if budget is not None:
             think = np.minimum(think, budget)

@@ -272,3 +272,31 @@ def test_bad_job_config_names_the_key(edit, key):
     with pytest.raises(ScenarioError) as e:
         validate(raw, "ttc.yaml")
     assert key in str(e.value) and "ttc.yaml" in str(e.value)
+
+
+def test_servegen_reasoning_lengths_split_output_by_reasoning_share(tmp_path):
+    """A level drawn from ServeGen's DeepSeek-R1 output and reasoning-share PMFs reproduces their means."""
+    from pathlib import Path
+
+    data = Path(__file__).parent.parent / "scenarios" / "data"
+    lv = [{"name": "prod", "accuracy": 0.7, "truncated_accuracy": 0.3,
+           "output_tokens": {"kind": "empirical", "path": str(data / "r1_agg_output_tokens_pmf.csv"),
+                             "column": "output_tokens", "weight_column": "probability"},
+           "reasoning_share": {"kind": "empirical", "path": str(data / "r1_agg_reason_ratio_pmf.csv"),
+                               "column": "reason_ratio", "weight_column": "probability"},
+           "early_exit": {"probability": 0.2, "at": {"kind": "beta", "a": 2, "b": 2}}}]
+    raw = ttc({"kind": "single", "thinking_budget": 8192}, levels=lv, rate=30.0, duration_s=60.0,
+              prompt={"kind": "fixed", "value": 16})
+    raw["datacenter"]["pools"][0]["replicas"] = 4
+    _, jobs, calls, _ = run(raw, tmp_path)
+    out = calls["output_tokens"].to_numpy().astype(float)
+    think = jobs["thinking_tokens"].to_numpy().astype(float)
+    assert jobs.num_rows > 1500
+    # early exit keeps 0.2 * (1 - E[at]) = 10% of the thinking out; the budget cuts the rest of the tail
+    share = think.sum() / out.sum()
+    assert 0.60 < share < 0.70  # ServeGen: 0.70 of output tokens before early exits and budgets
+    assert 1250 < out.mean() < 1500 and out.min() >= 1 and think.max() <= 8192
+    with pytest.raises(ScenarioError, match="output_tokens.*reasoning_share|thinking_tokens"):
+        bad = copy.deepcopy(lv)
+        del bad[0]["reasoning_share"]
+        validate(ttc({"kind": "single"}, levels=bad), "x.yaml")
