@@ -545,6 +545,10 @@ class EngineParams(Frozen):
     # Override the KV pool size (blocks per replica), e.g. to match a real engine's log line
     # "# GPU blocks: N".
     num_gpu_blocks: Optional[PosInt] = None
+    # Automatic prefix caching (vLLM's enable_prefix_caching, on by default in v1): blocks of
+    # ended calls stay cached, reclaimed least-recently-used first, for later calls with the
+    # same prefix (job samples, session turns, traces with prefix hashes) to find.
+    prefix_caching: bool = True
 
 
 class PowerParams(Frozen):

@@ -46,6 +46,7 @@ from typing import Callable, Optional
 import numpy as np
 from simpy.events import NORMAL, Event
 
+from sim.kvcache import KvPool, Pin, Prefix
 from sim.perf import Batch, IterationCost
 from sim.speculative import SpeculativeCost, cumulative_gains, gain
 
@@ -53,22 +54,25 @@ from sim.speculative import SpeculativeCost, cumulative_gains, gain
 class Call:
     """One generation request: the unit the engine serves.
 
-    ``prefix`` (any hashable key, or None) with ``prefix_tokens`` says that the first
-    ``prefix_tokens`` of the prompt are the same as in every other call with the same key
-    (the N samples of one question, a beam's expansions): on one replica such calls share
-    the full KV blocks of that prefix instead of computing and storing them again.
+    ``prefix`` (a :class:`~sim.kvcache.Prefix`, or None) names the call's leading KV blocks:
+    calls on one replica whose prefixes give a block the same key (the N samples of one
+    question, a beam's expansions, an agent session's turns, trace requests with equal prefix
+    hashes) share it instead of computing and storing it again. ``retain`` says what happens
+    to its keyed blocks when it ends: ``cache`` (stay cached, reclaimable), ``pin`` (held for
+    the caller as ``held``, a :class:`~sim.kvcache.Pin`) or ``drop`` (freed). ``pin`` is a Pin
+    the call takes over and releases once admitted (the previous turn's KV).
     """
 
     __slots__ = (
         "call_id", "cls", "pool", "arrival_s", "prompt_tokens", "output_tokens", "priority", "job_id",
         "replica", "admitted_s", "first_token_s", "finish_s", "status", "preemptions",
-        "computed", "generated", "blocks", "on_done", "prefix", "prefix_tokens", "group", "hit_blocks",
-        "contrib", "cached_tokens", "cancelled", "energy_j", "device_s",
+        "computed", "generated", "blocks", "on_done", "prefix", "shared", "retain", "pin", "held",
+        "cached_tokens", "cancelled", "energy_j", "device_s",
     )
 
     def __init__(self, call_id: int, cls: str, pool: str, arrival_s: float, prompt_tokens: int, output_tokens: int,
                  priority: int = 0, job_id: int = -1, on_done: Optional[Callable[["Call"], None]] = None,
-                 prefix=None, prefix_tokens: int = 0):
+                 prefix: Optional[Prefix] = None, retain: str = "cache", pin: Optional[Pin] = None):
         self.call_id = call_id
         self.cls = cls
         self.pool = pool
@@ -88,10 +92,10 @@ class Call:
         self.generated = 0  # output tokens sampled so far
         self.blocks = 0  # KV blocks of its context (shared ones included)
         self.prefix = prefix
-        self.prefix_tokens = min(prefix_tokens, prompt_tokens) if prefix is not None else 0
-        self.group: Optional[PrefixGroup] = None  # the replica's group while admitted
-        self.hit_blocks = 0  # leading blocks found in the group at admission (not charged to this call)
-        self.contrib = 0  # blocks this call computed and handed to its group
+        self.shared = 0  # leading blocks that are cached blocks it references (the rest are private)
+        self.retain = retain
+        self.pin = pin
+        self.held: Optional[Pin] = None
         self.cached_tokens = 0  # prompt tokens served from shared KV, over all admissions
         self.cancelled = False
         self.energy_j = 0.0  # device energy attributed to this call (its share of each iteration)
@@ -101,27 +105,6 @@ class Call:
     def remaining(self) -> int:
         """Tokens to run through the model before the next token can be sampled."""
         return self.prompt_tokens + self.generated - self.computed
-
-
-class PrefixGroup:
-    """Full KV blocks of one shared prompt prefix on one replica, held once for all members.
-
-    The member that computes the prefix (the ``owner``) hands each full block of it to the
-    group as it fills; members admitted later find those blocks (vLLM caches a block as soon
-    as it is allocated for a scheduled chunk, so even a sibling admitted in the same iteration
-    hits) and compute only the rest of their prompt, always at least its last token, as
-    real engines do. The last, partial block of the prefix stays private to each member
-    (copy-on-write). The group's blocks go back to the pool when its last member leaves.
-    """
-
-    __slots__ = ("key", "limit", "blocks", "refs", "owner")
-
-    def __init__(self, key, limit: int):
-        self.key = key
-        self.limit = limit  # full blocks of the prefix
-        self.blocks = 0  # blocks held by the group
-        self.refs = 0  # members admitted
-        self.owner: Optional[Call] = None  # the member that extends the group
 
 
 @dataclass(frozen=True)
@@ -141,7 +124,7 @@ class Decision:
     admit: list  # (call, new_tokens) for waiting calls admitted
     preempt: list  # running calls preempted (newest first)
     keep: int  # running calls that stay (running[:keep])
-    hits: dict  # id(call) -> prompt tokens an admitted call finds in its prefix group
+    hits: dict  # id(call) -> blocks an admitted call finds cached
     gain: int = 1  # tokens a decoding call gains this iteration (speculation), before capping at its output
 
 
@@ -243,7 +226,7 @@ class Replica:
     def __init__(self, env, index: int, pool: str, perf, power, tp: int, kv_blocks: int, block_size: int,
                  batcher: BatcherParams, recorder, max_context: int, max_run: int = 1 << 15,
                  on_end: Optional[Callable[[Call], None]] = None, cuts: tuple[float, ...] = (),
-                 speculative: Optional[SpeculativeCost] = None):
+                 speculative: Optional[SpeculativeCost] = None, prefix_caching: bool = True):
         self.env = env
         self.index = index  # global replica number (trace column)
         self.index_in_pool = index
@@ -252,7 +235,7 @@ class Replica:
         self.power = power
         self.tp = tp
         self.total_blocks = kv_blocks
-        self.free_blocks = kv_blocks
+        self.kv = KvPool(kv_blocks, block_size, prefix_caching)
         self.block_size = block_size
         self.batcher = batcher
         self.recorder = recorder
@@ -265,7 +248,6 @@ class Replica:
         self.spec_step = 0  # decode iterations committed (S): speculative gains follow it
         self.waiting: deque[Call] = deque()
         self.running: list[Call] = []
-        self.groups: dict = {}  # prefix key -> PrefixGroup
         self._cancels = 0  # cancelled calls not yet removed
         self.clock = 0.0  # exact time of the last committed boundary
         self.busy_s = 0.0
@@ -291,7 +273,7 @@ class Replica:
         Inside a planned decode run, the iterations finished by ``t`` have grown the
         contexts; they are counted as a per-iteration engine would have them committed.
         """
-        used = self.total_blocks - self.free_blocks
+        used = self.kv.used()
         plan = self._plan
         if plan is not None and plan.steady and plan.computed is not None:
             done = int(np.searchsorted(plan.bounds[1:], t, side="right"))
@@ -308,6 +290,7 @@ class Replica:
         call.replica = self.index
         if (call.prompt_tokens + call.output_tokens > self.max_context
                 or self._blocks_for(call.prompt_tokens + call.output_tokens) > self.total_blocks):
+            self._release(call, final=True)
             self._end_call(call, "dropped", call.arrival_s)
             self.recorder.event(call.arrival_s, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
             return
@@ -369,11 +352,11 @@ class Replica:
                 e = float(plan.energy_j[m]) * frac
                 self._account(self.clock, t_end, e, busy=True)
                 self.recorder.step(self.pool, self.index, "partial", self.clock, t_end, 0, len(self.running), 0, 0, 0,
-                                   len(self.waiting), self.total_blocks - self.free_blocks, e)
+                                   len(self.waiting), self.kv.used(), e)
                 self.clock = t_end
         self._advance_idle(t_end)
         for c in list(self.running) + list(self.waiting):
-            self._release(c)
+            self._release(c, final=True)
             self._end_call(c, "cancelled" if c.cancelled else "timed-out", math.nan)
         self.running.clear()
         self.waiting.clear()
@@ -440,15 +423,14 @@ class Replica:
         self.running = [c for c in self.running if not c.cancelled]
         self.waiting = deque(c for c in self.waiting if not c.cancelled)
         for c in gone:
-            self._release(c)
+            self._release(c, final=True)
             self._end_call(c, "cancelled", self.clock)
 
     def _advance_idle(self, t: float) -> None:
         if t > self.clock:
             e = self._idle_w * (t - self.clock)
             self._account(self.clock, t, e, busy=False)
-            self.recorder.step(self.pool, self.index, "idle", self.clock, t, 0, 0, 0, 0, 0, 0,
-                               self.total_blocks - self.free_blocks, e)
+            self.recorder.step(self.pool, self.index, "idle", self.clock, t, 0, 0, 0, 0, 0, 0, self.kv.used(), e)
             self.clock = t
 
     def _account(self, start: float, end: float, energy: float, busy: bool) -> None:
@@ -463,22 +445,24 @@ class Replica:
     def _decide(self) -> Decision:
         """The next iteration's schedule, computed without changing any state."""
         budget = self.batcher.max_num_batched_tokens
-        free = self.free_blocks
+        free = self.kv.allocatable()
         running = self.running
         keep = len(running)
         work, preempt = [], []
         chunked = self.batcher.chunked
         prefill_first = not chunked and self._admissible_prefill(budget, free)
+        bs = self.block_size
         w = self.spec_width
         g = gain(self.spec_step, self.spec.milli_tokens) if w > 1 else 1
-        shared: dict = {}  # prefix key -> group blocks once this iteration's chunks are allocated
+        pending: set = set()  # keys this iteration's chunks will fill (a later call can hit them)
+        revived: set = set()  # reclaimable cached blocks that admitted calls hit (no longer reclaimable)
         hits: dict = {}
         i = 0
         while not prefill_first and i < keep and budget > 0:
             c = running[i]
             n = min(c.remaining, budget) if chunked else c.remaining
-            if c.group is not None and c.group.owner is c:
-                shared[c.prefix] = min(c.group.limit, (c.computed + n) // self.block_size)
+            if c.prefix is not None and n > 1:
+                self._pending(c, c.computed + n, pending)
             grow = charge = n
             if w > 1 and c.remaining == 1 and c.generated > 0:  # speculative decode: verifies w, gains up to g
                 if chunked and budget < w:
@@ -505,13 +489,15 @@ class Replica:
             for c in self.waiting:
                 if budget <= 0 or seqs >= self.batcher.max_num_seqs:
                     break
-                hit, extends = self._hit(c, shared) if c.prefix is not None else (0, False)
-                n = c.remaining - hit
+                hit = back = 0
+                if c.prefix is not None:  # cached blocks it finds; never its last token (as vLLM)
+                    hit, back = self.kv.hit(c.prefix, (c.prompt_tokens + c.generated - 1) // bs, pending, revived)
+                n = c.remaining - hit * bs
                 if chunked:
                     n = min(n, budget)
                 elif n > budget and admit:  # whole prompts only; one larger than the budget runs alone
                     break
-                need = self._blocks_for(c.computed + hit + n) - c.blocks - hit // self.block_size
+                need = self._blocks_for(hit * bs + n) - hit + back
                 if need > free:
                     break
                 free -= need
@@ -520,30 +506,22 @@ class Replica:
                 admit.append((c, n))
                 if hit:
                     hits[id(c)] = hit
-                if extends:  # the blocks its chunk fills join the group
-                    group = self.groups.get(c.prefix)
-                    have, limit = (group.blocks, group.limit) if group else (0, c.prefix_tokens // self.block_size)
-                    shared[c.prefix] = max(have, min(limit, (c.computed + hit + n) // self.block_size))
+                if c.prefix is not None:
+                    self._pending(c, hit * bs + n, pending)
         return Decision(work, admit, preempt, keep, hits, g)
 
-    def _hit(self, c: Call, shared: dict) -> tuple[int, bool]:
-        """(prompt tokens a call being admitted finds in its prefix group: whole blocks, never
-        its last prompt token; whether it becomes the member that extends the group).
-
-        ``shared`` holds the group blocks this iteration's earlier chunks allocate."""
+    def _pending(self, c: Call, computed: int, pending: set) -> None:
+        """Add the keys of the full prefix blocks ``c`` will have computed to ``pending``."""
         bs = self.block_size
-        group = self.groups.get(c.prefix)
-        have = shared.get(c.prefix, group.blocks if group is not None else 0)
-        hit = min(have, (c.prompt_tokens + c.generated - 1) // bs) * bs
-        extends = (group is None or group.owner is None) and c.prefix not in shared
-        return hit, extends
+        for i in range(c.shared, min(computed // bs, c.prefix.blocks(bs))):
+            pending.add(c.prefix.key(i, bs))
 
     def _freed_by(self, c: Call) -> int:
-        """Blocks that preempting ``c`` gives back (its group's too if it is the last member;
-        counted conservatively when several members go at once)."""
-        freed = c.blocks - c.hit_blocks - c.contrib
-        if c.group is not None and c.group.refs == 1:
-            freed += c.group.blocks
+        """Blocks that preempting ``c`` makes allocatable: its private ones, and cached ones
+        only it references (counted as if no other victim shared them)."""
+        freed = c.blocks - c.shared
+        if c.shared:
+            freed += self.kv.referenced(c.prefix, c.shared)
         return freed
 
     def _admissible_prefill(self, budget: int, free: int) -> bool:
@@ -578,7 +556,7 @@ class Replica:
                 spec_ctx += c.computed
                 spec_out += min(d.gain, c.output_tokens - c.generated)
                 continue
-            hit = hits.get(id(c), 0) if hits else 0
+            hit = hits.get(id(c), 0) * self.block_size if hits else 0
             computed = c.computed + hit
             tokens += n
             seqs += 1
@@ -633,7 +611,7 @@ class Replica:
         """
         bs = self.block_size
         held = -(-computed // bs)
-        free = self.free_blocks
+        free = self.kv.allocatable()
 
         def extra(it: int) -> int:  # blocks beyond those held that iteration ``it`` needs
             grow = it + 1 if gains is None else np.minimum(gains[it + 1], remaining)
@@ -663,7 +641,7 @@ class Replica:
         if m == 0:
             return
         start, end = self.clock, float(plan.bounds[m])
-        used_before = self.total_blocks - self.free_blocks
+        used_before = self.kv.used()
         waiting_before = len(self.waiting)
         d = plan.decision
         seqs = len(d.work) + len(d.admit)
@@ -716,10 +694,10 @@ class Replica:
             c.computed += g
             c.generated += g
             blocks = -(-c.computed // bs)
-            self.free_blocks -= blocks - c.blocks
+            self.kv.take(blocks - c.blocks)
             c.blocks = blocks
             if c.generated >= c.output_tokens:
-                self._release(c)
+                self._release(c, final=True)
                 self._end_call(c, "finished", end)
             else:
                 still.append(c)
@@ -731,20 +709,23 @@ class Replica:
         time in proportion to the tokens it ran."""
         # preemptions (newest first): free blocks, recompute from scratch, back to the queue front
         for c in d.preempt:
-            self._release(c)
+            self._release(c, final=False)
             c.computed = 0
             c.preemptions += 1
             self.waiting.appendleft(c)
             self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
         running = self.running[: d.keep]
+        joining = {}
         for c, _ in d.admit:
             self.waiting.popleft()
             running.append(c)
             if c.admitted_s != c.admitted_s:  # NaN: first admission
                 c.admitted_s = start
             if c.prefix is not None:
-                self._join(c, d.hits.get(id(c), 0))
-        still = []
+                hit = joining[id(c)] = d.hits.get(id(c), 0)
+                # hold the cached blocks it found before anything is allocated (and reclaimed)
+                c.shared = c.blocks = self.kv.ref_cached(c.prefix, hit)
+        still, done = [], []
         worked = {id(c): n for c, n in d.work}
         worked.update((id(c), n) for c, n in d.admit)
         total = sum(worked.values())
@@ -754,63 +735,61 @@ class Replica:
             if n is not None:
                 c.energy_j += share_j * n
                 c.device_s += share_s * n
+                if joining and id(c) in joining:
+                    self._join(c, joining[id(c)])
                 sample = n == c.remaining
                 gained = 1
                 if sample and n == 1 and c.generated > 0:  # a decode: speculation gains up to d.gain
                     gained = n = min(d.gain, c.output_tokens - c.generated)
                 c.computed += n
                 blocks = -(-c.computed // self.block_size)
-                self.free_blocks -= blocks - c.blocks
+                self.kv.take(blocks - c.blocks)
                 c.blocks = blocks
-                if c.group is not None and c.group.owner is c:
-                    self._extend(c)
+                if c.prefix is not None:  # its full prefix blocks become cached, for others to find
+                    c.shared += self.kv.register(c.prefix, c.shared, c.computed // self.block_size)
                 if sample:
                     c.generated += gained
                     self.output_tokens += gained
                     if c.generated == 1:
                         c.first_token_s = end
                     if c.generated >= c.output_tokens:
-                        self._release(c)
-                        self._end_call(c, "finished", end)
+                        done.append(c)
                         continue
             still.append(c)
         self.running = still
+        for c in done:  # after every call took the cached blocks it found in this iteration
+            self._release(c, final=True)
+            self._end_call(c, "finished", end)
 
     def _join(self, c: Call, hit: int) -> None:
-        """An admitted call joins its prefix group, finding ``hit`` tokens there."""
-        group = self.groups.get(c.prefix)
-        if group is None:
-            group = self.groups[c.prefix] = PrefixGroup(c.prefix, c.prefix_tokens // self.block_size)
-        group.refs += 1
-        if group.owner is None:
-            group.owner = c
-        c.group = group
-        c.hit_blocks = hit // self.block_size
-        c.blocks = c.hit_blocks
-        c.computed = hit
-        c.cached_tokens += hit
+        """An admitted call takes the ``hit`` cached blocks it found (those an earlier chunk of
+        this iteration filled included) and lets go of the pin it carried."""
+        kv = self.kv
+        kv.ref(c.prefix, hit, start=c.shared)
+        c.shared = c.blocks = hit
+        c.computed = hit * self.block_size
+        c.cached_tokens += c.computed
+        if c.pin is not None:
+            kv.release_pin(c.pin)
+            c.pin = None
 
-    def _extend(self, c: Call) -> None:
-        """The owner's full prefix blocks computed so far pass to its group."""
-        group = c.group
-        full = min(group.limit, c.computed // self.block_size)
-        if full > group.blocks:
-            c.contrib += full - group.blocks
-            group.blocks = full
-
-    def _release(self, c: Call) -> None:
-        """Give back a call's blocks; a group's blocks go back with its last member."""
-        self.free_blocks += c.blocks - c.hit_blocks - c.contrib
-        c.blocks = 0
-        group = c.group
-        if group is not None:
-            c.group, c.hit_blocks, c.contrib = None, 0, 0
-            group.refs -= 1
-            if group.owner is c:
-                group.owner = None
-            if group.refs == 0:
-                self.free_blocks += group.blocks
-                del self.groups[group.key]
+    def _release(self, c: Call, final: bool) -> None:
+        """Give back a call's blocks. Its full prefix blocks become cached first (a preempted
+        call may find them again); when it ends (``final``) they stay cached, are pinned for
+        the caller (``retain: pin``) or are freed (``retain: drop``)."""
+        kv = self.kv
+        if c.prefix is not None:
+            c.shared += kv.register(c.prefix, c.shared, c.computed // self.block_size)
+        kv.take(c.shared - c.blocks)
+        if c.shared:
+            if final and c.retain == "pin":
+                c.held = Pin(c.prefix, c.shared)
+            else:
+                kv.unref(c.prefix, c.shared, keep=not (final and c.retain == "drop"))
+        c.blocks = c.shared = 0
+        if c.pin is not None:  # never admitted: its caller's KV is no longer pinned
+            kv.release_pin(c.pin)
+            c.pin = None
 
     def _end_call(self, c: Call, status: str, t: float) -> None:
         c.status = status

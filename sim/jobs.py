@@ -26,6 +26,7 @@ from sim import config as C
 from sim import quality as Q
 from sim import rng as R
 from sim.errors import ScenarioError
+from sim.kvcache import Prefix
 from sim.workload import LengthSampler, _read_csv
 
 # purposes of a job's sub-streams
@@ -258,11 +259,13 @@ class JobClass:
         job.truncated += int(truncated.sum())
         return Samples(think, answer, truncated, right)
 
-    def submit(self, job: Job, prompt: int, output: int, pool: str | None = None, prefix=None, prefix_tokens: int = 0):
+    def submit(self, job: Job, prompt: int, output: int, pool: str | None = None, shared: tuple | None = None,
+               shared_tokens: int = 0):
         """Issue one call now; returns (call, event that fires with the call when it ends)."""
         ev = self.env.event()
         call = self.world.submit(pool or self.cls.pool, self.cls.name, self.env.now, prompt, output, self.cls.priority,
-                                 job.job_id, ev.succeed, prefix, prefix_tokens)
+                                 job.job_id, ev.succeed, Prefix(shared, shared_tokens) if shared else None,
+                                 group=shared is not None)
         job.calls.append(call)
         return call, ev
 
@@ -291,7 +294,7 @@ def run_single(jc: JobClass, job: Job, s: C.SingleStrategy, level: LevelModel):
 def _parallel(jc: JobClass, job: Job, sm: Samples):
     """Submit one call per sample, all sharing the question's KV blocks."""
     key = ("job", job.job_id)
-    return [jc.submit(job, job.prompt_tokens, int(o), prefix=key, prefix_tokens=job.prompt_tokens) for o in sm.output]
+    return [jc.submit(job, job.prompt_tokens, int(o), shared=key, shared_tokens=job.prompt_tokens) for o in sm.output]
 
 
 def run_best_of_n(jc: JobClass, job: Job, s: C.BestOfN, level: LevelModel):
@@ -376,7 +379,7 @@ def run_beam_search(jc: JobClass, job: Job, s: C.BeamSearch, level: LevelModel):
             prompt = job.prompt_tokens + path
             step_right = rng.random(per_beam) < q
             for j in range(per_beam):
-                call, ev = jc.submit(job, prompt, s.step_tokens, prefix=("beam", job.job_id, bid), prefix_tokens=prompt)
+                call, ev = jc.submit(job, prompt, s.step_tokens, shared=("beam", job.job_id, bid), shared_tokens=prompt)
                 cands.append((next_id, bid, alive and bool(step_right[j]), path + s.step_tokens, call, ev))
                 next_id += 1
         yield from jc.wait_all([c[5] for c in cands])
@@ -384,8 +387,8 @@ def run_beam_search(jc: JobClass, job: Job, s: C.BeamSearch, level: LevelModel):
         scored = []
         for cid, parent, alive, path, _, _ in cands:  # the PRM reads each candidate path
             prompt = job.prompt_tokens + path
-            call, ev = jc.submit(job, prompt, s.prm.output_tokens, pool=s.prm.pool, prefix=("prm", job.job_id, parent),
-                                 prefix_tokens=prompt - s.step_tokens)
+            call, ev = jc.submit(job, prompt, s.prm.output_tokens, pool=s.prm.pool, shared=("prm", job.job_id, parent),
+                                 shared_tokens=prompt - s.step_tokens)
             scored.append(((cid, alive, path), call, ev))
         yield from jc.wait_all([ev for _, _, ev in scored])
         scored = [b for b, call, _ in scored if _finished(call)]

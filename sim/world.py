@@ -18,6 +18,7 @@ from sim.config import FixedPerf, PrefillFirstBatcher, Scenario
 from sim.engine import BatcherParams, Call, Replica
 from sim.errors import ScenarioError
 from sim.jobs import JobClass, strategy_width
+from sim.kvcache import Prefix
 from sim.perf import FixedModel, RooflineModel
 from sim.profile import ProfileModel
 from sim.power import PowerModel, Tariff
@@ -149,6 +150,7 @@ class World:
                                   chunked=not isinstance(pool.batcher, PrefillFirstBatcher)),
                     recorder, spec.model.max_context_tokens, max_run, on_end=self._call_ended,
                     cuts=(scenario.warmup_s, scenario.duration_s), speculative=spec.speculative,
+                    prefix_caching=pool.engine.prefix_caching,
                 )
                 r.index_in_pool = j
                 reps.append(r)
@@ -176,19 +178,30 @@ class World:
         return self.submit(cls.pool, cls.name, t, prompt, output, cls.priority, -1, on_done)
 
     def submit(self, pool: str, cls_name: str, t: float, prompt: int, output: int, priority: int = 0, job_id: int = -1,
-               on_done=None, prefix=None, prefix_tokens: int = 0) -> Call:
-        """Create one call and route it. Calls of one prefix go where the prefix's first call
-        went while any of them is in the pool, so they can share its KV blocks."""
-        call = Call(self.calls_created, cls_name, pool, t, prompt, output, priority, job_id, on_done, prefix, prefix_tokens)
+               on_done=None, prefix: Prefix | None = None, group: bool = False, **call_options) -> Call:
+        """Create one call and route it. With ``group`` the calls of one prefix (same
+        ``prefix.base``) go where its first call went while any of them is in the pool, so
+        they share its KV blocks. ``call_options``: Call's ``retain`` and ``pin``."""
+        call = Call(self.calls_created, cls_name, pool, t, prompt, output, priority, job_id, on_done, prefix, **call_options)
         self.calls_created += 1
-        if prefix is None:
+        if not group:
             self.routers[pool].pick(call).submit(call)
             return call
-        home = self._prefix_home.get((pool, prefix))
+        key = (pool, prefix.base)
+        home = self._prefix_home.get(key)
         if home is None:
-            home = self._prefix_home[(pool, prefix)] = [self.routers[pool].pick(call), 0]
+            home = self._prefix_home[key] = [self.routers[pool].pick(call), 0]
         home[1] += 1
         home[0].submit(call)
+        return call
+
+    def submit_to(self, replica: Replica, cls_name: str, t: float, prompt: int, output: int, priority: int = 0,
+                  job_id: int = -1, on_done=None, prefix: Prefix | None = None, **call_options) -> Call:
+        """Create one call and send it to ``replica`` (session affinity decided by the caller)."""
+        call = Call(self.calls_created, cls_name, replica.pool, t, prompt, output, priority, job_id, on_done, prefix,
+                    **call_options)
+        self.calls_created += 1
+        replica.submit(call)
         return call
 
     def cancel(self, call: Call) -> None:
@@ -199,8 +212,8 @@ class World:
 
     def _call_ended(self, call: Call) -> None:
         self.calls_ended += 1
-        if call.prefix is not None:
-            key = (call.pool, call.prefix)
+        if call.prefix is not None and (call.pool, call.prefix.base) in self._prefix_home:
+            key = (call.pool, call.prefix.base)
             home = self._prefix_home[key]
             home[1] -= 1
             if home[1] == 0:

@@ -1,5 +1,8 @@
 """Property tests of the KV block accounting through the real engine: the pool is never
-over-committed, every block comes back, and no call is lost, whatever the load and sizes."""
+over-committed, every block comes back, cached blocks are counted once with exact reference
+counts, and no call is lost, whatever the load, sizes and prefix sharing."""
+
+from collections import Counter
 
 import simpy
 from hypothesis import HealthCheck, given, settings
@@ -7,6 +10,7 @@ from hypothesis import strategies as st
 
 from sim import catalog
 from sim.engine import BatcherParams, Call, Replica
+from sim.kvcache import Prefix
 from sim.perf import RooflineModel
 from sim.power import PowerModel
 
@@ -20,9 +24,15 @@ class _Checker:
 
     def step(self, *row):
         r = self.replica
-        assert 0 <= r.free_blocks <= r.total_blocks
-        held = sum(c.blocks for c in r.running)
-        assert held == r.total_blocks - r.free_blocks
+        kv = r.kv
+        assert 0 <= kv.free <= r.total_blocks
+        # every block is free, private to one running call, or one cached block
+        private = sum(c.blocks - c.shared for c in r.running)
+        assert private + len(kv.refs) == r.total_blocks - kv.free
+        # reference counts are exact; unreferenced cached blocks are exactly the reclaimable ones
+        refs = Counter(c.prefix.key(i, kv.bs) for c in r.running if c.prefix is not None for i in range(c.shared))
+        assert refs == Counter({k: n for k, n in kv.refs.items() if n})
+        assert set(kv.lru) == {k for k, n in kv.refs.items() if n == 0}
         assert len(r.running) <= r.batcher.max_num_seqs
 
     def call(self, c):
@@ -40,26 +50,31 @@ class _Checker:
     max_seqs=st.integers(1, 64),
     chunked=st.booleans(),
     macro=st.booleans(),
-    calls=st.lists(st.tuples(st.floats(0, 5), st.integers(1, 3000), st.integers(1, 400)), min_size=1, max_size=40),
+    calls=st.lists(st.tuples(st.floats(0, 5), st.integers(1, 3000), st.integers(1, 400), st.sampled_from([None, 0, 1])),
+                   min_size=1, max_size=40),
+    caching=st.booleans(),
 )
-def test_kv_pool_never_overcommitted(blocks, block_size, budget, max_seqs, chunked, macro, calls):
+def test_kv_pool_never_overcommitted(blocks, block_size, budget, max_seqs, chunked, macro, calls, caching):
     env = simpy.Environment()
     acc, model = catalog.accelerator("h100-sxm"), catalog.model("llama-3.1-8b")
     perf = RooflineModel(model, acc)
     rec = _Checker()
     r = Replica(env, 0, "p", perf, PowerModel(acc, acc.peak_flops("bf16")), 1, blocks, block_size,
-                BatcherParams(budget, max_seqs, chunked), rec, 131072, max_run=(1 << 15) if macro else 1)
+                BatcherParams(budget, max_seqs, chunked), rec, 131072, max_run=(1 << 15) if macro else 1,
+                prefix_caching=caching)
     rec.replica = r
 
     def feed():
-        for i, (t, p, o) in enumerate(sorted(calls)):
+        for i, (t, p, o, shared) in enumerate(sorted(calls, key=lambda c: c[0])):
             yield env.timeout(t - env.now)
-            r.submit(Call(i, "c", "p", t, p, o))
+            # calls of one shared prefix have the same first min(prompt) tokens
+            r.submit(Call(i, "c", "p", t, p, o, prefix=Prefix(("doc", shared), p) if shared is not None else None))
 
     env.process(feed())
     env.run(until=10_000)
     r.finish(max(env.now, r.clock))
-    assert r.free_blocks == r.total_blocks and not r.running and not r.waiting
+    assert r.kv.allocatable() == r.total_blocks and not r.running and not r.waiting
+    assert all(n == 0 for n in r.kv.refs.values()) and (caching or not r.kv.refs)
     assert sorted(c.call_id for c in rec.calls) == list(range(len(calls)))
     for c in rec.calls:
         fits = -(-(c.prompt_tokens + c.output_tokens) // block_size) <= blocks
