@@ -133,13 +133,16 @@ class GammaArrivals(Frozen):
 
 
 class TraceArrivals(Frozen):
-    """Replay of a CSV trace of timestamps and (optionally) token counts.
+    """Replay of a trace of timestamps and (optionally) token counts: a CSV file, or JSON
+    lines (``.jsonl``, e.g. the Mooncake traces).
 
     ``time_column`` holds seconds (numbers) or date-times (ISO strings); times
     are shifted so the first arrival is at ``start_s`` and multiplied by
-    ``time_scale`` (0.5 replays twice as fast). With ``prompt_column`` /
-    ``output_column`` the token counts come from the trace and override the
-    class's length distributions.
+    ``time_scale`` (0.5 replays twice as fast; 0.001 reads milliseconds). With
+    ``prompt_column`` / ``output_column`` the token counts come from the trace and
+    override the class's length distributions. ``hash_column`` (JSON lines) names a list
+    of prefix-block hashes, one per ``hash_tokens`` prompt tokens: requests with equal
+    leading hashes share those KV blocks through the prefix cache.
     """
 
     kind: Literal["trace"]
@@ -147,9 +150,12 @@ class TraceArrivals(Frozen):
     time_column: str
     prompt_column: Optional[str] = None
     output_column: Optional[str] = None
+    hash_column: Optional[str] = None
+    hash_tokens: PosInt = 512
     time_scale: PosFloat = 1.0
     start_s: NonNegFloat = 0.0
     loop: bool = False
+    limit: Optional[PosInt] = None  # replay only the first rows
 
 
 class ClosedArrivals(Frozen):
@@ -376,9 +382,112 @@ class JobSpec(Frozen):
         return self
 
 
+# --------------------------------------------------------------------------- agent sessions
+class FixedTime(Frozen):
+    kind: Literal["fixed"]
+    value: NonNegFloat
+
+
+class ExponentialTime(Frozen):
+    kind: Literal["exponential"]
+    mean: PosFloat
+
+
+class LognormalTime(Frozen):
+    """Lognormal seconds with the given median and log-space sigma, clipped to ``max``."""
+
+    kind: Literal["lognormal"]
+    median: PosFloat
+    sigma: NonNegFloat
+    max: Optional[PosFloat] = None
+
+
+class UniformTime(Frozen):
+    kind: Literal["uniform"]
+    low: NonNegFloat
+    high: NonNegFloat
+
+
+TimeDist = Annotated[Union[FixedTime, ExponentialTime, LognormalTime, UniformTime], Field(discriminator="kind")]
+
+
+class Tool(Frozen):
+    """One kind of tool an agent calls between turns, how often, and how long it runs."""
+
+    name: str = Field(min_length=1)
+    weight: PosFloat = 1.0
+    latency_s: TimeDist
+
+
+class DropKv(Frozen):
+    """Free the session's KV when a turn ends; the next turn prefills the whole history."""
+
+    kind: Literal["drop"]
+
+
+class LruKv(Frozen):
+    """Leave the session's KV in the replica's prefix cache (reclaimed least recently used
+    first when other calls need room); the next turn reuses what is still there."""
+
+    kind: Literal["lru"]
+
+
+class PinKv(Frozen):
+    """Keep the session's KV on the device between turns (it counts against the pool and
+    holds back other admissions); after ``ttl_s`` without a next turn it is released to the
+    prefix cache. None: held until the next turn or the session's end."""
+
+    kind: Literal["pin"]
+    ttl_s: Optional[PosFloat] = None
+
+
+class OffloadKv(Frozen):
+    """Copy the session's KV to host memory when a turn ends (the device copy stays in the
+    prefix cache while it lasts); the next turn reloads the blocks the device lost at
+    ``bandwidth_gb_s`` before it runs. ``host_gib`` per replica, least-recently-used sessions
+    evicted first. PCIe Gen5 x16 moves about 64 GB/s each way at best (PCI-SIG spec);
+    ~25 GB/s is what KV-offload stacks report in practice (LMCache / vLLM CPU offload)."""
+
+    kind: Literal["offload"]
+    host_gib: PosFloat = 256.0
+    bandwidth_gb_s: PosFloat = 25.0
+
+
+KvPolicy = Annotated[Union[DropKv, LruKv, PinKv, OffloadKv], Field(discriminator="kind")]
+
+
+class SessionSpec(Frozen):
+    """An agent session: ``turns`` model calls; after each, tool calls (one tool drawn from
+    ``tools`` per call, run one after another) and ``think_s``; the next turn's prompt is the
+    whole history plus ``context_growth_tokens`` (tool results, new instructions). The first
+    prompt is the class's ``prompt_tokens``. Unset fields take the defaults fitted to real
+    coding-agent sessions (sim/sessions.py). ``affinity`` keeps a session on the replica holding
+    its KV unless that replica's KV load exceeds ``affinity_max_load`` (then the pool's router
+    picks another and the KV there is lost)."""
+
+    turns: Optional[LengthDist] = None
+    output_tokens: Optional[LengthDist] = None
+    context_growth_tokens: Optional[LengthDist] = None
+    tools: Optional[list[Tool]] = None
+    tool_calls_per_turn: Optional[LengthDist] = None
+    think_s: TimeDist = FixedTime(kind="fixed", value=0.0)
+    kv: KvPolicy = LruKv(kind="lru")
+    affinity: bool = True
+    affinity_max_load: Annotated[float, Field(gt=0, le=1)] = 0.95
+
+    @model_validator(mode="after")
+    def _unique_tools(self):
+        if self.tools is not None:
+            if not self.tools:
+                raise ValueError("'tools' must not be empty")
+            _check_unique([t.name for t in self.tools], "tools")
+        return self
+
+
 class WorkloadClass(Frozen):
     """A stream of independent calls (chat turns, completions) sent to one pool, or, with
-    ``job``, of test-time-compute jobs whose calls go to that pool."""
+    ``job``, of test-time-compute jobs whose calls go to that pool, or, with ``session``, of
+    agent sessions."""
 
     name: str = Field(min_length=1)
     pool: str
@@ -390,13 +499,19 @@ class WorkloadClass(Frozen):
     start_s: NonNegFloat = 0.0
     stop_s: Optional[PosFloat] = None
     job: Optional[JobSpec] = None
+    session: Optional[SessionSpec] = None
 
     @model_validator(mode="after")
     def _lengths_known(self):
         from_trace = isinstance(self.arrival, TraceArrivals)
         if self.prompt_tokens is None and not (from_trace and self.arrival.prompt_column):
             raise ValueError("'prompt_tokens' is required (or a trace arrival with 'prompt_column')")
-        if self.job is not None:
+        if self.job is not None and self.session is not None:
+            raise ValueError("a class is either a 'job' or a 'session' class, not both")
+        if self.session is not None:
+            if self.output_tokens is not None:
+                raise ValueError("a session class takes its output lengths from 'session.output_tokens'; drop 'output_tokens'")
+        elif self.job is not None:
             if self.output_tokens is not None:
                 raise ValueError("a job class takes its output lengths from 'job.levels'; drop 'output_tokens'")
         elif self.output_tokens is None and not (from_trace and self.arrival.output_column):
@@ -617,6 +732,7 @@ class TraceOptions(Frozen):
     steps: bool = True
     events: bool = True
     jobs: bool = True
+    sessions: bool = True
     row_group_rows: Annotated[int, Field(ge=1024)] = 65536
     compression: Literal["zstd", "snappy", "none"] = "zstd"
 

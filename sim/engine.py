@@ -67,12 +67,13 @@ class Call:
         "call_id", "cls", "pool", "arrival_s", "prompt_tokens", "output_tokens", "priority", "job_id",
         "replica", "admitted_s", "first_token_s", "finish_s", "status", "preemptions",
         "computed", "generated", "blocks", "on_done", "prefix", "shared", "retain", "pin", "held",
-        "cached_tokens", "cancelled", "energy_j", "device_s",
+        "cached_tokens", "cancelled", "energy_j", "device_s", "session_id",
     )
 
     def __init__(self, call_id: int, cls: str, pool: str, arrival_s: float, prompt_tokens: int, output_tokens: int,
                  priority: int = 0, job_id: int = -1, on_done: Optional[Callable[["Call"], None]] = None,
-                 prefix: Optional[Prefix] = None, retain: str = "cache", pin: Optional[Pin] = None):
+                 prefix: Optional[Prefix] = None, retain: str = "cache", pin: Optional[Pin] = None,
+                 session_id: int = -1):
         self.call_id = call_id
         self.cls = cls
         self.pool = pool
@@ -96,6 +97,7 @@ class Call:
         self.retain = retain
         self.pin = pin
         self.held: Optional[Pin] = None
+        self.session_id = session_id
         self.cached_tokens = 0  # prompt tokens served from shared KV, over all admissions
         self.cancelled = False
         self.energy_j = 0.0  # device energy attributed to this call (its share of each iteration)
@@ -512,9 +514,10 @@ class Replica:
 
     def _pending(self, c: Call, computed: int, pending: set) -> None:
         """Add the keys of the full prefix blocks ``c`` will have computed to ``pending``."""
-        bs = self.block_size
-        for i in range(c.shared, min(computed // bs, c.prefix.blocks(bs))):
-            pending.add(c.prefix.key(i, bs))
+        prefix = c.prefix
+        ch = prefix.chunk
+        for i in range(c.shared // ch, min(computed // (self.block_size * ch), prefix.chunks(self.block_size))):
+            pending.add(prefix.key(i))
 
     def _freed_by(self, c: Call) -> int:
         """Blocks that preempting ``c`` makes allocatable: its private ones, and cached ones

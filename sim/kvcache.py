@@ -1,18 +1,23 @@
-"""The paged KV pool of one replica, with a prefix cache keyed by block identity (pure, no SimPy).
+"""The paged KV pool of one replica, with a prefix cache keyed by content (pure, no SimPy).
 
-Blocks of ``block_size`` tokens are either free, private to one call, or *cached*: a
-block whose content is named by a key, held once however many calls use it. A call's
-:class:`Prefix` names its leading blocks (block ``i`` holds the same tokens in every call
-whose prefix gives it the same key): the samples of one question share their prompt's
-blocks, the turns of an agent session share its history, requests of a trace with equal
-prefix hashes share those blocks.
+Blocks of ``block_size`` tokens are either free, private to one call, or *cached*: part
+of a chunk whose content is named by a key, held once however many calls use it. A call's
+:class:`Prefix` names its leading chunks (chunk ``i`` holds the same tokens in every call
+whose prefix gives it the same key): the samples of one question share their prompt, the
+turns of an agent session share its history, requests of a trace with equal prefix hashes
+share those blocks. A chunk is ``chunk`` blocks (vLLM hashes single blocks; KV stores such
+as LMCache and Mooncake use 256- and 512-token chunks, and bigger chunks make long
+contexts cheap to track).
 
-Cached blocks carry a reference count. With caching on (vLLM's ``enable_prefix_caching``,
-its default) a block nobody references stays cached in LRU order and is reclaimed only when
-an allocation needs it; with caching off it is freed at once. Releasing a sequence puts its
-deepest blocks first in line for eviction, so shared prefixes live longest, as in vLLM. A
-:class:`Pin` holds references for a caller outside the engine (an agent session keeping
-its KV between turns).
+Cached chunks carry a reference count. With caching on (vLLM's ``enable_prefix_caching``,
+its default) a chunk nobody references stays cached in LRU order and is reclaimed only
+when an allocation needs room; with caching off it is freed at once. Releasing a sequence
+puts its deepest chunks first in line for eviction, so shared prefixes live longest, as in
+vLLM. A :class:`Pin` holds references for a caller outside the engine (an agent session
+keeping its KV between turns).
+
+Every count this module takes or returns is in blocks; block counts of cached parts are
+multiples of the prefix's chunk.
 """
 
 from __future__ import annotations
@@ -23,37 +28,33 @@ from typing import Optional
 
 
 class Prefix:
-    """Identities of a call's leading KV blocks.
+    """Identities of a call's leading KV chunks (``chunk`` blocks each).
 
-    ``base`` names a private chain: block ``i`` is ``(base, i)`` for the first ``tokens``
+    ``base`` names a private chain: chunk ``i`` is ``(base, i)``, for the first ``tokens``
     tokens (all of the context by default). With ``hashes`` (one id per ``hash_tokens``
-    tokens, as in the Mooncake traces) block ``i`` is ``(hashes[j], i - j * per_hash)``.
+    tokens, as in the Mooncake traces, and ``hash_tokens`` = chunk x block size) chunk ``i``
+    is ``hashes[i]``.
     """
 
-    __slots__ = ("base", "tokens", "hashes", "hash_tokens")
+    __slots__ = ("base", "tokens", "hashes", "chunk")
 
-    def __init__(self, base, tokens: int = sys.maxsize, hashes: Optional[tuple] = None, hash_tokens: int = 0):
+    def __init__(self, base, tokens: int = sys.maxsize, hashes: Optional[tuple] = None, chunk: int = 1):
         self.base = base
         self.tokens = tokens
         self.hashes = hashes
-        self.hash_tokens = hash_tokens
-        if hashes is not None:
-            self.tokens = min(tokens, len(hashes) * hash_tokens)
+        self.chunk = chunk
 
-    def blocks(self, block_size: int) -> int:
-        """Number of leading full blocks that have a key."""
-        return self.tokens // block_size
+    def chunks(self, block_size: int) -> int:
+        """Number of leading full chunks that have a key."""
+        n = self.tokens // (self.chunk * block_size)
+        return min(n, len(self.hashes)) if self.hashes is not None else n
 
-    def key(self, i: int, block_size: int):
-        if self.hashes is None:
-            return (self.base, i)
-        per = self.hash_tokens // block_size
-        j = i // per
-        return (self.hashes[j], i - j * per)
+    def key(self, i: int):
+        return (self.base, i) if self.hashes is None else self.hashes[i]
 
 
 class Pin:
-    """References on the first ``blocks`` keys of ``prefix``, held outside any call."""
+    """References on the first ``blocks`` blocks of ``prefix``, held outside any call."""
 
     __slots__ = ("prefix", "blocks")
 
@@ -65,8 +66,8 @@ class Pin:
 class KvPool:
     """Free, private and cached blocks of one replica.
 
-    ``free`` counts blocks holding nothing; cached blocks that nobody references
-    (``lru``) are reclaimable, so :meth:`allocatable` is ``free + len(lru)``.
+    ``free`` counts blocks holding nothing; cached chunks that nobody references (``lru``)
+    are reclaimable, so :meth:`allocatable` is ``free`` plus their blocks.
     """
 
     def __init__(self, total: int, block_size: int, caching: bool = True):
@@ -75,40 +76,44 @@ class KvPool:
         self.caching = caching
         self.free = total
         self.refs: dict = {}  # key -> references (0: cached and reclaimable, in ``lru``)
+        self.size: dict = {}  # key -> blocks of the chunk
         self.lru: OrderedDict = OrderedDict()  # reclaimable keys, oldest first
+        self.lru_blocks = 0
+        self.cached_blocks = 0  # blocks of all cached chunks
         self.evicted = 0  # cached blocks reclaimed so far
 
     # ------------------------------------------------------------------ queries
     def allocatable(self) -> int:
-        return self.free + len(self.lru)
+        return self.free + self.lru_blocks
 
     def used(self) -> int:
         """Blocks held by calls or pins (not counting reclaimable cached ones)."""
-        return self.total - self.free - len(self.lru)
+        return self.total - self.free - self.lru_blocks
 
     def hit(self, prefix: Prefix, limit: int, pending: set, revived: set) -> tuple[int, int]:
-        """(leading blocks of ``prefix`` found, at most ``limit``; how many of them were
-        reclaimable and are not yet in ``revived``, which is updated).
+        """(leading blocks of ``prefix`` found cached, whole chunks within ``limit`` blocks;
+        blocks among them that were reclaimable and not yet in ``revived``, which is updated).
 
         ``pending`` holds keys that earlier chunks of the same iteration will fill."""
-        bs, refs, lru = self.bs, self.refs, self.lru
+        refs, lru, c = self.refs, self.lru, prefix.chunk
         n = back = 0
-        while n < limit:
-            k = prefix.key(n, bs)
+        top = min(limit // c, prefix.chunks(self.bs))
+        while n < top:
+            k = prefix.key(n)
             if k in refs:
                 if k in lru and k not in revived:
                     revived.add(k)
-                    back += 1
+                    back += c
             elif k not in pending:
                 break
             n += 1
-        return n, back
+        return n * c, back
 
     def referenced(self, prefix: Prefix, blocks: int) -> int:
-        """Of the first ``blocks`` keys, how many only this holder references (so releasing
-        it would make them reclaimable)."""
-        refs, bs = self.refs, self.bs
-        return sum(1 for i in range(blocks) if refs[prefix.key(i, bs)] == 1)
+        """Of the first ``blocks``, how many only one holder references (releasing it would
+        make them reclaimable)."""
+        c = prefix.chunk
+        return c * sum(1 for i in range(blocks // c) if self.refs[prefix.key(i)] == 1)
 
     # ------------------------------------------------------------------ changes
     def take(self, n: int) -> None:
@@ -120,94 +125,98 @@ class KvPool:
             raise RuntimeError(f"KV pool over-committed by {-self.free} blocks")
 
     def ref_cached(self, prefix: Prefix, blocks: int) -> int:
-        """Reference the leading keys among the first ``blocks`` that are cached now; returns
-        how many (the rest are filled later in the same iteration)."""
-        refs, bs = self.refs, self.bs
+        """Reference the leading chunks among the first ``blocks`` that are cached now; returns
+        their blocks (the rest are filled later in the same iteration)."""
+        refs, c = self.refs, prefix.chunk
         n = 0
-        while n < blocks and prefix.key(n, bs) in refs:
+        while n < blocks // c and prefix.key(n) in refs:
             n += 1
-        self.ref(prefix, n)
-        return n
+        self.ref(prefix, n * c)
+        return n * c
 
     def ref(self, prefix: Prefix, blocks: int, start: int = 0) -> None:
-        """Reference keys ``start .. blocks - 1`` of ``prefix`` (all cached)."""
-        refs, lru, bs = self.refs, self.lru, self.bs
-        for i in range(start, blocks):
-            k = prefix.key(i, bs)
+        """Reference blocks ``start .. blocks - 1`` of ``prefix`` (all cached)."""
+        refs, lru, c = self.refs, self.lru, prefix.chunk
+        for i in range(start // c, blocks // c):
+            k = prefix.key(i)
             r = refs[k]
             if r == 0:
                 del lru[k]
+                self.lru_blocks -= c
             refs[k] = r + 1
 
     def register(self, prefix: Prefix, start: int, end: int) -> int:
-        """Turn the caller's private blocks ``start .. end - 1`` of ``prefix`` into cached
-        blocks it references; stops at a key another sequence cached first (that block stays
-        a private duplicate). Returns how many were registered."""
-        refs, bs = self.refs, self.bs
-        end = min(end, prefix.blocks(bs))
-        i = start
-        while i < end:
-            k = prefix.key(i, bs)
+        """Turn the caller's private blocks ``start .. end - 1`` of ``prefix`` (whole chunks)
+        into cached chunks it references; stops at a key another sequence cached first (that
+        chunk stays a private duplicate). Returns the blocks registered."""
+        refs, c = self.refs, prefix.chunk
+        i, top = start // c, min(end // c, prefix.chunks(self.bs))
+        first = i
+        while i < top:
+            k = prefix.key(i)
             if k in refs:
                 break
             refs[k] = 1
+            self.size[k] = c
             i += 1
-        return i - start
+        self.cached_blocks += (i - first) * c
+        return (i - first) * c
 
     def unref(self, prefix: Prefix, blocks: int, keep: bool = True) -> None:
-        """Drop one reference on the first ``blocks`` keys, deepest first. A block nobody
+        """Drop one reference on the first ``blocks``, deepest chunk first. A chunk nobody
         references stays cached (reclaimable) if ``keep`` and caching is on, else is freed."""
-        refs, lru, bs = self.refs, self.lru, self.bs
+        refs, lru, c = self.refs, self.lru, prefix.chunk
         cache = keep and self.caching
-        for i in range(blocks - 1, -1, -1):
-            k = prefix.key(i, bs)
+        for i in range(blocks // c - 1, -1, -1):
+            k = prefix.key(i)
             r = refs[k] - 1
             if r:
                 refs[k] = r
             elif cache:
                 refs[k] = 0
                 lru[k] = None
+                self.lru_blocks += c
             else:
-                del refs[k]
-                self.free += 1
-
-    def drop(self, prefix: Prefix, blocks: int) -> None:
-        """Free the reclaimable ones among the first ``blocks`` keys (a dropped session's KV)."""
-        refs, lru, bs = self.refs, self.lru, self.bs
-        for i in range(blocks):
-            k = prefix.key(i, bs)
-            if refs.get(k) == 0:
-                del refs[k], lru[k]
-                self.free += 1
+                self._forget(k)
 
     def restore(self, prefix: Prefix, blocks: int) -> Pin:
-        """Bring the first ``blocks`` keys of ``prefix`` back (reloaded from host memory) as
-        cached blocks pinned for the caller, as many leading ones as there is room for."""
-        refs, lru, bs = self.refs, self.lru, self.bs
+        """Bring the first ``blocks`` of ``prefix`` back (reloaded from host memory) as cached
+        chunks pinned for the caller, as many leading ones as there is room for."""
+        refs, lru, c = self.refs, self.lru, prefix.chunk
         n = 0
-        while n < blocks:
-            k = prefix.key(n, bs)
+        while n < blocks // c:
+            k = prefix.key(n)
             r = refs.get(k)
             if r is None:
-                if self.free == 0:
-                    if not lru:
-                        break
+                while self.free < c and lru:
                     self._evict()
-                self.free -= 1
+                if self.free < c:
+                    break
+                self.free -= c
                 refs[k] = 1
+                self.size[k] = c
+                self.cached_blocks += c
             else:
                 if r == 0:
                     del lru[k]
+                    self.lru_blocks -= c
                 refs[k] = r + 1
             n += 1
-        return Pin(prefix, n)
+        return Pin(prefix, n * c)
 
     def release_pin(self, pin: Pin, keep: bool = True) -> None:
         self.unref(pin.prefix, pin.blocks, keep)
         pin.blocks = 0
 
+    def _forget(self, k) -> None:
+        del self.refs[k]
+        n = self.size.pop(k)
+        self.cached_blocks -= n
+        self.free += n
+
     def _evict(self) -> None:
         k, _ = self.lru.popitem(last=False)
-        del self.refs[k]
-        self.free += 1
-        self.evicted += 1
+        n = self.size[k]
+        self.lru_blocks -= n
+        self.evicted += n
+        self._forget(k)

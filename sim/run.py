@@ -26,12 +26,12 @@ import yaml
 import sim
 from sim import storage
 from sim.config import Scenario
-from sim.summary import job_metrics, latency_metrics, resource_metrics
+from sim.summary import job_metrics, latency_metrics, resource_metrics, session_metrics
 from sim.sweepspec import point_id_of
 from sim.trace import Recorder
 from sim.world import build
 
-TABLES = ("calls", "steps", "events", "jobs")
+TABLES = ("calls", "steps", "events", "jobs", "sessions")
 
 
 def scenario_point_id(scenario: Scenario) -> str:
@@ -68,9 +68,16 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         summary.update(job_metrics(jobs, t0, t1, summary["cost_usd"], summary["facility_energy_j"]))
         if summary["jobs_created"] != world.jobs_created:
             raise RuntimeError(f"jobs table has {summary['jobs_created']} rows but {world.jobs_created} jobs were created")
+    if world.session_classes:
+        sessions = pq.read_table(paths["sessions"], filesystem=fs)
+        summary.update(session_metrics(sessions, calls, t0, t1))
+        if summary["sessions_created"] != world.sessions_created:
+            raise RuntimeError(f"sessions table has {summary['sessions_created']} rows but {world.sessions_created} "
+                               "sessions were created")
     if summary["calls_created"] != world.calls_created:
         raise RuntimeError(f"calls table has {summary['calls_created']} rows but {world.calls_created} calls were created")
-    for table, keep in (("calls", opts.calls), ("steps", opts.steps), ("events", opts.events), ("jobs", opts.jobs)):
+    for table, keep in (("calls", opts.calls), ("steps", opts.steps), ("events", opts.events), ("jobs", opts.jobs),
+                        ("sessions", opts.sessions)):
         if not keep:
             fs.delete_file(paths[table])
     wall = time.perf_counter() - wall0

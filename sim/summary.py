@@ -175,3 +175,40 @@ def jobs_by_strategy(jobs: pa.Table, t0: float, t1: float) -> list[dict]:
             "latency_p50_s": _pct(lat, 50), "latency_p90_s": _pct(lat, 90), "latency_p99_s": _pct(lat, 99),
         })
     return rows
+
+
+def session_metrics(sessions: pa.Table, calls: pa.Table, t0: float, t1: float) -> dict:
+    """Agent sessions that arrived in [t0, t1): counts, end-to-end time, per-turn TTFT (from
+    their calls), KV held, recomputation, energy and cost per session."""
+    arrival = sessions["arrival_s"].to_numpy()
+    status = sessions["status"].to_numpy(zero_copy_only=False)
+    win = (arrival >= t0) & (arrival < t1)
+    fin = win & (status == "finished")
+    col = lambda name, m=win: sessions[name].to_numpy()[m]
+    e2e = col("e2e_s", fin)
+    sid = calls["session_id"].to_numpy()
+    measured = set(sessions["session_id"].to_numpy()[win].tolist())
+    turn = np.isin(sid, list(measured)) & (calls["status"].to_numpy(zero_copy_only=False) == "finished")
+    ttft = calls["first_token_s"].to_numpy()[turn] - calls["arrival_s"].to_numpy()[turn]
+    n = int(win.sum())
+    out = {
+        "sessions_created": sessions.num_rows,
+        "sessions_finished": int((status == "finished").sum()),
+        "sessions_timed_out": int((status == "timed-out").sum()),
+        "sessions_failed": int((status == "failed").sum()),
+        "sessions_measured": n,
+        "session_turns_mean": _mean(col("turns_done")),
+        "session_e2e_p50_s": _pct(e2e, 50),
+        "session_e2e_p90_s": _pct(e2e, 90),
+        "turn_ttft_p50_s": _pct(ttft, 50),
+        "turn_ttft_p90_s": _pct(ttft, 90),
+        "turn_ttft_p99_s": _pct(ttft, 99),
+        "session_kv_device_gib_s_mean": _mean(col("kv_device_gib_s")),
+        "session_kv_pinned_gib_s_mean": _mean(col("kv_pinned_gib_s")),
+        "session_kv_host_gib_s_mean": _mean(col("kv_host_gib_s")),
+        "session_recomputed_tokens_mean": _mean(col("recomputed_tokens")),
+        "session_cached_share": float(col("cached_tokens").sum() / max(1, col("prompt_tokens").sum())),
+        "session_energy_j_mean": _mean(col("energy_j")),
+        "session_cost_usd_mean": _mean(col("cost_usd")),
+    }
+    return out

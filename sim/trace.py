@@ -25,6 +25,7 @@ CALLS_SCHEMA = pa.schema(
         ("pool", pa.string()),
         ("replica", pa.int32()),
         ("job_id", pa.int64()),
+        ("session_id", pa.int64()),
         ("priority", pa.int32()),
         ("status", pa.string()),
         ("arrival_s", pa.float64()),
@@ -101,7 +102,38 @@ JOBS_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"calls": CALLS_SCHEMA, "steps": STEPS_SCHEMA, "events": EVENTS_SCHEMA, "jobs": JOBS_SCHEMA}
+SESSIONS_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.int64()),
+        ("class", pa.string()),
+        ("pool", pa.string()),
+        ("kv_policy", pa.string()),
+        ("status", pa.string()),  # finished | failed | timed-out
+        ("arrival_s", pa.float64()),
+        ("finish_s", pa.float64()),
+        ("e2e_s", pa.float64()),
+        ("turns", pa.int32()),  # drawn
+        ("turns_done", pa.int32()),
+        ("ttft_mean_s", pa.float64()),  # over its turns
+        ("ttft_max_s", pa.float64()),
+        ("llm_s", pa.float64()),  # time in model calls
+        ("tool_s", pa.float64()),  # tool calls and think time
+        ("reload_s", pa.float64()),  # waiting for KV reloads from host memory
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("cached_tokens", pa.int64()),  # prompt tokens found in the prefix cache
+        ("recomputed_tokens", pa.int64()),  # history computed again (KV dropped, reclaimed or lost)
+        ("kv_device_gib_s", pa.float64()),  # KV held on the device (during calls and pinned)
+        ("kv_pinned_gib_s", pa.float64()),  # of which pinned between turns
+        ("kv_host_gib_s", pa.float64()),  # KV held in host memory
+        ("migrations", pa.int32()),  # moves off a full home replica
+        ("energy_j", pa.float64()),  # its calls' device energy plus the idle power share of pinned KV
+        ("cost_usd", pa.float64()),
+    ]
+)
+
+SCHEMAS = {"calls": CALLS_SCHEMA, "steps": STEPS_SCHEMA, "events": EVENTS_SCHEMA, "jobs": JOBS_SCHEMA,
+           "sessions": SESSIONS_SCHEMA}
 
 
 class TableSink:
@@ -189,7 +221,7 @@ class Recorder:
             return
         self._calls.append(
             (
-                c.call_id, c.cls, c.pool, c.replica, c.job_id, c.priority, c.status, c.arrival_s, c.admitted_s,
+                c.call_id, c.cls, c.pool, c.replica, c.job_id, c.session_id, c.priority, c.status, c.arrival_s, c.admitted_s,
                 c.first_token_s, c.finish_s, c.prompt_tokens, c.output_tokens, c.generated, c.cached_tokens,
                 c.preemptions, c.energy_j, c.device_s,
             )
@@ -209,6 +241,11 @@ class Recorder:
         if self._events._fs is None:
             return
         self._events.append((time_s, kind, pool, replica, call_id, detail))
+
+    def session(self, row: tuple) -> None:
+        """A session ended (row in SESSIONS_SCHEMA order)."""
+        if self.sinks["sessions"]._fs is not None:
+            self.sinks["sessions"].append(row)
 
     def job(self, row: tuple) -> None:
         """A job ended (row in JOBS_SCHEMA order)."""

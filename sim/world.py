@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import simpy
 
 from sim import catalog, rng
@@ -19,6 +20,7 @@ from sim.engine import BatcherParams, Call, Replica
 from sim.errors import ScenarioError
 from sim.jobs import JobClass, strategy_width
 from sim.kvcache import Prefix
+from sim.sessions import SessionClass
 from sim.perf import FixedModel, RooflineModel
 from sim.profile import ProfileModel
 from sim.power import PowerModel, Tariff
@@ -167,6 +169,9 @@ class World:
         self.jobs_created = 0
         self.jobs_open = 0
         self.open_jobs: dict = {}  # job_id -> (JobClass, Job)
+        self.session_classes = {c.name: SessionClass(self, c) for c in scenario.workload.classes if c.session is not None}
+        self.sessions_created = 0
+        self.open_sessions: dict = {}  # session_id -> (SessionClass, Session)
         self._prefix_home: dict = {}  # (pool, prefix key) -> [replica, calls of the prefix not ended]
 
     # ------------------------------------------------------------------ calls
@@ -175,6 +180,8 @@ class World:
         pool, or, for a job class, a job (``output`` unused) whose strategy issues calls."""
         if cls.job is not None:
             return self.job_classes[cls.name].start(t, prompt, on_done)
+        if cls.session is not None:
+            return self.session_classes[cls.name].start(t, prompt, on_done)
         return self.submit(cls.pool, cls.name, t, prompt, output, cls.priority, -1, on_done)
 
     def submit(self, pool: str, cls_name: str, t: float, prompt: int, output: int, priority: int = 0, job_id: int = -1,
@@ -254,6 +261,44 @@ class World:
         ))
         self._check_done()
 
+    # ------------------------------------------------------------------ sessions
+    def new_session_id(self) -> int:
+        self.sessions_created += 1
+        return self.sessions_created - 1
+
+    def host_evicted(self, sc: SessionClass, sid: int) -> None:
+        """Session ``sid`` lost its host-memory copy to another session's offload."""
+        entry = self.open_sessions.get(sid)
+        if entry is not None:
+            entry[0].lost_host_copy(entry[1])
+
+    def record_session(self, sc: SessionClass, s) -> None:
+        """Write a session's row (it has ended, or the run has)."""
+        del self.open_sessions[s.sid]
+        spec = sc.pool
+        gib = sc.block_bytes / GIB
+        devices = spec.devices_per_replica
+        # pinned KV keeps a share of its replica's devices from other work: that share of their
+        # idle power and hourly price is the session's
+        pinned_share_s = s.pinned_block_s / spec.kv_blocks * devices
+        energy = sum(c.energy_j for c in s.calls) + pinned_share_s * spec.power.idle_w
+        cost = sum(self.call_cost_usd(c) for c in s.calls) + pinned_share_s * spec.acc.price_usd_per_hour / 3600
+        ttft = np.array(s.ttfts) if s.ttfts else np.array([math.nan])
+        self.recorder.session((
+            s.sid, sc.cls.name, sc.cls.pool, sc.policy.kind, s.status, s.arrival_s, s.finish_s, s.finish_s - s.arrival_s,
+            s.turns, s.turns_done, float(ttft.mean()), float(ttft.max()), s.llm_s, s.tool_s, s.reload_s, s.prompt_tokens,
+            s.output_tokens, s.cached_tokens, s.recomputed_tokens, (s.device_block_s + s.pinned_block_s) * gib,
+            s.pinned_block_s * gib, s.host_block_s * gib, s.migrations, energy, cost,
+        ))
+        self._check_done()
+
+    def _close_open_sessions(self) -> None:
+        """Sessions still running when the run ends are recorded as timed out."""
+        for sc, s in list(self.open_sessions.values()):
+            s.status = "timed-out"
+            s.finish_s = math.nan
+            sc.end(s)
+
     def _close_open_jobs(self) -> None:
         """Jobs still waiting on calls when the run ends are recorded as timed out."""
         for jc, job in list(self.open_jobs.values()):
@@ -271,7 +316,7 @@ class World:
 
     def _check_done(self) -> None:
         if (self._generators_left == 0 and self.calls_ended == self.calls_created and self.jobs_open == 0
-                and not self._done.triggered):
+                and not self.open_sessions and not self._done.triggered):
             self._done.succeed()
 
     # ------------------------------------------------------------------ run
@@ -290,6 +335,7 @@ class World:
         for r in self.replicas:
             r.finish(t_end)
         self._close_open_jobs()
+        self._close_open_sessions()
         return t_end
 
 

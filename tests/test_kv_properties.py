@@ -28,9 +28,11 @@ class _Checker:
         assert 0 <= kv.free <= r.total_blocks
         # every block is free, private to one running call, or one cached block
         private = sum(c.blocks - c.shared for c in r.running)
-        assert private + len(kv.refs) == r.total_blocks - kv.free
-        # reference counts are exact; unreferenced cached blocks are exactly the reclaimable ones
-        refs = Counter(c.prefix.key(i, kv.bs) for c in r.running if c.prefix is not None for i in range(c.shared))
+        assert private + kv.cached_blocks == r.total_blocks - kv.free
+        assert kv.cached_blocks == sum(kv.size.values()) and kv.lru_blocks == sum(kv.size[k] for k in kv.lru)
+        # reference counts are exact; unreferenced cached chunks are exactly the reclaimable ones
+        refs = Counter(c.prefix.key(i) for c in r.running if c.prefix is not None
+                       for i in range(c.shared // c.prefix.chunk))
         assert refs == Counter({k: n for k, n in kv.refs.items() if n})
         assert set(kv.lru) == {k for k, n in kv.refs.items() if n == 0}
         assert len(r.running) <= r.batcher.max_num_seqs
@@ -53,8 +55,9 @@ class _Checker:
     calls=st.lists(st.tuples(st.floats(0, 5), st.integers(1, 3000), st.integers(1, 400), st.sampled_from([None, 0, 1])),
                    min_size=1, max_size=40),
     caching=st.booleans(),
+    chunk=st.sampled_from([1, 3]),
 )
-def test_kv_pool_never_overcommitted(blocks, block_size, budget, max_seqs, chunked, macro, calls, caching):
+def test_kv_pool_never_overcommitted(blocks, block_size, budget, max_seqs, chunked, macro, calls, caching, chunk):
     env = simpy.Environment()
     acc, model = catalog.accelerator("h100-sxm"), catalog.model("llama-3.1-8b")
     perf = RooflineModel(model, acc)
@@ -66,9 +69,10 @@ def test_kv_pool_never_overcommitted(blocks, block_size, budget, max_seqs, chunk
 
     def feed():
         for i, (t, p, o, shared) in enumerate(sorted(calls, key=lambda c: c[0])):
-            yield env.timeout(t - env.now)
+            yield env.timeout(max(0.0, t - env.now))
             # calls of one shared prefix have the same first min(prompt) tokens
-            r.submit(Call(i, "c", "p", t, p, o, prefix=Prefix(("doc", shared), p) if shared is not None else None))
+            prefix = Prefix(("doc", shared), p, chunk=chunk) if shared is not None else None
+            r.submit(Call(i, "c", "p", t, p, o, prefix=prefix))
 
     env.process(feed())
     env.run(until=10_000)
