@@ -338,6 +338,13 @@ class Replica:
         elif i < self._target:
             self._arm(i)
 
+    def release_pin(self, pin: Pin) -> None:
+        """A caller lets go of KV it pinned; a replica stalled on those blocks starts again."""
+        self.kv.release_pin(pin)
+        if self._plan is None and self._due is None and self.waiting:
+            self._advance_idle(self.env.now)
+            self._defer()
+
     def finish(self, t_end: float) -> None:
         """End of simulation at ``t_end``: commit what is done, cut the rest, time out the calls."""
         if self._due is not None:
@@ -393,7 +400,8 @@ class Replica:
             self._plan = None
             return
         self._plan = self._make_plan()
-        self._arm(self._plan.k)
+        if self._plan is not None:
+            self._arm(self._plan.k)
 
     def _defer(self) -> None:
         """Drop any decision and decide once, when every event of this instant is processed."""
@@ -414,7 +422,8 @@ class Replica:
                 self._plan = None
                 return
         plan = self._plan = self._make_plan()
-        self._arm(plan.k, due.slot(plan, len(self.running) < self.batcher.max_num_seqs))
+        if plan is not None:
+            self._arm(plan.k, due.slot(plan, len(self.running) < self.batcher.max_num_seqs))
 
     def _purge_cancelled(self) -> None:
         """Remove cancelled calls (at a decision, i.e. between iterations)."""
@@ -488,10 +497,13 @@ class Replica:
         admit = []
         if not preempt and (chunked or prefill_first):
             seqs = keep
+            blocked = False  # a call did not fit: only continuations holding pinned KV may pass it
             for c in self.waiting:
                 if budget <= 0 or seqs >= self.batcher.max_num_seqs:
                     break
-                hit = back = 0
+                if blocked and c.pin is None:
+                    continue
+                hit, back = 0, ()
                 if c.prefix is not None:  # cached blocks it finds; never its last token (as vLLM)
                     hit, back = self.kv.hit(c.prefix, (c.prompt_tokens + c.generated - 1) // bs, pending, revived)
                 n = c.remaining - hit * bs
@@ -499,9 +511,16 @@ class Replica:
                     n = min(n, budget)
                 elif n > budget and admit:  # whole prompts only; one larger than the budget runs alone
                     break
-                need = self._blocks_for(hit * bs + n) - hit + back
+                need = self._blocks_for(hit * bs + n) - hit + len(back) * (c.prefix.chunk if back else 0)
                 if need > free:
-                    break
+                    # FIFO stops here, but a session turn whose KV is pinned needs only its new
+                    # tokens and frees the pin once admitted: letting it by keeps pins from
+                    # deadlocking the queue
+                    if not self._pinned_anywhere():
+                        break
+                    blocked = True
+                    continue
+                revived.update(back)
                 free -= need
                 budget -= n
                 seqs += 1
@@ -511,6 +530,10 @@ class Replica:
                 if c.prefix is not None:
                     self._pending(c, hit * bs + n, pending)
         return Decision(work, admit, preempt, keep, hits, g)
+
+    def _pinned_anywhere(self) -> bool:
+        """Whether some waiting call carries a pin (cheap check before skipping ahead)."""
+        return any(c.pin is not None for c in self.waiting)
 
     def _pending(self, c: Call, computed: int, pending: set) -> None:
         """Add the keys of the full prefix blocks ``c`` will have computed to ``pending``."""
@@ -534,9 +557,13 @@ class Replica:
         c = self.waiting[0]
         return self._blocks_for(c.computed + c.remaining) - c.blocks <= free
 
-    def _make_plan(self) -> Plan:
+    def _make_plan(self) -> Optional[Plan]:
+        """The next run of iterations, or None when nothing can run: nothing is running and no
+        waiting call fits, because pinned KV holds the blocks (see :meth:`release_pin`)."""
         self.plans += 1
         d = self._decide()
+        if not d.work and not d.admit and not d.preempt:
+            return None
         steady = (
             self.max_run > 1 and not d.admit and not d.preempt and len(d.work) == len(self.running)
             and all(n == 1 and c.generated > 0 for c, n in d.work)
@@ -719,8 +746,13 @@ class Replica:
             self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
         running = self.running[: d.keep]
         joining = {}
+        if d.admit and d.admit[-1][0] is not self.waiting[len(d.admit) - 1]:  # some were passed over
+            taken = {id(c) for c, _ in d.admit}
+            self.waiting = deque(c for c in self.waiting if id(c) not in taken)
+        else:
+            for _ in d.admit:
+                self.waiting.popleft()
         for c, _ in d.admit:
-            self.waiting.popleft()
             running.append(c)
             if c.admitted_s != c.admitted_s:  # NaN: first admission
                 c.admitted_s = start

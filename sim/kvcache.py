@@ -90,20 +90,21 @@ class KvPool:
         """Blocks held by calls or pins (not counting reclaimable cached ones)."""
         return self.total - self.free - self.lru_blocks
 
-    def hit(self, prefix: Prefix, limit: int, pending: set, revived: set) -> tuple[int, int]:
+    def hit(self, prefix: Prefix, limit: int, pending: set, revived: set) -> tuple[int, list]:
         """(leading blocks of ``prefix`` found cached, whole chunks within ``limit`` blocks;
-        blocks among them that were reclaimable and not yet in ``revived``, which is updated).
+        keys among them that are reclaimable now and not in ``revived``: taking them makes
+        them unreclaimable, so the caller adds them to ``revived`` if it does).
 
         ``pending`` holds keys that earlier chunks of the same iteration will fill."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
-        n = back = 0
+        n = 0
+        back = []
         top = min(limit // c, prefix.chunks(self.bs))
         while n < top:
             k = prefix.key(n)
             if k in refs:
                 if k in lru and k not in revived:
-                    revived.add(k)
-                    back += c
+                    back.append(k)
             elif k not in pending:
                 break
             n += 1

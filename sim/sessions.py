@@ -281,7 +281,7 @@ class SessionClass:
     def _unpin(self, s: Session) -> None:
         if s.pin is not None:
             s.pinned_block_s += s.pin.blocks * (self.env.now - s.pin_since)
-            s.home.kv.release_pin(s.pin)
+            s.home.release_pin(s.pin)
             s.pin = None
 
     def lost_host_copy(self, s: Session) -> None:

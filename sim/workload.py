@@ -9,6 +9,7 @@ class or one distribution leaves every other stream untouched.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from datetime import datetime
 from pathlib import Path
@@ -117,13 +118,19 @@ def _gaps(arrival, rng: np.random.Generator, n: int) -> np.ndarray:
 
 def load_trace(arrival: C.TraceArrivals, base_dir: Path, key: str):
     """(times_s, prompt_tokens or None, output_tokens or None) of a trace, times from start_s."""
-    rows = _read_csv(base_dir, arrival.path, key)
+    return load_trace_with_hashes(arrival, base_dir, key)[:3]
+
+
+def load_trace_with_hashes(arrival: C.TraceArrivals, base_dir: Path, key: str):
+    """(times_s, prompt_tokens or None, output_tokens or None, prefix hashes or None) of a
+    trace (CSV, or JSON lines for a ``.jsonl`` path), in time order, times from start_s."""
+    rows = _read_rows(base_dir, arrival.path, key)[: arrival.limit]
     src = str(base_dir / arrival.path)
     if not rows:
         raise ScenarioError(src, key, "trace has no rows")
-    for col in (arrival.time_column, arrival.prompt_column, arrival.output_column):
+    for col in (arrival.time_column, arrival.prompt_column, arrival.output_column, arrival.hash_column):
         if col and col not in rows[0]:
-            raise ScenarioError(src, key, f"no column {col!r} in the CSV header (columns: {', '.join(rows[0])})")
+            raise ScenarioError(src, key, f"no column {col!r} in the trace (columns: {', '.join(rows[0])})")
     raw_t = [r[arrival.time_column] for r in rows]
     try:
         t = np.array([float(x) for x in raw_t])
@@ -144,7 +151,27 @@ def load_trace(arrival: C.TraceArrivals, base_dir: Path, key: str):
             raise ScenarioError(src, key, f"column {name!r} has a non-numeric value") from None
         return v[order]
 
-    return t, col(arrival.prompt_column), col(arrival.output_column)
+    hashes = None
+    if arrival.hash_column:
+        h = [r[arrival.hash_column] for r in rows]
+        if not all(isinstance(x, list) for x in h):
+            raise ScenarioError(src, key, f"column {arrival.hash_column!r} must hold lists of prefix-block hashes")
+        hashes = [tuple(h[i]) for i in order]
+    return t, col(arrival.prompt_column), col(arrival.output_column), hashes
+
+
+def _read_rows(base_dir: Path, path: str, key: str) -> list[dict]:
+    """Rows of a CSV file, or of a JSON-lines file (``.jsonl``)."""
+    if not path.endswith(".jsonl"):
+        return _read_csv(base_dir, path, key)
+    p = Path(path) if Path(path).is_absolute() else base_dir / path
+    try:
+        with open(p) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except OSError as e:
+        raise ScenarioError(str(p), key, f"cannot read trace file ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise ScenarioError(str(p), key, f"line {e.lineno}: not JSON ({e.msg})") from None
 
 
 def _parse_time(s: str) -> float:
@@ -249,20 +276,23 @@ def _closed(env, cls, stop, prompt, output, make_call, key):
 
 
 def _replay(env, cls, base_dir, stop, prompt, output, make_call, key):
-    times, tp, to = load_trace(cls.arrival, base_dir, f"{key}.arrival")
+    times, tp, to, hashes = load_trace_with_hashes(cls.arrival, base_dir, f"{key}.arrival")
     span = times[-1] - times[0] + (times[-1] - times[0]) / max(1, len(times) - 1)
     offset = 0.0
     while True:
         n = len(times)
         ps = tp if tp is not None else prompt.sample(n)
         os_ = to if to is not None else _outputs(output, n)
-        for t, p, o in zip((times + offset).tolist(), ps.tolist(), os_.tolist()):
+        for i, (t, p, o) in enumerate(zip((times + offset).tolist(), ps.tolist(), os_.tolist())):
             if t >= stop:
                 return
             if t < cls.start_s:
                 continue
             yield env.timeout(max(0.0, t - env.now))
-            make_call(cls, t, p, o)
+            if hashes is None:
+                make_call(cls, t, p, o)
+            else:
+                make_call(cls, t, p, o, hashes=hashes[i])
         if not cls.arrival.loop or span <= 0:
             return
         offset += span

@@ -165,6 +165,12 @@ class World:
         self._done = self.env.event()
         self._source = source
         self.spec_by_name = {s.name: s for s in self.specs}
+        for c in scenario.workload.classes:
+            a = c.arrival
+            if getattr(a, "hash_column", None) and a.hash_tokens % self.spec_by_name[c.pool].block_size:
+                raise ScenarioError(source, f"workload.classes.{c.name}.arrival.hash_tokens",
+                                    f"{a.hash_tokens} is not a multiple of pool {c.pool}'s block_size "
+                                    f"({self.spec_by_name[c.pool].block_size})")
         self.job_classes = {c.name: JobClass(self, c) for c in scenario.workload.classes if c.job is not None}
         self.jobs_created = 0
         self.jobs_open = 0
@@ -175,14 +181,19 @@ class World:
         self._prefix_home: dict = {}  # (pool, prefix key) -> [replica, calls of the prefix not ended]
 
     # ------------------------------------------------------------------ calls
-    def make_call(self, cls, t: float, prompt: int, output: int, on_done=None):
+    def make_call(self, cls, t: float, prompt: int, output: int, on_done=None, hashes: tuple | None = None):
         """Create what class ``cls`` sends at exact time ``t``: a call routed to a replica of its
-        pool, or, for a job class, a job (``output`` unused) whose strategy issues calls."""
+        pool (with ``hashes``, a trace's prefix-block hashes naming its cached chunks), or, for
+        a job or session class, a job or session (``output`` unused) whose calls follow."""
         if cls.job is not None:
             return self.job_classes[cls.name].start(t, prompt, on_done)
         if cls.session is not None:
             return self.session_classes[cls.name].start(t, prompt, on_done)
-        return self.submit(cls.pool, cls.name, t, prompt, output, cls.priority, -1, on_done)
+        prefix = None
+        if hashes is not None:
+            chunk = cls.arrival.hash_tokens // self.spec_by_name[cls.pool].block_size
+            prefix = Prefix("trace", prompt, hashes=hashes, chunk=chunk)
+        return self.submit(cls.pool, cls.name, t, prompt, output, cls.priority, -1, on_done, prefix)
 
     def submit(self, pool: str, cls_name: str, t: float, prompt: int, output: int, priority: int = 0, job_id: int = -1,
                on_done=None, prefix: Prefix | None = None, group: bool = False, **call_options) -> Call:
