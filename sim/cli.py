@@ -129,11 +129,26 @@ JOB_HEADLINE = [
 ]
 
 
+SESSION_HEADLINE = [
+    ("sessions measured / finished (all)", ("sessions_measured", "sessions_finished"), "{:.0f}"),
+    ("session end-to-end p50 / p90 (s)", ("session_e2e_p50_s", "session_e2e_p90_s"), "{:.1f}"),
+    ("turn TTFT p50 / p90 / p99 (s)", tuple(f"turn_ttft_{q}_s" for q in P50_90_99), "{:.3f}"),
+    ("KV GiB-s per session: device / pinned / host", ("session_kv_device_gib_s_mean", "session_kv_pinned_gib_s_mean",
+                                                      "session_kv_host_gib_s_mean"), "{:,.0f}"),
+    ("prompt tokens from cache / recomputed per session", ("session_cached_share", "session_recomputed_tokens_mean"),
+     "{:,.2f}"),
+    ("energy (kJ) / cost ($) per session", ("session_energy_kj_mean", "session_cost_usd_mean"), "{:.3f}"),
+]
+
+
 def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
     rows = HEADLINE
     if "jobs_created" in s:
         s = {**s, "energy_per_correct_kj": s["energy_per_correct_j"] / 1000}
-        rows = HEADLINE + JOB_HEADLINE
+        rows = rows + JOB_HEADLINE
+    if "sessions_created" in s:
+        s = {**s, "session_energy_kj_mean": s["session_energy_j_mean"] / 1000}
+        rows = rows + SESSION_HEADLINE
     print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", rows, s,
                   f"simulated {s['sim_end_s']:.0f} s ({s['calls_created']} calls) in {wall:.2f} s wall; tables in {out}")
     if "jobs_created" in s:

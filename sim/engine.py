@@ -128,6 +128,8 @@ class Decision:
     keep: int  # running calls that stay (running[:keep])
     hits: dict  # id(call) -> blocks an admitted call finds cached
     gain: int = 1  # tokens a decoding call gains this iteration (speculation), before capping at its output
+    kv_need: int = 0  # blocks it allocates
+    revived: frozenset = frozenset()  # reclaimable cached chunks its admissions take
 
 
 @dataclass
@@ -148,6 +150,7 @@ class Plan:
     gains: Optional[np.ndarray] = None
     remaining: Optional[np.ndarray] = None
     gained: Optional[np.ndarray] = None
+    kv_need: int = 0  # blocks its iterations will allocate (held back from pins restored meanwhile)
 
     @property
     def k(self) -> int:
@@ -337,6 +340,14 @@ class Replica:
             self._defer()
         elif i < self._target:
             self._arm(i)
+
+    def restore(self, prefix: Prefix, blocks: int) -> Pin:
+        """Bring a session's blocks back from host memory, pinned, leaving the blocks the run in
+        flight will still allocate."""
+        plan = self._plan
+        if plan is None:
+            return self.kv.restore(prefix, blocks)
+        return self.kv.restore(prefix, blocks, keep=plan.kv_need, protect=plan.decision.revived)
 
     def release_pin(self, pin: Pin) -> None:
         """A caller lets go of KV it pinned; a replica stalled on those blocks starts again."""
@@ -529,7 +540,18 @@ class Replica:
                     hits[id(c)] = hit
                 if c.prefix is not None:
                     self._pending(c, hit * bs + n, pending)
-        return Decision(work, admit, preempt, keep, hits, g)
+        return Decision(work, admit, preempt, keep, hits, g, max(0, self.kv.allocatable() - free), frozenset(revived))
+
+    def _unpin_waiting(self) -> bool:
+        """Nothing runs and nothing fits because the queued calls' own pinned KV fills the pool:
+        their pins fall back to the prefix cache (reclaimable), as a real engine would have to
+        evict them. Returns whether there was any."""
+        pinned = [c for c in self.waiting if c.pin is not None]
+        for c in pinned:
+            self.kv.release_pin(c.pin)
+            c.pin = None
+            self.recorder.event(self.clock, "unpinned", self.pool, self.index, c.call_id, "pool full of pinned KV")
+        return bool(pinned)
 
     def _pinned_anywhere(self) -> bool:
         """Whether some waiting call carries a pin (cheap check before skipping ahead)."""
@@ -563,7 +585,11 @@ class Replica:
         self.plans += 1
         d = self._decide()
         if not d.work and not d.admit and not d.preempt:
-            return None
+            if self.running or not self._unpin_waiting():
+                return None
+            d = self._decide()
+            if not d.work and not d.admit:
+                return None
         steady = (
             self.max_run > 1 and not d.admit and not d.preempt and len(d.work) == len(self.running)
             and all(n == 1 and c.generated > 0 for c, n in d.work)
@@ -618,6 +644,7 @@ class Replica:
             ctx = float(computed.sum()) + n * i.astype(np.float64)  # KV tokens read = pairs, one query each
             plan = self._priced(d, True, self.perf.cost(Batch(n, n, n, ctx, ctx)), waiting_empty, 0, n, n)
             plan.computed = computed
+            plan.kv_need = self._run_need(computed, k)
             return plan
         # every call gains G(i) tokens over the first i iterations (G(i) >= i): the run ends
         # at the iteration where the shortest call is done, or where the KV pool runs out
@@ -630,6 +657,7 @@ class Replica:
         gained = n * np.diff(gains[: k + 1])
         gained[-1] = int(np.minimum(gains[k], remaining_out).sum()) - n * int(gains[k - 1])  # finishing calls stop early
         plan.computed, plan.gains, plan.remaining, plan.gained = computed, gains[: k + 1], remaining_out, gained
+        plan.kv_need = self._run_need(computed, k, gains, remaining_out)
         return plan
 
     def _iterations_that_fit(self, computed: np.ndarray, k: int, gains: Optional[np.ndarray] = None,
@@ -639,13 +667,10 @@ class Replica:
         Each call grows by one token per iteration, or with speculation by ``gains[i]`` over
         ``i`` iterations, capped at its ``remaining`` output tokens.
         """
-        bs = self.block_size
-        held = -(-computed // bs)
         free = self.kv.allocatable()
 
         def extra(it: int) -> int:  # blocks beyond those held that iteration ``it`` needs
-            grow = it + 1 if gains is None else np.minimum(gains[it + 1], remaining)
-            return int(np.maximum(0, -(-(computed + grow) // bs) - held).sum())
+            return self._run_need(computed, it + 1, gains, remaining)
 
         if extra(k - 1) <= free:
             return k
@@ -658,12 +683,19 @@ class Replica:
                 hi = mid
         return lo + 1
 
+    def _run_need(self, computed: np.ndarray, k: int, gains: Optional[np.ndarray] = None,
+                  remaining: Optional[np.ndarray] = None) -> int:
+        """Blocks beyond those held that the first ``k`` iterations of a decode run allocate."""
+        bs = self.block_size
+        grow = k if gains is None else np.minimum(gains[k], remaining)
+        return int(np.maximum(0, -(-(computed + grow) // bs) - -(-computed // bs)).sum())
+
     def _priced(self, d: Decision, steady: bool, cost: IterationCost, waiting_empty: bool, prefill: int, decode: int,
                 sampled: int) -> Plan:
         cost, power = self.power.under_cap(cost)
         energy = power * cost.time_s * self.tp
         bounds = np.cumsum(np.concatenate(([self.clock], cost.time_s)))
-        return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled)
+        return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled, kv_need=d.kv_need)
 
     # ------------------------------------------------------------------ commit
     def _commit(self, plan: Plan, m: int) -> None:

@@ -180,17 +180,24 @@ class KvPool:
             else:
                 self._forget(k)
 
-    def restore(self, prefix: Prefix, blocks: int) -> Pin:
+    def restore(self, prefix: Prefix, blocks: int, keep: int = 0, protect=frozenset()) -> Pin:
         """Bring the first ``blocks`` of ``prefix`` back (reloaded from host memory) as cached
-        chunks pinned for the caller, as many leading ones as there is room for."""
+        chunks pinned for the caller, as many leading ones as there is room for while ``keep``
+        blocks stay allocatable, reclaiming no chunk in ``protect`` (taken by a decided
+        iteration)."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
         n = 0
         while n < blocks // c:
             k = prefix.key(n)
             r = refs.get(k)
             if r is None:
-                while self.free < c and lru:
-                    self._evict()
+                if self.allocatable() - c < keep:
+                    break
+                while self.free < c:
+                    victim = next((v for v in lru if v not in protect), None)
+                    if victim is None:
+                        break
+                    self._evict(victim)
                 if self.free < c:
                     break
                 self.free -= c
@@ -199,6 +206,8 @@ class KvPool:
                 self.cached_blocks += c
             else:
                 if r == 0:
+                    if self.allocatable() - c < keep:
+                        break
                     del lru[k]
                     self.lru_blocks -= c
                 refs[k] = r + 1
@@ -215,8 +224,12 @@ class KvPool:
         self.cached_blocks -= n
         self.free += n
 
-    def _evict(self) -> None:
-        k, _ = self.lru.popitem(last=False)
+    def _evict(self, k=None) -> None:
+        """Reclaim the least recently used chunk (or ``k``)."""
+        if k is None:
+            k, _ = self.lru.popitem(last=False)
+        else:
+            del self.lru[k]
         n = self.size[k]
         self.lru_blocks -= n
         self.evicted += n

@@ -262,7 +262,7 @@ class SessionClass:
             t = missing * self.block_bytes / (self.policy.bandwidth_gb_s * 1e9)
             s.reload_s += t
             yield self.env.timeout(t)
-        return kv.restore(prefix, blocks)
+        return replica.restore(prefix, blocks)
 
     def _keep(self, s: Session, replica, call) -> None:
         """After a turn: hold the pinned KV, or copy it to host memory."""

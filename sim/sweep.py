@@ -79,6 +79,18 @@ JOB_METRICS = (
     "utilization",
 )
 
+# ... and for sweeps of agent sessions.
+SESSION_METRICS = (
+    "session_e2e_p50_s",
+    "session_e2e_p90_s",
+    "turn_ttft_p50_s",
+    "turn_ttft_p90_s",
+    "session_kv_device_gib_s_mean",
+    "session_recomputed_tokens_mean",
+    "session_energy_j_mean",
+    "utilization",
+)
+
 
 @dataclass
 class SweepResult:
@@ -322,7 +334,8 @@ def print_summary(result: SweepResult, console=None, max_rows: int = 40, max_met
     summ = {row["point_id"]: row for row in result.summary_table.to_pylist()}
     swept = [c for c in result.points_table.column_names if c not in NOT_SWEPT_COLUMNS]
     columns = [c for c in result.summary_table.column_names if c != "point_id"]
-    metrics = [m for m in (JOB_METRICS if "accuracy" in columns else HEADLINE_METRICS) if m in columns]
+    chosen = JOB_METRICS if "accuracy" in columns else (SESSION_METRICS if "sessions_created" in columns else HEADLINE_METRICS)
+    metrics = [m for m in chosen if m in columns]
     if not metrics:
         numeric = [f.name for f in result.summary_table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
         metrics = [c for c in columns if c in numeric and c not in ("seed", "run")]

@@ -201,3 +201,35 @@ def test_bad_session_config_names_the_key():
     raw["workload"]["classes"][0]["output_tokens"] = {"kind": "fixed", "value": 3}
     with pytest.raises(ScenarioError, match="session.output_tokens"):
         validate(raw, "a.yaml")
+
+
+@pytest.mark.parametrize("kv", [{"kind": "offload", "host_gib": 4, "bandwidth_gb_s": 10}, {"kind": "pin", "ttl_s": 3}])
+def test_kv_policies_under_pressure_keep_the_accounting(kv, tmp_path):
+    """Many sessions on a small pool: reloads, pins, evictions and a competing stream interleave
+    with planned runs; the pool is never over-committed and everything ends."""
+    raw = agents(kv, concurrency=8, turns=6, prompt=6000, tool_s=1.5, output=200, growth=800, blocks=2500,
+                 duration_s=90.0)
+    raw["workload"]["classes"][0].pop("stop_s")
+    raw["workload"]["classes"].append({"name": "chat", "pool": "main", "arrival": {"kind": "poisson", "rate_per_s": 2.0},
+                                       "prompt_tokens": {"kind": "uniform", "low": 500, "high": 4000},
+                                       "output_tokens": {"kind": "fixed", "value": 100}})
+    summary, sessions, calls, steps = run(raw, tmp_path)
+    assert max(steps["kv_blocks_used"].to_pylist()) <= 2500
+    assert summary["sessions_finished"] == sessions.num_rows > 12 and summary["calls_finished"] == calls.num_rows
+    if kv["kind"] == "offload":
+        assert sum(sessions["reload_s"].to_pylist()) > 0 and sum(sessions["kv_host_gib_s"].to_pylist()) > 0
+
+
+@pytest.mark.parametrize("kv", [{"kind": "offload", "host_gib": 4, "bandwidth_gb_s": 10}, {"kind": "pin", "ttl_s": 3}])
+def test_sessions_are_identical_in_both_engine_modes(kv, tmp_path):
+    from scenarios import same_calls
+
+    raw = agents(kv, concurrency=6, turns=5, prompt=6000, tool_s=1.5, output=150, growth=800, blocks=2500,
+                 duration_s=40.0)
+    raw["workload"]["classes"][0].pop("stop_s")
+    _, sm, cm, _ = run({**raw, "engine_mode": "macro"}, tmp_path, "m")
+    _, si, ci, _ = run({**raw, "engine_mode": "per_iteration"}, tmp_path, "i")
+    assert cm.num_rows > 50 and same_calls(cm, ci)
+    exact = [c for c in sm.column_names if c not in ("energy_j", "cost_usd")]
+    assert sm.select(exact).equals(si.select(exact))
+    assert np.allclose(sm["energy_j"].to_numpy(), si["energy_j"].to_numpy(), rtol=1e-9)
