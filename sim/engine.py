@@ -308,8 +308,9 @@ class Replica:
             self._advance_idle(call.arrival_s)
             self._defer()
             return
-        if plan.steady and plan.waiting_empty and len(self.running) < self.batcher.max_num_seqs:
-            # The iteration boundary at or after the arrival is where it can be admitted.
+        if plan.steady and (plan.waiting_empty or call.pin is not None) and len(self.running) < self.batcher.max_num_seqs:
+            # The iteration boundary at or after the arrival is where it can be admitted (a
+            # call behind a blocked queue cannot, unless it brings pinned KV and may pass).
             i = int(np.searchsorted(plan.bounds, call.arrival_s, side="left"))
             if i == 0:
                 self._defer()  # arrived exactly as the run was decided: decide again
@@ -331,30 +332,85 @@ class Replica:
         self._cancels += 1
         if self._due is not None:
             return  # the decision due at this instant removes it
-        plan = self._plan
-        if plan is None:
+        if self._plan is None:
             self._purge_cancelled()
             return
-        i = int(np.searchsorted(plan.bounds, self.env.now, side="left"))
-        if i == 0:
-            self._defer()
-        elif i < self._target:
-            self._arm(i)
+        self._cut()
+
+    def settle(self) -> None:
+        """Apply the iterations of the run in flight that have ended by now, keeping the rest of
+        the run, so that the KV pool is what a per-iteration engine would show now (callers
+        read or change it between iterations: reloads from host memory, pins let go)."""
+        plan = self._plan
+        if plan is None or self._due is not None or not plan.steady:
+            return
+        m = int(np.searchsorted(plan.bounds, self.env.now, side="right")) - 1  # boundaries <= now
+        if m <= 0 or m >= self._target:
+            return
+        self._commit(plan, m)
+        self._plan = self._rest_of_run(plan, m)
+        self._target -= m
+
+    def _rest_of_run(self, plan: Plan, m: int) -> Plan:
+        """The iterations of a decode run after its first ``m`` (which were committed)."""
+        rest = Plan(plan.decision, True, plan.bounds[m:], plan.energy_j[m:], plan.waiting_empty, plan.prefill_tokens,
+                    plan.decode_tokens, plan.sampled)
+        if plan.gains is None:
+            rest.computed = plan.computed + m
+            rest.kv_need = self._run_need(rest.computed, rest.k)
+        else:
+            g = plan.gains[m]
+            rest.computed, rest.remaining = plan.computed + g, plan.remaining - g
+            rest.gains, rest.gained = plan.gains[m:] - g, plan.gained[m:]
+            rest.kv_need = self._run_need(rest.computed, rest.k, rest.gains, rest.remaining)
+        return rest
 
     def restore(self, prefix: Prefix, blocks: int) -> Pin:
-        """Bring a session's blocks back from host memory, pinned, leaving the blocks the run in
-        flight will still allocate."""
+        """Bring a session's blocks back from host memory, pinned, into what the iteration in
+        flight leaves; later iterations are decided again with the blocks gone."""
+        self.settle()
         plan = self._plan
-        if plan is None:
+        if plan is None or self._due is not None:
             return self.kv.restore(prefix, blocks)
-        return self.kv.restore(prefix, blocks, keep=plan.kv_need, protect=plan.decision.revived)
+        j = self._next_boundary()
+        if j == 0:  # decided at this instant: decide again
+            pin = self.kv.restore(prefix, blocks)
+            self._defer()
+            return pin
+        if plan.steady:
+            need = self._run_need(plan.computed, j, plan.gains, plan.remaining)
+        else:
+            need = plan.kv_need
+        pin = self.kv.restore(prefix, blocks, keep=need, protect=plan.decision.revived)
+        if j < self._target:
+            self._arm(j)
+        return pin
 
     def release_pin(self, pin: Pin) -> None:
-        """A caller lets go of KV it pinned; a replica stalled on those blocks starts again."""
+        """A caller lets go of KV it pinned: a waiting call may fit at the next boundary, and a
+        replica stalled on those blocks starts again."""
+        self.settle()
         self.kv.release_pin(pin)
-        if self._plan is None and self._due is None and self.waiting:
+        if not self.waiting or self._due is not None:
+            return
+        if self._plan is None:
             self._advance_idle(self.env.now)
             self._defer()
+        else:
+            self._cut()
+
+    def _next_boundary(self) -> int:
+        """Iterations of the current plan done by the first boundary at or after now."""
+        return int(np.searchsorted(self._plan.bounds, self.env.now, side="left"))
+
+    def _cut(self) -> None:
+        """Decide again at the first iteration boundary at or after now (as a per-iteration
+        engine does at every boundary), because state outside the plan changed."""
+        j = self._next_boundary()
+        if j == 0:
+            self._defer()
+        elif j < self._target:
+            self._arm(j)
 
     def finish(self, t_end: float) -> None:
         """End of simulation at ``t_end``: commit what is done, cut the rest, time out the calls."""
@@ -745,7 +801,7 @@ class Replica:
         """Every running call gains ``grow`` tokens (the iterations' total), capped at its output,
         and an equal share of the iterations' energy and device time."""
         bs = self.block_size
-        still = []
+        still, done = [], []
         out = 0
         share_j, share_s = cost[0] / len(self.running), cost[1] / len(self.running)
         for c in self.running:
@@ -758,13 +814,14 @@ class Replica:
             blocks = -(-c.computed // bs)
             self.kv.take(blocks - c.blocks)
             c.blocks = blocks
-            if c.generated >= c.output_tokens:
-                self._release(c, final=True)
-                self._end_call(c, "finished", end)
-            else:
-                still.append(c)
+            (done if c.generated >= c.output_tokens else still).append(c)
         self.output_tokens += out
         self.running = still
+        # every call's growth first, as in the per-iteration mode, where finishing calls leave
+        # after the last iteration's allocations (the cache reclaims the same chunks)
+        for c in done:
+            self._release(c, final=True)
+            self._end_call(c, "finished", end)
 
     def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
         """Apply one decided iteration; each call worked gets a share of its energy and device

@@ -253,6 +253,7 @@ class SessionClass:
         if not (isinstance(self.policy, C.OffloadKv) and s.host_blocks):
             return None
         kv = replica.kv
+        replica.settle()  # the pool as it is now, not as the run in flight began
         missing = prefix.chunk * sum(1 for i in range(s.host_blocks // prefix.chunk) if prefix.key(i) not in kv.refs)
         s.host_block_s += s.host_blocks * (self.env.now - s.host_since)
         blocks = s.host_blocks
