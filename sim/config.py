@@ -573,8 +573,18 @@ class LeastKvRouter(Frozen):
     kind: Literal["least_kv"]
 
 
+class PrefixAffinityRouter(Frozen):
+    """Cache-aware: the replica holding the longest cached prefix of the call, unless its KV
+    load exceeds ``max_load`` (then the least KV load)."""
+
+    kind: Literal["prefix_affinity"]
+    max_load: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # SGLang router's balance_abs_threshold default
+    balance_abs: Annotated[int, Field(ge=0)] = 32
+
+
 Router = Annotated[
-    Union[RoundRobinRouter, RandomRouter, ShortestQueueRouter, LeastKvRouter],
+    Union[RoundRobinRouter, RandomRouter, ShortestQueueRouter, LeastKvRouter, PrefixAffinityRouter],
     Field(discriminator="kind"),
 ]
 

@@ -110,6 +110,14 @@ class KvPool:
             n += 1
         return n * c, back
 
+    def cached_prefix(self, prefix: Prefix) -> int:
+        """Leading chunks of ``prefix`` cached here now (for cache-aware routing)."""
+        refs = self.refs
+        n, top = 0, prefix.chunks(self.bs)
+        while n < top and prefix.key(n) in refs:
+            n += 1
+        return n
+
     def referenced(self, prefix: Prefix, blocks: int) -> int:
         """Of the first ``blocks``, how many only one holder references (releasing it would
         make them reclaimable)."""

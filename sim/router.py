@@ -72,4 +72,34 @@ class LeastKv:
         return min(self.replicas, key=lambda r: (r.kv_load(t), r.outstanding, r.index_in_pool))
 
 
-ROUTERS = {"round_robin": RoundRobin, "random": Random, "jsq": ShortestQueue, "least_kv": LeastKv}
+class PrefixAffinity:
+    """The replica whose prefix cache holds the longest leading part of the call's prompt
+    (calls without a prefix, and ties, go to the least KV load), unless that replica's KV load
+    is above ``max_load`` or it has more than ``balance_abs`` calls outstanding beyond the
+    least-loaded one: then the least-loaded one (cache-aware routing with a load-balance
+    guard, as in SGLang's router)."""
+
+    def __init__(self, replicas, rng: np.random.Generator, params):
+        self.replicas = replicas
+        self.max_load = params.max_load
+        self.balance_abs = params.balance_abs
+
+    def pick(self, call):
+        t = call.arrival_s
+        prefix = getattr(call, "prefix", None)
+        load = {r.index: r.kv_load(t) for r in self.replicas}
+        least = min(self.replicas, key=lambda r: (load[r.index], r.outstanding, r.index_in_pool))
+        if prefix is None:
+            return least
+        best, best_hit = least, 0
+        for r in self.replicas:
+            hit = r.kv.cached_prefix(prefix)
+            if hit > best_hit or (hit == best_hit and hit and load[r.index] < load[best.index]):
+                best, best_hit = r, hit
+        if not best_hit or load[best.index] > self.max_load or best.outstanding > least.outstanding + self.balance_abs:
+            return least
+        return best
+
+
+ROUTERS = {"round_robin": RoundRobin, "random": Random, "jsq": ShortestQueue, "least_kv": LeastKv,
+           "prefix_affinity": PrefixAffinity}

@@ -56,6 +56,8 @@ def latency_metrics(calls: pa.Table, t0: float, t1: float) -> dict:
             out[f"{name}_p{q}_s"] = _pct(x, q)
     out["wait_mean_s"] = _mean(wait)
     out["wait_p99_s"] = _pct(wait, 99)
+    prompt = calls["prompt_tokens"].to_numpy()[win]
+    out["prompt_cached_share"] = float(calls["cached_tokens"].to_numpy()[win].sum() / prompt.sum()) if prompt.sum() else 0.0
     return out
 
 

@@ -65,6 +65,7 @@ HEADLINE_METRICS = (
     "utilization",
     "energy_per_output_token_j",
     "usd_per_million_output_tokens",
+    "prompt_cached_share",
 )
 
 # ... and those shown for sweeps of test-time-compute jobs.
@@ -320,7 +321,7 @@ def _short_labels(paths: list[str]) -> dict[str, str]:
     return {p: (last[p] if counts[last[p]] == 1 else p) for p in paths}
 
 
-def print_summary(result: SweepResult, console=None, max_rows: int = 40, max_metrics: int = 8) -> None:
+def print_summary(result: SweepResult, console=None, max_rows: int = 40, max_metrics: int = 9) -> None:
     """Print one table: a row per point with its parameters, status and headline metrics."""
     from rich.console import Console
     from rich.table import Table

@@ -139,11 +139,11 @@ def test_drop_recomputes_exactly_the_history(tmp_path):
     assert s_lru["e2e_s"][0].as_py() < sessions["e2e_s"][0].as_py()
 
 
-def test_prefix_cache_hits_on_a_replayed_trace_match_its_block_hashes(tmp_path):
-    n = 250
+def direct_hit_share(n: int) -> float:
+    """Share of prompt tokens an unbounded cache serves to the trace's first ``n`` requests,
+    counted from the hashes: a request finds the leading hashed 512-token chunks that earlier
+    requests computed (whole chunks of their prompts), never its own last token."""
     rows = [json.loads(line) for line in MOONCAKE.open()][:n]
-    # direct count for an unbounded cache: a request finds the leading hashed 512-token chunks
-    # that earlier requests computed (whole chunks of their prompts), never its own last token
     seen, hits = set(), 0
     for r in sorted(rows, key=lambda r: r["timestamp"]):
         keyed = min(len(r["hash_ids"]), r["input_length"] // 512)
@@ -153,7 +153,12 @@ def test_prefix_cache_hits_on_a_replayed_trace_match_its_block_hashes(tmp_path):
             k += 1
         hits += k * 512
         seen.update(r["hash_ids"][:keyed])
-    expected = hits / sum(r["input_length"] for r in rows)
+    return hits / sum(r["input_length"] for r in rows)
+
+
+def test_prefix_cache_hits_on_a_replayed_trace_match_its_block_hashes(tmp_path):
+    n = 250
+    expected = direct_hit_share(n)
     assert 0.03 < expected < 0.9  # conversation turns find their earlier turns
     raw = {
         "name": "mooncake", "seed": 1, "duration_s": 1e6, "drain_s": 1e6,
@@ -233,3 +238,24 @@ def test_sessions_are_identical_in_both_engine_modes(kv, tmp_path):
     exact = [c for c in sm.column_names if c not in ("energy_j", "cost_usd")]
     assert sm.select(exact).equals(si.select(exact))
     assert np.allclose(sm["energy_j"].to_numpy(), si["energy_j"].to_numpy(), rtol=1e-9)
+
+
+def test_cache_aware_routing_finds_more_prefix_hits(tmp_path):
+    """Spread over four replicas, a trace's prefixes are found again only where they were
+    computed: the cache-aware router sends calls there; least-KV-load routing scatters them."""
+    def replay(router):
+        raw = {
+            "name": "mooncake", "seed": 1, "duration_s": 1e6, "drain_s": 1e6,
+            "datacenter": {"pools": [{"name": "main", "accelerator": "h200", "model": "llama-3.1-8b", "replicas": 4,
+                                      "router": router, "engine": {"num_gpu_blocks": 1_000_000}}]},
+            "workload": {"classes": [{"name": "kimi", "pool": "main", "arrival": {
+                "kind": "trace", "path": str(MOONCAKE), "time_column": "timestamp", "prompt_column": "input_length",
+                "output_column": "output_length", "hash_column": "hash_ids", "time_scale": 0.05, "limit": 300}}]},
+        }
+        _, _, calls, _ = run(raw, tmp_path, router["kind"])
+        return sum(calls["cached_tokens"].to_pylist()) / sum(calls["prompt_tokens"].to_pylist())
+
+    single = {"kind": "prefix_affinity", "max_load": 1.0, "balance_abs": 1000}
+    aware, scattered = replay(single), replay({"kind": "least_kv"})
+    # one cache would serve direct_hit_share; routed by cache, four nearly do
+    assert direct_hit_share(300) >= aware > 0.9 * direct_hit_share(300) and aware > 1.5 * scattered > 0
