@@ -85,6 +85,10 @@ def cmd_validate(args) -> int:
         specs = [W.resolve_pool(sc, i, path) for i in range(len(sc.datacenter.pools))]
         n = len(expand(raw, path)) if raw.get("sweep") else 1
         for sp in specs:
+            if sp.model is None:  # diffusion
+                print(f"{path}: pool {sp.name}: {sp.replicas} x {sp.perf.card.name} (diffusion) on {sp.tp} x {sp.acc.name}: "
+                      f"weights {sp.weight_gib:.1f} GiB/device")
+                continue
             print(f"{path}: pool {sp.name}: {sp.replicas} x {sp.model.name} on {sp.tp} x {sp.acc.name}: "
                   f"weights {sp.weight_gib:.1f} GiB/device, KV pool {sp.kv_blocks} blocks ({sp.kv_gib:.1f} GiB/device)")
         print(f"{path}: ok ({len(sc.workload.classes)} workload classes, {n} point{'s' if n != 1 else ''})")

@@ -484,10 +484,20 @@ class SessionSpec(Frozen):
         return self
 
 
+class VideoSpec(Frozen):
+    """Image / video generation requests for a diffusion pool: ``frames`` output frames (None:
+    the card's default; 1 for an image), ``steps`` denoising steps (None: the card's default),
+    ``resolution_scale`` pixel area relative to the card's default resolution."""
+
+    frames: Optional[PosInt] = None
+    steps: Optional[PosInt] = None
+    resolution_scale: PosFloat = 1.0
+
+
 class WorkloadClass(Frozen):
     """A stream of independent calls (chat turns, completions) sent to one pool, or, with
     ``job``, of test-time-compute jobs whose calls go to that pool, or, with ``session``, of
-    agent sessions."""
+    agent sessions, or, with ``video``, of image / video generations for a diffusion pool."""
 
     name: str = Field(min_length=1)
     pool: str
@@ -500,10 +510,15 @@ class WorkloadClass(Frozen):
     stop_s: Optional[PosFloat] = None
     job: Optional[JobSpec] = None
     session: Optional[SessionSpec] = None
+    video: Optional[VideoSpec] = None
 
     @model_validator(mode="after")
     def _lengths_known(self):
         from_trace = isinstance(self.arrival, TraceArrivals)
+        if self.video is not None:
+            if self.job is not None or self.session is not None or self.output_tokens is not None:
+                raise ValueError("a 'video' class sends generation requests: drop 'job', 'session' and 'output_tokens'")
+            return self
         if self.prompt_tokens is None and not (from_trace and self.arrival.prompt_column):
             raise ValueError("'prompt_tokens' is required (or a trace arrival with 'prompt_column')")
         if self.job is not None and self.session is not None:
@@ -689,11 +704,15 @@ class PowerParams(Frozen):
 
 
 class Pool(Frozen):
-    """Identical replicas of one model on one accelerator type."""
+    """Identical replicas of one model on one accelerator type. ``kind: diffusion`` serves an
+    image / video model (a card in hardware/diffusion/) to ``video`` classes, batching up to
+    ``max_batch`` same-shape requests."""
 
     name: str = Field(min_length=1)
+    kind: Literal["llm", "diffusion"] = "llm"
     accelerator: str
     model: str
+    max_batch: PosInt = 4
     replicas: PosInt = 1
     tp: PosInt = 1
     # Pipeline stages: layers split over ``pp`` groups of ``tp`` devices (replica = tp x pp devices).
@@ -743,6 +762,7 @@ class TraceOptions(Frozen):
     events: bool = True
     jobs: bool = True
     sessions: bool = True
+    videos: bool = True
     row_group_rows: Annotated[int, Field(ge=1024)] = 65536
     compression: Literal["zstd", "snappy", "none"] = "zstd"
 
@@ -779,11 +799,20 @@ class Scenario(Frozen):
                     f"workload.classes.{c.name}.pool",
                     f"unknown pool '{c.pool}' (pools: {', '.join(sorted(pools))})",
                 )
+            kind = next(p.kind for p in self.datacenter.pools if p.name == c.pool)
+            if (kind == "diffusion") != (c.video is not None):
+                raise _KeyedError(f"workload.classes.{c.name}.pool",
+                                  f"pool '{c.pool}' is a {kind} pool; " + ("'video' classes need a diffusion pool"
+                                                                          if c.video is not None else
+                                                                          "only 'video' classes can use it"))
             if c.job is not None:
                 for key, pool in _verifier_pools(c.job.strategy):
                     if pool is not None and pool not in pools:
                         raise _KeyedError(f"workload.classes.{c.name}.job.strategy.{key}.pool",
                                           f"unknown pool '{pool}' (pools: {', '.join(sorted(pools))})")
+                    if pool is not None and self.pool(pool).kind != "llm":
+                        raise _KeyedError(f"workload.classes.{c.name}.job.strategy.{key}.pool",
+                                          f"pool '{pool}' is a diffusion pool, not a language model")
         return self
 
     @property

@@ -26,12 +26,12 @@ import yaml
 import sim
 from sim import storage
 from sim.config import Scenario
-from sim.summary import job_metrics, latency_metrics, resource_metrics, session_metrics
+from sim.summary import job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
 from sim.sweepspec import point_id_of
 from sim.trace import Recorder
 from sim.world import build
 
-TABLES = ("calls", "steps", "events", "jobs", "sessions")
+TABLES = ("calls", "steps", "events", "jobs", "sessions", "videos")
 
 
 def scenario_point_id(scenario: Scenario) -> str:
@@ -68,6 +68,8 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         summary.update(job_metrics(jobs, t0, t1, summary["cost_usd"], summary["facility_energy_j"]))
         if summary["jobs_created"] != world.jobs_created:
             raise RuntimeError(f"jobs table has {summary['jobs_created']} rows but {world.jobs_created} jobs were created")
+    if world.videos_created:
+        summary.update(video_metrics(pq.read_table(paths["videos"], filesystem=fs), t0, t1))
     if world.session_classes:
         sessions = pq.read_table(paths["sessions"], filesystem=fs)
         summary.update(session_metrics(sessions, calls, t0, t1))
@@ -77,7 +79,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     if summary["calls_created"] != world.calls_created:
         raise RuntimeError(f"calls table has {summary['calls_created']} rows but {world.calls_created} calls were created")
     for table, keep in (("calls", opts.calls), ("steps", opts.steps), ("events", opts.events), ("jobs", opts.jobs),
-                        ("sessions", opts.sessions)):
+                        ("sessions", opts.sessions), ("videos", opts.videos)):
         if not keep:
             fs.delete_file(paths[table])
     wall = time.perf_counter() - wall0
@@ -89,9 +91,9 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
                      "pyarrow": pa.__version__, "simpy": _version("simpy"), "pydantic": _version("pydantic")},
         "timings": {"simulate_s": sim_wall, "total_s": wall},
         "engine": {"mode": scenario.engine_mode, "calls": world.calls_created, "jobs": world.jobs_created,
-                   "iterations": sum(r.iterations for r in world.replicas),
-                   "runs": sum(r.runs for r in world.replicas)},
-        "pools": [{"name": s.name, "accelerator": s.acc.name, "model": s.model.name, "tp": s.tp, "pp": s.pp, "replicas": s.replicas,
+                   "iterations": sum(getattr(r, "iterations", 0) for r in world.replicas),
+                   "runs": sum(getattr(r, "runs", 0) for r in world.replicas)},
+        "pools": [{"name": s.name, "accelerator": s.acc.name, "model": s.model.name if s.model else s.perf.card.name, "tp": s.tp, "pp": s.pp, "replicas": s.replicas,
                    "kv_blocks": s.kv_blocks, "kv_gib": s.kv_gib, "weight_gib": s.weight_gib} for s in world.specs],
         "rows": {t: recorder.sinks[t].rows for t in TABLES},
     }

@@ -214,3 +214,28 @@ def session_metrics(sessions: pa.Table, calls: pa.Table, t0: float, t1: float) -
         "session_cost_usd_mean": _mean(col("cost_usd")),
     }
     return out
+
+
+def video_metrics(videos: pa.Table, t0: float, t1: float) -> dict:
+    """Image / video requests that arrived in [t0, t1), per class (``video_<class>_...``):
+    counts, latency, batch, energy and cost per request (attributed shares of their batches)."""
+    arrival = videos["arrival_s"].to_numpy()
+    status = videos["status"].to_numpy(zero_copy_only=False)
+    cls = videos["class"].to_numpy(zero_copy_only=False)
+    win = (arrival >= t0) & (arrival < t1)
+    out = {"videos_created": videos.num_rows, "videos_finished": int((status == "finished").sum()),
+           "videos_measured": int(win.sum())}
+    for name in sorted(set(cls.tolist())):
+        fin = win & (status == "finished") & (cls == name)
+        lat = videos["latency_s"].to_numpy()[fin]
+        p = f"video_{name}_"
+        out.update({
+            p + "per_s": int(fin.sum()) / (t1 - t0),
+            p + "latency_p50_s": _pct(lat, 50),
+            p + "latency_p90_s": _pct(lat, 90),
+            p + "latency_p99_s": _pct(lat, 99),
+            p + "batch_mean": _mean(videos["batch"].to_numpy()[fin]),
+            p + "energy_j_mean": _mean(videos["energy_j"].to_numpy()[fin]),
+            p + "cost_usd_mean": _mean(videos["cost_usd"].to_numpy()[fin]),
+        })
+    return out

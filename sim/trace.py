@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from sim import storage
+from sim.diffusion import VIDEOS_SCHEMA
 
 CALLS_SCHEMA = pa.schema(
     [
@@ -133,7 +134,7 @@ SESSIONS_SCHEMA = pa.schema(
 )
 
 SCHEMAS = {"calls": CALLS_SCHEMA, "steps": STEPS_SCHEMA, "events": EVENTS_SCHEMA, "jobs": JOBS_SCHEMA,
-           "sessions": SESSIONS_SCHEMA}
+           "sessions": SESSIONS_SCHEMA, "videos": VIDEOS_SCHEMA}
 
 
 class TableSink:
@@ -241,6 +242,11 @@ class Recorder:
         if self._events._fs is None:
             return
         self._events.append((time_s, kind, pool, replica, call_id, detail))
+
+    def video(self, row: tuple) -> None:
+        """An image / video request ended (row in sim.diffusion.VIDEOS_SCHEMA order)."""
+        if self.sinks["videos"]._fs is not None:
+            self.sinks["videos"].append(row)
 
     def session(self, row: tuple) -> None:
         """A session ended (row in SESSIONS_SCHEMA order)."""

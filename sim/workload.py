@@ -206,7 +206,7 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
     t = cls.start_s
     while True:
         gaps = _gaps(cls.arrival, rng, CHUNK)
-        ps = prompt.sample(CHUNK)
+        ps = _outputs(prompt, CHUNK)
         os_ = _outputs(output, CHUNK)
         for g, p, o in zip(gaps.tolist(), ps.tolist(), os_.tolist()):
             t += g
@@ -216,15 +216,16 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
             make_call(cls, t, p, o)
 
 
-def _outputs(output: LengthSampler | None, n: int) -> np.ndarray:
-    """Output lengths; zeros for job classes, whose strategies draw their own."""
-    return output.sample(n) if output is not None else np.zeros(n, dtype=np.int64)
+def _outputs(sampler: LengthSampler | None, n: int) -> np.ndarray:
+    """``n`` lengths; zeros where the class draws its own (jobs, sessions: outputs; video
+    requests: prompts and outputs)."""
+    return sampler.sample(n) if sampler is not None else np.zeros(n, dtype=np.int64)
 
 
 def _lengths(prompt: LengthSampler, output: LengthSampler | None):
     """Endless (prompt, output) pairs, drawn in chunks like the open-loop generator."""
     while True:
-        yield from zip(prompt.sample(CHUNK).tolist(), _outputs(output, CHUNK).tolist())
+        yield from zip(_outputs(prompt, CHUNK).tolist(), _outputs(output, CHUNK).tolist())
 
 
 # Closed-loop clients whose calls are dropped on arrival with no think time retry at the
@@ -281,7 +282,7 @@ def _replay(env, cls, base_dir, stop, prompt, output, make_call, key):
     offset = 0.0
     while True:
         n = len(times)
-        ps = tp if tp is not None else prompt.sample(n)
+        ps = tp if tp is not None else _outputs(prompt, n)
         os_ = to if to is not None else _outputs(output, n)
         for i, (t, p, o) in enumerate(zip((times + offset).tolist(), ps.tolist(), os_.tolist())):
             if t >= stop:

@@ -21,6 +21,7 @@ from sim.errors import ScenarioError
 from sim.jobs import JobClass, strategy_width
 from sim.kvcache import Prefix
 from sim.sessions import SessionClass
+from sim.diffusion import DiffusionJob, DiffusionPerf, DiffusionReplica, load_card as load_diffusion_card
 from sim.perf import FixedModel, RooflineModel
 from sim.profile import ProfileModel
 from sim.power import PowerModel, Tariff
@@ -73,10 +74,52 @@ def activation_reserve_bytes(model: catalog.ModelCard, tp: int, max_tokens: int,
     return FIXED_RESERVE_BYTES + max_tokens * per_token + logits
 
 
+def _host_w(scenario: Scenario, acc) -> float:
+    host = scenario.datacenter.host_w_per_device
+    return host if host is not None else 0.5 * acc.host_w_per_device_max
+
+
+def _power_model(pool, acc, wdtype: str, source: str, key: str) -> PowerModel:
+    """The device power model of a pool: calibration, then the scenario's overrides; a cap must
+    lie between a busy idle device and TDP."""
+    cal = catalog.calibration(acc.name)
+    pw = {**cal.power, **{k: v for k, v in pool.power.model_dump().items() if v is not None}}
+    if "idle_w" in pw:
+        pw["idle_w_override"] = pw.pop("idle_w")
+    power = PowerModel(acc, acc.peak_flops(wdtype), cap_w=pool.power_cap_w, devices=pool.tp * pool.pp, **pw)
+    floor_w = power.active_base_w
+    if pool.power_cap_w is not None and not floor_w < pool.power_cap_w <= acc.tdp_w:
+        raise ScenarioError(source, f"{key}.power_cap_w",
+                            f"{pool.power_cap_w:g} W is outside ({floor_w:g} W drawn by a busy device doing no work "
+                            f"with the model resident, {acc.tdp_w:g} W TDP] for {acc.name}")
+    return power
+
+
+def resolve_diffusion_pool(scenario: Scenario, pool, acc, source: str, key: str) -> PoolSpec:
+    """A diffusion pool: its card, cost model, memory check and power model."""
+    card = load_diffusion_card(pool.model, source, f"{key}.model")
+    wdtype = pool.weight_dtype or card.weight_dtype
+    if pool.pp != 1 or pool.speculative is not None:
+        raise ScenarioError(source, key, "a diffusion pool runs tensor parallel only (no pp, no speculative)")
+    if card.num_heads % pool.tp:
+        raise ScenarioError(source, f"{key}.tp", f"{card.name} has {card.num_heads} heads, not divisible by tp={pool.tp}")
+    perf = DiffusionPerf(card, acc, pool.tp, wdtype)
+    weights = perf.weight_bytes_device()
+    usable = acc.memory_bytes * pool.engine.gpu_memory_utilization
+    if weights + FIXED_RESERVE_BYTES > usable:
+        raise ScenarioError(source, f"{key}.model", f"{card.name} does not fit on {acc.name} at tp={pool.tp}: weights need "
+                                                    f"{weights / GIB:.1f} GiB per device, {usable / GIB:.1f} GiB is usable")
+    power = _power_model(pool, acc, wdtype, source, key)
+    return PoolSpec(pool.name, key, acc, None, pool.tp, 1, pool.replicas, 0, pool.engine.block_size, weights / GIB, 0.0,
+                    perf, power, _host_w(scenario, acc))
+
+
 def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     pool = scenario.datacenter.pools[index]
     key = f"datacenter.pools.{pool.name}"
     acc = catalog.accelerator(pool.accelerator, source, f"{key}.accelerator")
+    if pool.kind == "diffusion":
+        return resolve_diffusion_pool(scenario, pool, acc, source, key)
     model = catalog.model(pool.model, source, f"{key}.model")
     # fp8 weights on a device without fp8 math compute in bf16 (Accelerator.peak_flops)
     wdtype = pool.weight_dtype or model.weight_dtype
@@ -114,19 +157,9 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
             "raise tp, use a smaller weight_dtype or a larger device",
         )
     blocks = eng.num_gpu_blocks if eng.num_gpu_blocks is not None else int(kv_bytes // per_block)
-    pw = {**cal.power, **{k: v for k, v in pool.power.model_dump().items() if v is not None}}
-    if "idle_w" in pw:
-        pw["idle_w_override"] = pw.pop("idle_w")
-    power = PowerModel(acc, acc.peak_flops(wdtype), cap_w=pool.power_cap_w, devices=pool.tp * pool.pp, **pw)
-    floor_w = power.active_base_w
-    if pool.power_cap_w is not None and not floor_w < pool.power_cap_w <= acc.tdp_w:
-        raise ScenarioError(source, f"{key}.power_cap_w",
-                            f"{pool.power_cap_w:g} W is outside ({floor_w:g} W drawn by a busy device doing no work "
-                            f"with the model resident, {acc.tdp_w:g} W TDP] for {acc.name}")
-    host = scenario.datacenter.host_w_per_device
-    host_w = host if host is not None else 0.5 * acc.host_w_per_device_max
+    power = _power_model(pool, acc, wdtype, source, key)
     return PoolSpec(pool.name, key, acc, model, pool.tp, pool.pp, pool.replicas, blocks, eng.block_size, weights / GIB,
-                    blocks * per_block / GIB, perf, power, host_w, specu)
+                    blocks * per_block / GIB, perf, power, _host_w(scenario, acc), specu)
 
 
 class World:
@@ -145,6 +178,12 @@ class World:
         for spec, pool in zip(self.specs, dc.pools):
             reps = []
             for j in range(spec.replicas):
+                if pool.kind == "diffusion":
+                    r = self._diffusion_replica(spec, pool)
+                    r.index_in_pool = j
+                    reps.append(r)
+                    self.replicas.append(r)
+                    continue
                 r = Replica(
                     self.env, len(self.replicas), spec.name, spec.perf, spec.power, spec.devices_per_replica, spec.kv_blocks,
                     spec.block_size,
@@ -157,6 +196,10 @@ class World:
                 r.index_in_pool = j
                 reps.append(r)
                 self.replicas.append(r)
+            if pool.kind == "diffusion" and pool.router.kind in ("least_kv", "prefix_affinity"):
+                raise ScenarioError(source, f"datacenter.pools.{pool.name}.router.kind",
+                                    f"'{pool.router.kind}' routes by KV cache; a diffusion pool has none "
+                                    "(use round_robin, random or jsq)")
             router_rng = rng.stream(scenario.seed, scenario.run, f"router/{spec.name}")
             self.routers[spec.name] = ROUTERS[pool.router.kind](reps, router_rng, pool.router)
         self.calls_created = 0
@@ -178,6 +221,8 @@ class World:
         self.session_classes = {c.name: SessionClass(self, c) for c in scenario.workload.classes if c.session is not None}
         self.sessions_created = 0
         self.open_sessions: dict = {}  # session_id -> (SessionClass, Session)
+        self.videos_created = 0
+        self.videos_open = 0
         self._prefix_home: dict = {}  # (pool, prefix key) -> [replica, calls of the prefix not ended]
 
     # ------------------------------------------------------------------ calls
@@ -189,6 +234,8 @@ class World:
             return self.job_classes[cls.name].start(t, prompt, on_done)
         if cls.session is not None:
             return self.session_classes[cls.name].start(t, prompt, on_done)
+        if cls.video is not None:
+            return self._video(cls, t, on_done)
         prefix = None
         if hashes is not None:
             chunk = cls.arrival.hash_tokens // self.spec_by_name[cls.pool].block_size
@@ -272,6 +319,33 @@ class World:
         ))
         self._check_done()
 
+    # ------------------------------------------------------------------ diffusion
+    def _diffusion_replica(self, spec: PoolSpec, pool) -> DiffusionReplica:
+        recorder = self.recorder
+        return DiffusionReplica(
+            self.env, len(self.replicas), spec.name, spec.perf, spec.power, spec.devices_per_replica, pool.max_batch,
+            lambda row: recorder.video(row), lambda row: recorder.step(*row[:-1]),
+            price_usd_per_device_s=spec.acc.price_usd_per_hour / 3600,
+            usd_per_j=self.tariff.energy_usd(self.tariff.facility_j(1.0)))
+
+    def _video(self, cls, t: float, on_done=None) -> DiffusionJob:
+        """One image / video request, routed to a replica of its diffusion pool."""
+        card = self.spec_by_name[cls.pool].perf.card
+        v = cls.video
+        self.videos_created += 1
+        self.videos_open += 1
+
+        def ended(job):
+            self.videos_open -= 1
+            if on_done is not None:
+                on_done(job)
+            self._check_done()
+
+        job = DiffusionJob(self.videos_created - 1, cls.name, t, v.frames or card.default_frames,
+                           v.steps or card.default_steps, v.resolution_scale, ended)
+        self.routers[cls.pool].pick(job).submit(job)
+        return job
+
     # ------------------------------------------------------------------ sessions
     def new_session_id(self) -> int:
         self.sessions_created += 1
@@ -327,7 +401,7 @@ class World:
 
     def _check_done(self) -> None:
         if (self._generators_left == 0 and self.calls_ended == self.calls_created and self.jobs_open == 0
-                and not self.open_sessions and not self._done.triggered):
+                and not self.open_sessions and self.videos_open == 0 and not self._done.triggered):
             self._done.succeed()
 
     # ------------------------------------------------------------------ run
