@@ -713,6 +713,9 @@ class Pool(Frozen):
     accelerator: str
     model: str
     max_batch: PosInt = 4
+    # A diffusion pool on the devices of an LLM pool (same accelerator, devices per replica and
+    # replica count): each batch takes its replica's devices at an iteration boundary.
+    share_with: Optional[str] = None
     replicas: PosInt = 1
     tp: PosInt = 1
     # Pipeline stages: layers split over ``pp`` groups of ``tp`` devices (replica = tp x pp devices).
@@ -793,6 +796,16 @@ class Scenario(Frozen):
         if self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s}) must be < duration_s ({self.duration_s})")
         pools = {p.name for p in self.datacenter.pools}
+        for p in self.datacenter.pools:
+            if p.share_with is None:
+                continue
+            key = f"datacenter.pools.{p.name}.share_with"
+            host = next((q for q in self.datacenter.pools if q.name == p.share_with), None)
+            if p.kind != "diffusion" or host is None or host.kind != "llm":
+                raise _KeyedError(key, "a diffusion pool can share the devices of an LLM pool (name one)")
+            if (host.accelerator, host.tp * host.pp, host.replicas) != (p.accelerator, p.tp * p.pp, p.replicas):
+                raise _KeyedError(key, f"pool '{host.name}' has other devices: accelerator, devices per replica and "
+                                       "replicas must be the same")
         for c in self.workload.classes:
             if c.pool not in pools:
                 raise _KeyedError(

@@ -351,6 +351,10 @@ class DiffusionReplica:
         self._version = 0
         self._start_pending = False
         self._closed = False  # finish() ran: nothing starts any more
+        # An LLM replica on the same devices (a pool shared with LLM traffic): each batch waits
+        # for it to hand the devices over at an iteration boundary, and it, not this replica,
+        # accounts the devices' idle time.
+        self.host = None
 
     # ------------------------------------------------------------------ public
     @property
@@ -410,13 +414,24 @@ class DiffusionReplica:
             (batch if j.shape == shape and len(batch) < self.max_batch else rest).append(j)
         waiting_before = len(self.waiting)
         self.waiting = rest
+        self.running = batch
+        seconds, _ = self.batch_cost(len(batch), *shape)
+        if self.host is not None:  # the LLM replica lends the devices at its next boundary
+            self.host.lend(seconds, lambda: self._begin(batch, waiting_before))
+            return
+        self._begin(batch, waiting_before)
+
+    def _begin(self, batch: list, waiting_before: int) -> None:
+        """Run ``batch`` from now: one timeout for all its steps and the VAE decode."""
+        if self._closed:
+            return
+        now = self.env.now
         self._advance_idle(now)
-        frames, steps, scale = shape
+        frames, steps, scale = batch[0].shape
         seconds, energy = self.batch_cost(len(batch), frames, steps, scale)
         for j in batch:
             j.admitted_s = now
             j.batch = len(batch)
-        self.running = batch
         tokens = len(batch) * self.perf.tokens(frames, scale) * self.perf.card.cfg_forwards_per_step * steps
         self._batch = (now, now + seconds, energy, steps, tokens, waiting_before)
         self._version += 1
@@ -451,6 +466,9 @@ class DiffusionReplica:
 
     # ------------------------------------------------------------------ accounting
     def _advance_idle(self, t: float) -> None:
+        if self.host is not None:  # the sharing LLM replica accounts the idle devices
+            self.clock = max(self.clock, t)
+            return
         if t > self.clock:
             e = self._idle_w * (t - self.clock)
             self._account(self.clock, t, e, busy=False)

@@ -266,6 +266,8 @@ class Replica:
         self._target = 0
         self._version = 0
         self._idle_w = power.idle_w * tp
+        self._lend: Optional[tuple] = None  # (seconds, on_grant) asked by a diffusion replica sharing the devices
+        self._lent_until: Optional[float] = None  # the devices run a diffusion batch until then
 
     # ------------------------------------------------------------------ public
     @property
@@ -300,6 +302,8 @@ class Replica:
             self.recorder.event(call.arrival_s, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
             return
         self.waiting.append(call)
+        if self._lent_until is not None:  # the devices run a diffusion batch: wait for them
+            return
         if self._due is not None:  # the decision due at this instant will see this call
             self._due.arrived(_event_id(self.env))
             return
@@ -336,6 +340,35 @@ class Replica:
             self._purge_cancelled()
             return
         self._cut()
+
+    def lend(self, seconds: float, on_grant: Callable[[], None]) -> None:
+        """A diffusion replica on the same devices asks for them for ``seconds``: granted at
+        once when idle, else at the next iteration boundary (the run is cut there). Calls keep
+        arriving and queue; the engine resumes when the batch is over. The batch's energy is
+        the diffusion replica's; this replica records nothing for the lent time."""
+        self._lend = (seconds, on_grant)
+        if self._plan is None and self._due is None:
+            self._grant()
+        elif self._plan is not None:
+            self._cut()
+
+    def _grant(self) -> None:
+        seconds, on_grant = self._lend
+        self._lend = None
+        self._version += 1  # no boundary of an earlier plan fires
+        self._plan = None
+        self._advance_idle(self.env.now)
+        self._lent_until = self.env.now + seconds
+        self.env.timeout(seconds).callbacks.append(lambda _ev: self._resume())
+        on_grant()
+
+    def _resume(self) -> None:
+        self.clock = max(self.clock, self._lent_until)  # the lent time is the diffusion batch's
+        self._lent_until = None
+        if self._lend is not None:
+            self._grant()
+        elif self.running or self.waiting:
+            self._defer()
 
     def settle(self) -> None:
         """Apply the iterations of the run in flight that have ended by now, keeping the rest of
@@ -416,6 +449,9 @@ class Replica:
         """End of simulation at ``t_end``: commit what is done, cut the rest, time out the calls."""
         if self._due is not None:
             self._decide_due(self._due)
+        if self._lent_until is not None:  # a diffusion batch holds the devices: its time is not ours
+            self.clock = max(self.clock, min(self._lent_until, t_end))
+            self._lent_until = None
         plan = self._plan
         if plan is not None:
             m = int(np.searchsorted(plan.bounds, t_end, side="right")) - 1
@@ -454,6 +490,9 @@ class Replica:
             return  # superseded by an earlier boundary
         plan, self._plan = self._plan, None
         self._commit(plan, self._target)
+        if self._lend is not None:
+            self._grant()
+            return
         if self.env.peek() > self.env.now:  # nothing else happens at this instant
             self._start()
         else:  # calls may still arrive at this instant (ended calls' clients, other replicas)
@@ -461,6 +500,8 @@ class Replica:
 
     def _start(self) -> None:
         """Decide now and arm the boundary."""
+        if self._lent_until is not None:
+            return
         if self._cancels:
             self._purge_cancelled()
         if not self.running and not self.waiting:
@@ -474,7 +515,7 @@ class Replica:
         """Drop any decision and decide once, when every event of this instant is processed."""
         self._version += 1  # an armed boundary no longer counts
         self._plan = None
-        if not self.running and not self.waiting:
+        if (not self.running and not self.waiting) or self._lent_until is not None:
             return
         due = self._due = _Due(_event_id(self.env), not self.waiting)
         _at_end_of_instant(self.env).callbacks.append(lambda _ev: self._decide_due(due))
@@ -483,6 +524,9 @@ class Replica:
         if due is not self._due:
             return  # decided already (end of simulation)
         self._due = None
+        if self._lend is not None:
+            self._grant()
+            return
         if self._cancels:
             self._purge_cancelled()
             if not self.running and not self.waiting:
@@ -505,6 +549,8 @@ class Replica:
             self._end_call(c, "cancelled", self.clock)
 
     def _advance_idle(self, t: float) -> None:
+        if self._lent_until is not None:
+            return  # the diffusion batch on these devices accounts for them
         if t > self.clock:
             e = self._idle_w * (t - self.clock)
             self._account(self.clock, t, e, busy=False)

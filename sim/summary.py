@@ -82,6 +82,7 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
     out_tok = float((steps["output_tokens"].to_numpy() * f).sum())
     prefill_tok = float((steps["prefill_tokens"].to_numpy() * f).sum())
     device_j = float((steps["energy_j"].to_numpy() * f).sum())
+    pools = [p for p in pools if not getattr(p, "shares_devices", False)]  # devices counted once
     replicas = sum(p.replicas for p in pools)
     devices = sum(p.devices for p in pools)
     busy_s = float(dur[busy_kind].sum())

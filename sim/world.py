@@ -54,6 +54,7 @@ class PoolSpec:
     power: PowerModel
     host_w_per_device: float
     speculative: object = None  # sim.speculative.SpeculativeCost, or None
+    shares_devices: bool = False  # a diffusion pool on an LLM pool's devices (counted there)
 
     @property
     def devices_per_replica(self) -> int:
@@ -111,7 +112,7 @@ def resolve_diffusion_pool(scenario: Scenario, pool, acc, source: str, key: str)
                                                     f"{weights / GIB:.1f} GiB per device, {usable / GIB:.1f} GiB is usable")
     power = _power_model(pool, acc, wdtype, source, key)
     return PoolSpec(pool.name, key, acc, None, pool.tp, 1, pool.replicas, 0, pool.engine.block_size, weights / GIB, 0.0,
-                    perf, power, _host_w(scenario, acc))
+                    perf, power, _host_w(scenario, acc), shares_devices=pool.share_with is not None)
 
 
 def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
@@ -142,6 +143,11 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
 
     eng, bat = pool.engine, pool.batcher
     usable = acc.memory_bytes * eng.gpu_memory_utilization
+    # diffusion models sharing these devices keep their weights resident too
+    for guest in scenario.datacenter.pools:
+        if guest.share_with == pool.name:
+            card = load_diffusion_card(guest.model, source, f"datacenter.pools.{guest.name}.model")
+            usable -= DiffusionPerf(card, acc, guest.tp, guest.weight_dtype or card.weight_dtype).weight_bytes_device()
     specu = resolve_speculative(pool, model, acc, wdtype, perf, eff, source, key)  # draft/MTP weights and KV too
     weights = roofline.weight_bytes_device() + (specu.weight_bytes_device if specu else 0.0)
     reserve = (eng.activation_reserve_gib * GIB if eng.activation_reserve_gib is not None
@@ -175,6 +181,7 @@ class World:
         max_run = 1 if scenario.engine_mode == "per_iteration" else 1 << 15
         self.replicas: list[Replica] = []
         self.routers = {}
+        self._pool_replicas: dict = {}
         for spec, pool in zip(self.specs, dc.pools):
             reps = []
             for j in range(spec.replicas):
@@ -202,6 +209,11 @@ class World:
                                     "(use round_robin, random or jsq)")
             router_rng = rng.stream(scenario.seed, scenario.run, f"router/{spec.name}")
             self.routers[spec.name] = ROUTERS[pool.router.kind](reps, router_rng, pool.router)
+            self._pool_replicas[spec.name] = reps
+        for pool in dc.pools:
+            if pool.share_with is not None:  # each diffusion replica borrows its LLM replica's devices
+                for d, host in zip(self._pool_replicas[pool.name], self._pool_replicas[pool.share_with]):
+                    d.host = host
         self.calls_created = 0
         self.calls_ended = 0
         self._generators_left = 0
