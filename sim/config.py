@@ -588,6 +588,12 @@ class LeastKvRouter(Frozen):
     kind: Literal["least_kv"]
 
 
+class PowerOfTwoRouter(Frozen):
+    """Power of two choices: the less loaded (calls outstanding) of two random replicas."""
+
+    kind: Literal["p2c"]
+
+
 class PrefixAffinityRouter(Frozen):
     """Cache-aware: the replica holding the longest cached prefix of the call, unless its KV
     load exceeds ``max_load`` (then the least KV load)."""
@@ -599,7 +605,7 @@ class PrefixAffinityRouter(Frozen):
 
 
 Router = Annotated[
-    Union[RoundRobinRouter, RandomRouter, ShortestQueueRouter, LeastKvRouter, PrefixAffinityRouter],
+    Union[RoundRobinRouter, RandomRouter, ShortestQueueRouter, LeastKvRouter, PowerOfTwoRouter, PrefixAffinityRouter],
     Field(discriminator="kind"),
 ]
 

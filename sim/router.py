@@ -72,6 +72,32 @@ class LeastKv:
         return min(self.replicas, key=lambda r: (r.kv_load(t), r.outstanding, r.index_in_pool))
 
 
+class PowerOfTwo:
+    """Power of two choices (Mitzenmacher 2001): two distinct replicas drawn at random, the
+    one with fewer calls outstanding (ties: the first drawn). Nearly join-shortest-queue's
+    balance for two probes per call instead of a scan of the pool."""
+
+    def __init__(self, replicas, rng: np.random.Generator, params):
+        self.replicas = replicas
+        self.rng = rng
+        self._buf = np.empty((0, 2), dtype=np.int64)
+        self._pos = 0
+
+    def pick(self, call):
+        reps = self.replicas
+        n = len(reps)
+        if n == 1:
+            return reps[0]
+        if self._pos == len(self._buf):
+            a = self.rng.integers(0, n, size=4096)
+            b = (a + self.rng.integers(1, n, size=4096)) % n  # a different replica
+            self._buf, self._pos = np.stack([a, b], axis=1), 0
+        i, j = self._buf[self._pos]
+        self._pos += 1
+        r, s = reps[int(i)], reps[int(j)]
+        return s if s.outstanding < r.outstanding else r
+
+
 class PrefixAffinity:
     """The replica whose prefix cache holds the longest leading part of the call's prompt
     (calls without a prefix, and ties, go to the least KV load), unless that replica's KV load
@@ -102,4 +128,4 @@ class PrefixAffinity:
 
 
 ROUTERS = {"round_robin": RoundRobin, "random": Random, "jsq": ShortestQueue, "least_kv": LeastKv,
-           "prefix_affinity": PrefixAffinity}
+           "p2c": PowerOfTwo, "prefix_affinity": PrefixAffinity}

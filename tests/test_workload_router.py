@@ -84,3 +84,38 @@ def test_jsq_and_least_kv_pick_the_least_loaded():
     reps = [_Rep(0, 5, 0.9), _Rep(1, 2, 0.1), _Rep(2, 3, 0.05)]
     assert ROUTERS["jsq"](reps, None, None).pick(_Call()).index_in_pool == 1
     assert ROUTERS["least_kv"](reps, None, None).pick(_Call()).index_in_pool == 2
+
+
+def test_power_of_two_choices_never_picks_the_busier_of_its_pair():
+    reps = [_Rep(0, 5, 0.9), _Rep(1, 2, 0.1), _Rep(2, 3, 0.05)]
+    p2c = ROUTERS["p2c"](reps, stream(3, 0, "r"), None)
+    picks = np.bincount([p2c.pick(_Call()).index_in_pool for _ in range(3000)], minlength=3)
+    # pairs {0,1}, {0,2}, {1,2} equally likely: replica 1 wins two of them, replica 2 one
+    assert picks[0] == 0 and abs(picks[1] / 3000 - 2 / 3) < 0.03
+
+
+def test_power_of_two_choices_cuts_queueing_like_the_supermarket_model(tmp_path):
+    """Eight single servers at 90% load: random routing queues as eight M/M/1s (mean wait
+    9 service times); two choices cut it to a fraction (Mitzenmacher's supermarket model),
+    close to join-shortest-queue."""
+    import copy
+
+    import pyarrow.parquet as pq
+
+    from scenarios import single_server
+    from sim.config import validate
+    from sim.run import run_point
+
+    waits = {}
+    for kind in ("random", "p2c", "jsq"):
+        raw = single_server({"kind": "exponential", "mean": 10}, rate_per_s=8 * 0.9 / (10 * 0.01), iteration_s=0.01,
+                            duration_s=400.0, seed=5, warmup_s=50.0)
+        raw = copy.deepcopy(raw)
+        raw["datacenter"]["pools"][0].update(replicas=8, router={"kind": kind})
+        run_point(validate(raw), str(tmp_path / kind), "p")
+        c = pq.read_table(tmp_path / kind / "calls" / "point_id=p" / "part-0.parquet")
+        a = c["arrival_s"].to_numpy()
+        w = (c["admitted_s"].to_numpy() - a)[a > 50.0]
+        waits[kind] = float(np.nanmean(w)) / (10 * 0.01)  # in mean service times
+    assert waits["random"] > 5  # M/M/1 at 0.9: 9
+    assert waits["p2c"] < 0.4 * waits["random"] and waits["jsq"] <= waits["p2c"]
