@@ -213,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="fit an accelerator's performance and power parameters to measurements")
     add_calibrate_arguments(c)
     c.set_defaults(func=cmd_calibrate)
+
+    from analysis.report import cmd_report
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report of a run or sweep folder")
+    rp.add_argument("dir", help="output folder of dcsim run / sweep")
+    rp.add_argument("--out", default=None, metavar="FILE", help="HTML file to write (default: DIR/report.html)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -709,6 +709,27 @@ class PowerParams(Frozen):
     link_active_w: Optional[NonNegFloat] = None  # per device of a multi-device replica, while busy
 
 
+class Faults(Frozen):
+    """Replica failures: time to failure exponential with mean ``mtbf_s`` (or Weibull with
+    ``weibull_shape``, same mean), repair exponential with mean ``mttr_s``. A failure loses the
+    iteration in flight and the KV cache; its calls are retried on other replicas
+    (``on_failure: retry``, from scratch, keeping their arrival time) or fail."""
+
+    mtbf_s: PosFloat
+    mttr_s: PosFloat
+    distribution: Literal["exponential", "weibull"] = "exponential"
+    weibull_shape: PosFloat = 1.0
+    on_failure: Literal["retry", "fail"] = "retry"
+
+
+class Stragglers(Frozen):
+    """A ``fraction`` of the pool's replicas (drawn once) run every iteration ``slowdown``
+    times slower (thermal throttling, a bad link, a noisy neighbour)."""
+
+    fraction: Annotated[float, Field(ge=0, le=1)]
+    slowdown: Annotated[float, Field(ge=1)]
+
+
 class Pool(Frozen):
     """Identical replicas of one model on one accelerator type. ``kind: diffusion`` serves an
     image / video model (a card in hardware/diffusion/) to ``video`` classes, batching up to
@@ -722,6 +743,14 @@ class Pool(Frozen):
     # A diffusion pool on the devices of an LLM pool (same accelerator, devices per replica and
     # replica count): each batch takes its replica's devices at an iteration boundary.
     share_with: Optional[str] = None
+    faults: Optional[Faults] = None
+    stragglers: Optional[Stragglers] = None
+
+    @model_validator(mode="after")
+    def _llm_only(self):
+        if self.kind == "diffusion" and (self.faults is not None or self.stragglers is not None):
+            raise ValueError("faults and stragglers are modelled for LLM pools only")
+        return self
     replicas: PosInt = 1
     tp: PosInt = 1
     # Pipeline stages: layers split over ``pp`` groups of ``tp`` devices (replica = tp x pp devices).

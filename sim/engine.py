@@ -268,6 +268,7 @@ class Replica:
         self._idle_w = power.idle_w * tp
         self._lend: Optional[tuple] = None  # (seconds, on_grant) asked by a diffusion replica sharing the devices
         self._lent_until: Optional[float] = None  # the devices run a diffusion batch until then
+        self.down_since: Optional[float] = None  # failed at, until repaired
 
     # ------------------------------------------------------------------ public
     @property
@@ -293,13 +294,15 @@ class Replica:
         return (used + need) / self.total_blocks
 
     def submit(self, call: Call) -> None:
-        """A call arrives at this replica (at ``call.arrival_s`` == now)."""
+        """A call arrives at this replica now (at ``call.arrival_s``, or later when it is retried
+        after a failure elsewhere)."""
         call.replica = self.index
+        t = self.env.now
         if (call.prompt_tokens + call.output_tokens > self.max_context
                 or self._blocks_for(call.prompt_tokens + call.output_tokens) > self.total_blocks):
             self._release(call, final=True)
-            self._end_call(call, "dropped", call.arrival_s)
-            self.recorder.event(call.arrival_s, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
+            self._end_call(call, "dropped", t)
+            self.recorder.event(t, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
             return
         self.waiting.append(call)
         if self._lent_until is not None:  # the devices run a diffusion batch: wait for them
@@ -309,18 +312,18 @@ class Replica:
             return
         plan = self._plan
         if plan is None:  # idle: start at the arrival
-            self._advance_idle(call.arrival_s)
+            self._advance_idle(t)
             self._defer()
             return
         if plan.steady and (plan.waiting_empty or call.pin is not None) and len(self.running) < self.batcher.max_num_seqs:
             # The iteration boundary at or after the arrival is where it can be admitted (a
             # call behind a blocked queue cannot, unless it brings pinned KV and may pass).
-            i = int(np.searchsorted(plan.bounds, call.arrival_s, side="left"))
+            i = int(np.searchsorted(plan.bounds, t, side="left"))
             if i == 0:
                 self._defer()  # arrived exactly as the run was decided: decide again
             elif i < self._target:
                 self._arm(i)
-        elif plan.k == 1 and call.arrival_s <= plan.bounds[0]:
+        elif plan.k == 1 and t <= plan.bounds[0]:
             self._defer()  # arrived exactly as a single iteration was decided: decide again
 
     def cancel(self, call: Call) -> None:
@@ -422,6 +425,8 @@ class Replica:
     def release_pin(self, pin: Pin) -> None:
         """A caller lets go of KV it pinned: a waiting call may fit at the next boundary, and a
         replica stalled on those blocks starts again."""
+        if pin.pool is not self.kv:  # lost with a failure
+            return
         self.settle()
         self.kv.release_pin(pin)
         if not self.waiting or self._due is not None:
@@ -447,11 +452,64 @@ class Replica:
 
     def finish(self, t_end: float) -> None:
         """End of simulation at ``t_end``: commit what is done, cut the rest, time out the calls."""
+        if self.down_since is not None:
+            self.repair()
+        self._stop(t_end)
+        self._advance_idle(t_end)
+        for c in list(self.running) + list(self.waiting):
+            self._release(c, final=True)
+            self._end_call(c, "cancelled" if c.cancelled else "timed-out", math.nan)
+        self.running.clear()
+        self.waiting.clear()
+
+    def fail(self) -> list[Call]:
+        """The devices fail now: the iteration in flight is lost, the KV cache (pins included)
+        is gone, and every call on the replica is handed back, reset to start again, for the
+        caller to retry elsewhere or fail. The replica is down until :meth:`repair`."""
+        now = self.env.now
+        self._stop(now)
+        self._lend = None
+        calls = list(self.running) + list(self.waiting)
+        for c in calls:
+            c.computed = c.blocks = c.shared = c.generated = 0
+            c.pin = c.held = None
+            c.admitted_s = c.first_token_s = math.nan
+        self.running, self.waiting = [], deque()
+        self._cancels = 0
+        self.kv = KvPool(self.total_blocks, self.block_size, self.kv.caching)
+        self.down_since = now
+        return calls
+
+    @staticmethod
+    def end_unserved(call: Call, recorder, on_end, t: float) -> None:
+        """A call no replica can take (its whole pool is down) fails at once."""
+        call.status, call.finish_s = "failed", t
+        recorder.call(call)
+        on_end(call)
+        if call.on_done is not None:
+            call.on_done(call)
+
+    def end_failed(self, call: Call) -> None:
+        """End a call handed back by :meth:`fail` as ``failed`` (no retry)."""
+        self._end_call(call, "failed", self.env.now)
+
+    def repair(self) -> None:
+        """Back in service now, empty (its downtime draws no power)."""
+        now = self.env.now
+        if now > self.clock:
+            self.recorder.step(self.pool, self.index, "down", self.clock, now, 0, 0, 0, 0, 0, 0, 0, 0.0)
+            self.clock = now
+        self.down_since = None
+
+    def _stop(self, t: float) -> None:
+        """Commit the iterations done by ``t`` and cut the one in flight there (its energy
+        prorated), leaving no plan."""
         if self._due is not None:
             self._decide_due(self._due)
         if self._lent_until is not None:  # a diffusion batch holds the devices: its time is not ours
-            self.clock = max(self.clock, min(self._lent_until, t_end))
+            self.clock = max(self.clock, min(self._lent_until, t))
             self._lent_until = None
+        t_end = t
         plan = self._plan
         if plan is not None:
             m = int(np.searchsorted(plan.bounds, t_end, side="right")) - 1
@@ -466,12 +524,6 @@ class Replica:
                 self.recorder.step(self.pool, self.index, "partial", self.clock, t_end, 0, len(self.running), 0, 0, 0,
                                    len(self.waiting), self.kv.used(), e)
                 self.clock = t_end
-        self._advance_idle(t_end)
-        for c in list(self.running) + list(self.waiting):
-            self._release(c, final=True)
-            self._end_call(c, "cancelled" if c.cancelled else "timed-out", math.nan)
-        self.running.clear()
-        self.waiting.clear()
 
     # ------------------------------------------------------------------ timing
     def _arm(self, m: int, slot: Optional[int] = None) -> None:
@@ -953,7 +1005,7 @@ class Replica:
         kv.take(c.shared - c.blocks)
         if c.shared:
             if final and c.retain == "pin":
-                c.held = Pin(c.prefix, c.shared)
+                c.held = Pin(c.prefix, c.shared, kv)
             else:
                 kv.unref(c.prefix, c.shared, keep=not (final and c.retain == "drop"))
         c.blocks = c.shared = 0

@@ -54,13 +54,15 @@ class Prefix:
 
 
 class Pin:
-    """References on the first ``blocks`` blocks of ``prefix``, held outside any call."""
+    """References on the first ``blocks`` blocks of ``prefix`` in ``pool``, held outside any
+    call (void once that pool is gone: its replica failed)."""
 
-    __slots__ = ("prefix", "blocks")
+    __slots__ = ("prefix", "blocks", "pool")
 
-    def __init__(self, prefix: Prefix, blocks: int):
+    def __init__(self, prefix: Prefix, blocks: int, pool: "KvPool"):
         self.prefix = prefix
         self.blocks = blocks
+        self.pool = pool
 
 
 class KvPool:
@@ -220,10 +222,11 @@ class KvPool:
                     self.lru_blocks -= c
                 refs[k] = r + 1
             n += 1
-        return Pin(prefix, n * c)
+        return Pin(prefix, n * c, self)
 
     def release_pin(self, pin: Pin, keep: bool = True) -> None:
-        self.unref(pin.prefix, pin.blocks, keep)
+        if pin.pool is self:  # a pin of a pool lost with its replica holds nothing
+            self.unref(pin.prefix, pin.blocks, keep)
         pin.blocks = 0
 
     def _forget(self, k) -> None:

@@ -156,6 +156,8 @@ class SessionClass:
         w = np.array([t.weight for t in self.tools], dtype=float)
         self.tool_cum = np.cumsum(w / w.sum())
         self.policy = spec.kv
+        # what a turn's call does with its KV when it ends
+        self.retain = {"pin": "pin", "drop": "drop"}.get(spec.kv.kind, "cache")
         self.pool = world.spec_by_name[cls.pool]
         per_token = self.pool.kv_gib * 2**30 / (self.pool.kv_blocks * self.pool.block_size)
         self.block_bytes = per_token * self.pool.block_size * self.pool.devices_per_replica  # whole replica
@@ -185,9 +187,8 @@ class SessionClass:
             replica = self._place(s, prompt + int(outputs[turn]))
             pin = yield from self._bring_back(s, replica, prefix)
             ev = env.event()
-            call = self.world.submit_to(replica, self.cls.name, env.now, prompt, int(outputs[turn]), self.cls.priority,
-                                        -1, ev.succeed, prefix, retain="pin" if isinstance(self.policy, C.PinKv) else
-                                        ("drop" if isinstance(self.policy, C.DropKv) else "cache"), pin=pin,
+            call = self.world.submit_to(self.cls.pool, replica, self.cls.name, env.now, prompt, int(outputs[turn]),
+                                        self.cls.priority, -1, ev.succeed, prefix, retain=self.retain, pin=pin,
                                         session_id=s.sid)
             s.calls.append(call)
             yield ev
@@ -229,10 +230,13 @@ class SessionClass:
     def _place(self, s: Session, tokens: int):
         """The replica for the next turn: home while its KV load allows, else the router's pick."""
         home = s.home
-        if home is not None and self.spec.affinity and home.kv_load(self.env.now) <= self.spec.affinity_max_load:
+        if (home is not None and home.down_since is None and self.spec.affinity
+                and home.kv_load(self.env.now) <= self.spec.affinity_max_load):
             return home
         probe = _Probe(tokens, self.env.now)
-        r = self.world.routers[self.cls.pool].pick(probe)
+        r = self.world.route(self.cls.pool, probe)
+        if r is None:  # the whole pool is down: wait for the old home
+            return home
         if home is not None and r is not home:  # the KV on the old home is given up
             s.migrations += 1
             self._unpin(s)
@@ -250,7 +254,7 @@ class SessionClass:
             s.pinned_block_s += s.pin.blocks * (self.env.now - s.pin_since)
             pin, s.pin = s.pin, None
             return pin
-        if not (isinstance(self.policy, C.OffloadKv) and s.host_blocks):
+        if not (isinstance(self.policy, C.OffloadKv) and s.host_blocks) or replica is None or replica.down_since is not None:
             return None
         kv = replica.kv
         replica.settle()  # the pool as it is now, not as the run in flight began

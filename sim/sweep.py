@@ -291,7 +291,8 @@ def _summary_table(points: list[Point], records: list[dict]) -> pa.Table:
     return pa.table(cols)
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A swept value or metric as a short label (a mapping with a ``kind`` as ``kind k=v ...``)."""
     if v is None:
         return ""
     if isinstance(v, float):
@@ -310,7 +311,7 @@ def _fmt_kind(text: str) -> str:
     if not isinstance(obj, dict) or "kind" not in obj:
         return text
     parts = [str(obj["kind"])]
-    parts += [f"{k}={_fmt(v)}" for k, v in obj.items() if k != "kind" and isinstance(v, (int, float, str, bool))]
+    parts += [f"{k}={format_value(v)}" for k, v in obj.items() if k != "kind" and isinstance(v, (int, float, str, bool))]
     return " ".join(parts)
 
 
@@ -353,7 +354,7 @@ def print_summary(result: SweepResult, console=None, max_rows: int = 40, max_met
     for row in pts[:max_rows]:
         s = summ.get(row["point_id"], {})
         status = Text(row["status"], style=None if row["status"] == "ok" else "red")
-        table.add_row(row["point_id"], *(_fmt(row[c]) for c in swept), _fmt(row["run"]), status, *(_fmt(s.get(m)) for m in metrics))
+        table.add_row(row["point_id"], *(format_value(row[c]) for c in swept), format_value(row["run"]), status, *(format_value(s.get(m)) for m in metrics))
     console.print(table)
     if len(pts) > max_rows:
         console.print(f"... {len(pts) - max_rows} more rows in points.parquet / summary.parquet")

@@ -231,6 +231,8 @@ def _lengths(prompt: LengthSampler, output: LengthSampler | None):
 # Closed-loop clients whose calls are dropped on arrival with no think time retry at the
 # same instant; this many drops in a row means no call can ever be served.
 MAX_DROP_STREAK = 10_000
+# A closed-loop client whose call failed (every replica of its pool down) tries again after this.
+FAILED_RETRY_S = 1.0
 
 
 def _closed(env, cls, stop, prompt, output, make_call, key):
@@ -261,7 +263,8 @@ def _closed(env, cls, stop, prompt, output, make_call, key):
         else:
             state["drops"] = 0
         end = call.finish_s if call.finish_s == call.finish_s else env.now  # NaN: timed out at the end
-        t = end + think
+        # a call that failed (its whole pool down) is retried after a back-off, not at once
+        t = end + max(think, FAILED_RETRY_S if call.status == "failed" else 0.0)
         if state["stopped"] or t >= stop:
             return
         ev = env.timeout(max(0.0, t - env.now))

@@ -22,6 +22,7 @@ from sim.jobs import JobClass, strategy_width
 from sim.kvcache import Prefix
 from sim.sessions import SessionClass
 from sim.diffusion import DiffusionJob, DiffusionPerf, DiffusionReplica, load_card as load_diffusion_card
+from sim.faults import FaultInjector, stragglers
 from sim.perf import FixedModel, RooflineModel
 from sim.profile import ProfileModel
 from sim.power import PowerModel, Tariff
@@ -214,6 +215,13 @@ class World:
             if pool.share_with is not None:  # each diffusion replica borrows its LLM replica's devices
                 for d, host in zip(self._pool_replicas[pool.name], self._pool_replicas[pool.share_with]):
                     d.host = host
+            if pool.stragglers is not None:
+                slow = stragglers(self._pool_replicas[pool.name], pool.stragglers,
+                                  rng.stream(scenario.seed, scenario.run, f"stragglers/{pool.name}"))
+                self._slow = getattr(self, "_slow", []) + slow
+        self.injectors = {p.name: FaultInjector(self, p.name, p.faults, rng.stream(scenario.seed, scenario.run,
+                                                                                    f"faults/{p.name}"))
+                          for p in dc.pools if p.faults is not None}
         self.calls_created = 0
         self.calls_ended = 0
         self._generators_left = 0
@@ -262,23 +270,43 @@ class World:
         call = Call(self.calls_created, cls_name, pool, t, prompt, output, priority, job_id, on_done, prefix, **call_options)
         self.calls_created += 1
         if not group:
-            self.routers[pool].pick(call).submit(call)
+            self._send(call, self.route(pool, call))
             return call
         key = (pool, prefix.base)
         home = self._prefix_home.get(key)
-        if home is None:
-            home = self._prefix_home[key] = [self.routers[pool].pick(call), 0]
+        if home is None or home[0].down_since is not None:
+            home = self._prefix_home[key] = [self.route(pool, call), home[1] if home else 0]
         home[1] += 1
-        home[0].submit(call)
+        self._send(call, home[0])
         return call
 
-    def submit_to(self, replica: Replica, cls_name: str, t: float, prompt: int, output: int, priority: int = 0,
+    def route(self, pool: str, call):
+        """The router's pick, or, if that replica is down, the least-loaded replica that is up
+        (None if every replica is down)."""
+        r = self.routers[pool].pick(call)
+        if getattr(r, "down_since", None) is None:
+            return r
+        up = [x for x in self._pool_replicas[pool] if x.down_since is None]
+        return min(up, key=lambda x: (x.outstanding, x.index_in_pool)) if up else None
+
+    def _send(self, call: Call, replica) -> None:
+        if replica is None:  # the whole pool is down
+            self.replicas[0].__class__.end_unserved(call, self.recorder, self._call_ended, self.env.now)
+            return
+        replica.submit(call)
+
+    def resubmit(self, call: Call) -> None:
+        """A call handed back by a failed replica, sent again from scratch."""
+        self._send(call, self.route(call.pool, call))
+
+    def submit_to(self, pool: str, replica, cls_name: str, t: float, prompt: int, output: int, priority: int = 0,
                   job_id: int = -1, on_done=None, prefix: Prefix | None = None, **call_options) -> Call:
-        """Create one call and send it to ``replica`` (session affinity decided by the caller)."""
-        call = Call(self.calls_created, cls_name, replica.pool, t, prompt, output, priority, job_id, on_done, prefix,
+        """Create one call and send it to ``replica`` of ``pool`` (session affinity decided by the
+        caller; None or a replica that is down: the call fails)."""
+        call = Call(self.calls_created, cls_name, pool, t, prompt, output, priority, job_id, on_done, prefix,
                     **call_options)
         self.calls_created += 1
-        replica.submit(call)
+        self._send(call, replica if replica is not None and replica.down_since is None else None)
         return call
 
     def cancel(self, call: Call) -> None:
@@ -424,6 +452,9 @@ class World:
         self._generators_left = len(classes)
         for cls in classes:
             self.env.process(self._generator(cls, sc.duration_s))
+        for name, injector in self.injectors.items():
+            for r in self._pool_replicas[name]:
+                self.env.process(injector.run(r))
         horizon = sc.duration_s + sc.drain_s
         self.env.run(until=self.env.any_of([self._done, self.env.timeout(horizon)]))
         t_end = self.env.now if self._done.triggered else horizon
