@@ -468,6 +468,7 @@ class Replica:
         caller to retry elsewhere or fail. The replica is down until :meth:`repair`."""
         now = self.env.now
         self._stop(now)
+        self._advance_idle(now)  # up (idle) until now; down from now
         self._lend = None
         calls = list(self.running) + list(self.waiting)
         for c in calls:

@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 def _pct(x: np.ndarray, q: float) -> float:
@@ -77,7 +76,8 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
     ``pools`` are resolved pool specs (devices, tp, price, host power)."""
     span = t1 - t0
     f = _overlap(steps, t0, t1)
-    busy_kind = pc.not_equal(steps["kind"], "idle").to_numpy(zero_copy_only=False)
+    kind = steps["kind"].to_numpy(zero_copy_only=False)
+    busy_kind = (kind != "idle") & (kind != "down")
     dur = (steps["end_s"].to_numpy() - steps["start_s"].to_numpy()) * f
     out_tok = float((steps["output_tokens"].to_numpy() * f).sum())
     prefill_tok = float((steps["prefill_tokens"].to_numpy() * f).sum())
@@ -100,6 +100,7 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
         "output_tokens_per_s": out_tok / span,
         "prompt_tokens_per_s": prefill_tok / span,
         "utilization": busy_s / (replicas * span),
+        "availability": 1.0 - float(dur[kind == "down"].sum()) / (replicas * span),  # replicas up (not failed)
         "mean_batch_seqs": seq_s / busy_s if busy_s > 0 else 0.0,
         "device_energy_j": device_j,
         "host_energy_j": host_j,

@@ -69,6 +69,7 @@ def test_availability_matches_mtbf_over_mtbf_plus_mttr(tmp_path):
     # sqrt(2 / cycles) x (1 - A) (exponential up and down times)
     se = math.sqrt(2.0 / cycles) * (1 - expected)
     assert cycles > 200 and abs(availability - expected) < 3 * se
+    assert abs(s["availability"] - availability) < 0.01  # the summary's figure, from the steps table
 
 
 def test_retried_calls_start_again_and_take_longer(tmp_path):
