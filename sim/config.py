@@ -785,6 +785,10 @@ class Datacenter(Frozen):
     # Host (CPU, NIC, fans, switches) power per device; None derives it from the
     # accelerator card: half of (node max power - devices x TDP) / devices.
     host_w_per_device: Optional[NonNegFloat] = None
+    # Power budget of the accelerators (a row's or rack's share for GPUs), enforced by power
+    # capping: each device is capped at the budget's share in proportion to its TDP (or its
+    # pool's own power_cap_w if lower), so the accelerators never draw more than the budget.
+    power_budget_w: Optional[PosFloat] = None
 
     @model_validator(mode="after")
     def _unique(self):

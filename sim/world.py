@@ -81,19 +81,39 @@ def _host_w(scenario: Scenario, acc) -> float:
     return host if host is not None else 0.5 * acc.host_w_per_device_max
 
 
-def _power_model(pool, acc, wdtype: str, source: str, key: str) -> PowerModel:
-    """The device power model of a pool: calibration, then the scenario's overrides; a cap must
-    lie between a busy idle device and TDP."""
+def budget_cap_w(scenario: Scenario, acc, source: str) -> float | None:
+    """The per-device cap that keeps the accelerators within ``datacenter.power_budget_w``:
+    the budget shared in proportion to TDP over every device (shared pools counted once)."""
+    budget = scenario.datacenter.power_budget_w
+    if budget is None:
+        return None
+    tdp = 0.0
+    for i, p in enumerate(scenario.datacenter.pools):
+        if p.share_with is None:
+            tdp += catalog.accelerator(p.accelerator, source, f"datacenter.pools.{p.name}.accelerator").tdp_w \
+                * p.replicas * p.tp * p.pp
+    return min(acc.tdp_w, budget * acc.tdp_w / tdp)
+
+
+def _power_model(scenario: Scenario, pool, acc, wdtype: str, source: str, key: str) -> PowerModel:
+    """The device power model of a pool: calibration, then the scenario's overrides; a cap (the
+    pool's, or its share of the power budget if lower) must lie between a busy idle device and
+    TDP."""
     cal = catalog.calibration(acc.name)
     pw = {**cal.power, **{k: v for k, v in pool.power.model_dump().items() if v is not None}}
     if "idle_w" in pw:
         pw["idle_w_override"] = pw.pop("idle_w")
-    power = PowerModel(acc, acc.peak_flops(wdtype), cap_w=pool.power_cap_w, devices=pool.tp * pool.pp, **pw)
+    share = budget_cap_w(scenario, acc, source)
+    cap, cap_key = pool.power_cap_w, f"{key}.power_cap_w"
+    if share is not None and (cap is None or share < cap):
+        cap, cap_key = share, "datacenter.power_budget_w"
+    power = PowerModel(acc, acc.peak_flops(wdtype), cap_w=cap, devices=pool.tp * pool.pp, **pw)
     floor_w = power.active_base_w
-    if pool.power_cap_w is not None and not floor_w < pool.power_cap_w <= acc.tdp_w:
-        raise ScenarioError(source, f"{key}.power_cap_w",
-                            f"{pool.power_cap_w:g} W is outside ({floor_w:g} W drawn by a busy device doing no work "
-                            f"with the model resident, {acc.tdp_w:g} W TDP] for {acc.name}")
+    if cap is not None and not floor_w < cap <= acc.tdp_w:
+        what = "the budget's share per device" if cap_key == "datacenter.power_budget_w" else "the cap"
+        raise ScenarioError(source, cap_key,
+                            f"{what}, {cap:g} W, is outside ({floor_w:g} W drawn by a busy device doing no work "
+                            f"with the model resident, {acc.tdp_w:g} W TDP] for {acc.name} in pool {pool.name}")
     return power
 
 
@@ -111,7 +131,7 @@ def resolve_diffusion_pool(scenario: Scenario, pool, acc, source: str, key: str)
     if weights + FIXED_RESERVE_BYTES > usable:
         raise ScenarioError(source, f"{key}.model", f"{card.name} does not fit on {acc.name} at tp={pool.tp}: weights need "
                                                     f"{weights / GIB:.1f} GiB per device, {usable / GIB:.1f} GiB is usable")
-    power = _power_model(pool, acc, wdtype, source, key)
+    power = _power_model(scenario, pool, acc, wdtype, source, key)
     return PoolSpec(pool.name, key, acc, None, pool.tp, 1, pool.replicas, 0, pool.engine.block_size, weights / GIB, 0.0,
                     perf, power, _host_w(scenario, acc), shares_devices=pool.share_with is not None)
 
@@ -164,7 +184,7 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
             "raise tp, use a smaller weight_dtype or a larger device",
         )
     blocks = eng.num_gpu_blocks if eng.num_gpu_blocks is not None else int(kv_bytes // per_block)
-    power = _power_model(pool, acc, wdtype, source, key)
+    power = _power_model(scenario, pool, acc, wdtype, source, key)
     return PoolSpec(pool.name, key, acc, model, pool.tp, pool.pp, pool.replicas, blocks, eng.block_size, weights / GIB,
                     blocks * per_block / GIB, perf, power, _host_w(scenario, acc), specu)
 

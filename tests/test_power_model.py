@@ -269,3 +269,31 @@ def test_fit_allreduce_recovers_latency_and_efficiency(tmp_path):
     assert fit["n"] == 3 * 21
     assert fit["link_latency_s"] == pytest.approx(lat, rel=0.1)
     assert fit["link_efficiency"] == pytest.approx(eff, rel=0.03)
+
+
+def test_power_budget_caps_the_fleet(tmp_path):
+    """A row budget below the fleet's TDP: every device is capped at its share, so the
+    accelerators' power, summed over replicas at any instant, never exceeds the budget."""
+    import pyarrow.parquet as pq
+
+    from sim.run import run_point
+
+    raw = llm_scenario(duration_s=40.0)
+    raw["datacenter"]["pools"][0]["replicas"] = 3
+    budget = 3 * 450.0  # three 700 W H100s held to 1,350 W
+    raw["datacenter"]["power_budget_w"] = budget
+    s = run_point(validate(raw), str(tmp_path / "b"), "p")
+    steps = pq.read_table(tmp_path / "b" / "steps" / "point_id=p" / "part-0.parquet").to_pylist()
+    assert max(r["avg_power_w"] for r in steps if r["end_s"] > r["start_s"]) <= 450.0 + 1e-6
+    edges = sorted({r["start_s"] for r in steps} | {r["end_s"] for r in steps})
+    for a, b in zip(edges, edges[1:]):
+        mid = (a + b) / 2
+        total = sum(r["avg_power_w"] for r in steps if r["start_s"] <= mid < r["end_s"])
+        assert total <= budget + 1e-6
+    free = run_point(validate(llm_scenario(duration_s=40.0, datacenter={**raw["datacenter"], "power_budget_w": None})),
+                     str(tmp_path / "f"), "p")
+    assert s["avg_device_power_w"] < free["avg_device_power_w"] and s["tpot_p50_s"] >= free["tpot_p50_s"]
+    # a budget too small to run the models at all is a one-line error naming the key
+    raw["datacenter"]["power_budget_w"] = 300.0
+    with pytest.raises(ScenarioError, match="datacenter.power_budget_w"):
+        resolve_pool(validate(raw), 0, "<test>")
