@@ -770,6 +770,36 @@ class Pool(Frozen):
     speculative: Optional[Speculative] = None
 
 
+class CarbonSchedule(Frozen):
+    """Grid carbon intensity as a step function of simulated time: ``g_per_kwh[i]`` from
+    ``times_s[i]`` until the next time; repeated every ``period_s`` if given (86400 for a
+    daily profile, e.g. from a grid operator's hourly data)."""
+
+    times_s: list[NonNegFloat] = Field(min_length=1)
+    g_per_kwh: list[NonNegFloat] = Field(min_length=1)
+    period_s: Optional[PosFloat] = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if len(self.times_s) != len(self.g_per_kwh):
+            raise ValueError("'times_s' and 'g_per_kwh' must have the same length")
+        if self.times_s[0] != 0 or any(b <= a for a, b in zip(self.times_s, self.times_s[1:])):
+            raise ValueError("'times_s' must start at 0 and increase")
+        if self.period_s is not None and self.times_s[-1] >= self.period_s:
+            raise ValueError("'times_s' must lie within 'period_s'")
+        return self
+
+    def at(self, t):
+        """Intensity (g/kWh) at simulated times ``t`` (numpy array)."""
+        import numpy as np
+
+        t = np.asarray(t, dtype=float)
+        if self.period_s is not None:
+            t = np.mod(t, self.period_s)
+        i = np.searchsorted(np.asarray(self.times_s), t, side="right") - 1
+        return np.asarray(self.g_per_kwh)[np.clip(i, 0, len(self.g_per_kwh) - 1)]
+
+
 class Datacenter(Frozen):
     """Pools plus the facility: PUE, energy tariff, grid carbon, host power."""
 
@@ -782,6 +812,8 @@ class Datacenter(Frozen):
     energy_usd_per_kwh: NonNegFloat = 0.08
     # Grid carbon intensity; US average ~370 gCO2/kWh (EIA 2023).
     carbon_g_per_kwh: NonNegFloat = 370.0
+    # Carbon intensity over time (overrides carbon_g_per_kwh): a step function.
+    carbon_schedule: Optional[CarbonSchedule] = None
     # Host (CPU, NIC, fans, switches) power per device; None derives it from the
     # accelerator card: half of (node max power - devices x TDP) / devices.
     host_w_per_device: Optional[NonNegFloat] = None

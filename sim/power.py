@@ -130,6 +130,7 @@ class Tariff:
     pue: float
     usd_per_kwh: float
     carbon_g_per_kwh: float
+    schedule: object = None  # config.CarbonSchedule: intensity over time, else the constant
 
     def facility_j(self, it_energy_j: float) -> float:
         return it_energy_j * self.pue
@@ -139,3 +140,11 @@ class Tariff:
 
     def carbon_g(self, facility_j: float) -> float:
         return facility_j / 3.6e6 * self.carbon_g_per_kwh
+
+    def carbon_g_over(self, facility_j, t) -> float:
+        """Carbon of facility energies ``facility_j`` drawn at times ``t`` (arrays), under the
+        intensity schedule (or the constant)."""
+        import numpy as np
+
+        g = self.schedule.at(t) if self.schedule is not None else self.carbon_g_per_kwh
+        return float(np.sum(np.asarray(facility_j) / 3.6e6 * g))

@@ -70,6 +70,32 @@ def _overlap(steps: pa.Table, t0: float, t1: float) -> np.ndarray:
         return np.where(dur > 0, inside / dur, 0.0)
 
 
+def _changes(s, t0: float, t1: float) -> list[float]:
+    """Times in (t0, t1) where a carbon schedule changes intensity."""
+    if s.period_s is None:
+        return [x for x in s.times_s if t0 < x < t1]
+    out, k = [], math.floor(t0 / s.period_s)
+    while k * s.period_s < t1:
+        out += [k * s.period_s + x for x in s.times_s if t0 < k * s.period_s + x < t1]
+        k += 1
+    return out
+
+
+def _carbon(steps: pa.Table, f: np.ndarray, host_w: float, t0: float, t1: float, tariff) -> float:
+    """Grams of CO2 of the window: each step row's facility energy at the intensity of its
+    midpoint, and the hosts' constant power over the intensity schedule's pieces."""
+    s = tariff.schedule
+    device_j = steps["energy_j"].to_numpy() * f
+    if s is None:
+        return tariff.carbon_g(tariff.facility_j(float(device_j.sum()) + host_w * (t1 - t0)))
+    start, end = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
+    mid = (np.maximum(start, t0) + np.minimum(end, t1)) / 2
+    carbon = tariff.carbon_g_over(tariff.facility_j(device_j), mid)
+    edges = np.array(sorted({t0, t1, *_changes(s, t0, t1)}))
+    pieces = np.diff(edges)
+    return carbon + tariff.carbon_g_over(tariff.facility_j(host_w * pieces), (edges[:-1] + edges[1:]) / 2)
+
+
 def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff) -> dict:
     """Throughput, utilization, energy, cost and carbon over [t0, t1].
 
@@ -112,7 +138,8 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
         "energy_cost_usd": energy_usd,
         "cost_usd": cost,
         "usd_per_million_output_tokens": per_tok(cost) * 1e6,
-        "carbon_g": tariff.carbon_g(facility_j),
+        "facility_overhead_energy_j": facility_j - it_j,  # cooling and power delivery (PUE - 1)
+        "carbon_g": _carbon(steps, f, sum(p.host_w_per_device * p.devices for p in pools), t0, t1, tariff),
     }
 
 

@@ -198,7 +198,7 @@ class World:
         self.env = simpy.Environment()
         self.specs = [resolve_pool(scenario, i, source) for i in range(len(scenario.datacenter.pools))]
         dc = scenario.datacenter
-        self.tariff = Tariff(dc.pue, dc.energy_usd_per_kwh, dc.carbon_g_per_kwh)
+        self.tariff = Tariff(dc.pue, dc.energy_usd_per_kwh, dc.carbon_g_per_kwh, dc.carbon_schedule)
         max_run = 1 if scenario.engine_mode == "per_iteration" else 1 << 15
         self.replicas: list[Replica] = []
         self.routers = {}

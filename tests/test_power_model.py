@@ -297,3 +297,28 @@ def test_power_budget_caps_the_fleet(tmp_path):
     raw["datacenter"]["power_budget_w"] = 300.0
     with pytest.raises(ScenarioError, match="datacenter.power_budget_w"):
         resolve_pool(validate(raw), 0, "<test>")
+
+
+def test_carbon_follows_a_time_varying_grid(tmp_path):
+    """A grid clean for the first half of the window and dirty after: the run's carbon is
+    the energy drawn in each half times that half's intensity."""
+    import pyarrow.parquet as pq
+
+    from sim.run import run_point
+
+    raw = llm_scenario(duration_s=40.0, warmup_s=0.0)
+    raw["datacenter"]["carbon_schedule"] = {"times_s": [0, 20], "g_per_kwh": [0.0, 500.0]}
+    s = run_point(validate(raw), str(tmp_path), "p")
+    steps = pq.read_table(tmp_path / "steps" / "point_id=p" / "part-0.parquet").to_pylist()
+    pue = 1.2
+    late = 0.0
+    for r in steps:  # energy drawn in [20, 40], rows split pro rata
+        a, b = max(r["start_s"], 20.0), min(r["end_s"], 40.0)
+        if b > a and r["end_s"] > r["start_s"]:
+            late += r["energy_j"] * (b - a) / (r["end_s"] - r["start_s"])
+    host = s["host_energy_j"] / 2  # constant host power: half of it in the dirty half
+    expected = (late + host) * pue / 3.6e6 * 500.0
+    assert s["carbon_g"] == pytest.approx(expected, rel=0.02)
+    flat = run_point(validate(llm_scenario(duration_s=40.0, warmup_s=0.0)), str(tmp_path / "flat"), "p")
+    assert flat["carbon_g"] == pytest.approx(flat["facility_energy_j"] / 3.6e6 * 370.0, rel=1e-9)
+    assert s["facility_overhead_energy_j"] == pytest.approx(s["facility_energy_j"] * (1 - 1 / pue), rel=1e-9)
