@@ -145,7 +145,20 @@ SESSION_HEADLINE = [
 ]
 
 
+def video_rows(s: dict) -> list:
+    """Summary rows of each image / video class of a run (keys ``video_<class>_...``)."""
+    rows = [("videos measured / finished (all)", ("videos_measured", "videos_finished"), "{:.0f}")]
+    for cls in sorted(k[len("video_"):-len("_per_s")] for k in s if k.startswith("video_") and k.endswith("_per_s")):
+        p = f"video_{cls}_"
+        rows += [(f"{cls}: latency p50 / p90 / p99 (s)", tuple(f"{p}latency_{q}_s" for q in P50_90_99), "{:.2f}"),
+                 (f"{cls}: batch / energy (kJ) / $ per request", (p + "batch_mean", p + "energy_kj_mean", p + "cost_usd_mean"),
+                  "{:.3f}")]
+        s[p + "energy_kj_mean"] = s[p + "energy_j_mean"] / 1000
+    return rows
+
+
 def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
+    s = dict(s)  # derived display values are added to a copy
     rows = HEADLINE
     if "jobs_created" in s:
         s = {**s, "energy_per_correct_kj": s["energy_per_correct_j"] / 1000}
@@ -153,6 +166,8 @@ def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
     if "sessions_created" in s:
         s = {**s, "session_energy_kj_mean": s["session_energy_j_mean"] / 1000}
         rows = rows + SESSION_HEADLINE
+    if "videos_created" in s:
+        rows = rows + video_rows(s)
     print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", rows, s,
                   f"simulated {s['sim_end_s']:.0f} s ({s['calls_created']} calls) in {wall:.2f} s wall; tables in {out}")
     if "jobs_created" in s:

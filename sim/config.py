@@ -886,7 +886,8 @@ class Scenario(Frozen):
             kind = next(p.kind for p in self.datacenter.pools if p.name == c.pool)
             if (kind == "diffusion") != (c.video is not None):
                 raise _KeyedError(f"workload.classes.{c.name}.pool",
-                                  f"pool '{c.pool}' is a {kind} pool; " + ("'video' classes need a diffusion pool"
+                                  f"pool '{c.pool}' is {'an LLM' if kind == 'llm' else 'a diffusion'} pool; "
+                                  + ("'video' classes need a diffusion pool"
                                                                           if c.video is not None else
                                                                           "only 'video' classes can use it"))
             if c.job is not None:

@@ -167,11 +167,21 @@ def _read_rows(base_dir: Path, path: str, key: str) -> list[dict]:
     p = Path(path) if Path(path).is_absolute() else base_dir / path
     try:
         with open(p) as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+            lines = fh.readlines()
     except OSError as e:
         raise ScenarioError(str(p), key, f"cannot read trace file ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise ScenarioError(str(p), key, f"line {e.lineno}: not JSON ({e.msg})") from None
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ScenarioError(str(p), key, f"line {i}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ScenarioError(str(p), key, f"line {i}: expected a JSON object")
+        rows.append(row)
+    return rows
 
 
 def _parse_time(s: str) -> float:
