@@ -554,6 +554,14 @@ class ContinuousBatcher(Frozen):
     max_num_batched_tokens: PosInt = 8192
     # vLLM's long-standing max_num_seqs default (vllm/config.py: 256).
     max_num_seqs: PosInt = 256
+    # vLLM's --scheduling-policy: "fcfs", or "priority": waiting calls are taken highest class
+    # priority first, and a waiting call that outranks running ones preempts the lowest
+    # (newest first) to get a seat and its blocks; they recompute later.
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+    # Admission control: a call arriving when this many wait is turned away (dropped), unless,
+    # with priority scheduling, it outranks the lowest waiting call, which is shed instead.
+    # None: no limit.
+    max_waiting: Optional[PosInt] = None
 
 
 class PrefillFirstBatcher(Frozen):

@@ -116,6 +116,8 @@ class BatcherParams:
     max_num_batched_tokens: int
     max_num_seqs: int
     chunked: bool  # True: vLLM-v1 mixing of prefill chunks with decodes
+    priority: bool = False  # priority scheduling (vLLM --scheduling-policy priority)
+    max_waiting: Optional[int] = None  # admission control
 
 
 @dataclass
@@ -304,7 +306,25 @@ class Replica:
             self._end_call(call, "dropped", t)
             self.recorder.event(t, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
             return
-        self.waiting.append(call)
+        b = self.batcher
+        if b.max_waiting is not None and len(self.waiting) >= b.max_waiting:
+            # admission control: the queue is full; a call that outranks the lowest waiting one
+            # takes its place (that one is shed), any other is turned away
+            shed = call
+            last = self.waiting[-1]
+            if b.priority and call.priority > last.priority and not self._in_plan(last):
+                shed = self.waiting.pop()
+            self._release(shed, final=True)
+            self._end_call(shed, "dropped", t)
+            self.recorder.event(t, "dropped", self.pool, self.index, shed.call_id, "admission control: queue full")
+            if shed is call:
+                return
+        head = self.waiting[0].priority if self.waiting else None
+        self._enqueue(call)
+        # with priority scheduling a call that outranks the queue's head or a running call may
+        # be taken at once, even behind a blocked queue or into a full batch
+        outranks = b.priority and ((head is not None and call.priority > head)
+                                   or (self.running and call.priority > self.running[-1].priority))
         if self._lent_until is not None:  # the devices run a diffusion batch: wait for them
             return
         if self._due is not None:  # the decision due at this instant will see this call
@@ -315,7 +335,8 @@ class Replica:
             self._advance_idle(t)
             self._defer()
             return
-        if plan.steady and (plan.waiting_empty or call.pin is not None) and len(self.running) < self.batcher.max_num_seqs:
+        if plan.steady and (((plan.waiting_empty or call.pin is not None) and len(self.running) < b.max_num_seqs)
+                            or outranks):
             # The iteration boundary at or after the arrival is where it can be admitted (a
             # call behind a blocked queue cannot, unless it brings pinned KV and may pass).
             i = int(np.searchsorted(plan.bounds, t, side="left"))
@@ -325,6 +346,28 @@ class Replica:
                 self._arm(i)
         elif plan.k == 1 and t <= plan.bounds[0]:
             self._defer()  # arrived exactly as a single iteration was decided: decide again
+
+    def _in_plan(self, call: Call) -> bool:
+        """Whether the iteration decided and in flight admits ``call``."""
+        return self._plan is not None and any(c is call for c, _ in self._plan.decision.admit)
+
+    def _enqueue(self, call: Call, front: bool = False) -> None:
+        """Queue a call: at the back (``front``: the front, for a preempted call); with priority
+        scheduling, at the back or front of its priority among the waiting calls."""
+        w = self.waiting
+        if not self.batcher.priority:
+            w.appendleft(call) if front else w.append(call)
+            return
+        p = call.priority
+        if front:
+            i = 0
+            while i < len(w) and w[i].priority > p:
+                i += 1
+        else:
+            i = len(w)
+            while i > 0 and w[i - 1].priority < p:
+                i -= 1
+        w.insert(i, call)
 
     def cancel(self, call: Call) -> None:
         """Abort a call (its job no longer needs it), as a client disconnecting would.
@@ -626,6 +669,7 @@ class Replica:
         running = self.running
         keep = len(running)
         work, preempt = [], []
+        needs = []  # blocks each work item takes
         chunked = self.batcher.chunked
         prefill_first = not chunked and self._admissible_prefill(budget, free)
         bs = self.block_size
@@ -659,7 +703,10 @@ class Replica:
             free -= need
             budget -= charge
             work.append((c, n))
+            needs.append(need)
             i += 1
+        if self.batcher.priority and self.waiting and keep and not preempt:
+            keep, free = self._preempt_for_priority(running, keep, free, budget, work, needs, preempt)
         admit = []
         if not preempt and (chunked or prefill_first):
             seqs = keep
@@ -707,6 +754,26 @@ class Replica:
             c.pin = None
             self.recorder.event(self.clock, "unpinned", self.pool, self.index, c.call_id, "pool full of pinned KV")
         return bool(pinned)
+
+    def _preempt_for_priority(self, running: list, keep: int, free: int, budget: int, work: list, needs: list,
+                              preempt: list) -> tuple[int, int]:
+        """Once the running calls have their blocks for this iteration: if the queue's head
+        outranks running calls and finds no seat or no blocks for its next chunk, preempt them,
+        lowest priority and newest first (the order running calls are kept in), until it would
+        fit; it is admitted at the next iteration. Returns the calls kept and the blocks free."""
+        head = self.waiting[0]
+        n = min(head.remaining, max(budget, 1)) if self.batcher.chunked else head.remaining
+        need = self._blocks_for(head.computed + n) - head.blocks
+        while keep and running[keep - 1].priority < head.priority and (
+                need > free or keep >= self.batcher.max_num_seqs):
+            keep -= 1
+            victim = running[keep]
+            if work and work[-1][0] is victim:  # it had its tokens for this iteration: not any more
+                work.pop()
+                free += needs.pop()
+            free += self._freed_by(victim)
+            preempt.append(victim)
+        return keep, free
 
     def _pinned_anywhere(self) -> bool:
         """Whether some waiting call carries a pin (cheap check before skipping ahead)."""
@@ -930,7 +997,7 @@ class Replica:
             self._release(c, final=False)
             c.computed = 0
             c.preemptions += 1
-            self.waiting.appendleft(c)
+            self._enqueue(c, front=True)
             self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
         running = self.running[: d.keep]
         joining = {}
@@ -979,6 +1046,8 @@ class Replica:
                         done.append(c)
                         continue
             still.append(c)
+        if self.batcher.priority:
+            still.sort(key=lambda c: -c.priority)  # preemption takes the lowest, newest first
         self.running = still
         for c in done:  # after every call took the cached blocks it found in this iteration
             self._release(c, final=True)
