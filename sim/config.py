@@ -30,6 +30,16 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class LowHigh(Frozen):
+    """A range ``[low, high]`` (fields declared by subclasses) that must not be reversed."""
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
 # --------------------------------------------------------------------------- lengths
 class FixedLength(Frozen):
     """Every call has exactly ``value`` tokens."""
@@ -38,18 +48,12 @@ class FixedLength(Frozen):
     value: PosInt
 
 
-class UniformLength(Frozen):
+class UniformLength(LowHigh):
     """Integers uniform on ``[low, high]`` inclusive."""
 
     kind: Literal["uniform"]
     low: PosInt
     high: PosInt
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
-        return self
 
 
 class LognormalLength(Frozen):
@@ -88,10 +92,7 @@ class EmpiricalLength(Frozen):
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.values is None) == (self.path is None):
-            raise ValueError("give exactly one of 'values' or 'path'")
-        if self.path is not None and not self.column:
-            raise ValueError("'column' is required with 'path'")
+        _values_or_path(self)
         if self.values is not None and self.weights is not None:
             if len(self.weights) != len(self.values):
                 raise ValueError("'weights' must have as many entries as 'values'")
@@ -100,6 +101,14 @@ class EmpiricalLength(Frozen):
         if self.values is not None and len(self.values) == 0:
             raise ValueError("'values' must not be empty")
         return self
+
+
+def _values_or_path(d) -> None:
+    """An empirical distribution comes inline (``values``) or from a CSV (``path`` + ``column``)."""
+    if (d.values is None) == (d.path is None):
+        raise ValueError("give exactly one of 'values' or 'path'")
+    if d.path is not None and not d.column:
+        raise ValueError("'column' is required with 'path'")
 
 
 LengthDist = Annotated[
@@ -192,16 +201,10 @@ class FixedShare(Frozen):
     value: Prob
 
 
-class UniformShare(Frozen):
+class UniformShare(LowHigh):
     kind: Literal["uniform"]
     low: Prob
     high: Prob
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
-        return self
 
 
 class BetaShare(Frozen):
@@ -223,10 +226,7 @@ class EmpiricalShare(Frozen):
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.values is None) == (self.path is None):
-            raise ValueError("give exactly one of 'values' or 'path'")
-        if self.path is not None and not self.column:
-            raise ValueError("'column' is required with 'path'")
+        _values_or_path(self)
         if self.values is not None and (not self.values or (self.weights is not None and len(self.weights) != len(self.values))):
             raise ValueError("'values' must be non-empty, with as many 'weights' if given")
         return self
@@ -402,7 +402,7 @@ class LognormalTime(Frozen):
     max: Optional[PosFloat] = None
 
 
-class UniformTime(Frozen):
+class UniformTime(LowHigh):
     kind: Literal["uniform"]
     low: NonNegFloat
     high: NonNegFloat

@@ -35,7 +35,7 @@ import pyarrow as pa
 from sim import catalog
 from sim.catalog import DTYPE_BYTES, Accelerator
 from sim.errors import ScenarioError
-from sim.perf import ACT_BYTES, DEFAULT_EFFICIENCY, IterationCost, blend, ring_allreduce_s
+from sim.perf import ACT_BYTES, DEFAULT_EFFICIENCY, IterationCost, blend, merge_efficiency, ring_allreduce_s
 
 # --------------------------------------------------------------------------- cards
 
@@ -165,12 +165,7 @@ class DiffusionPerf:
         self.weight_dtype = weight_dtype or card.weight_dtype
         eff = {**DEFAULT_EFFICIENCY, **DIFFUSION_EFFICIENCY}
         eff.update({k: v for k, v in catalog.calibration(acc.name).perf.items() if k in eff})
-        efficiency = efficiency or {}
-        unknown = set(efficiency) - set(eff)
-        if unknown:
-            raise TypeError(f"unknown efficiency parameter(s): {sorted(unknown)}")
-        eff.update({k: v for k, v in efficiency.items() if v is not None})
-        self.eff = eff
+        self.eff = eff = merge_efficiency(eff, efficiency or {})
         self.wbytes = DTYPE_BYTES[self.weight_dtype]
         self.peak = acc.peak_flops(self.weight_dtype) * eff["gemm_efficiency"]
         self.attn_peak = acc.peak_flops("bf16") * eff["attention_efficiency"]
@@ -407,7 +402,6 @@ class DiffusionReplica:
         self._start_pending = False
         if self._closed or self.running or not self.waiting:
             return
-        now = self.env.now
         shape = self.waiting[0].shape
         batch, rest = [], deque()
         for j in self.waiting:

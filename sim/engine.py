@@ -596,16 +596,25 @@ class Replica:
 
     def _start(self) -> None:
         """Decide now and arm the boundary."""
-        if self._lent_until is not None:
-            return
+        if self._lent_until is None:
+            self._replan()
+
+    def _replan(self, due: Optional[_Due] = None) -> None:
+        """Remove cancelled calls, decide the next run (none if nothing can run) and arm its
+        boundary (in the event slot ``due`` assigns, for a decision put off to the end of an
+        instant)."""
         if self._cancels:
             self._purge_cancelled()
+        self._plan = None
         if not self.running and not self.waiting:
-            self._plan = None
             return
-        self._plan = self._make_plan()
-        if self._plan is not None:
-            self._arm(self._plan.k)
+        plan = self._plan = self._make_plan()
+        if plan is None:
+            return
+        if due is None:
+            self._arm(plan.k)
+        else:
+            self._arm(plan.k, due.slot(plan, len(self.running) < self.batcher.max_num_seqs))
 
     def _defer(self) -> None:
         """Drop any decision and decide once, when every event of this instant is processed."""
@@ -623,14 +632,7 @@ class Replica:
         if self._lend is not None:
             self._grant()
             return
-        if self._cancels:
-            self._purge_cancelled()
-            if not self.running and not self.waiting:
-                self._plan = None
-                return
-        plan = self._plan = self._make_plan()
-        if plan is not None:
-            self._arm(plan.k, due.slot(plan, len(self.running) < self.batcher.max_num_seqs))
+        self._replan(due)
 
     def _purge_cancelled(self) -> None:
         """Remove cancelled calls (at a decision, i.e. between iterations)."""

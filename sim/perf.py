@@ -127,6 +127,14 @@ class IterationCost:
     compute_s: Optional[np.ndarray] = None
 
 
+
+def merge_efficiency(base: dict, overrides: dict) -> dict:
+    """``base`` efficiency parameters with the non-None ``overrides``; unknown names are an error."""
+    unknown = set(overrides) - set(base)
+    if unknown:
+        raise TypeError(f"unknown efficiency parameter(s): {sorted(unknown)}")
+    return {**base, **{k: v for k, v in overrides.items() if v is not None}}
+
 class RooflineModel:
     """Per-operator roofline of a model on ``tp`` x ``pp`` devices.
 
@@ -156,12 +164,7 @@ class RooflineModel:
         self.expert_parallel = expert_parallel and model.is_moe and tp > 1
         self.weight_dtype = weight_dtype or model.weight_dtype
         self.kv_dtype = kv_dtype
-        eff = dict(DEFAULT_EFFICIENCY)
-        unknown = set(efficiency) - set(eff)
-        if unknown:
-            raise TypeError(f"unknown efficiency parameter(s): {sorted(unknown)}")
-        eff.update({k: v for k, v in efficiency.items() if v is not None})
-        self.eff = eff
+        self.eff = eff = merge_efficiency(DEFAULT_EFFICIENCY, efficiency)
         self.wbytes = DTYPE_BYTES[self.weight_dtype]
         self.kvbytes = DTYPE_BYTES[kv_dtype]
         self.peak = acc.peak_flops(self.weight_dtype) * eff["gemm_efficiency"]

@@ -238,9 +238,8 @@ class World:
                 for d, host in zip(self._pool_replicas[pool.name], self._pool_replicas[pool.share_with]):
                     d.host = host
             if pool.stragglers is not None:
-                slow = stragglers(self._pool_replicas[pool.name], pool.stragglers,
-                                  rng.stream(scenario.seed, scenario.run, f"stragglers/{pool.name}"))
-                self._slow = getattr(self, "_slow", []) + slow
+                stragglers(self._pool_replicas[pool.name], pool.stragglers,
+                           rng.stream(scenario.seed, scenario.run, f"stragglers/{pool.name}"))
         self.injectors = {p.name: FaultInjector(self, p.name, p.faults, rng.stream(scenario.seed, scenario.run,
                                                                                     f"faults/{p.name}"))
                           for p in dc.pools if p.faults is not None}
@@ -313,7 +312,7 @@ class World:
 
     def _send(self, call: Call, replica) -> None:
         if replica is None:  # the whole pool is down
-            self.replicas[0].__class__.end_unserved(call, self.recorder, self._call_ended, self.env.now)
+            Replica.end_unserved(call, self.recorder, self._call_ended, self.env.now)
             return
         replica.submit(call)
 

@@ -89,9 +89,10 @@ def single_server(service_tokens: dict, rate_per_s: float, iteration_s: float, d
 ATTRIBUTED = ("energy_j", "device_s")
 
 
-def same_calls(a, b) -> bool:
-    """Call tables of two engine modes agree: every column to the last bit (NaN == NaN),
-    except the attributed energy and device time, which agree to float rounding."""
+def same_calls(a, b, attributed=ATTRIBUTED) -> bool:
+    """Tables agree: every column to the last bit (NaN == NaN), except the ``attributed`` ones
+    (by default the energy and device time shared among calls, which two engine modes group
+    differently), which agree to float rounding. ``attributed=()`` compares everything exactly."""
     import numpy as np
     import pyarrow as pa
 
@@ -99,7 +100,7 @@ def same_calls(a, b) -> bool:
         return False
     for name in a.column_names:
         x, y = a[name].combine_chunks(), b[name].combine_chunks()
-        if name in ATTRIBUTED:
+        if name in attributed:
             if not np.allclose(x.to_numpy(), y.to_numpy(), rtol=1e-9, atol=1e-12):
                 return False
         elif pa.types.is_floating(x.type):
@@ -109,3 +110,17 @@ def same_calls(a, b) -> bool:
         elif not x.equals(y):
             return False
     return True
+
+
+def run_tables(raw: dict, tmp_path, name: str, *tables: str):
+    """Run scenario dict ``raw`` into ``tmp_path/name``; (summary, each of ``tables`` sorted by
+    its first column, which is its id)."""
+    import pyarrow.parquet as pq
+
+    from sim.config import validate
+    from sim.run import run_point
+
+    out = tmp_path / name
+    summary = run_point(validate(raw), str(out), "p")
+    read = lambda t: pq.read_table(out / t / "point_id=p" / "part-0.parquet")
+    return (summary, *(read(t).sort_by(read(t).column_names[0]) if t != "steps" else read(t) for t in tables))

@@ -6,15 +6,13 @@ import math
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from scenarios import same_calls
+from scenarios import run_tables, same_calls
 from sim import quality as Q
 from sim.config import validate
 from sim.errors import ScenarioError
-from sim.run import run_point
 
 SHORT = [{"name": "only", "accuracy": 0.6, "truncated_accuracy": 0.2,
           "thinking_tokens": {"kind": "fixed", "value": 40}, "answer_tokens": {"kind": "fixed", "value": 8}}]
@@ -46,10 +44,7 @@ def ttc(strategy: dict, levels=MIX, rate: float = 1.0, duration_s: float = 30.0,
 
 
 def run(raw, tmp_path, name="r"):
-    out = tmp_path / name
-    summary = run_point(validate(raw), str(out), "p")
-    read = lambda t: pq.read_table(out / t / "point_id=p" / "part-0.parquet")
-    return summary, read("jobs").sort_by("job_id"), read("calls").sort_by("call_id"), read("steps")
+    return run_tables(raw, tmp_path, name, "jobs", "calls", "steps")
 
 
 def calls_of(calls, job_id):

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
+from scenarios import run_tables
 from sim.config import validate
 from sim.errors import ScenarioError
-from sim.run import run_point
 from sim.sessions import SESSION_CHUNK_BLOCKS
 from sim.world import build
 
@@ -51,10 +50,7 @@ def agents(kv: dict, concurrency: int = 2, turns: int = 3, prompt: int = 20000, 
 
 
 def run(raw, tmp_path, name="r"):
-    out = tmp_path / name
-    summary = run_point(validate(raw), str(out), "p")
-    read = lambda t: pq.read_table(out / t / "point_id=p" / "part-0.parquet")
-    return summary, read("sessions").sort_by("session_id"), read("calls").sort_by("call_id"), read("steps")
+    return run_tables(raw, tmp_path, name, "sessions", "calls", "steps")
 
 
 def turns_of(calls, sid):
