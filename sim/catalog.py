@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +39,31 @@ def _plain(card: dict) -> dict:
     return out
 
 
+# Card fields every accelerator needs (the rest may be absent: no public figure).
+REQUIRED_ACC_FIELDS = ("memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s")
+# How the device holds a model's weights, which selects its performance model:
+# ``hbm``: weights in device DRAM, read every step (sim.perf.RooflineModel);
+# ``sram_pipeline``: weights resident in on-chip SRAM over many chips whose layers form a
+# pipeline (sim.perf_sram.SramPipelineModel: Groq LPU, Cerebras WSE).
+ARCHITECTURES = ("hbm", "sram_pipeline")
+
+
 @dataclass(frozen=True)
 class Accelerator:
-    """Datasheet facts of one accelerator (one device)."""
+    """Datasheet facts of one accelerator (one device).
+
+    Figures a card leaves out (no public source) are unknown: ``tdp_w`` is then NaN, so
+    power and energy come out NaN rather than invented; a missing dense BF16 figure falls
+    back to the published sparse one as an upper bound (see :meth:`peak_flops`).
+    For ``sram_pipeline`` devices the memory fields describe the on-chip SRAM.
+    """
 
     name: str
     memory_gib: float
     memory_bandwidth_tb_s: float
-    bf16_dense_tflops: float
     interconnect_gb_s: float
-    tdp_w: float
+    bf16_dense_tflops: float | None = None
+    tdp_w: float = math.nan
     fp8_dense_tflops: float | None = None
     idle_w: float | None = None
     price_usd_per_hour: float = 0.0
@@ -56,6 +72,9 @@ class Accelerator:
     fp4_dense_tflops: float | None = None
     int8_dense_tops: float | None = None
     interconnect_latency_us: float | None = None
+    network_gb_s: float | None = None  # scale-out NIC bandwidth per device, one direction
+    bf16_sparse_tflops: float | None = None
+    architecture: str = "hbm"
     display_name: str = ""
     vendor: str = ""
 
@@ -63,7 +82,8 @@ class Accelerator:
         """Dense FLOP/s of the tensor cores for GEMMs whose weights are ``dtype``.
 
         Weight-only formats (int4) compute in bf16; fp8 / int8 / fp4 weights use that math
-        where the device has it (fp4: Blackwell), else bf16.
+        where the device has it (fp4: Blackwell), else bf16. A card with no dense BF16 figure
+        (Cerebras publishes only a sparse one) uses the sparse figure: an upper bound.
         """
         if dtype == "fp8" and self.fp8_dense_tflops:
             return self.fp8_dense_tflops * 1e12
@@ -71,7 +91,7 @@ class Accelerator:
             return self.int8_dense_tops * 1e12
         if dtype == "fp4" and self.fp4_dense_tflops:
             return self.fp4_dense_tflops * 1e12
-        return self.bf16_dense_tflops * 1e12
+        return (self.bf16_dense_tflops or self.bf16_sparse_tflops) * 1e12
 
     @property
     def idle_power_w(self) -> float:
@@ -91,6 +111,12 @@ class Accelerator:
     def link_bandwidth(self) -> float:
         """One direction of the scale-up link, bytes/s (datasheets quote both directions)."""
         return self.interconnect_gb_s * 1e9 / 2
+
+    @property
+    def network_bandwidth(self) -> float | None:
+        """Scale-out network bandwidth of one device's NIC, one direction, bytes/s (None if
+        the card does not say)."""
+        return self.network_gb_s * 1e9 if self.network_gb_s else None
 
     @property
     def host_w_per_device_max(self) -> float:
@@ -234,6 +260,16 @@ def _accelerator(name: str) -> Accelerator | None:
     if card is None:
         return None
     plain = {k: v for k, v in _plain(card).items() if k in _ACC_FIELDS}
+    where = f"hardware/accelerators/{name}.yaml"
+    for field in REQUIRED_ACC_FIELDS:
+        if plain.get(field) is None:
+            raise ScenarioError(where, field, "missing: every accelerator card needs " + ", ".join(REQUIRED_ACC_FIELDS))
+    if plain.get("bf16_dense_tflops") is None and plain.get("bf16_sparse_tflops") is None:
+        raise ScenarioError(where, "bf16_dense_tflops", "missing: a card needs a dense (or at least a sparse) BF16 peak")
+    if plain.get("architecture", "hbm") not in ARCHITECTURES:
+        raise ScenarioError(where, "architecture", f"{plain['architecture']!r} is not one of {', '.join(ARCHITECTURES)}")
+    if plain.get("tdp_w") is None:
+        plain.pop("tdp_w", None)  # unknown: NaN
     return Accelerator(**plain)
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from sim.economics import Economics
 from sim.errors import ScenarioError
 from sim.sweepspec import SweepSpec
 
@@ -177,8 +178,39 @@ class ClosedArrivals(Frozen):
     think_s: NonNegFloat = 0.0
 
 
+class ScheduleArrivals(Frozen):
+    """Poisson arrivals whose rate follows a step function of time (a non-homogeneous Poisson
+    process): ``rates_per_s[i]`` from ``times_s[i]`` until the next time, inline or read from a
+    CSV (``path`` with ``time_column`` and ``rate_column``, e.g. ServeGen's DeepSeek-R1 rate
+    per 10 minutes over a real day). ``time_scale`` stretches the schedule's clock (1/24 plays
+    a day in an hour), ``rate_scale`` multiplies every rate; ``period_s`` (in scaled time)
+    repeats it, else the last rate holds."""
+
+    kind: Literal["schedule"]
+    times_s: Optional[list[NonNegFloat]] = None
+    rates_per_s: Optional[list[NonNegFloat]] = None
+    path: Optional[str] = None
+    time_column: str = "timestamp_s"
+    rate_column: str = "rate_per_s"
+    time_scale: PosFloat = 1.0
+    rate_scale: PosFloat = 1.0
+    period_s: Optional[PosFloat] = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        inline = self.times_s is not None or self.rates_per_s is not None
+        if inline == (self.path is not None):
+            raise ValueError("give either 'times_s' and 'rates_per_s', or 'path' to a CSV")
+        if inline:
+            if self.times_s is None or self.rates_per_s is None or len(self.times_s) != len(self.rates_per_s):
+                raise ValueError("'times_s' and 'rates_per_s' must both be given, with the same length")
+            if not self.times_s or self.times_s[0] != 0 or any(b <= a for a, b in zip(self.times_s, self.times_s[1:])):
+                raise ValueError("'times_s' must start at 0 and increase")
+        return self
+
+
 Arrivals = Annotated[
-    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals, ClosedArrivals],
+    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals, ClosedArrivals, ScheduleArrivals],
     Field(discriminator="kind"),
 ]
 
@@ -738,6 +770,79 @@ class Stragglers(Frozen):
     slowdown: Annotated[float, Field(ge=1)]
 
 
+class KvTransfer(Frozen):
+    """How a prefilled call's KV cache reaches the decode pool: over the scale-out network
+    (each device's NIC, ``network_gb_s`` of the accelerator card) or, for pools in one
+    NVLink / Infinity Fabric domain, the scale-up link. ``bandwidth_gb_s`` (per device, one
+    direction) and ``latency_s`` (per transfer) override the link's figures."""
+
+    link: Literal["network", "scale_up"] = "network"
+    bandwidth_gb_s: Optional[PosFloat] = None
+    latency_s: Optional[NonNegFloat] = None
+
+
+class ReplicaSchedule(Frozen):
+    """Replicas to keep serving as a step function of time (an operator's diurnal plan):
+    ``replicas[i]`` from ``times_s[i]``; repeated every ``period_s`` if given."""
+
+    times_s: list[NonNegFloat] = Field(min_length=1)
+    replicas: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    period_s: Optional[PosFloat] = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if len(self.times_s) != len(self.replicas):
+            raise ValueError("'times_s' and 'replicas' must have the same length")
+        if self.times_s[0] != 0 or any(b <= a for a, b in zip(self.times_s, self.times_s[1:])):
+            raise ValueError("'times_s' must start at 0 and increase")
+        return self
+
+
+class Autoscale(Frozen):
+    """Replicas switched on and off by a control loop every ``interval_s``; the pool's
+    ``replicas`` are the installed ones (the most that can serve).
+
+    Policies: ``queue`` (calls outstanding per serving replica near ``target_queue``),
+    ``utilization`` (mean KV-cache load of the serving replicas near ``target_utilization``,
+    the signal vLLM exports as gpu_cache_usage_perc), ``latency`` (p90 TTFT of the calls
+    that ended in the last interval against ``target_ttft_s``: one replica more above it, one
+    less below ``scale_down_ratio`` x it), ``schedule`` (replica counts over time) and
+    ``rate`` (predictive: the arrival rate the pool's classes will send ``lead_s`` ahead,
+    known from their arrival specs, over ``capacity_rps`` per replica).
+
+    A replica switched on boots for ``boot_s`` (default: ``startup_s`` plus the weights per
+    device read at ``storage_gb_s``) drawing idle power, then serves; one switched off first
+    drains (takes no new calls, finishes its own) and then draws nothing. Scale-downs wait
+    until the lower target has held for ``scale_down_delay_s``."""
+
+    policy: Literal["queue", "utilization", "latency", "schedule", "rate"]
+    min_replicas: PosInt = 1
+    initial_replicas: Optional[PosInt] = None  # serving at t=0 (default: min_replicas, schedule/rate: their t=0 value)
+    interval_s: PosFloat = 30.0
+    boot_s: Optional[NonNegFloat] = None
+    # vLLM engine start (process, CUDA context, profiling run, CUDA-graph capture): tens of
+    # seconds; an assumption to override with a measured figure.
+    startup_s: NonNegFloat = 30.0
+    # Weight read bandwidth per device: a PCIe Gen4 NVMe drive reads ~7 GB/s sequentially,
+    # network storage and safetensors deserialization usually give less. An assumption.
+    storage_gb_s: PosFloat = 2.0
+    scale_down_delay_s: NonNegFloat = 0.0
+    target_queue: PosFloat = 32.0
+    target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.7
+    target_ttft_s: Optional[PosFloat] = None
+    scale_down_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    schedule: Optional[ReplicaSchedule] = None
+    capacity_rps: Optional[PosFloat] = None
+    lead_s: Optional[NonNegFloat] = None  # default: the boot time
+
+    @model_validator(mode="after")
+    def _policy_inputs(self):
+        need = {"latency": "target_ttft_s", "schedule": "schedule", "rate": "capacity_rps"}.get(self.policy)
+        if need is not None and getattr(self, need) is None:
+            raise ValueError(f"policy '{self.policy}' needs '{need}'")
+        return self
+
+
 class Pool(Frozen):
     """Identical replicas of one model on one accelerator type. ``kind: diffusion`` serves an
     image / video model (a card in hardware/diffusion/) to ``video`` classes, batching up to
@@ -753,11 +858,21 @@ class Pool(Frozen):
     share_with: Optional[str] = None
     faults: Optional[Faults] = None
     stragglers: Optional[Stragglers] = None
+    # Prefill/decode disaggregation: this pool only prefills (each call up to its first token);
+    # the KV cache then moves over ``kv_transfer`` to a replica of pool ``decode_pool``, which
+    # serves the rest of the call.
+    decode_pool: Optional[str] = None
+    kv_transfer: KvTransfer = KvTransfer()
+    autoscale: Optional[Autoscale] = None
 
     @model_validator(mode="after")
     def _llm_only(self):
-        if self.kind == "diffusion" and (self.faults is not None or self.stragglers is not None):
-            raise ValueError("faults and stragglers are modelled for LLM pools only")
+        if self.kind == "diffusion" and (self.faults is not None or self.stragglers is not None
+                                         or self.decode_pool is not None or self.autoscale is not None):
+            raise ValueError("faults, stragglers, disaggregation and autoscaling are modelled for LLM pools only")
+        a = self.autoscale
+        if a is not None and (a.min_replicas > self.replicas or (a.initial_replicas or 0) > self.replicas):
+            raise ValueError(f"autoscale: min_replicas and initial_replicas must not exceed replicas ({self.replicas})")
         return self
     replicas: PosInt = 1
     tp: PosInt = 1
@@ -829,6 +944,10 @@ class Datacenter(Frozen):
     # capping: each device is capped at the budget's share in proportion to its TDP (or its
     # pool's own power_cap_w if lower), so the accelerators never draw more than the budget.
     power_budget_w: Optional[PosFloat] = None
+    # Economics (sim/economics.py, docs/economics.md): owned-fleet TCO or cloud rental, a
+    # time-of-day tariff, prices per class and reasoning-effort tier. None: each card's hourly
+    # cloud price plus energy at energy_usd_per_kwh, and no revenue.
+    economics: Optional[Economics] = None
 
     @model_validator(mode="after")
     def _unique(self):
@@ -885,6 +1004,17 @@ class Scenario(Frozen):
             if (host.accelerator, host.tp * host.pp, host.replicas) != (p.accelerator, p.tp * p.pp, p.replicas):
                 raise _KeyedError(key, f"pool '{host.name}' has other devices: accelerator, devices per replica and "
                                        "replicas must be the same")
+        for p in self.datacenter.pools:
+            if p.decode_pool is not None:
+                self._check_decode_pool(p)
+            if p.autoscale is not None and any(q.share_with == p.name for q in self.datacenter.pools):
+                raise _KeyedError(f"datacenter.pools.{p.name}.autoscale",
+                                  "a pool whose devices a diffusion pool shares cannot be autoscaled")
+        for c in self.workload.classes:
+            if c.session is not None and self.pool(c.pool).decode_pool is not None:
+                raise _KeyedError(f"workload.classes.{c.name}.pool",
+                                  f"pool '{c.pool}' is a disaggregated prefill pool; agent sessions keep their KV "
+                                  "on one replica between turns, send them to a pool that serves whole calls")
         for c in self.workload.classes:
             if c.pool not in pools:
                 raise _KeyedError(
@@ -906,6 +1036,27 @@ class Scenario(Frozen):
                     if pool is not None and self.pool(pool).kind != "llm":
                         raise _KeyedError(f"workload.classes.{c.name}.job.strategy.{key}.pool",
                                           f"pool '{pool}' is a diffusion pool, not a language model")
+        return self
+
+    def _check_decode_pool(self, p) -> None:
+        key = f"datacenter.pools.{p.name}.decode_pool"
+        d = next((q for q in self.datacenter.pools if q.name == p.decode_pool), None)
+        if d is None or d.kind != "llm" or d.name == p.name:
+            names = ", ".join(q.name for q in self.datacenter.pools if q.kind == "llm" and q.name != p.name)
+            raise _KeyedError(key, f"unknown decode pool '{p.decode_pool}' (another LLM pool: {names or 'none'})")
+        if d.decode_pool is not None:
+            raise _KeyedError(key, f"pool '{d.name}' is itself a prefill pool; a decode pool serves whole calls")
+        if (d.model, d.kv_dtype, d.engine.block_size) != (p.model, p.kv_dtype, p.engine.block_size):
+            raise _KeyedError(key, f"pool '{d.name}' must serve the same model with the same kv_dtype and block_size "
+                                   "(the KV cache moves between them as it is)")
+
+    @model_validator(mode="after")
+    def _economics_refs(self):
+        """Price lists of datacenter.economics name workload classes of this scenario."""
+        eco = self.datacenter.economics
+        bad = eco.pricing.unknown_class([c.name for c in self.workload.classes]) if eco is not None else None
+        if bad is not None:
+            raise _KeyedError(*bad)
         return self
 
     @property

@@ -67,7 +67,8 @@ class Call:
         "call_id", "cls", "pool", "arrival_s", "prompt_tokens", "output_tokens", "priority", "job_id",
         "replica", "admitted_s", "first_token_s", "finish_s", "status", "preemptions",
         "computed", "generated", "blocks", "on_done", "prefix", "shared", "retain", "pin", "held",
-        "cached_tokens", "cancelled", "energy_j", "device_s", "session_id",
+        "cached_tokens", "cancelled", "energy_j", "device_s", "session_id", "pre", "kv_transfer_s",
+        "done_status",
     )
 
     def __init__(self, call_id: int, cls: str, pool: str, arrival_s: float, prompt_tokens: int, output_tokens: int,
@@ -102,6 +103,9 @@ class Call:
         self.cancelled = False
         self.energy_j = 0.0  # device energy attributed to this call (its share of each iteration)
         self.device_s = 0.0  # device-seconds attributed likewise
+        self.pre: Optional["Call"] = None  # disaggregation: the call that prefilled this one on another pool
+        self.kv_transfer_s = 0.0  # disaggregation: time its KV cache took to arrive from the prefill replica
+        self.done_status = "finished"  # status once all its tokens are out ("prefilled": a prefill-only call)
 
     @property
     def remaining(self) -> int:
@@ -270,7 +274,9 @@ class Replica:
         self._idle_w = power.idle_w * tp
         self._lend: Optional[tuple] = None  # (seconds, on_grant) asked by a diffusion replica sharing the devices
         self._lent_until: Optional[float] = None  # the devices run a diffusion batch until then
-        self.down_since: Optional[float] = None  # failed at, until repaired
+        self.down_since: Optional[float] = None  # failed (or switched off, booting) at, until back
+        self.down_kind = "down"  # step-row kind of the time down: down (failed), off, booting
+        self.draining = False  # being switched off: takes no new calls from the router
 
     # ------------------------------------------------------------------ public
     @property
@@ -496,7 +502,8 @@ class Replica:
     def finish(self, t_end: float) -> None:
         """End of simulation at ``t_end``: commit what is done, cut the rest, time out the calls."""
         if self.down_since is not None:
-            self.repair()
+            self._close_down(self._idle_w if self.down_kind == "booting" else 0.0, t_end)
+            return
         self._stop(t_end)
         self._advance_idle(t_end)
         for c in list(self.running) + list(self.waiting):
@@ -525,9 +532,10 @@ class Replica:
         return calls
 
     @staticmethod
-    def end_unserved(call: Call, recorder, on_end, t: float) -> None:
-        """A call no replica can take (its whole pool is down) fails at once."""
-        call.status, call.finish_s = "failed", t
+    def end_unserved(call: Call, recorder, on_end, t: float, status: str = "failed") -> None:
+        """A call no replica can take (its whole pool is down) fails at once (or ends as
+        ``status`` on its way to one)."""
+        call.status, call.finish_s = status, t
         recorder.call(call)
         on_end(call)
         if call.on_done is not None:
@@ -539,11 +547,38 @@ class Replica:
 
     def repair(self) -> None:
         """Back in service now, empty (its downtime draws no power)."""
-        now = self.env.now
-        if now > self.clock:
-            self.recorder.step(self.pool, self.index, "down", self.clock, now, 0, 0, 0, 0, 0, 0, 0, 0.0)
-            self.clock = now
+        self._close_down(0.0)
         self.down_since = None
+        self.down_kind = "down"
+
+    def switch_off(self) -> None:
+        """Switched off by the autoscaler (empty, drained): the KV cache (pins included) is
+        gone and the devices draw nothing until :meth:`boot`."""
+        assert not self.outstanding, "only an empty replica is switched off"
+        self.fail()
+        self.down_kind = "off"
+        self.draining = False
+
+    def boot(self) -> None:
+        """Switched on: loading weights and starting the engine, at idle power, until :meth:`ready`."""
+        self._close_down(0.0)
+        self.down_kind = "booting"
+
+    def ready(self) -> None:
+        """Booted: serving from now."""
+        self._close_down(self._idle_w)
+        self.down_since = None
+        self.down_kind = "down"
+
+    def _close_down(self, device_w: float, t: Optional[float] = None) -> None:
+        """Write the step row of the time down until ``t`` (default now), at ``device_w`` for
+        the whole replica."""
+        now = self.env.now if t is None else t
+        if now > self.clock:
+            e = device_w * (now - self.clock)
+            self._account(self.clock, now, e, busy=False)
+            self.recorder.step(self.pool, self.index, self.down_kind, self.clock, now, 0, 0, 0, 0, 0, 0, 0, e)
+            self.clock = now
 
     def _stop(self, t: float) -> None:
         """Commit the iterations done by ``t`` and cut the one in flight there (its energy
@@ -989,7 +1024,7 @@ class Replica:
         # after the last iteration's allocations (the cache reclaims the same chunks)
         for c in done:
             self._release(c, final=True)
-            self._end_call(c, "finished", end)
+            self._end_call(c, c.done_status, end)
 
     def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
         """Apply one decided iteration; each call worked gets a share of its energy and device
@@ -1053,7 +1088,7 @@ class Replica:
         self.running = still
         for c in done:  # after every call took the cached blocks it found in this iteration
             self._release(c, final=True)
-            self._end_call(c, "finished", end)
+            self._end_call(c, c.done_status, end)
 
     def _join(self, c: Call, hit: int) -> None:
         """An admitted call takes the ``hit`` cached blocks it found (those an earlier chunk of

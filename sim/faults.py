@@ -61,6 +61,8 @@ class FaultInjector:
         env, rec = self.env, self.world.recorder
         while True:
             yield env.timeout(self._time_to_failure())
+            if replica.down_since is not None:  # switched off or booting (autoscaling): nothing to lose
+                continue
             calls = replica.fail()
             rec.event(env.now, "failure", self.pool, replica.index, -1, f"{len(calls)} calls on it")
             for c in calls:

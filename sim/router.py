@@ -1,5 +1,9 @@
 """Routers: which replica of a pool serves a call. One small class per policy,
-chosen by ``kind`` in the scenario (see :data:`ROUTERS`)."""
+chosen by ``kind`` in the scenario (see :data:`ROUTERS`).
+
+A router reads the list of replicas it was given on every pick; an autoscaler changes that
+list in place (replicas switched on join it, replicas draining leave it), so no router keeps
+a position or a random draw that assumes the list's length."""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ class RoundRobin:
         self._next = 0
 
     def pick(self, call):
-        r = self.replicas[self._next]
-        self._next = (self._next + 1) % len(self.replicas)
+        n = len(self.replicas)
+        r = self.replicas[self._next % n]
+        self._next = (self._next % n + 1) % n
         return r
 
 
@@ -27,11 +32,12 @@ class Random:
         self.rng = rng
         self._buf = np.empty(0, dtype=np.int64)
         self._pos = 0
+        self._n = 0
 
     def pick(self, call):
-        if self._pos == len(self._buf):
-            self._buf = self.rng.integers(0, len(self.replicas), size=4096)
-            self._pos = 0
+        n = len(self.replicas)
+        if self._pos == len(self._buf) or self._n != n:
+            self._buf, self._pos, self._n = self.rng.integers(0, n, size=4096), 0, n
         r = self.replicas[int(self._buf[self._pos])]
         self._pos += 1
         return r
@@ -48,15 +54,16 @@ class ShortestQueue:
     def pick(self, call):
         reps = self.replicas
         n = len(reps)
-        best, best_load = None, None
+        best, best_load, at = None, None, 0
         for j in range(n):
-            r = reps[(self._start + j) % n]
+            i = (self._start + j) % n
+            r = reps[i]
             load = r.outstanding
             if best is None or load < best_load:
-                best, best_load = r, load
+                best, best_load, at = r, load, i
                 if load == 0:
                     break
-        self._start = (best.index_in_pool + 1) % n
+        self._start = (at + 1) % n
         return best
 
 
@@ -68,7 +75,7 @@ class LeastKv:
         self.replicas = replicas
 
     def pick(self, call):
-        t = call.arrival_s
+        t = self.replicas[0].env.now  # now (a retried or transferred call arrived earlier)
         return min(self.replicas, key=lambda r: (r.kv_load(t), r.outstanding, r.index_in_pool))
 
 
@@ -82,16 +89,17 @@ class PowerOfTwo:
         self.rng = rng
         self._buf = np.empty((0, 2), dtype=np.int64)
         self._pos = 0
+        self._n = 0
 
     def pick(self, call):
         reps = self.replicas
         n = len(reps)
         if n == 1:
             return reps[0]
-        if self._pos == len(self._buf):
+        if self._pos == len(self._buf) or self._n != n:
             a = self.rng.integers(0, n, size=4096)
             b = (a + self.rng.integers(1, n, size=4096)) % n  # a different replica
-            self._buf, self._pos = np.stack([a, b], axis=1), 0
+            self._buf, self._pos, self._n = np.stack([a, b], axis=1), 0, n
         i, j = self._buf[self._pos]
         self._pos += 1
         r, s = reps[int(i)], reps[int(j)]
@@ -111,7 +119,7 @@ class PrefixAffinity:
         self.balance_abs = params.balance_abs
 
     def pick(self, call):
-        t = call.arrival_s
+        t = self.replicas[0].env.now
         prefix = getattr(call, "prefix", None)
         load = {r.index: r.kv_load(t) for r in self.replicas}
         least = min(self.replicas, key=lambda r: (load[r.index], r.outstanding, r.index_in_pool))

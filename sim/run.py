@@ -6,6 +6,7 @@ It writes, under the output location ``out`` (local path or object-store URI)::
     <out>/calls/point_id=<id>/part-0.parquet
     <out>/steps/point_id=<id>/part-0.parquet
     <out>/events/point_id=<id>/part-0.parquet
+    <out>/economics/point_id=<id>/part-0.parquet   with datacenter.economics: per class and tier
     <out>/<id>/scenario.yaml      the resolved input
     <out>/<id>/manifest.json      versions, timings, engine counters
 
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 import sim
-from sim import storage
+from sim import economics, storage
 from sim.config import Scenario
 from sim.summary import job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
 from sim.sweepspec import point_id_of
@@ -63,6 +64,9 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
                "engine_mode": scenario.engine_mode, "warmup_s": t0, "duration_s": t1, "sim_end_s": t_end}
     summary.update(latency_metrics(calls, t0, t1))
     summary.update(resource_metrics(steps, t0, t1, world.specs, world.tariff))
+    if world.rates.configured:  # datacenter.economics: capex / facility / energy, time-of-day tariff
+        groups = economics.group_costs(steps, t0, t1, world.specs, world.rates)
+        summary.update(economics.fleet_metrics(groups, t0, t1, summary["output_tokens_per_s"] * (t1 - t0)))
     if world.job_classes:
         jobs = pq.read_table(paths["jobs"], filesystem=fs)
         summary.update(job_metrics(jobs, t0, t1, summary["cost_usd"], summary["facility_energy_j"]))
@@ -76,8 +80,17 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         if summary["sessions_created"] != world.sessions_created:
             raise RuntimeError(f"sessions table has {summary['sessions_created']} rows but {world.sessions_created} "
                                "sessions were created")
-    if summary["calls_created"] != world.calls_created:
-        raise RuntimeError(f"calls table has {summary['calls_created']} rows but {world.calls_created} calls were created")
+    rows = summary["calls_created"] + summary.get("calls_prefilled", 0)  # prefill rows of disaggregated calls
+    if rows != world.calls_created:
+        raise RuntimeError(f"calls table has {rows} rows but {world.calls_created} calls were created")
+    if world.rates.configured:  # revenue, cost and margin per class and effort tier: the economics table
+        read = lambda t, made: pq.read_table(paths[t], filesystem=fs) if made else None
+        econ = economics.class_table(scenario, world.rates, groups, calls, read("jobs", world.job_classes),
+                                     read("sessions", world.session_classes), read("videos", world.videos_created),
+                                     t0, t1)
+        storage.atomic_write_table(fs, storage.join(storage.partition_dir(base, "economics", point_id),
+                                                    "part-0.parquet"), econ)
+        summary.update(economics.class_summary(econ))
     for table, keep in (("calls", opts.calls), ("steps", opts.steps), ("events", opts.events), ("jobs", opts.jobs),
                         ("sessions", opts.sessions), ("videos", opts.videos)):
         if not keep:

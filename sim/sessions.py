@@ -230,7 +230,7 @@ class SessionClass:
     def _place(self, s: Session, tokens: int):
         """The replica for the next turn: home while its KV load allows, else the router's pick."""
         home = s.home
-        if (home is not None and home.down_since is None and self.spec.affinity
+        if (home is not None and home.down_since is None and not home.draining and self.spec.affinity
                 and home.kv_load(self.env.now) <= self.spec.affinity_max_load):
             return home
         probe = _Probe(tokens, self.env.now)

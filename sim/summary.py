@@ -25,8 +25,12 @@ def _mean(x: np.ndarray) -> float:
 
 def latency_metrics(calls: pa.Table, t0: float, t1: float) -> dict:
     """Counts and latency percentiles of the calls that arrived in [t0, t1)."""
-    arrival = calls["arrival_s"].to_numpy()
     status = calls["status"].to_numpy(zero_copy_only=False)
+    prefilled = status == "prefilled"
+    if prefilled.any():  # disaggregation: a prefill-only row per call, beside the call's own row
+        calls = calls.filter(pa.array(~prefilled))
+        status = status[~prefilled]
+    arrival = calls["arrival_s"].to_numpy()
     out = {
         "calls_created": calls.num_rows,
         "calls_finished": int((status == "finished").sum()),
@@ -56,6 +60,11 @@ def latency_metrics(calls: pa.Table, t0: float, t1: float) -> dict:
     out["wait_mean_s"] = _mean(wait)
     out["wait_p99_s"] = _pct(wait, 99)
     prompt = calls["prompt_tokens"].to_numpy()[win]
+    if prefilled.any():
+        moved = calls["kv_transfer_s"].to_numpy()[fin]
+        out["calls_prefilled"] = int(prefilled.sum())
+        out["kv_transfer_mean_s"] = _mean(moved)
+        out["kv_transfer_p99_s"] = _pct(moved, 99)
     out["prompt_cached_share"] = float(calls["cached_tokens"].to_numpy()[win].sum() / prompt.sum()) if prompt.sum() else 0.0
     return out
 
@@ -103,7 +112,7 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
     span = t1 - t0
     f = _overlap(steps, t0, t1)
     kind = steps["kind"].to_numpy(zero_copy_only=False)
-    busy_kind = (kind != "idle") & (kind != "down")
+    busy_kind = ~np.isin(kind, ("idle", "down", "off", "booting"))
     dur = (steps["end_s"].to_numpy() - steps["start_s"].to_numpy()) * f
     out_tok = float((steps["output_tokens"].to_numpy() * f).sum())
     prefill_tok = float((steps["prefill_tokens"].to_numpy() * f).sum())
@@ -113,7 +122,12 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
     devices = sum(p.devices for p in pools)
     busy_s = float(dur[busy_kind].sum())
     seq_s = float((steps["batch_seqs"].to_numpy() * dur)[busy_kind].sum())
-    host_j = sum(p.host_w_per_device * p.devices for p in pools) * span
+    # hosts draw power except while their replica is switched off (autoscaling)
+    off = kind == "off"
+    pool_col = steps["pool"].to_numpy(zero_copy_only=False)
+    off_device_s = {p.name: float(dur[off & (pool_col == p.name)].sum()) * p.devices_per_replica for p in pools} \
+        if off.any() else {}
+    host_j = sum(p.host_w_per_device * (p.devices * span - off_device_s.get(p.name, 0.0)) for p in pools)
     it_j = device_j + host_j
     facility_j = tariff.facility_j(it_j)
     device_usd = sum(p.acc.price_usd_per_hour * p.devices for p in pools) * span / 3600
@@ -127,6 +141,7 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
         "prompt_tokens_per_s": prefill_tok / span,
         "utilization": busy_s / (replicas * span),
         "availability": 1.0 - float(dur[kind == "down"].sum()) / (replicas * span),  # replicas up (not failed)
+        "replicas_on_mean": replicas - float(dur[off].sum()) / span,  # not switched off (autoscaling)
         "mean_batch_seqs": seq_s / busy_s if busy_s > 0 else 0.0,
         "device_energy_j": device_j,
         "host_energy_j": host_j,
@@ -139,7 +154,7 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
         "cost_usd": cost,
         "usd_per_million_output_tokens": per_tok(cost) * 1e6,
         "facility_overhead_energy_j": facility_j - it_j,  # cooling and power delivery (PUE - 1)
-        "carbon_g": _carbon(steps, f, sum(p.host_w_per_device * p.devices for p in pools), t0, t1, tariff),
+        "carbon_g": _carbon(steps, f, host_j / span, t0, t1, tariff),  # hosts at their mean power
     }
 
 

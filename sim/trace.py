@@ -40,6 +40,7 @@ CALLS_SCHEMA = pa.schema(
         ("preemptions", pa.int32()),
         ("energy_j", pa.float64()),  # device energy attributed to the call (share of each iteration)
         ("device_s", pa.float64()),  # device-seconds attributed likewise
+        ("kv_transfer_s", pa.float64()),  # disaggregation: KV cache moving from the prefill replica
     ]
 )
 
@@ -47,7 +48,7 @@ STEPS_SCHEMA = pa.schema(
     [
         ("pool", pa.string()),
         ("replica", pa.int32()),
-        ("kind", pa.string()),  # decode | mixed | prefill | idle | partial
+        ("kind", pa.string()),  # decode | mixed | prefill | idle | partial | down | off | booting
         ("start_s", pa.float64()),
         ("end_s", pa.float64()),
         ("iterations", pa.int64()),
@@ -224,7 +225,7 @@ class Recorder:
             (
                 c.call_id, c.cls, c.pool, c.replica, c.job_id, c.session_id, c.priority, c.status, c.arrival_s, c.admitted_s,
                 c.first_token_s, c.finish_s, c.prompt_tokens, c.output_tokens, c.generated, c.cached_tokens,
-                c.preemptions, c.energy_j, c.device_s,
+                c.preemptions, c.energy_j, c.device_s, c.kv_transfer_s,
             )
         )
 

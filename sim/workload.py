@@ -116,6 +116,78 @@ def _gaps(arrival, rng: np.random.Generator, n: int) -> np.ndarray:
     raise TypeError(arrival)
 
 
+class RateSchedule:
+    """A piecewise-constant arrival rate ``rates[i]`` on ``[times[i], times[i+1])`` (the last
+    rate holding on, or the whole schedule repeating every ``period``), with its cumulative
+    intensity and that function's inverse, for drawing a non-homogeneous Poisson process
+    exactly: unit-rate Poisson points mapped through the inverse cumulative intensity."""
+
+    def __init__(self, times, rates, period: float | None = None):
+        self.times = np.asarray(times, dtype=float)
+        self.rates = np.asarray(rates, dtype=float)
+        self.period = period
+        ends = np.append(self.times[1:], period if period is not None else self.times[-1])
+        self.cum = np.concatenate([[0.0], np.cumsum(self.rates[:-1] * np.diff(self.times))])
+        self.cum_period = float(self.cum[-1] + self.rates[-1] * (ends[-1] - self.times[-1])) if period else None
+
+    @classmethod
+    def of(cls, arrival: C.ScheduleArrivals, base_dir: Path, key: str) -> "RateSchedule":
+        if arrival.path is None:
+            times, rates = arrival.times_s, arrival.rates_per_s
+        else:
+            rows = _read_csv(base_dir, arrival.path, key)
+            src = str(base_dir / arrival.path)
+            if not rows:
+                raise ScenarioError(src, key, "rate schedule has no rows")
+            for col in (arrival.time_column, arrival.rate_column):
+                if col not in rows[0]:
+                    raise ScenarioError(src, key, f"no column {col!r} in the rate schedule (columns: {', '.join(rows[0])})")
+            try:
+                times = [float(r[arrival.time_column]) for r in rows]
+                rates = [float(r[arrival.rate_column]) for r in rows]
+            except ValueError:
+                raise ScenarioError(src, key, "the rate schedule has a non-numeric value") from None
+            if times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])) or min(rates) < 0:
+                raise ScenarioError(src, key, "times must start at 0 and increase, rates must not be negative")
+        t = np.asarray(times) * arrival.time_scale
+        if arrival.period_s is not None and t[-1] >= arrival.period_s:
+            raise ScenarioError("", f"{key}.period_s", f"the schedule runs to {t[-1]:g} s (scaled), past period_s")
+        return cls(t, np.asarray(rates) * arrival.rate_scale, arrival.period_s)
+
+    def rate(self, t):
+        """Rate (per s) at times ``t``."""
+        t = np.asarray(t, dtype=float)
+        if self.period is not None:
+            t = np.mod(t, self.period)
+        return self.rates[np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, None)]
+
+    def cumulative(self, t: float) -> float:
+        """Expected arrivals in [0, t)."""
+        n = 0.0
+        if self.period is not None:
+            k = math.floor(t / self.period)
+            n, t = k * self.cum_period, t - k * self.period
+        i = max(0, int(np.searchsorted(self.times, t, side="right")) - 1)
+        return n + float(self.cum[i] + self.rates[i] * (t - self.times[i]))
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Times at which the cumulative intensity reaches ``y`` (> 0); inf past the end of a
+        schedule whose last rate is 0."""
+        y = np.asarray(y, dtype=float)
+        base = np.zeros_like(y)
+        if self.period is not None:
+            if self.cum_period <= 0:
+                return np.full_like(y, np.inf)
+            k = np.floor(y / self.cum_period)
+            k = np.where(y - k * self.cum_period > 0, k, k - 1)  # y on a period edge ends the period before
+            base, y = k * self.period, y - k * self.cum_period
+        i = np.clip(np.searchsorted(self.cum, y, side="left") - 1, 0, None)
+        r = self.rates[i]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(r > 0, self.times[i] + (y - self.cum[i]) / r, np.inf)
+        return base + t
+
+
 def load_trace(arrival: C.TraceArrivals, base_dir: Path, key: str):
     """(times_s, prompt_tokens or None, output_tokens or None) of a trace, times from start_s."""
     return load_trace_with_hashes(arrival, base_dir, key)[:3]
@@ -213,6 +285,10 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
         yield from _closed(env, cls, stop, prompt, output, make_call, key)
         return
     rng = streams("arrival")
+    if isinstance(cls.arrival, C.ScheduleArrivals):
+        yield from _scheduled(env, cls, RateSchedule.of(cls.arrival, base_dir, f"{key}.arrival"), rng, stop, prompt,
+                              output, make_call)
+        return
     t = cls.start_s
     while True:
         gaps = _gaps(cls.arrival, rng, CHUNK)
@@ -220,6 +296,23 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
         os_ = _outputs(output, CHUNK)
         for g, p, o in zip(gaps.tolist(), ps.tolist(), os_.tolist()):
             t += g
+            if t >= stop:
+                return
+            yield env.timeout(t - env.now)
+            make_call(cls, t, p, o)
+
+
+def _scheduled(env, cls, schedule: RateSchedule, rng, stop, prompt, output, make_call):
+    """Open-loop arrivals of a rate schedule from ``start_s``: unit exponential gaps summed
+    onto the cumulative intensity at ``start_s``, mapped back to times."""
+    y = schedule.cumulative(cls.start_s)
+    while True:
+        gaps = rng.exponential(1.0, size=CHUNK)
+        times = schedule.inverse(y + np.cumsum(gaps))
+        y += float(gaps.sum())
+        ps = _outputs(prompt, CHUNK)
+        os_ = _outputs(output, CHUNK)
+        for t, p, o in zip(times.tolist(), ps.tolist(), os_.tolist()):
             if t >= stop:
                 return
             yield env.timeout(t - env.now)

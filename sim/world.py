@@ -23,9 +23,13 @@ from sim.kvcache import Prefix
 from sim.sessions import SessionClass
 from sim.diffusion import DiffusionJob, DiffusionPerf, DiffusionReplica, load_card as load_diffusion_card
 from sim.faults import FaultInjector, stragglers
+from sim.autoscale import Autoscaler
+from sim.disagg import decode_prefix, resolve_link
 from sim.perf import FixedModel, RooflineModel
+from sim import perf_sram
 from sim.profile import ProfileModel
 from sim.power import PowerModel, Tariff
+from sim.economics import resolve as resolve_economics
 from sim.router import ROUTERS
 from sim.speculative import resolve as resolve_speculative
 from sim.workload import generate_calls
@@ -136,16 +140,33 @@ def resolve_diffusion_pool(scenario: Scenario, pool, acc, source: str, key: str)
                     perf, power, _host_w(scenario, acc), shares_devices=pool.share_with is not None)
 
 
+def _check_power_known(scenario: Scenario, pool, acc, source: str, key: str) -> None:
+    """A power cap or budget needs the TDP of every device it covers; cards without a public
+    TDP (TPU, Trainium, Inferentia, Cerebras) leave it unknown (NaN)."""
+    if math.isnan(acc.tdp_w) and pool.power_cap_w is not None:
+        raise ScenarioError(source, f"{key}.power_cap_w", f"{acc.name} has no published TDP, so its power cannot be capped")
+    if scenario.datacenter.power_budget_w is not None:
+        for other in scenario.datacenter.pools:
+            if math.isnan(catalog.accelerator(other.accelerator, source, f"datacenter.pools.{other.name}.accelerator").tdp_w):
+                raise ScenarioError(source, "datacenter.power_budget_w", f"{other.accelerator} (pool {other.name}) has no "
+                                                                         "published TDP, so a power budget cannot be shared")
+
+
 def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     pool = scenario.datacenter.pools[index]
     key = f"datacenter.pools.{pool.name}"
     acc = catalog.accelerator(pool.accelerator, source, f"{key}.accelerator")
+    # an SRAM-pipeline device (Groq, Cerebras) holds the weights on chip: sim.perf_sram, tp = chips
+    sram = acc.architecture == "sram_pipeline"
+    if sram:
+        perf_sram.check_pool(pool, key, source)
+    _check_power_known(scenario, pool, acc, source, key)
     if pool.kind == "diffusion":
         return resolve_diffusion_pool(scenario, pool, acc, source, key)
     model = catalog.model(pool.model, source, f"{key}.model")
     # fp8 weights on a device without fp8 math compute in bf16 (Accelerator.peak_flops)
     wdtype = pool.weight_dtype or model.weight_dtype
-    if model.attention != "mla" and model.num_attention_heads % pool.tp != 0:
+    if not sram and model.attention != "mla" and model.num_attention_heads % pool.tp != 0:
         raise ScenarioError(source, f"{key}.tp", f"{model.name} has {model.num_attention_heads} attention heads, not divisible by tp={pool.tp}")
     if pool.pp > model.num_layers:
         raise ScenarioError(source, f"{key}.pp", f"pp={pool.pp} exceeds the {model.num_layers} layers of {model.name}")
@@ -155,8 +176,8 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     eff = {**cal.perf, **{k: v for k, v in p.model_dump().items() if k not in ("kind", "path", "network_path")
                           and v is not None}}
     layout = {"pp": pool.pp, "expert_parallel": pool.expert_parallel}
-    roofline = RooflineModel(model, acc, pool.tp, wdtype, pool.kv_dtype, **layout,
-                             **({} if isinstance(p, FixedPerf) else eff))
+    roofline = (perf_sram.SramPipelineModel if sram else RooflineModel)(
+        model, acc, pool.tp, wdtype, pool.kv_dtype, **layout, **({} if isinstance(p, FixedPerf) else eff))
     perf = FixedModel(p.iteration_s, p.per_token_s) if isinstance(p, FixedPerf) else roofline
     if p.kind == "profile":
         perf = ProfileModel(model, acc, pool.tp, wdtype, pool.kv_dtype, path=p.path, network_path=p.network_path,
@@ -172,9 +193,12 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     specu = resolve_speculative(pool, model, acc, wdtype, perf, eff, source, key)  # draft/MTP weights and KV too
     weights = roofline.weight_bytes_device() + (specu.weight_bytes_device if specu else 0.0)
     reserve = (eng.activation_reserve_gib * GIB if eng.activation_reserve_gib is not None
+               else 0.0 if sram  # activations stream chip to chip: no CUDA context or workspace
                else activation_reserve_bytes(model, pool.tp, bat.max_num_batched_tokens, bat.max_num_seqs))
     kv_bytes = usable - weights - reserve
     per_block = (roofline.kv_bytes_per_token_device() + (specu.kv_bytes_per_token_device if specu else 0.0)) * eng.block_size
+    if kv_bytes < per_block and sram:
+        raise ScenarioError(source, f"{key}.tp", perf_sram.fit_message(roofline, usable - reserve, eng.block_size))
     if kv_bytes < per_block:
         raise ScenarioError(
             source, f"{key}.model",
@@ -197,12 +221,15 @@ class World:
         self.recorder = recorder
         self.env = simpy.Environment()
         self.specs = [resolve_pool(scenario, i, source) for i in range(len(scenario.datacenter.pools))]
+        self.spec_by_name = {s.name: s for s in self.specs}
         dc = scenario.datacenter
         self.tariff = Tariff(dc.pue, dc.energy_usd_per_kwh, dc.carbon_g_per_kwh, dc.carbon_schedule)
+        self.rates = resolve_economics(scenario, self.specs, source)  # device $/h, tariff (sim/economics.py)
         max_run = 1 if scenario.engine_mode == "per_iteration" else 1 << 15
         self.replicas: list[Replica] = []
         self.routers = {}
         self._pool_replicas: dict = {}
+        self._serving: dict = {}  # pool -> replicas its router picks from (in pool order)
         for spec, pool in zip(self.specs, dc.pools):
             reps = []
             for j in range(spec.replicas):
@@ -231,7 +258,9 @@ class World:
                                     f"'{pool.router.kind}' routes by KV cache; a diffusion pool has none "
                                     "(use round_robin, random or jsq)")
             router_rng = rng.stream(scenario.seed, scenario.run, f"router/{spec.name}")
-            self.routers[spec.name] = ROUTERS[pool.router.kind](reps, router_rng, pool.router)
+            # the router picks among the serving replicas (all, unless an autoscaler changes the list)
+            self._serving[spec.name] = serving = list(reps)
+            self.routers[spec.name] = ROUTERS[pool.router.kind](serving, router_rng, pool.router)
             self._pool_replicas[spec.name] = reps
         for pool in dc.pools:
             if pool.share_with is not None:  # each diffusion replica borrows its LLM replica's devices
@@ -240,6 +269,13 @@ class World:
             if pool.stragglers is not None:
                 stragglers(self._pool_replicas[pool.name], pool.stragglers,
                            rng.stream(scenario.seed, scenario.run, f"stragglers/{pool.name}"))
+        self.links = {p.name: resolve_link(p, self.specs[i], self.spec_by_name[p.decode_pool], source)
+                      for i, p in enumerate(dc.pools) if p.decode_pool is not None}
+        self._in_transfer: dict = {}  # call_id -> call whose KV is on its way to a decode replica
+        self._pre_owner: dict = {}  # prefill call_id -> the call it prefills
+        self.autoscalers = {p.name: Autoscaler(self, p, self.specs[i], self._pool_replicas[p.name],
+                                               self._serving[p.name], source)
+                            for i, p in enumerate(dc.pools) if p.autoscale is not None}
         self.injectors = {p.name: FaultInjector(self, p.name, p.faults, rng.stream(scenario.seed, scenario.run,
                                                                                     f"faults/{p.name}"))
                           for p in dc.pools if p.faults is not None}
@@ -248,7 +284,6 @@ class World:
         self._generators_left = 0
         self._done = self.env.event()
         self._source = source
-        self.spec_by_name = {s.name: s for s in self.specs}
         for c in scenario.workload.classes:
             a = c.arrival
             if getattr(a, "hash_column", None) and a.hash_tokens % self.spec_by_name[c.pool].block_size:
@@ -290,24 +325,69 @@ class World:
         they share its KV blocks. ``call_options``: Call's ``retain`` and ``pin``."""
         call = Call(self.calls_created, cls_name, pool, t, prompt, output, priority, job_id, on_done, prefix, **call_options)
         self.calls_created += 1
+        sent = call
+        if pool in self.links:  # disaggregated: a prefill call runs first, here
+            call.pool = self.links[pool].decode_pool
+            sent = call.pre = Call(self.calls_created, cls_name, pool, t, prompt, 1, priority, job_id, self._prefilled,
+                                   prefix)
+            sent.done_status = "prefilled"
+            self._pre_owner[sent.call_id] = call
+            self.calls_created += 1
         if not group:
-            self._send(call, self.route(pool, call))
+            self._send(sent, self.route(pool, sent))
             return call
         key = (pool, prefix.base)
         home = self._prefix_home.get(key)
-        if home is None or home[0].down_since is not None:
-            home = self._prefix_home[key] = [self.route(pool, call), home[1] if home else 0]
+        if home is None or home[0].down_since is not None or home[0].draining:
+            home = self._prefix_home[key] = [self.route(pool, sent), home[1] if home else 0]
         home[1] += 1
-        self._send(call, home[0])
+        self._send(sent, home[0])
         return call
 
+    # ------------------------------------------------------------------ disaggregation
+    def _prefilled(self, pre: Call) -> None:
+        """A prefill call ended: on success its KV cache starts moving to a decode replica;
+        otherwise the call it served ends as it did."""
+        call = self._pre_owner.pop(pre.call_id)
+        if pre.status != "prefilled" or call.cancelled:
+            status = "cancelled" if call.cancelled else pre.status
+            Replica.end_unserved(call, self.recorder, self._call_ended, pre.finish_s, status)
+            return
+        link = self.links[pre.pool]
+        spec = self.spec_by_name[call.pool]
+        call.prefix = decode_prefix(call.call_id, call.prompt_tokens, spec.block_size, pre.prefix)
+        r = self.route(call.pool, call)
+        if r is None:
+            Replica.end_unserved(call, self.recorder, self._call_ended, self.env.now)
+            return
+        r.settle()  # its KV pool as it is now
+        refs = r.kv.refs
+        missing = sum(1 for k in call.prefix.hashes if k not in refs)
+        call.kv_transfer_s = link.transfer_s(missing)
+        self._in_transfer[call.call_id] = call
+        self.env.timeout(call.kv_transfer_s).callbacks.append(lambda _ev: self._transferred(call, r))
+
+    def _transferred(self, call: Call, r) -> None:
+        """The KV cache is on decode replica ``r``: pin it there and hand the call over."""
+        del self._in_transfer[call.call_id]
+        if call.cancelled:
+            Replica.end_unserved(call, self.recorder, self._call_ended, self.env.now, "cancelled")
+            return
+        if r.down_since is not None or r.draining:  # it failed or is being switched off meanwhile
+            r = self.route(call.pool, call)
+            if r is None:
+                Replica.end_unserved(call, self.recorder, self._call_ended, self.env.now)
+                return
+        call.pin = r.restore(call.prefix, len(call.prefix.hashes))
+        r.submit(call)
+
     def route(self, pool: str, call):
-        """The router's pick, or, if that replica is down, the least-loaded replica that is up
-        (None if every replica is down)."""
+        """The router's pick among the serving replicas, or, if that replica is down, the
+        least-loaded serving replica that is up (None if every one is down)."""
         r = self.routers[pool].pick(call)
         if getattr(r, "down_since", None) is None:
             return r
-        up = [x for x in self._pool_replicas[pool] if x.down_since is None]
+        up = [x for x in self._serving[pool] if x.down_since is None]
         return min(up, key=lambda x: (x.outstanding, x.index_in_pool)) if up else None
 
     def _send(self, call: Call, replica) -> None:
@@ -332,12 +412,21 @@ class World:
 
     def cancel(self, call: Call) -> None:
         """Abort a call that no longer matters (it ends as ``cancelled`` at its replica's next
-        iteration boundary)."""
-        if not call.status:
-            self.replicas[call.replica].cancel(call)
+        iteration boundary, or, still prefilling or in transfer, when that ends)."""
+        if call.status:
+            return
+        if call.replica < 0:  # disaggregated, not yet on a decode replica
+            call.cancelled = True
+            if not call.pre.status:
+                self.replicas[call.pre.replica].cancel(call.pre)
+            return
+        self.replicas[call.replica].cancel(call)
 
     def _call_ended(self, call: Call) -> None:
         self.calls_ended += 1
+        scaler = self.autoscalers.get(call.pool)
+        if scaler is not None:
+            scaler.call_ended(call)
         if call.prefix is not None and (call.pool, call.prefix.base) in self._prefix_home:
             key = (call.pool, call.prefix.base)
             home = self._prefix_home[key]
@@ -352,10 +441,15 @@ class World:
         return self.jobs_created - 1
 
     def call_cost_usd(self, call: Call) -> float:
-        """Device-time and facility-energy cost attributed to one call."""
-        spec = self.spec_by_name[call.pool]
-        it_j = call.energy_j + spec.host_w_per_device * call.device_s
-        return spec.acc.price_usd_per_hour * call.device_s / 3600 + self.tariff.energy_usd(self.tariff.facility_j(it_j))
+        """Device-time and facility-energy cost attributed to one call (rates of sim/economics.py:
+        device $/h, host power over its device-seconds, tariff over its span, PUE)."""
+        own = self.rates.call_cost_usd(call.pool, call.device_s, call.energy_j, call.admitted_s, call.finish_s)
+        return own + (self.call_cost_usd(call.pre) if call.pre is not None else 0.0)
+
+    @staticmethod
+    def call_energy_j(call: Call) -> float:
+        """Device energy attributed to a call, its prefill on another pool included."""
+        return call.energy_j + (call.pre.energy_j if call.pre is not None else 0.0)
 
     def record_job(self, jc: JobClass, job) -> None:
         """Write a job's row once all its calls have ended (or at the end of the run)."""
@@ -375,7 +469,7 @@ class World:
             budget if budget is not None else -1, job.status, job.arrival_s, job.finish_s, job.finish_s - job.arrival_s,
             len(calls), sum(c.status == "cancelled" for c in calls), job.prompt_tokens,
             sum(c.prompt_tokens for c in calls), sum(c.generated for c in calls), job.thinking, job.truncated,
-            sum(c.cached_tokens for c in calls), kv_saved, sum(c.energy_j for c in calls),
+            sum(c.cached_tokens for c in calls), kv_saved, sum(self.call_energy_j(c) for c in calls),
             sum(self.call_cost_usd(c) for c in calls), job.expected, bool(job.right) and job.status == "finished",
         ))
         self._check_done()
@@ -386,8 +480,8 @@ class World:
         return DiffusionReplica(
             self.env, len(self.replicas), spec.name, spec.perf, spec.power, spec.devices_per_replica, pool.max_batch,
             lambda row: recorder.video(row), lambda row: recorder.step(*row[:-1]),
-            price_usd_per_device_s=spec.acc.price_usd_per_hour / 3600,
-            usd_per_j=self.tariff.energy_usd(self.tariff.facility_j(1.0)))
+            price_usd_per_device_s=self.rates.devices[spec.name].usd_per_hour / 3600,
+            usd_per_j=self.rates.energy_usd(1.0, 0.0, self.scenario.duration_s))  # tariff's mean over the run
 
     def _video(self, cls, t: float, on_done=None) -> DiffusionJob:
         """One image / video request, routed to a replica of its diffusion pool."""
@@ -428,7 +522,7 @@ class World:
         # idle power and hourly price is the session's
         pinned_share_s = s.pinned_block_s / spec.kv_blocks * devices
         energy = sum(c.energy_j for c in s.calls) + pinned_share_s * spec.power.idle_w
-        cost = sum(self.call_cost_usd(c) for c in s.calls) + pinned_share_s * spec.acc.price_usd_per_hour / 3600
+        cost = sum(self.call_cost_usd(c) for c in s.calls) + pinned_share_s * self.rates.devices[spec.name].usd_per_hour / 3600
         ttft = np.array(s.ttfts) if s.ttfts else np.array([math.nan])
         self.recorder.session((
             s.sid, sc.cls.name, sc.cls.pool, sc.policy.kind, s.status, s.arrival_s, s.finish_s, s.finish_s - s.arrival_s,
@@ -476,6 +570,8 @@ class World:
         for name, injector in self.injectors.items():
             for r in self._pool_replicas[name]:
                 self.env.process(injector.run(r))
+        for scaler in self.autoscalers.values():
+            scaler.start()
         horizon = sc.duration_s + sc.drain_s
         self.env.run(until=self.env.any_of([self._done, self.env.timeout(horizon)]))
         t_end = self.env.now if self._done.triggered else horizon
@@ -483,6 +579,9 @@ class World:
         t_end = max(t_end, sc.duration_s)
         for r in self.replicas:
             r.finish(t_end)
+        for call in list(self._in_transfer.values()):  # KV still on its way
+            Replica.end_unserved(call, self.recorder, self._call_ended, math.nan, "timed-out")
+        self._in_transfer.clear()
         self._close_open_jobs()
         self._close_open_sessions()
         return t_end

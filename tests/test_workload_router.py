@@ -2,6 +2,8 @@
 
 import math
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,8 @@ def test_trace_replay_parses_datetimes_and_columns(tmp_path):
 
 
 class _Rep:
+    env = SimpleNamespace(now=0.0)
+
     def __init__(self, i, outstanding=0, kv=0.0):
         self.index_in_pool = i
         self.outstanding = outstanding
