@@ -134,3 +134,19 @@ def test_a_card_without_network_figure_needs_a_bandwidth(tmp_path):
         p.update(accelerator="mi300x", tp=2)
     with pytest.raises(ScenarioError, match="kv_transfer.bandwidth_gb_s.*mi300x gives no network_gb_s"):
         build(validate(raw), None)
+
+
+def test_failures_on_both_sides_lose_no_call(tmp_path):
+    """Prefill replicas that fail hand their calls to the other prefill replica; decode
+    replicas that fail lose the transferred KV and their calls start again elsewhere; every
+    call ends with a terminal status and has exactly one prefill row per successful prefill."""
+    raw = pd_scenario(rate=2.0, duration=120.0, prefill=2, decode=2)
+    raw["drain_s"] = 3000.0
+    for p in raw["datacenter"]["pools"]:
+        p["faults"] = {"mtbf_s": 40.0, "mttr_s": 10.0}
+    s, calls, events = run_tables(raw, tmp_path, "f", "calls", "events")
+    pre, own = _rows(calls)
+    status = [c["status"] for c in own]
+    assert sum(e == "failure" for e in events["kind"].to_pylist()) > 5
+    assert len(own) == s["calls_created"] and all(x in ("finished", "failed", "dropped") for x in status)
+    assert len(pre) == s["calls_prefilled"] <= len(own)
