@@ -101,12 +101,18 @@ class Autoscaler:
             u = float(np.mean([r.kv_load(now) for r in up])) if up else 0.0
             n = math.ceil(len(self.serving) * u / cfg.target_utilization - 1e-9)
         elif p == "latency":
-            if self._ttfts:
-                p90 = float(np.percentile(self._ttfts, 90))
-                n = live + 1 if p90 > cfg.target_ttft_s else live - 1 if p90 < cfg.scale_down_ratio * cfg.target_ttft_s else live
-            else:
-                n = live - 1  # nothing finished: no demand seen
+            busy = any(r.outstanding for r in self.serving)
+            # no call finished: hold while calls are in flight, else there is no demand
+            p90 = float(np.percentile(self._ttfts, 90)) if self._ttfts else (math.nan if busy else 0.0)
             self._ttfts = []
+            if math.isnan(p90):
+                n = live
+            elif p90 > cfg.target_ttft_s:
+                n = live + 1
+            elif p90 < cfg.scale_down_ratio * cfg.target_ttft_s:
+                n = live - 1
+            else:
+                n = live
         elif p == "schedule":
             s = cfg.schedule
             t = now % s.period_s if s.period_s is not None else now
