@@ -83,6 +83,9 @@ def cmd_validate(args) -> int:
         raw = config.load_raw(path)
         sc = config.validate(raw, path, Path(path).parent)
         specs = [W.resolve_pool(sc, i, path) for i in range(len(sc.datacenter.pools))]
+        from sim.economics import resolve as resolve_economics
+
+        resolve_economics(sc, specs, path)  # prices with a source for every device (datacenter.economics)
         n = len(expand(raw, path)) if raw.get("sweep") else 1
         for sp in specs:
             if sp.model is None:  # diffusion
@@ -168,10 +171,41 @@ def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
         rows = rows + SESSION_HEADLINE
     if "videos_created" in s:
         rows = rows + video_rows(s)
+    if "capex_usd_per_hour" in s:
+        rows = rows + ECON_HEADLINE
     print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", rows, s,
                   f"simulated {s['sim_end_s']:.0f} s ({s['calls_created']} calls) in {wall:.2f} s wall; tables in {out}")
     if "jobs_created" in s:
         print_strategies(out, s["point_id"], s["warmup_s"], s["duration_s"])
+    if "revenue_usd" in s:
+        print_economics(out, s["point_id"])
+
+
+ECON_HEADLINE = [  # datacenter.economics (sim/economics.py)
+    ("$ per hour: capex / facility / energy", ("capex_usd_per_hour", "facility_usd_per_hour", "energy_usd_per_hour"),
+     "{:.3f}"),
+    ("revenue / margin of the window ($)", ("revenue_usd", "margin_usd"), "{:.4f}"),
+]
+
+
+def print_economics(out: str, point_id: str) -> None:
+    """Revenue, cost and margin per class and effort tier (the economics table of a run)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim import storage
+
+    import pyarrow.dataset as ds
+
+    rows = storage.read_table(out, "economics", filter=ds.field("point_id") == point_id).to_pylist()
+    t = Table(title="economics by class and tier (idle capacity shared by tokens run)")
+    for col in ("class", "tier", "units", "revenue $", "cost $", "of which idle $", "margin $", "$/unit", "$/M out"):
+        t.add_column(col, justify="left" if col in ("class", "tier") else "right")
+    for r in rows:
+        t.add_row(r["class"], r["tier"], str(r["units"]), f"{r['revenue_usd']:.4f}", f"{r['cost_usd']:.4f}",
+                  f"{r['idle_cost_usd']:.4f}", f"{r['margin_usd']:.4f}", f"{r['cost_per_unit_usd']:.5f}",
+                  f"{r['cost_per_million_output_tokens_usd']:.3f}")
+    Console(width=120).print(t)
 
 
 def print_strategies(out: str, point_id: str, t0: float, t1: float) -> None:

@@ -40,8 +40,25 @@ def scenario_point_id(scenario: Scenario) -> str:
     return point_id_of(scenario.model_dump(mode="json", exclude={"sweep"}))
 
 
+def require_known_power(scenario: Scenario, source: str) -> None:
+    """ScenarioError naming the first pool whose accelerator card has no ``tdp_w`` (no public
+    figure: TPU v5e/v5p, Trainium2, Inferentia2): its power, energy and energy cost would
+    otherwise come out NaN in every summary. ``dcsim estimate`` still prices such cards' speed."""
+    from sim import catalog
+    from sim.errors import ScenarioError
+
+    for pool in scenario.datacenter.pools:
+        key = f"datacenter.pools.{pool.name}.accelerator"
+        acc = catalog.accelerator(pool.accelerator, source, key)
+        if acc.tdp_w != acc.tdp_w:  # NaN: the card leaves tdp_w out
+            raise ScenarioError(source, key, f"{acc.name} has no tdp_w (hardware/accelerators/{acc.name}.yaml: no "
+                                             "public figure), so this run's power, energy and energy cost would be "
+                                             "unknown; add a cited tdp_w to the card or use another accelerator")
+
+
 def run_point(scenario: Scenario, out: str, point_id: str | None = None, source: str = "<scenario>") -> dict:
     """Simulate ``scenario`` and write its tables under ``out``; return its summary row."""
+    require_known_power(scenario, source)
     wall0 = time.perf_counter()
     point_id = point_id or scenario_point_id(scenario)
     fs, base = storage.open_output(out)
@@ -65,8 +82,8 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     summary.update(latency_metrics(calls, t0, t1))
     summary.update(resource_metrics(steps, t0, t1, world.specs, world.tariff))
     if world.rates.configured:  # datacenter.economics: capex / facility / energy, time-of-day tariff
-        groups = economics.group_costs(steps, t0, t1, world.specs, world.rates)
-        summary.update(economics.fleet_metrics(groups, t0, t1, summary["output_tokens_per_s"] * (t1 - t0)))
+        pools = economics.pool_costs(steps, t0, t1, world.specs, world.rates)
+        summary.update(economics.fleet_metrics(pools, t0, t1, summary["output_tokens_per_s"] * (t1 - t0)))
     if world.job_classes:
         jobs = pq.read_table(paths["jobs"], filesystem=fs)
         summary.update(job_metrics(jobs, t0, t1, summary["cost_usd"], summary["facility_energy_j"]))
@@ -85,7 +102,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         raise RuntimeError(f"calls table has {rows} rows but {world.calls_created} calls were created")
     if world.rates.configured:  # revenue, cost and margin per class and effort tier: the economics table
         read = lambda t, made: pq.read_table(paths[t], filesystem=fs) if made else None
-        econ = economics.class_table(scenario, world.rates, groups, calls, read("jobs", world.job_classes),
+        econ = economics.class_table(scenario, world.rates, pools, calls, read("jobs", world.job_classes),
                                      read("sessions", world.session_classes), read("videos", world.videos_created),
                                      t0, t1)
         storage.atomic_write_table(fs, storage.join(storage.partition_dir(base, "economics", point_id),
