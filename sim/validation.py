@@ -9,7 +9,9 @@ sending its next request as soon as the previous one ends, as the benchmark does
 with :func:`sim.estimate.estimate`, and :func:`report` tabulates the errors, keeping
 the points used by ``dcsim calibrate`` (role ``fit``) apart from the held-out ones.
 
-Regenerate with ``python -m sim.validation --out docs/validation.md``.
+Regenerate with ``python -m sim.validation --out docs/validation.md``; the section on
+accelerators beyond NVIDIA (sim/validation_accel.py) is appended, and
+``python -m sim.validation_accel`` rewrites only that section.
 """
 
 from __future__ import annotations
@@ -239,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = errors(points, predict_all(points, workers=args.workers))
     text = report(rows, load_points(roles=("excluded",)), time.perf_counter() - t0)
     text += "\n".join(shape_section(concurrency_shape()))
+    from sim import validation_accel  # non-NVIDIA accelerators vs published bounds (its own section)
+
+    t1 = time.perf_counter()
+    text = validation_accel.replace_section(text, validation_accel.section(validation_accel.rows(),
+                                                                          time.perf_counter() - t1))
     Path(args.out).write_text(text)
     for role in ("holdout", "fit"):
         s = summarize([r for r in rows if r["point"]["role"] == role])
