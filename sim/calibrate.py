@@ -239,8 +239,9 @@ def fit_efficiency(points: list[dict], perf: dict, key: str, workers: int = 2) -
 
 # --------------------------------------------------------------------------- output
 def write_calibration(path: Path, accelerator: str, perf: dict[str, tuple[float, str]],
-                      power: dict[str, tuple[float, str]], notes: list[str]) -> None:
-    """Write a calibration card: every number as ``{value, source}``."""
+                      power: dict[str, tuple[float, str]], notes: list[str], data: list[dict] | None = None) -> None:
+    """Write a calibration card: every number as ``{value, source}``; ``data`` (optional) lists
+    the figures a fit used and how well it reproduces each (not read by the simulator)."""
 
     def block(d):
         return {k: {"value": _round(v), "source": s} for k, (v, s) in d.items()}
@@ -250,6 +251,8 @@ def write_calibration(path: Path, accelerator: str, perf: dict[str, tuple[float,
         card["perf"] = block(perf)
     if power:
         card["power"] = block(power)
+    if data:
+        card["fit_data"] = data
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         yaml.safe_dump(card, fh, sort_keys=False, width=110)
@@ -261,6 +264,111 @@ def _round(v: float) -> float:
 
 def describe(fit: dict) -> str:
     return f"n={fit['n']}, median |error| {fit['median_abs_error']:.1%}, p90 {fit['p90_abs_error']:.1%}"
+
+
+# --------------------------------------------------------------------------- SRAM pipelines
+# SramPipelineModel's fixed time per layer per walk through the pipeline (sim/perf_sram.py).
+LAYER_LATENCY_KEY = "kernel_latency_s"
+LAYER_PROBE_S = 50e-6  # second simulation of each figure, to measure d(time per token)/d(latency)
+MAX_LAYER_LATENCY_S = 1e-3
+
+
+@dataclass(frozen=True)
+class LayerLatencyFit:
+    """The per-layer latency of an SRAM-pipeline accelerator fitted to its published per-user
+    decode speeds, and the leave-one-out check: every array is per figure, times per token (s)."""
+
+    accelerator: str
+    latency_s: float
+    keys: tuple[str, ...]
+    published_s: np.ndarray  # 1 / published tok/s per user
+    base_s: np.ndarray  # simulated with no per-layer latency: the hardware alone
+    layers: np.ndarray  # d(time per token) / d(latency): the layers a token walks
+    fitted_s: np.ndarray  # simulated with the fitted latency
+    loo_latency_s: np.ndarray  # fitted to every figure but this one (NaN with one figure)
+    loo_s: np.ndarray  # simulated with that latency: a prediction of a figure the fit did not see
+
+    @property
+    def fitted_ratio(self) -> np.ndarray:
+        """Simulated / published speed, with the fit to every figure."""
+        return self.published_s / self.fitted_s
+
+    @property
+    def loo_ratio(self) -> np.ndarray:
+        """Simulated / published speed of each held-out figure."""
+        return self.published_s / self.loo_s
+
+
+def solve_layer_latency(base_s: np.ndarray, layers: np.ndarray, published_s: np.ndarray) -> float:
+    """Least squares on log time per token: the latency ``x`` in [0, 1 ms] minimizing
+    ``sum (log(base + layers * x) - log(published))^2`` (the model is linear in ``x``)."""
+    fit = least_squares(lambda x: np.log(base_s + layers * x[0] * 1e-6) - np.log(published_s), x0=[10.0],
+                        bounds=([0.0], [MAX_LAYER_LATENCY_S * 1e6]))
+    return float(fit.x[0] * 1e-6)
+
+
+def fit_layer_latency(accelerator: str) -> LayerLatencyFit:
+    """Fit the per-layer latency of ``accelerator`` (``architecture: sram_pipeline``) to every
+    published per-user decode speed of it in :data:`sim.validation_accel.POINTS`.
+
+    Each figure is simulated in the configuration it was published in (closed loop, one user,
+    :func:`sim.validation_accel.simulate`) with no per-layer latency and with a probe latency:
+    the median inter-token time is linear in it, so two simulations give its base and slope.
+    The fit is least squares on log time over all the figures; leave-one-out refits without
+    each figure in turn and simulates the held-out one with that latency.
+    """
+    from sim.errors import ScenarioError
+    from sim.validation_accel import POINTS, simulate
+
+    acc = catalog.accelerator(accelerator, "dcsim calibrate", "--accelerator")
+    if acc.architecture != "sram_pipeline":
+        raise ScenarioError("dcsim calibrate", "--accelerator", f"{accelerator} is not an SRAM-pipeline accelerator")
+    points = [p for p in POINTS if p.hardware == accelerator and p.metric == "user_tok_s" and p.published]
+    if not points:
+        raise ScenarioError("dcsim calibrate", "--accelerator", f"no published per-user speed of {accelerator} in "
+                                                                "sim/validation_accel.py POINTS to fit")
+
+    def per_token(p, latency: float) -> float:
+        return float(simulate(p, performance={"kind": "roofline", LAYER_LATENCY_KEY: latency})["itl_p50_s"])
+
+    published = np.array([1.0 / p.published for p in points])
+    base = np.array([per_token(p, 0.0) for p in points])
+    layers = (np.array([per_token(p, LAYER_PROBE_S) for p in points]) - base) / LAYER_PROBE_S
+    lat = solve_layer_latency(base, layers, published)
+    fitted = np.array([per_token(p, lat) for p in points])
+    loo_lat = np.full(len(points), np.nan)
+    loo = np.full(len(points), np.nan)
+    for i, p in enumerate(points):
+        rest = np.arange(len(points)) != i
+        if rest.any():
+            loo_lat[i] = solve_layer_latency(base[rest], layers[rest], published[rest])
+            loo[i] = per_token(p, float(loo_lat[i]))
+    return LayerLatencyFit(accelerator, lat, tuple(p.key for p in points), published, base, layers, fitted,
+                           loo_lat, loo)
+
+
+def _span(r: np.ndarray) -> str:
+    return f"{np.nanmin(r):.2f}-{np.nanmax(r):.2f}"
+
+
+def calibrate_sram(accelerator: str, log=print) -> tuple[dict, list[str], list[dict]]:
+    """The per-layer latency of an SRAM-pipeline card with its source, notes and fit data."""
+    f = fit_layer_latency(accelerator)
+    src = (f"fit to the {len(f.keys)} published per-user decode speeds of {accelerator} in sim/validation_accel.py "
+           f"({', '.join(f.keys)}): least squares on log time per token; simulated / published speed "
+           f"{_span(f.fitted_ratio)} with the fit, {_span(f.loo_ratio)} for each figure left out of it")
+    log(f"{LAYER_LATENCY_KEY}: {f.latency_s * 1e6:.1f} us per layer, {src}")
+    from sim.validation_accel import BY_KEY, SRC
+
+    notes = [f"{LAYER_LATENCY_KEY} is the SRAM-pipeline model's fixed time per layer per walk through the pipeline "
+             "(sim/perf_sram.py): what the vendor's hardware and serving stack add per layer beyond reading the "
+             "weights at the SRAM bandwidth and crossing the chip-to-chip links; fit_data lists each figure"]
+    notes += [f"published figures: {SRC[k]}" for k in sorted({BY_KEY[key].source for key in f.keys})]
+    data = [{"point": k, "published_tok_s": _round(1.0 / pub), "no_latency_tok_s": _round(1.0 / b),
+             "fitted_tok_s": _round(1.0 / fit), "leave_one_out_latency_us": _round(ll * 1e6) if ll == ll else None,
+             "leave_one_out_tok_s": _round(1.0 / lo) if lo == lo else None}
+            for k, pub, b, fit, ll, lo in zip(f.keys, f.published_s, f.base_s, f.fitted_s, f.loo_latency_s, f.loo_s)]
+    return {LAYER_LATENCY_KEY: (f.latency_s, src)}, notes, data
 
 
 KERNEL_KEYS = ("gemm_efficiency", "memory_efficiency", "kernel_latency_s", "gemm_blend")
@@ -375,6 +483,14 @@ def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
 def cmd_calibrate(args) -> int:
     from sim.validation import measurements_path
 
+    if catalog.accelerator(args.accelerator, "dcsim calibrate", "--accelerator").architecture == "sram_pipeline":
+        # no kernel tables or serving measurements: the per-layer latency from published speeds
+        perf, notes, data = calibrate_sram(args.accelerator)
+        out = Path(args.out) if args.out else catalog.hardware_dir() / "calibration" / f"{args.accelerator}.yaml"
+        write_calibration(out, args.accelerator, perf, {}, notes, data)
+        catalog.calibration.cache_clear()
+        print(f"wrote {out}")
+        return 0
     tables, net = default_tables(args.accelerator)
     profiles = [Path(p) for p in args.profiles] if args.profiles is not None else tables
     network = Path(args.network) if args.network else net
