@@ -747,6 +747,9 @@ class PowerParams(Frozen):
     memory_weight: Optional[NonNegFloat] = None
     active_w: Optional[NonNegFloat] = None  # added while an iteration runs
     link_active_w: Optional[NonNegFloat] = None  # per device of a multi-device replica, while busy
+    # Board power limit in place of the card's: for cards with no public TDP (TPU, Trainium,
+    # Inferentia), or another SKU's limit. Your own figure: the run's energy rests on it.
+    tdp_w: Optional[PosFloat] = None
 
 
 class Faults(Frozen):

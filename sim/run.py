@@ -44,16 +44,17 @@ def require_known_power(scenario: Scenario, source: str) -> None:
     """ScenarioError naming the first pool whose accelerator card has no ``tdp_w`` (no public
     figure: TPU v5e/v5p, Trainium2, Inferentia2): its power, energy and energy cost would
     otherwise come out NaN in every summary. ``dcsim estimate`` still prices such cards' speed."""
-    from sim import catalog
     from sim.errors import ScenarioError
+    from sim.world import pool_accelerator
 
     for pool in scenario.datacenter.pools:
         key = f"datacenter.pools.{pool.name}.accelerator"
-        acc = catalog.accelerator(pool.accelerator, source, key)
+        acc = pool_accelerator(pool, source)
         if acc.tdp_w != acc.tdp_w:  # NaN: the card leaves tdp_w out
             raise ScenarioError(source, key, f"{acc.name} has no tdp_w (hardware/accelerators/{acc.name}.yaml: no "
                                              "public figure), so this run's power, energy and energy cost would be "
-                                             "unknown; add a cited tdp_w to the card or use another accelerator")
+                                             f"unknown; give the pool power.tdp_w, add a cited tdp_w to the card or "
+                                             "use another accelerator")
 
 
 def run_point(scenario: Scenario, out: str, point_id: str | None = None, source: str = "<scenario>") -> dict:

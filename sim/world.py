@@ -8,6 +8,7 @@ names, whether the model fits the device) and wires the components; it raises
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -85,6 +86,14 @@ def _host_w(scenario: Scenario, acc) -> float:
     return host if host is not None else 0.5 * acc.host_w_per_device_max
 
 
+def pool_accelerator(pool, source: str) -> catalog.Accelerator:
+    """The accelerator card of a pool, with the pool's ``power.tdp_w`` in place of the card's
+    when given (a card with no public TDP, or another SKU's power limit)."""
+    acc = catalog.accelerator(pool.accelerator, source, f"datacenter.pools.{pool.name}.accelerator")
+    tdp = pool.power.tdp_w
+    return acc if tdp is None else dataclasses.replace(acc, tdp_w=tdp)
+
+
 def budget_cap_w(scenario: Scenario, acc, source: str) -> float | None:
     """The per-device cap that keeps the accelerators within ``datacenter.power_budget_w``:
     the budget shared in proportion to TDP over every device (shared pools counted once)."""
@@ -94,8 +103,7 @@ def budget_cap_w(scenario: Scenario, acc, source: str) -> float | None:
     tdp = 0.0
     for i, p in enumerate(scenario.datacenter.pools):
         if p.share_with is None:
-            tdp += catalog.accelerator(p.accelerator, source, f"datacenter.pools.{p.name}.accelerator").tdp_w \
-                * p.replicas * p.tp * p.pp
+            tdp += pool_accelerator(p, source).tdp_w * p.replicas * p.tp * p.pp
     return min(acc.tdp_w, budget * acc.tdp_w / tdp)
 
 
@@ -104,7 +112,7 @@ def _power_model(scenario: Scenario, pool, acc, wdtype: str, source: str, key: s
     pool's, or its share of the power budget if lower) must lie between a busy idle device and
     TDP."""
     cal = catalog.calibration(acc.name)
-    pw = {**cal.power, **{k: v for k, v in pool.power.model_dump().items() if v is not None}}
+    pw = {**cal.power, **{k: v for k, v in pool.power.model_dump().items() if v is not None and k != "tdp_w"}}
     if "idle_w" in pw:
         pw["idle_w_override"] = pw.pop("idle_w")
     share = budget_cap_w(scenario, acc, source)
@@ -144,10 +152,11 @@ def _check_power_known(scenario: Scenario, pool, acc, source: str, key: str) -> 
     """A power cap or budget needs the TDP of every device it covers; cards without a public
     TDP (TPU, Trainium, Inferentia, Cerebras) leave it unknown (NaN)."""
     if math.isnan(acc.tdp_w) and pool.power_cap_w is not None:
-        raise ScenarioError(source, f"{key}.power_cap_w", f"{acc.name} has no published TDP, so its power cannot be capped")
+        raise ScenarioError(source, f"{key}.power_cap_w", f"{acc.name} has no published TDP, so its power cannot be capped "
+                                                          "(give the pool power.tdp_w)")
     if scenario.datacenter.power_budget_w is not None:
         for other in scenario.datacenter.pools:
-            if math.isnan(catalog.accelerator(other.accelerator, source, f"datacenter.pools.{other.name}.accelerator").tdp_w):
+            if math.isnan(pool_accelerator(other, source).tdp_w):
                 raise ScenarioError(source, "datacenter.power_budget_w", f"{other.accelerator} (pool {other.name}) has no "
                                                                          "published TDP, so a power budget cannot be shared")
 
@@ -155,7 +164,7 @@ def _check_power_known(scenario: Scenario, pool, acc, source: str, key: str) -> 
 def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     pool = scenario.datacenter.pools[index]
     key = f"datacenter.pools.{pool.name}"
-    acc = catalog.accelerator(pool.accelerator, source, f"{key}.accelerator")
+    acc = pool_accelerator(pool, source)
     # an SRAM-pipeline device (Groq, Cerebras) holds the weights on chip: sim.perf_sram, tp = chips
     sram = acc.architecture == "sram_pipeline"
     if sram:

@@ -360,3 +360,23 @@ def test_run_reports_finite_energy(tmp_path, acc, model, tp):
     energy = [v for k, v in summary.items() if "energy" in k and isinstance(v, float)]
     assert energy and all(math.isfinite(v) for v in energy), {k: v for k, v in summary.items() if "energy" in k}
     assert summary["device_energy_j"] > 0
+
+
+def test_a_pool_can_supply_the_missing_tdp(tmp_path):
+    """power.tdp_w stands in for a card without a public TDP: the run reports finite energy
+    that grows with the figure given."""
+    from sim.config import load_scenario
+    from sim.run import run_point
+
+    f = _scenario_file(tmp_path, "tpu-v5e", "llama-3.1-8b", 2)
+    energy = []
+    for tdp in (200.0, 400.0):
+        sc = load_scenario(str(f))
+        raw = sc.model_dump(mode="json")
+        raw["datacenter"]["pools"][0]["power"] = {"tdp_w": tdp}
+        from sim.config import validate
+
+        s = run_point(validate(raw), str(tmp_path / f"out{tdp:g}"))
+        assert math.isfinite(s["device_energy_j"]) and s["device_energy_j"] > 0
+        energy.append(s["device_energy_j"])
+    assert energy[1] > energy[0]
