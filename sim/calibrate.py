@@ -237,6 +237,139 @@ def fit_efficiency(points: list[dict], perf: dict, key: str, workers: int = 2) -
             "p90_abs_error": float(np.quantile(err, 0.9))}
 
 
+# --------------------------------------------------------------------------- serving fit (joint)
+# What the serving measurements fit, jointly over every 'fit' row of the accelerator: the engine's
+# CPU overheads per step and per sequence; the fixed latency of one all-reduce inside the engine
+# (vLLM's custom all-reduce replayed in CUDA graphs, far below the eager NCCL calls of the
+# all-reduce table, which keeps its bandwidth term); the grouped-expert and quantized-expert
+# efficiencies. Each is identified by a different pattern across the rows: the overheads by the
+# dense single-GPU rows and their batch sizes, the all-reduce latency by the multi-GPU rows (a
+# fixed cost per layer, whatever the batch), the expert efficiencies by how the MoE rows' step
+# grows with the experts the batch touches and the weight share each GPU reads (2, 4, 8 GPUs).
+SERVING_FIT = {  # key -> (lower, upper bound, unit of the solver's variable)
+    "iteration_overhead_s": (0.0, 0.02, 1e-3),
+    "per_seq_overhead_s": (0.0, 5e-4, 1e-6),
+    "link_latency_s": (0.0, 2e-4, 1e-6),
+    "moe_efficiency": (0.2, 1.0, 1.0),
+    "quantized_efficiency": (0.2, 1.0, 1.0),
+}
+
+
+def decode_step_s(point: dict, perf: dict) -> float:
+    """The roofline decode step of a measured point: its measured running batch, each sequence at
+    the prompt plus half the mean output (the step the median inter-token latency mostly sees)."""
+    from sim.perf import Batch, RooflineModel
+
+    model = RooflineModel(catalog.model(point["model"]), catalog.accelerator(point["accelerator"]), point["tp"],
+                          point["weight_dtype"], expert_parallel=point["expert_parallel"], **perf)
+    b = max(1, int(round(point["measured_batch"])))
+    ctx = np.array([b * (point["prompt_tokens"] + point["output_mean"] / 2.0)])
+    return float(model.cost(Batch(b, b, b, ctx, ctx)).time_s[0])
+
+
+def serving_keys(points: list[dict]) -> tuple[str, ...]:
+    """The serving parameters the points can identify (no expert efficiency without MoE rows, no
+    quantized efficiency without quantized MoE rows, no all-reduce latency without multi-GPU rows)."""
+    moe = [p for p in points if catalog.model(p["model"]).is_moe]
+    keys = ["iteration_overhead_s", "per_seq_overhead_s"]
+    if any(p["tp"] > 1 for p in points):
+        keys.append("link_latency_s")
+    if any(p["weight_dtype"] == "bf16" for p in moe):
+        keys.append("moe_efficiency")
+    if any(p["weight_dtype"] != "bf16" for p in moe):
+        keys.append("quantized_efficiency")
+    return tuple(keys)
+
+
+def fit_serving(points: list[dict], perf: dict, keys: tuple[str, ...] | None = None, workers: int = 2,
+                rounds: int = 3) -> dict:
+    """Least squares on log median ITL over ``points`` for the ``keys`` of :data:`SERVING_FIT`.
+
+    Each round simulates every point in closed loop at the current values (the anchor) and
+    models a change of the parameters as the change it makes to the point's analytic decode
+    step (:func:`decode_step_s`): ``ITL(x) = ITL_sim(x0) + step(x) - step(x0)``, exact for the
+    overheads and the all-reduce latency (added to every step) and close for the expert
+    efficiencies; the next round re-anchors at the solution. Returns the values, the fit error
+    of the last simulation and that simulation's predictions.
+    """
+    from sim.validation import predict_all
+
+    keys = tuple(keys or serving_keys(points))
+    x = {k: perf.get(k, DEFAULT_EFFICIENCY[k]) for k in keys}
+    meas = np.array([p["itl_p50_s"] for p in points])
+    lo = [SERVING_FIT[k][0] / SERVING_FIT[k][2] for k in keys]
+    hi = [SERVING_FIT[k][1] / SERVING_FIT[k][2] for k in keys]
+    preds = []
+    for r in range(rounds + 1):
+        preds = predict_all(points, {**perf, **x}, workers=workers)
+        got = np.array([q.get("itl_p50_s", np.nan) for q in preds])
+        if r == rounds:
+            break
+        step0 = np.array([decode_step_s(p, {**perf, **x}) for p in points])
+
+        def residual(v):
+            trial = {**perf, **{k: float(val * SERVING_FIT[k][2]) for k, val in zip(keys, v)}}
+            step = np.array([decode_step_s(p, trial) for p in points])
+            return np.log(np.maximum(got + step - step0, 1e-6)) - np.log(meas)
+
+        x0 = np.clip([x[k] / SERVING_FIT[k][2] for k in keys], lo, hi)
+        sol = least_squares(residual, x0=x0, bounds=(lo, hi), x_scale="jac")
+        x = {k: float(v * SERVING_FIT[k][2]) for k, v in zip(keys, sol.x)}
+    err = np.abs(got / meas - 1.0)
+    return {**x, "keys": keys, "n": len(points), "median_abs_error": float(np.nanmedian(err)),
+            "p90_abs_error": float(np.nanquantile(err, 0.9)), "predictions": preds}
+
+
+def fit_power_joint(points: list[dict], perf: dict, workers: int = 2) -> dict:
+    """Active adder, compute and memory activity weights and the multi-GPU link adder, jointly
+    from the measured GPU power of every point (single- and multi-GPU; the resident idle ``I`` =
+    card idle + resident adder stays fixed).
+
+    Per device ``P = I + phi (r + L m) + (TDP - I - r - L m)(wc uc + wm um)``: ``phi`` the busy
+    fraction, ``m`` 1 on multi-GPU replicas, ``uc`` and ``um`` the time-averaged compute and HBM
+    activity. Three simulations of each point (no weights, unit compute weight, unit memory
+    weight) give ``phi``, ``uc`` and ``um``; bounded least squares on relative error gives
+    ``(r, wc, wm, L)``. Single-GPU dense rows alone move compute and memory activity together
+    (both grow with the batch), so their weights are ill-determined; the MoE rows on 2-8 GPUs,
+    whose HBM share per GPU changes with the GPU count, separate them.
+    """
+    from sim.power import RESIDENT_ADDER_W
+    from sim.validation import predict_all
+
+    acc = catalog.accelerator(points[0]["accelerator"])
+    idle, tdp = acc.idle_power_w + RESIDENT_ADDER_W, acc.tdp_w
+    base = {"resident_w": RESIDENT_ADDER_W, "active_w": 0.0, "compute_weight": 0.0, "memory_weight": 0.0,
+            "link_active_w": 0.0}
+
+    def run(**pw):
+        preds = predict_all(points, perf, {**base, **pw}, workers=workers)
+        return (np.array([q["gpu_power_w"] / q["devices"] for q in preds]),
+                np.array([q["utilization"] for q in preds]))
+
+    p0, phi = run()
+    uc = (run(compute_weight=1.0)[0] - p0) / (tdp - idle)
+    um = (run(memory_weight=1.0)[0] - p0) / (tdp - idle)
+    multi = np.array([1.0 if p["tp"] > 1 else 0.0 for p in points])
+    meas = np.array([p["gpu_power_w"] / p["tp"] for p in points])
+
+    def model(v):
+        r, wc, wm, link = v
+        extra = r + link * multi
+        return p0 + phi * extra + (tdp - idle - extra) * (wc * uc + wm * um)
+
+    has_multi = bool(multi.any())
+    hi_link = (tdp - idle) / 2 if has_multi else 1e-9
+    sol = least_squares(lambda v: model(v) / meas - 1.0, x0=[30.0, 1.0, 0.5, 0.0],
+                        bounds=([0.0, 0.0, 0.0, 0.0], [(tdp - idle) / 2, 20.0, 5.0, hi_link]))
+    r, wc, wm, link = (float(v) for v in sol.x)
+    err = np.abs(model(sol.x) / meas - 1.0)
+    out = {"active_w": r, "compute_weight": wc, "memory_weight": wm, "n": len(points),
+           "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
+    if has_multi:
+        out["link_active_w"] = link
+    return out
+
+
 # --------------------------------------------------------------------------- output
 def write_calibration(path: Path, accelerator: str, perf: dict[str, tuple[float, str]],
                       power: dict[str, tuple[float, str]], notes: list[str], data: list[dict] | None = None) -> None:

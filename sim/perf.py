@@ -145,8 +145,12 @@ class RooflineModel:
     one pass of a micro-batch through every stage plus ``pp`` activation hand-offs, and
     with fewer sequences than stages part of the pipeline idles (the bubble).
     ``expert_parallel`` places whole MoE experts on the devices (EP = tp) instead of
-    slicing each expert: routed tokens cross the link by two all-to-alls per MoE
-    layer, and the busiest device sets the pace.
+    slicing each expert, as vLLM's ``--enable-expert-parallel`` does without data
+    parallelism: attention stays tensor-parallel, so after its all-reduce every device
+    holds every token, runs its own experts on the tokens routed to them, and one
+    all-reduce sums the partial outputs (no all-to-all; vLLM uses all-to-all dispatch
+    only with data-parallel attention). The device with the most routed tokens and the
+    most distinct experts touched sets the pace.
     """
 
     def __init__(
@@ -247,38 +251,45 @@ class RooflineModel:
         return float(acc[0]), float(acc[1]), float(acc[2])
 
     def _experts(self, tokens: int) -> np.ndarray:
-        """Routed experts of one MoE layer as one grouped GEMM over the experts the batch touches."""
+        """Routed experts of one MoE layer as one grouped GEMM over the experts the batch touches.
+
+        Under expert parallelism each device holds ``num_experts / tp`` whole experts and the
+        busiest device sets the time: the one with the most routed tokens (FLOPs) and the most
+        distinct experts touched (weight bytes; at small batches only a fraction of the experts
+        is touched and their split over the devices is uneven). FLOPs and bytes are returned
+        per device on average (what the power model sees), the time is the busiest device's.
+        """
         m, tp = self.model, self.tp
         if tokens <= 0:
             return np.zeros(3)
         e, k, ep = m.num_experts, m.experts_per_token, m.expert_params()
-        touched = e * (1.0 - (1.0 - k / e) ** tokens)
+        p_touch = 1.0 - (1.0 - k / e) ** tokens  # chance a given expert receives a token
+        touched = e * p_touch
         act = tokens * k * 2 * (m.hidden_size + m.moe_intermediate_size) * ACT_BYTES
         f = 2.0 * tokens * k * ep / tp
         b = (touched * ep * self.wbytes + act) / tp
+        f_busy, b_busy = f, b
+        if self.expert_parallel:
+            f_busy = f * expected_max_load(tokens * k / tp, tp) / (tokens * k / tp)
+            local = e / tp  # experts per device; each touched independently with p_touch
+            sd = math.sqrt(local * p_touch * (1.0 - p_touch))
+            most = min(local, local * p_touch + sd * _STD_NORMAL.inv_cdf((tp - 0.375) / (tp + 0.25)))
+            b_busy = (most * ep * self.wbytes + act / tp) if touched > 0 else b
         moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.wbytes < 2 else 1.0)
-        # EP: the busiest device's routed tokens set the time
-        busiest = expected_max_load(tokens * k / tp, tp) / (tokens * k / tp) if self.expert_parallel else 1.0
-        t = blend(f * busiest / (self.peak * moe), b / (self.bw * moe), self.blend_p)
+        t = blend(f_busy / (self.peak * moe), b_busy / (self.bw * moe), self.blend_p)
         # time lost to kernel inefficiency is not idle: the SMs keep streaming (stalled loads,
         # dequantization), which the power model sees as HBM traffic at the fitted bandwidth
-        b += (t - blend(f * busiest / self.peak, b / self.bw, self.blend_p)) * self.bw
-        t += self.lat
-        if not self.expert_parallel:
-            return np.array([t, f, b])
-        a2a = tokens * k * m.hidden_size * ACT_BYTES * (tp - 1) / tp / tp
-        t += 2.0 * (self.eff["link_latency_s"] + a2a / self.link_bw)
-        return np.array([t, f, b])
+        b += (t - blend(f_busy / self.peak, b_busy / self.bw, self.blend_p)) * self.bw
+        return np.array([t + self.lat, f, b])
 
     def _collectives_s(self, tokens: int) -> float:
-        """TP all-reduces: after attention and after the MLP of every layer (after attention
-        only in MoE layers under expert parallelism, whose MLP all-to-alls are in _experts)."""
+        """TP all-reduces: after attention and after the MLP of every layer (under expert
+        parallelism the MoE all-reduce sums the devices' partial expert outputs)."""
         m = self.model
         if self.tp <= 1:
             return 0.0
         one = ring_allreduce_s(tokens * m.hidden_size * ACT_BYTES, self.tp, self.link_bw, self.eff["link_latency_s"])
-        per_layer = 2 * m.num_layers - (m.moe_layers if self.expert_parallel else 0)
-        return one * per_layer
+        return one * 2 * m.num_layers
 
     def _stage_handoffs_s(self, tokens: int) -> float:
         """A micro-batch's activations handed between consecutive stages, once per stage."""
