@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from sim.economics import Economics
 from sim.errors import ScenarioError
+from sim.validators import check_step_function
 from sim.sweepspec import SweepSpec
 
 PosFloat = Annotated[float, Field(gt=0)]
@@ -202,10 +203,9 @@ class ScheduleArrivals(Frozen):
         if inline == (self.path is not None):
             raise ValueError("give either 'times_s' and 'rates_per_s', or 'path' to a CSV")
         if inline:
-            if self.times_s is None or self.rates_per_s is None or len(self.times_s) != len(self.rates_per_s):
-                raise ValueError("'times_s' and 'rates_per_s' must both be given, with the same length")
-            if not self.times_s or self.times_s[0] != 0 or any(b <= a for a, b in zip(self.times_s, self.times_s[1:])):
-                raise ValueError("'times_s' must start at 0 and increase")
+            if self.times_s is None or self.rates_per_s is None or not self.times_s:
+                raise ValueError("'times_s' and 'rates_per_s' must both be given")
+            check_step_function(self.times_s, self.rates_per_s, self.period_s, "rates_per_s")
         return self
 
 
@@ -794,10 +794,7 @@ class ReplicaSchedule(Frozen):
 
     @model_validator(mode="after")
     def _shape(self):
-        if len(self.times_s) != len(self.replicas):
-            raise ValueError("'times_s' and 'replicas' must have the same length")
-        if self.times_s[0] != 0 or any(b <= a for a, b in zip(self.times_s, self.times_s[1:])):
-            raise ValueError("'times_s' must start at 0 and increase")
+        check_step_function(self.times_s, self.replicas, self.period_s, "replicas")
         return self
 
 
@@ -907,12 +904,7 @@ class CarbonSchedule(Frozen):
 
     @model_validator(mode="after")
     def _shape(self):
-        if len(self.times_s) != len(self.g_per_kwh):
-            raise ValueError("'times_s' and 'g_per_kwh' must have the same length")
-        if self.times_s[0] != 0 or any(b <= a for a, b in zip(self.times_s, self.times_s[1:])):
-            raise ValueError("'times_s' must start at 0 and increase")
-        if self.period_s is not None and self.times_s[-1] >= self.period_s:
-            raise ValueError("'times_s' must lie within 'period_s'")
+        check_step_function(self.times_s, self.g_per_kwh, self.period_s, "g_per_kwh")
         return self
 
     def at(self, t):

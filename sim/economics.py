@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim import catalog
 from sim.errors import ScenarioError
+from sim.validators import check_step_function
 
 HOURS_PER_YEAR = 8760.0  # 365 days: annual capital charges spread over every hour of the year
 J_PER_KWH = 3.6e6
@@ -138,12 +139,7 @@ class TariffSchedule(_Frozen):
 
     @model_validator(mode="after")
     def _shape(self):
-        if len(self.times_s) != len(self.usd_per_kwh):
-            raise ValueError("'times_s' and 'usd_per_kwh' must have the same length")
-        if self.times_s[0] != 0 or any(b <= a for a, b in zip(self.times_s, self.times_s[1:])):
-            raise ValueError("'times_s' must start at 0 and increase")
-        if self.period_s is not None and self.times_s[-1] >= self.period_s:
-            raise ValueError("'times_s' must lie within 'period_s'")
+        check_step_function(self.times_s, self.usd_per_kwh, self.period_s, "usd_per_kwh")
         return self
 
     def at(self, t) -> np.ndarray:
