@@ -171,6 +171,10 @@ def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
         rows = rows + SESSION_HEADLINE
     if "videos_created" in s:
         rows = rows + video_rows(s)
+    if "calls_prefilled" in s:
+        rows = rows + [("KV transfer to decode mean / p99 (s)", ("kv_transfer_mean_s", "kv_transfer_p99_s"), "{:.4f}")]
+    if s.get("replicas_on_mean", s.get("replicas")) != s.get("replicas"):
+        rows = rows + [("replicas installed / on (mean)", ("replicas", "replicas_on_mean"), "{:.2f}")]
     if "capex_usd_per_hour" in s:
         rows = rows + ECON_HEADLINE
     print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", rows, s,
