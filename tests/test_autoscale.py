@@ -42,7 +42,7 @@ def test_perfect_autoscaler_with_zero_boot_saves_energy_at_the_same_latency(tmp_
     always = scaled(None)
     del always["datacenter"]["pools"][0]["autoscale"]
     on, _ = run_tables(always, tmp_path, "on", "calls")
-    auto, steps, events = run_tables(scaled({"policy": "rate", "capacity_rps": 4, "interval_s": 10, "boot_s": 0}),
+    auto, steps, events = run_tables(scaled({"policy": "rate", "capacity_rps": 3, "interval_s": 10, "boot_s": 0}),
                                      tmp_path, "auto", "steps", "events")
     assert auto["calls_finished"] == auto["calls_created"] == on["calls_created"]  # same arrivals, all served
     for m in ("ttft_p50_s", "tpot_p50_s", "e2e_p50_s"):
