@@ -136,6 +136,7 @@ class Decision:
     gain: int = 1  # tokens a decoding call gains this iteration (speculation), before capping at its output
     kv_need: int = 0  # blocks it allocates
     revived: frozenset = frozenset()  # reclaimable cached chunks its admissions take
+    decoding: Optional[bool] = None  # every work item is one token of a call past its first (None: not known)
 
 
 @dataclass
@@ -198,6 +199,10 @@ class _Due:
             return self.first if self.first is not None and self.waiting_empty and seat_free else self.origin
         return self.last if self.last is not None else self.origin
 
+
+# ndarray.sum() and np.cumsum() without their Python wrappers (same reductions)
+_sum = np.add.reduce
+_cumsum = np.add.accumulate
 
 # SimPy (pinned) orders the events of one instant by priority, then by an id taken from
 # ``env._eid`` when each is scheduled; the engine reserves ids and uses a priority below
@@ -611,9 +616,11 @@ class Replica:
         self._version += 1
         self._target = m
         version = self._version
-        delay = self._plan.bounds[m] - self.env.now
+        env = self.env
+        delay = float(self._plan.bounds[m]) - env.now
         delay = delay if delay > 0 else 0.0
-        ev = self.env.timeout(delay) if slot is None else _timeout_in_slot(self.env, delay, slot)
+        # as env.timeout(delay) would schedule it (same time, priority and id order)
+        ev = _timeout_in_slot(env, delay, next(env._eid) if slot is None else slot)
         ev.callbacks.append(lambda _ev: self._on_boundary(version))
 
     def _on_boundary(self, version: int) -> None:
@@ -715,18 +722,21 @@ class Replica:
         pending: set = set()  # keys this iteration's chunks will fill (a later call can hit them)
         revived: set = set()  # reclaimable cached blocks that admitted calls hit (no longer reclaimable)
         hits: dict = {}
+        decoding = True
         i = 0
         while not prefill_first and i < keep and budget > 0:
             c = running[i]
-            n = min(c.remaining, budget) if chunked else c.remaining
-            if c.prefix is not None and n > 1:
-                self._pending(c, c.computed + n, pending)
+            computed = c.computed
+            rem = c.prompt_tokens + c.generated - computed  # c.remaining
+            n = (rem if rem <= budget else budget) if chunked else rem
+            if n > 1 and c.prefix is not None:
+                self._pending(c, computed + n, pending)
             grow = charge = n
-            if w > 1 and c.remaining == 1 and c.generated > 0:  # speculative decode: verifies w, gains up to g
+            if w > 1 and rem == 1 and c.generated > 0:  # speculative decode: verifies w, gains up to g
                 if chunked and budget < w:
                     break
                 grow, charge = min(g, c.output_tokens - c.generated), w
-            need = self._blocks_for(c.computed + grow) - c.blocks
+            need = -(-(computed + grow) // bs) - c.blocks
             while need > free and keep > i + 1:
                 keep -= 1
                 victim = running[keep]
@@ -741,6 +751,8 @@ class Replica:
             budget -= charge
             work.append((c, n))
             needs.append(need)
+            if decoding and (n != 1 or c.generated <= 0):
+                decoding = False
             i += 1
         if self.batcher.priority and self.waiting and keep and not preempt:
             keep, free = self._preempt_for_priority(running, keep, free, budget, work, needs, preempt)
@@ -779,7 +791,8 @@ class Replica:
                     hits[id(c)] = hit
                 if c.prefix is not None:
                     self._pending(c, hit * bs + n, pending)
-        return Decision(work, admit, preempt, keep, hits, g, max(0, self.kv.allocatable() - free), frozenset(revived))
+        return Decision(work, admit, preempt, keep, hits, g, max(0, self.kv.allocatable() - free), frozenset(revived),
+                        decoding)
 
     def _unpin_waiting(self) -> bool:
         """Nothing runs and nothing fits because the queued calls' own pinned KV fills the pool:
@@ -820,8 +833,7 @@ class Replica:
         """Add the keys of the full prefix blocks ``c`` will have computed to ``pending``."""
         prefix = c.prefix
         ch = prefix.chunk
-        for i in range(c.shared // ch, min(computed // (self.block_size * ch), prefix.chunks(self.block_size))):
-            pending.add(prefix.key(i))
+        pending.update(prefix.keys(c.shared // ch, min(computed // (self.block_size * ch), prefix.chunks(self.block_size))))
 
     def _freed_by(self, c: Call) -> int:
         """Blocks that preempting ``c`` makes allocatable: its private ones, and cached ones
@@ -851,7 +863,7 @@ class Replica:
                 return None
         steady = (
             self.max_run > 1 and not d.admit and not d.preempt and len(d.work) == len(self.running)
-            and all(n == 1 and c.generated > 0 for c, n in d.work)
+            and (d.decoding if d.decoding is not None else all(n == 1 and c.generated > 0 for c, n in d.work))
         )
         waiting_empty = not self.waiting
         if steady:
@@ -884,7 +896,10 @@ class Replica:
             else:
                 prefill += n
         if spec is None:
-            cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)])))
+            if self.power.cap_w is None and getattr(self.perf, "scalar_ok", False):  # priced in floats
+                cost = self.perf.cost(Batch(tokens, seqs, sampled, float(pairs), float(kv)))
+            else:
+                cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)])))
             return self._priced(d, False, cost, waiting_empty, prefill, decode, sampled)
         cost = spec.step_cost(tokens, seqs, sampled, float(pairs), float(kv), spec_seqs, np.array([float(spec_ctx)]))
         return self._priced(d, False, cost, waiting_empty, prefill, spec_seqs * self.spec_width, sampled + spec_out)
@@ -892,19 +907,20 @@ class Replica:
     def _plan_decode_run(self, d: Decision, waiting_empty: bool) -> Plan:
         running = self.running
         n = len(running)
-        computed = np.fromiter((c.computed for c in running), dtype=np.int64, count=n)
-        remaining_out = np.fromiter((c.output_tokens - c.generated for c in running), dtype=np.int64, count=n)
-        shortest = int(remaining_out.min())
-        k = min(shortest, self.max_run)
+        comps = [c.computed for c in running]
+        computed = np.fromiter(comps, dtype=np.int64, count=n)
         spec = self.spec
         if spec is None:
-            k = self._iterations_that_fit(computed, k)
-            i = np.arange(1, k + 1, dtype=np.int64)
-            ctx = float(computed.sum()) + n * i.astype(np.float64)  # KV tokens read = pairs, one query each
+            k = min(min([c.output_tokens - c.generated for c in running]), self.max_run)
+            k, need = self._decode_fit(comps, computed, k)
+            ctx = float(sum(comps)) + n * np.arange(1.0, k + 1.0)  # KV tokens read = pairs, one query each
             plan = self._priced(d, True, self.perf.cost(Batch(n, n, n, ctx, ctx)), waiting_empty, 0, n, n)
             plan.computed = computed
-            plan.kv_need = self._run_need(computed, k)
+            plan.kv_need = need
             return plan
+        remaining_out = np.fromiter([c.output_tokens - c.generated for c in running], dtype=np.int64, count=n)
+        shortest = int(remaining_out.min())
+        k = min(shortest, self.max_run)
         # every call gains G(i) tokens over the first i iterations (G(i) >= i): the run ends
         # at the iteration where the shortest call is done, or where the KV pool runs out
         gains = cumulative_gains(self.spec_step, k, spec.milli_tokens)
@@ -918,6 +934,37 @@ class Replica:
         plan.computed, plan.gains, plan.remaining, plan.gained = computed, gains[: k + 1], remaining_out, gained
         plan.kv_need = self._run_need(computed, k, gains, remaining_out)
         return plan
+
+    def _decode_fit(self, comps: list, computed: np.ndarray, k: int) -> tuple[int, int]:
+        """:meth:`_iterations_that_fit` without speculation (every call grows one token per
+        iteration), and the blocks beyond those held that the iterations that fit allocate.
+        ``comps`` and ``computed``: the running calls' KV tokens (list and array)."""
+        free = self.kv.allocatable()
+        up = self.block_size - 1
+        bs = self.block_size
+        if len(comps) <= 64:  # exact integers either way; Python's are cheaper for small batches
+            held = sum([(c + up) // bs for c in comps])
+
+            def need(it: int) -> int:  # blocks the first ``it`` iterations allocate (ceil is monotone)
+                more = it + up
+                return sum([(c + more) // bs for c in comps]) - held
+        else:
+            held = int(_sum((computed + up) // bs))
+
+            def need(it: int) -> int:
+                return int(_sum((computed + (it + up)) // bs)) - held
+
+        last = need(k)
+        if last <= free:
+            return k, last
+        lo, hi = 0, k - 1  # need(lo + 1) <= free < need(hi + 1)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if need(mid + 1) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo + 1, need(lo + 1)
 
     def _iterations_that_fit(self, computed: np.ndarray, k: int, gains: Optional[np.ndarray] = None,
                              remaining: Optional[np.ndarray] = None) -> int:
@@ -952,8 +999,16 @@ class Replica:
     def _priced(self, d: Decision, steady: bool, cost: IterationCost, waiting_empty: bool, prefill: int, decode: int,
                 sampled: int) -> Plan:
         cost, power = self.power.under_cap(cost)
-        energy = power * cost.time_s * self.tp
-        bounds = np.cumsum(np.concatenate(([self.clock], cost.time_s)))
+        if isinstance(cost.time_s, float):  # one iteration priced in floats: the same arithmetic
+            t = cost.time_s
+            energy = np.array((power * t * self.tp,))
+            bounds = np.array((self.clock, self.clock + t))
+        else:
+            energy = power * cost.time_s * self.tp
+            bounds = np.empty(len(cost.time_s) + 1)
+            bounds[0] = self.clock
+            bounds[1:] = cost.time_s
+            _cumsum(bounds, out=bounds)  # (running sums from the clock, in place)
         return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled, kv_need=d.kv_need)
 
     # ------------------------------------------------------------------ commit
@@ -966,7 +1021,8 @@ class Replica:
         waiting_before = len(self.waiting)
         d = plan.decision
         seqs = len(d.work) + len(d.admit)
-        cost = (float(plan.energy_j[:m].sum()), (end - start) * self.tp)  # to share among the calls served
+        energy_m = float(_sum(plan.energy_j[:m]))
+        cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
         if plan.steady:
             self._commit_decode(m if plan.gains is None else int(plan.gains[m]), end, cost)
             kind = "decode"
@@ -979,23 +1035,26 @@ class Replica:
         if plan.decode_tokens:
             self.spec_step += m
         for a, b in self._segments(plan.bounds, m):
-            energy = float(plan.energy_j[a:b].sum())
-            self._account(float(plan.bounds[a]), float(plan.bounds[b]), energy, busy=True)
+            energy = energy_m if a == 0 and b == m else float(_sum(plan.energy_j[a:b]))
+            t_a, t_b = float(plan.bounds[a]), float(plan.bounds[b])
+            self._account(t_a, t_b, energy, busy=True)
             n = b - a
             out = plan.sampled * n if plan.gained is None else int(plan.gained[a:b].sum())
-            self.recorder.step(self.pool, self.index, kind, float(plan.bounds[a]), float(plan.bounds[b]), n, seqs,
-                               plan.prefill_tokens * n, plan.decode_tokens * n, out, waiting_before,
-                               used_before, energy)
+            self.recorder.step(self.pool, self.index, kind, t_a, t_b, n, seqs, plan.prefill_tokens * n,
+                               plan.decode_tokens * n, out, waiting_before, used_before, energy)
 
     def _segments(self, bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
         """Split iterations [0, m) into step rows so that the iteration containing a report
         cut (warm-up end, arrivals end) is a row of its own: window metrics then prorate
         exactly one iteration, as they would in the per-iteration mode."""
         edges = [0]
+        first, last = float(bounds[0]), float(bounds[m])
         for cut in self.cuts:
-            if bounds[0] < cut < bounds[m]:
+            if first < cut < last:
                 e = int(np.searchsorted(bounds[1: m + 1], cut, side="left"))  # iteration containing cut
                 edges += [e, e + 1]
+        if len(edges) == 1:
+            return [(0, m)]
         edges.append(m)
         edges = sorted(set(edges))
         return list(zip(edges[:-1], edges[1:]))
@@ -1005,19 +1064,24 @@ class Replica:
         and an equal share of the iterations' energy and device time."""
         bs = self.block_size
         still, done = [], []
-        out = 0
+        out = alloc = 0
         share_j, share_s = cost[0] / len(self.running), cost[1] / len(self.running)
         for c in self.running:
             c.energy_j += share_j
             c.device_s += share_s
-            g = min(grow, c.output_tokens - c.generated)
+            left = c.output_tokens - c.generated
+            g = grow if grow <= left else left
             out += g
-            c.computed += g
+            computed = c.computed = c.computed + g
             c.generated += g
-            blocks = -(-c.computed // bs)
-            self.kv.take(blocks - c.blocks)
+            blocks = -(-computed // bs)
+            alloc += blocks - c.blocks
             c.blocks = blocks
-            (done if c.generated >= c.output_tokens else still).append(c)
+            (done if g == left else still).append(c)
+        # one allocation for all: every call only grows, so the LRU reclaims the same chunks as
+        # allocating call by call
+        if alloc:
+            self.kv.take(alloc)
         self.output_tokens += out
         self.running = still
         # every call's growth first, as in the per-iteration mode, where finishing calls leave

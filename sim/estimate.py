@@ -60,7 +60,7 @@ class MemorySink(TableSink):
         pass
 
     def table(self) -> pa.Table:
-        return pa.table([pa.array(c, type=f.type) for c, f in zip(self.columns, self.schema)], schema=self.schema)
+        return self.buffered_table()
 
 
 class MemoryRecorder(Recorder):

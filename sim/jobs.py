@@ -158,6 +158,23 @@ class Samples:
         return self.thinking + self.answer
 
 
+class _Streams:
+    """A job's sub-streams by purpose, each made on first use (making a Generator costs tens of
+    microseconds, and most strategies use a few of the purposes)."""
+
+    __slots__ = ("key", "made")
+
+    def __init__(self, seed: int, run: int, name: str, index: int):
+        self.key = (seed, run, name, index)
+        self.made: list = [None] * 7
+
+    def __getitem__(self, purpose: int) -> np.random.Generator:
+        g = self.made[purpose]
+        if g is None:
+            g = self.made[purpose] = R.stream(*self.key, purpose)
+        return g
+
+
 class Job:
     """One job in flight: what it drew and the calls it issued."""
 
@@ -196,6 +213,16 @@ class JobClass:
         w = np.array([lv.weight for lv in levels], dtype=float)
         self.cum_weights = np.cumsum(w / w.sum())
         self.jobs_started = 0
+        self._expected: dict = {}  # (id of strategy, level name) -> expected accuracy
+
+    def expected(self, strategy, level: LevelModel, accuracy_of, budget: int | None = None) -> float:
+        """``level.expect(accuracy_of, budget)``, computed once per strategy and level (the
+        quality model's integrals cost far more than a job's simulation otherwise)."""
+        key = (id(strategy), level.name)
+        value = self._expected.get(key)
+        if value is None:
+            value = self._expected[key] = level.expect(accuracy_of, budget)
+        return value
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, t: float, prompt: int, on_done=None) -> Job:
@@ -203,8 +230,7 @@ class JobClass:
         index = self.jobs_started
         self.jobs_started += 1
         seed, run, name = self._seed
-        streams = [R.stream(seed, run, name, index, purpose) for purpose in range(7)]
-        job = Job(self.world.new_job_id(), index, t, prompt, on_done, streams)
+        job = Job(self.world.new_job_id(), index, t, prompt, on_done, _Streams(seed, run, name, index))
         self.world.jobs_open += 1
         self.world.open_jobs[job.job_id] = (self, job)
         self.env.process(self._run(job))
@@ -247,7 +273,8 @@ class JobClass:
         """Samples ``first .. first + n - 1`` of the job (paired across strategies: sample i of a
         job is the same whatever the strategy, as each quantity has its own stream)."""
         s = job.streams
-        think, answer = level.lengths(first + n, s[_THINK], s[_ANSWER], s[_EXIT])
+        exit_rng = s[_EXIT] if level.level.early_exit is not None else None  # streams are made on first use
+        think, answer = level.lengths(first + n, s[_THINK], s[_ANSWER], exit_rng)
         think, answer = think[first:], answer[first:]
         truncated = np.zeros(n, dtype=bool) if budget is None else think > budget
         if budget is not None:
@@ -299,7 +326,7 @@ def _parallel(jc: JobClass, job: Job, sm: Samples):
 
 def run_best_of_n(jc: JobClass, job: Job, s: C.BestOfN, level: LevelModel):
     d_prime = Q.auc_to_d_prime(s.verifier.auc if s.verifier.auc is not None else Q.DEFAULT_VERIFIER_AUC)
-    job.expected = level.expect(lambda p: Q.best_of_n_accuracy(p, s.n, d_prime), s.thinking_budget)
+    job.expected = jc.expected(s, level, lambda p: Q.best_of_n_accuracy(p, s.n, d_prime), s.thinking_budget)
     sm = jc.draw(job, level, s.n, s.thinking_budget)
     issued = _parallel(jc, job, sm)
     yield from jc.wait_all([ev for _, ev in issued])
@@ -317,7 +344,7 @@ def run_best_of_n(jc: JobClass, job: Job, s: C.BestOfN, level: LevelModel):
 
 
 def run_self_consistency(jc: JobClass, job: Job, s: C.SelfConsistency, level: LevelModel):
-    job.expected = level.expect(lambda p: Q.majority_vote_accuracy(p, s.n), s.thinking_budget)
+    job.expected = jc.expected(s, level, lambda p: Q.majority_vote_accuracy(p, s.n), s.thinking_budget)
     sm = jc.draw(job, level, s.n, s.thinking_budget)
     issued = _parallel(jc, job, sm)
     pending = {ev: i for i, (_, ev) in enumerate(issued)}
@@ -347,7 +374,7 @@ def run_self_consistency(jc: JobClass, job: Job, s: C.SelfConsistency, level: Le
 def run_revision(jc: JobClass, job: Job, s: C.Revision, level: LevelModel):
     p_fix = s.p_fix if s.p_fix is not None else Q.DEFAULT_P_FIX
     p_break = s.p_break if s.p_break is not None else Q.DEFAULT_P_BREAK
-    job.expected = level.expect(lambda p: Q.revision_accuracy(p, s.rounds, p_fix, p_break), s.thinking_budget)
+    job.expected = jc.expected(s, level, lambda p: Q.revision_accuracy(p, s.rounds, p_fix, p_break), s.thinking_budget)
     fix = p_fix if job.solvable else 0.0  # no revision finds an answer out of the model's reach
     prompt = job.prompt_tokens
     right = None
@@ -366,7 +393,7 @@ def run_revision(jc: JobClass, job: Job, s: C.Revision, level: LevelModel):
 
 def run_beam_search(jc: JobClass, job: Job, s: C.BeamSearch, level: LevelModel):
     d_prime = Q.auc_to_d_prime(s.prm.auc if s.prm.auc is not None else Q.DEFAULT_PRM_AUC)
-    job.expected = level.expect(lambda p: Q.beam_search_accuracy(p, s.depth, s.width, s.expansions, d_prime))
+    job.expected = jc.expected(s, level, lambda p: Q.beam_search_accuracy(p, s.depth, s.width, s.expansions, d_prime))
     p = level.solvable(level.level.accuracy) if job.solvable else 0.0
     q = p ** (1.0 / s.depth)  # a right partial solution stays right for one more step
     rng = job.streams[_SELECT]

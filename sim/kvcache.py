@@ -36,13 +36,14 @@ class Prefix:
     is ``hashes[i]``.
     """
 
-    __slots__ = ("base", "tokens", "hashes", "chunk")
+    __slots__ = ("base", "tokens", "hashes", "chunk", "_keys")
 
     def __init__(self, base, tokens: int = sys.maxsize, hashes: Optional[tuple] = None, chunk: int = 1):
         self.base = base
         self.tokens = tokens
         self.hashes = hashes
         self.chunk = chunk
+        self._keys: list = []  # (base, i) for the chunks asked for so far
 
     def chunks(self, block_size: int) -> int:
         """Number of leading full chunks that have a key."""
@@ -51,6 +52,16 @@ class Prefix:
 
     def key(self, i: int):
         return (self.base, i) if self.hashes is None else self.hashes[i]
+
+    def keys(self, start: int, stop: int):
+        """Keys of chunks ``start .. stop - 1`` (a sequence)."""
+        if self.hashes is not None:
+            return self.hashes[start:stop]
+        keys = self._keys
+        if len(keys) < stop:
+            base = self.base
+            keys.extend([(base, i) for i in range(len(keys), stop)])
+        return keys[start:stop]
 
 
 class Pin:
@@ -101,9 +112,7 @@ class KvPool:
         refs, lru, c = self.refs, self.lru, prefix.chunk
         n = 0
         back = []
-        top = min(limit // c, prefix.chunks(self.bs))
-        while n < top:
-            k = prefix.key(n)
+        for k in prefix.keys(0, min(limit // c, prefix.chunks(self.bs))):
             if k in refs:
                 if k in lru and k not in revived:
                     back.append(k)
@@ -115,16 +124,18 @@ class KvPool:
     def cached_prefix(self, prefix: Prefix) -> int:
         """Leading chunks of ``prefix`` cached here now (for cache-aware routing)."""
         refs = self.refs
-        n, top = 0, prefix.chunks(self.bs)
-        while n < top and prefix.key(n) in refs:
+        n = 0
+        for k in prefix.keys(0, prefix.chunks(self.bs)):
+            if k not in refs:
+                break
             n += 1
         return n
 
     def referenced(self, prefix: Prefix, blocks: int) -> int:
         """Of the first ``blocks``, how many only one holder references (releasing it would
         make them reclaimable)."""
-        c = prefix.chunk
-        return c * sum(1 for i in range(blocks // c) if self.refs[prefix.key(i)] == 1)
+        c, refs = prefix.chunk, self.refs
+        return c * sum(1 for k in prefix.keys(0, blocks // c) if refs[k] == 1)
 
     # ------------------------------------------------------------------ changes
     def take(self, n: int) -> None:
@@ -140,7 +151,9 @@ class KvPool:
         their blocks (the rest are filled later in the same iteration)."""
         refs, c = self.refs, prefix.chunk
         n = 0
-        while n < blocks // c and prefix.key(n) in refs:
+        for k in prefix.keys(0, blocks // c):
+            if k not in refs:
+                break
             n += 1
         self.ref(prefix, n * c)
         return n * c
@@ -148,8 +161,7 @@ class KvPool:
     def ref(self, prefix: Prefix, blocks: int, start: int = 0) -> None:
         """Reference blocks ``start .. blocks - 1`` of ``prefix`` (all cached)."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
-        for i in range(start // c, blocks // c):
-            k = prefix.key(i)
+        for k in prefix.keys(start // c, blocks // c):
             r = refs[k]
             if r == 0:
                 del lru[k]
@@ -160,26 +172,23 @@ class KvPool:
         """Turn the caller's private blocks ``start .. end - 1`` of ``prefix`` (whole chunks)
         into cached chunks it references; stops at a key another sequence cached first (that
         chunk stays a private duplicate). Returns the blocks registered."""
-        refs, c = self.refs, prefix.chunk
-        i, top = start // c, min(end // c, prefix.chunks(self.bs))
-        first = i
-        while i < top:
-            k = prefix.key(i)
+        refs, size, c = self.refs, self.size, prefix.chunk
+        n = 0
+        for k in prefix.keys(start // c, min(end // c, prefix.chunks(self.bs))):
             if k in refs:
                 break
             refs[k] = 1
-            self.size[k] = c
-            i += 1
-        self.cached_blocks += (i - first) * c
-        return (i - first) * c
+            size[k] = c
+            n += 1
+        self.cached_blocks += n * c
+        return n * c
 
     def unref(self, prefix: Prefix, blocks: int, keep: bool = True) -> None:
         """Drop one reference on the first ``blocks``, deepest chunk first. A chunk nobody
         references stays cached (reclaimable) if ``keep`` and caching is on, else is freed."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
         cache = keep and self.caching
-        for i in range(blocks // c - 1, -1, -1):
-            k = prefix.key(i)
+        for k in reversed(prefix.keys(0, blocks // c)):
             r = refs[k] - 1
             if r:
                 refs[k] = r

@@ -27,6 +27,7 @@ calls, 6,641 tool calls).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import OrderedDict
 
@@ -66,6 +67,19 @@ SESSION_CHUNK_BLOCKS = 16
 
 # purposes of a session's sub-streams
 _TURNS, _OUTPUT, _GROWTH, _TOOLS, _THINK = range(5)
+
+
+def _time(dist, rng: np.random.Generator) -> float:
+    """One duration in seconds from a time distribution: the value ``_times(dist, rng, 1)[0]``
+    gives, drawn the same way (a scalar draw of a numpy Generator is its one-element draw)."""
+    if isinstance(dist, C.FixedTime):
+        return float(dist.value)
+    if isinstance(dist, C.ExponentialTime):
+        return float(rng.exponential(dist.mean))
+    if isinstance(dist, C.UniformTime):
+        return float(rng.uniform(dist.low, dist.high))
+    x = float(rng.lognormal(math.log(dist.median), dist.sigma))
+    return (x if x <= dist.max else float(dist.max)) if dist.max else x
 
 
 def _times(dist, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -155,6 +169,7 @@ class SessionClass:
         self.tools = spec.tools or DEFAULT_TOOLS
         w = np.array([t.weight for t in self.tools], dtype=float)
         self.tool_cum = np.cumsum(w / w.sum())
+        self._tool_cum = self.tool_cum.tolist()
         self.policy = spec.kv
         # what a turn's call does with its KV when it ends
         self.retain = {"pin": "pin", "drop": "drop"}.get(spec.kv.kind, "cache")
@@ -201,7 +216,7 @@ class SessionClass:
             self._keep(s, replica, call)
             if turn == s.turns - 1:
                 break
-            wait = self._tool_time(s, turn) + float(_times(spec.think_s, st[_THINK], 1)[0])
+            wait = self._tool_time(s, turn) + _time(spec.think_s, st[_THINK])
             s.tool_s += wait
             if isinstance(self.policy, C.PinKv) and self.policy.ttl_s is not None and wait > self.policy.ttl_s:
                 yield env.timeout(self.policy.ttl_s)
@@ -299,9 +314,10 @@ class SessionClass:
         rng = s.streams[_TOOLS]
         n = int(self.per_turn.sample(1, rng)[0])
         total = 0.0
-        for u in rng.random(n):
-            tool = self.tools[min(int(np.searchsorted(self.tool_cum, u, side="right")), len(self.tools) - 1)]
-            total += float(_times(tool.latency_s, rng, 1)[0])
+        cum, last = self._tool_cum, len(self.tools) - 1
+        for u in rng.random(n).tolist():
+            tool = self.tools[min(bisect.bisect_right(cum, u), last)]  # np.searchsorted(side="right")
+            total += _time(tool.latency_s, rng)
         return total
 
     def _account_call(self, s: Session, call, prompt: int) -> None:

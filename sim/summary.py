@@ -5,6 +5,12 @@ the CLI prints and what analysis code computes from the traces agree. Latency
 metrics cover calls that arrived in the measurement window ``[warmup_s,
 duration_s)``; throughput, utilization, energy and cost cover the steps inside
 that window (rows crossing an edge count pro rata).
+
+The calls, steps and jobs tables can be given as open Parquet files
+(``pyarrow.parquet.ParquetFile``): they are then read one row group at a time, only the
+columns needed, so the summary's memory does not grow with run length beyond a few
+numbers per measured call (latency percentiles need every value). Sums then add the
+row groups' sums (equal to a whole-table sum to float rounding).
 """
 
 from __future__ import annotations
@@ -13,6 +19,23 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _parts(table, columns: list[str]):
+    """A table's parts: the table itself, or each row group of an open Parquet file (with only
+    ``columns``)."""
+    if isinstance(table, pq.ParquetFile):
+        for i in range(table.num_row_groups):
+            yield table.read_row_group(i, columns=columns)
+    else:
+        yield table
+
+
+def _cat(arrays: list) -> np.ndarray:
+    if not arrays:
+        return np.empty(0)
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _pct(x: np.ndarray, q: float) -> float:
@@ -23,49 +46,89 @@ def _mean(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else math.nan
 
 
-def latency_metrics(calls: pa.Table, t0: float, t1: float) -> dict:
-    """Counts and latency percentiles of the calls that arrived in [t0, t1)."""
-    status = calls["status"].to_numpy(zero_copy_only=False)
+def _calls_only(part: pa.Table):
+    """(the part without prefill-only rows, its statuses, prefill-only rows dropped): with
+    disaggregation a call has a prefill-only row beside its own row."""
+    status = part["status"].to_numpy(zero_copy_only=False)
     prefilled = status == "prefilled"
-    if prefilled.any():  # disaggregation: a prefill-only row per call, beside the call's own row
-        calls = calls.filter(pa.array(~prefilled))
-        status = status[~prefilled]
-    arrival = calls["arrival_s"].to_numpy()
+    if not prefilled.any():
+        return part, status, 0
+    return part.filter(pa.array(~prefilled)), status[~prefilled], int(prefilled.sum())
+
+
+CALL_COLUMNS = ["status", "arrival_s", "first_token_s", "finish_s", "admitted_s", "generated_tokens", "prompt_tokens",
+                "cached_tokens", "kv_transfer_s"]
+STATUSES = ("finished", "dropped", "timed-out", "failed", "cancelled")
+
+
+def latency_metrics(calls, t0: float, t1: float) -> dict:
+    """Counts and latency percentiles of the calls that arrived in [t0, t1) (``calls``: a table
+    or an open Parquet file)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    rows = measured = prefilled_rows = 0
+    prompt_sum = cached_sum = np.int64(0)
+    kept = {"ttft": [], "tpot": [], "e2e": [], "wait": [], "moved": []}
+    unmoved = 0  # leading parts whose KV transfer times were not kept (no prefill row seen yet)
+    for part in _parts(calls, CALL_COLUMNS):
+        part, status, had = _calls_only(part)
+        prefilled_rows += had
+        arrival = part["arrival_s"].to_numpy()
+        rows += part.num_rows
+        for s in STATUSES:
+            counts[s] += int((status == s).sum())
+        win = (arrival >= t0) & (arrival < t1)
+        fin = win & (status == "finished")
+        measured += int(win.sum())
+        a = arrival[fin]
+        first = part["first_token_s"].to_numpy()[fin]
+        finish = part["finish_s"].to_numpy()[fin]
+        admitted = part["admitted_s"].to_numpy()[fin]
+        gen = part["generated_tokens"].to_numpy()[fin]
+        kept["ttft"].append(first - a)
+        kept["e2e"].append(finish - a)
+        kept["wait"].append(admitted - a)
+        multi = gen > 1
+        kept["tpot"].append((finish[multi] - first[multi]) / (gen[multi] - 1))
+        if prefilled_rows:  # (kept once a run is known to disaggregate: only then reported)
+            kept["moved"].append(part["kv_transfer_s"].to_numpy()[fin])
+        else:
+            unmoved += 1
+        prompt_sum += part["prompt_tokens"].to_numpy()[win].sum()
+        cached_sum += part["cached_tokens"].to_numpy()[win].sum()
     out = {
-        "calls_created": calls.num_rows,
-        "calls_finished": int((status == "finished").sum()),
-        "calls_dropped": int((status == "dropped").sum()),
-        "calls_timed_out": int((status == "timed-out").sum()),
-        "calls_failed": int((status == "failed").sum()),
-        "calls_cancelled": int((status == "cancelled").sum()),
+        "calls_created": rows,
+        "calls_finished": counts["finished"],
+        "calls_dropped": counts["dropped"],
+        "calls_timed_out": counts["timed-out"],
+        "calls_failed": counts["failed"],
+        "calls_cancelled": counts["cancelled"],
+        "calls_measured": measured,
     }
-    win = (arrival >= t0) & (arrival < t1)
-    fin = win & (status == "finished")
-    out["calls_measured"] = int(win.sum())
-    a = arrival[fin]
-    first = calls["first_token_s"].to_numpy()[fin]
-    finish = calls["finish_s"].to_numpy()[fin]
-    admitted = calls["admitted_s"].to_numpy()[fin]
-    gen = calls["generated_tokens"].to_numpy()[fin]
-    ttft = first - a
-    e2e = finish - a
-    wait = admitted - a
-    multi = gen > 1
-    tpot = (finish[multi] - first[multi]) / (gen[multi] - 1)
-    out["completed_per_s"] = len(a) / (t1 - t0)
-    for name, x in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e)):
+    out["completed_per_s"] = sum(len(x) for x in kept["ttft"]) / (t1 - t0)
+    for name in ("ttft", "tpot", "e2e"):
+        x = _cat(kept.pop(name))  # one metric's values at a time: its parts are let go
         out[f"{name}_mean_s"] = _mean(x)
         for q in (50, 90, 99):
             out[f"{name}_p{q}_s"] = _pct(x, q)
+    wait = _cat(kept.pop("wait"))
     out["wait_mean_s"] = _mean(wait)
     out["wait_p99_s"] = _pct(wait, 99)
-    prompt = calls["prompt_tokens"].to_numpy()[win]
-    if prefilled.any():
-        moved = calls["kv_transfer_s"].to_numpy()[fin]
-        out["calls_prefilled"] = int(prefilled.sum())
+    if prefilled_rows:
+        if unmoved:  # the first prefill row came after some parts: read their transfer times now
+            head = []
+            for part in _parts(calls, CALL_COLUMNS):
+                if len(head) == unmoved:
+                    break
+                part, status, _ = _calls_only(part)
+                arrival = part["arrival_s"].to_numpy()
+                fin = (arrival >= t0) & (arrival < t1) & (status == "finished")
+                head.append(part["kv_transfer_s"].to_numpy()[fin])
+            kept["moved"] = head + kept["moved"]
+        moved = _cat(kept["moved"])
+        out["calls_prefilled"] = prefilled_rows
         out["kv_transfer_mean_s"] = _mean(moved)
         out["kv_transfer_p99_s"] = _pct(moved, 99)
-    out["prompt_cached_share"] = float(calls["cached_tokens"].to_numpy()[win].sum() / prompt.sum()) if prompt.sum() else 0.0
+    out["prompt_cached_share"] = float(cached_sum / prompt_sum) if prompt_sum else 0.0
     return out
 
 
@@ -90,43 +153,63 @@ def _changes(s, t0: float, t1: float) -> list[float]:
     return out
 
 
-def _carbon(steps: pa.Table, f: np.ndarray, host_w: float, t0: float, t1: float, tariff) -> float:
-    """Grams of CO2 of the window: each step row's facility energy at the intensity of its
-    midpoint, and the hosts' constant power over the intensity schedule's pieces."""
-    s = tariff.schedule
-    device_j = steps["energy_j"].to_numpy() * f
-    if s is None:
-        return tariff.carbon_g(tariff.facility_j(float(device_j.sum()) + host_w * (t1 - t0)))
+def _device_carbon(steps: pa.Table, device_j: np.ndarray, t0: float, t1: float, tariff) -> float:
+    """Grams of CO2 of step rows' device energies ``device_j`` (in the window), each at the
+    intensity of its midpoint (0 without an intensity schedule: see :func:`_carbon`)."""
+    if tariff.schedule is None:
+        return 0.0
     start, end = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
     mid = (np.maximum(start, t0) + np.minimum(end, t1)) / 2
-    carbon = tariff.carbon_g_over(tariff.facility_j(device_j), mid)
+    return tariff.carbon_g_over(tariff.facility_j(device_j), mid)
+
+
+def _carbon(device_carbon: float, device_j: float, host_w: float, t0: float, t1: float, tariff) -> float:
+    """Grams of CO2 of the window: each step row's facility energy at the intensity of its
+    midpoint (``device_carbon``; ``device_j`` in all at a constant intensity), and the hosts'
+    constant power over the intensity schedule's pieces."""
+    s = tariff.schedule
+    if s is None:
+        return tariff.carbon_g(tariff.facility_j(device_j + host_w * (t1 - t0)))
     edges = np.array(sorted({t0, t1, *_changes(s, t0, t1)}))
     pieces = np.diff(edges)
-    return carbon + tariff.carbon_g_over(tariff.facility_j(host_w * pieces), (edges[:-1] + edges[1:]) / 2)
+    return device_carbon + tariff.carbon_g_over(tariff.facility_j(host_w * pieces), (edges[:-1] + edges[1:]) / 2)
 
 
-def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff) -> dict:
-    """Throughput, utilization, energy, cost and carbon over [t0, t1].
+STEP_COLUMNS = ["pool", "kind", "start_s", "end_s", "output_tokens", "prefill_tokens", "energy_j", "batch_seqs"]
+
+
+def resource_metrics(steps, t0: float, t1: float, pools: list, tariff) -> dict:
+    """Throughput, utilization, energy, cost and carbon over [t0, t1] (``steps``: a table or
+    an open Parquet file).
 
     ``pools`` are resolved pool specs (devices, tp, price, host power)."""
     span = t1 - t0
-    f = _overlap(steps, t0, t1)
-    kind = steps["kind"].to_numpy(zero_copy_only=False)
-    busy_kind = ~np.isin(kind, ("idle", "down", "off", "booting"))
-    dur = (steps["end_s"].to_numpy() - steps["start_s"].to_numpy()) * f
-    out_tok = float((steps["output_tokens"].to_numpy() * f).sum())
-    prefill_tok = float((steps["prefill_tokens"].to_numpy() * f).sum())
-    device_j = float((steps["energy_j"].to_numpy() * f).sum())
     pools = [p for p in pools if not getattr(p, "shares_devices", False)]  # devices counted once
     replicas = sum(p.replicas for p in pools)
     devices = sum(p.devices for p in pools)
-    busy_s = float(dur[busy_kind].sum())
-    seq_s = float((steps["batch_seqs"].to_numpy() * dur)[busy_kind].sum())
-    # hosts draw power except while their replica is switched off (autoscaling)
-    off = kind == "off"
-    pool_col = steps["pool"].to_numpy(zero_copy_only=False)
-    off_device_s = {p.name: float(dur[off & (pool_col == p.name)].sum()) * p.devices_per_replica for p in pools} \
-        if off.any() else {}
+    out_tok = prefill_tok = device_j = busy_s = seq_s = down_s = off_s = device_carbon = 0.0
+    off_device_s: dict = {}
+    for part in _parts(steps, STEP_COLUMNS):
+        f = _overlap(part, t0, t1)
+        kind = part["kind"].to_numpy(zero_copy_only=False)
+        busy_kind = ~np.isin(kind, ("idle", "down", "off", "booting"))
+        dur = (part["end_s"].to_numpy() - part["start_s"].to_numpy()) * f
+        out_tok += float((part["output_tokens"].to_numpy() * f).sum())
+        prefill_tok += float((part["prefill_tokens"].to_numpy() * f).sum())
+        part_j = part["energy_j"].to_numpy() * f
+        device_j += float(part_j.sum())
+        device_carbon += _device_carbon(part, part_j, t0, t1, tariff)
+        busy_s += float(dur[busy_kind].sum())
+        seq_s += float((part["batch_seqs"].to_numpy() * dur)[busy_kind].sum())
+        down_s += float(dur[kind == "down"].sum())
+        # hosts draw power except while their replica is switched off (autoscaling)
+        off = kind == "off"
+        off_s += float(dur[off].sum())
+        if off.any():
+            pool_col = part["pool"].to_numpy(zero_copy_only=False)
+            for p in pools:
+                off_device_s[p.name] = off_device_s.get(p.name, 0.0) \
+                    + float(dur[off & (pool_col == p.name)].sum()) * p.devices_per_replica
     host_j = sum(p.host_w_per_device * (p.devices * span - off_device_s.get(p.name, 0.0)) for p in pools)
     it_j = device_j + host_j
     facility_j = tariff.facility_j(it_j)
@@ -140,8 +223,8 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
         "output_tokens_per_s": out_tok / span,
         "prompt_tokens_per_s": prefill_tok / span,
         "utilization": busy_s / (replicas * span),
-        "availability": 1.0 - float(dur[kind == "down"].sum()) / (replicas * span),  # replicas up (not failed)
-        "replicas_on_mean": replicas - float(dur[off].sum()) / span,  # not switched off (autoscaling)
+        "availability": 1.0 - down_s / (replicas * span),  # replicas up (not failed)
+        "replicas_on_mean": replicas - off_s / span,  # not switched off (autoscaling)
         "mean_batch_seqs": seq_s / busy_s if busy_s > 0 else 0.0,
         "device_energy_j": device_j,
         "host_energy_j": host_j,
@@ -154,41 +237,58 @@ def resource_metrics(steps: pa.Table, t0: float, t1: float, pools: list, tariff)
         "cost_usd": cost,
         "usd_per_million_output_tokens": per_tok(cost) * 1e6,
         "facility_overhead_energy_j": facility_j - it_j,  # cooling and power delivery (PUE - 1)
-        "carbon_g": _carbon(steps, f, host_j / span, t0, t1, tariff),  # hosts at their mean power
+        "carbon_g": _carbon(device_carbon, device_j, host_j / span, t0, t1, tariff),  # hosts at their mean power
     }
 
 
-def job_metrics(jobs: pa.Table, t0: float, t1: float, cost_usd: float, facility_j: float) -> dict:
+JOB_COLUMNS = ["arrival_s", "status", "correct", "latency_s", "expected_accuracy", "cost_usd", "energy_j", "output_tokens"]
+
+
+def job_metrics(jobs, t0: float, t1: float, cost_usd: float, facility_j: float) -> dict:
     """Answer quality, latency and cost of the jobs that arrived in [t0, t1).
 
     Accuracy counts failed and timed-out jobs as wrong. Cost and energy per job and per
     right answer divide the fleet's cost and facility energy over the window (idle and
     host power included: what this fleet costs) by the jobs measured; the ``_attributed``
-    figures sum the jobs' own shares (``cost_usd``, ``energy_j`` of the jobs table)."""
-    arrival = jobs["arrival_s"].to_numpy()
-    status = jobs["status"].to_numpy(zero_copy_only=False)
-    win = (arrival >= t0) & (arrival < t1)
-    fin = win & (status == "finished")
-    correct = jobs["correct"].to_numpy(zero_copy_only=False)[win]
-    n, right = int(win.sum()), int(correct.sum())
-    latency = jobs["latency_s"].to_numpy()[fin]
+    figures sum the jobs' own shares (``cost_usd``, ``energy_j`` of the jobs table).
+    ``jobs``: a table or an open Parquet file."""
+    rows = n = right = finished_measured = 0
+    counts = dict.fromkeys(("finished", "failed", "timed-out"), 0)
+    latency, expected, output = [], [], []
+    cost_attr = energy_attr = 0.0
+    for part in _parts(jobs, JOB_COLUMNS):
+        arrival = part["arrival_s"].to_numpy()
+        status = part["status"].to_numpy(zero_copy_only=False)
+        rows += part.num_rows
+        for s in counts:
+            counts[s] += int((status == s).sum())
+        win = (arrival >= t0) & (arrival < t1)
+        fin = win & (status == "finished")
+        correct = part["correct"].to_numpy(zero_copy_only=False)[win]
+        n, right, finished_measured = n + int(win.sum()), right + int(correct.sum()), finished_measured + int(fin.sum())
+        latency.append(part["latency_s"].to_numpy()[fin])
+        expected.append(part["expected_accuracy"].to_numpy()[win])
+        output.append(part["output_tokens"].to_numpy()[win])
+        cost_attr += float(part["cost_usd"].to_numpy()[win].sum())
+        energy_attr += float(part["energy_j"].to_numpy()[win].sum())
+    latency = _cat(latency)
     out = {
-        "jobs_created": jobs.num_rows,
-        "jobs_finished": int((status == "finished").sum()),
-        "jobs_failed": int((status == "failed").sum()),
-        "jobs_timed_out": int((status == "timed-out").sum()),
+        "jobs_created": rows,
+        "jobs_finished": counts["finished"],
+        "jobs_failed": counts["failed"],
+        "jobs_timed_out": counts["timed-out"],
         "jobs_measured": n,
         "accuracy": right / n if n else math.nan,
-        "expected_accuracy": _mean(jobs["expected_accuracy"].to_numpy()[win]),
-        "jobs_per_s": int(fin.sum()) / (t1 - t0),
+        "expected_accuracy": _mean(_cat(expected)),
+        "jobs_per_s": finished_measured / (t1 - t0),
         "usd_per_1k_jobs": 1000 * cost_usd / n if n else math.nan,
         "usd_per_correct": cost_usd / right if right else math.nan,
         "energy_per_correct_j": facility_j / right if right else math.nan,
         # the jobs' own device time and energy, without idle capacity: the cost of a job on a
         # fleet sized to its load
-        "usd_per_1k_jobs_attributed": 1000 * float(jobs["cost_usd"].to_numpy()[win].sum()) / n if n else math.nan,
-        "device_energy_per_correct_j_attributed": float(jobs["energy_j"].to_numpy()[win].sum()) / right if right else math.nan,
-        "job_output_tokens_mean": _mean(jobs["output_tokens"].to_numpy()[win]),
+        "usd_per_1k_jobs_attributed": 1000 * cost_attr / n if n else math.nan,
+        "device_energy_per_correct_j_attributed": energy_attr / right if right else math.nan,
+        "job_output_tokens_mean": _mean(_cat(output)),
     }
     for q in (50, 90, 99):
         out[f"job_latency_p{q}_s"] = _pct(latency, q)
@@ -223,19 +323,23 @@ def jobs_by_strategy(jobs: pa.Table, t0: float, t1: float) -> list[dict]:
     return rows
 
 
-def session_metrics(sessions: pa.Table, calls: pa.Table, t0: float, t1: float) -> dict:
+def session_metrics(sessions: pa.Table, calls, t0: float, t1: float) -> dict:
     """Agent sessions that arrived in [t0, t1): counts, end-to-end time, per-turn TTFT (from
-    their calls), KV held, recomputation, energy and cost per session."""
+    their calls, a table or an open Parquet file), KV held, recomputation, energy and cost per
+    session."""
     arrival = sessions["arrival_s"].to_numpy()
     status = sessions["status"].to_numpy(zero_copy_only=False)
     win = (arrival >= t0) & (arrival < t1)
     fin = win & (status == "finished")
     col = lambda name, m=win: sessions[name].to_numpy()[m]
     e2e = col("e2e_s", fin)
-    sid = calls["session_id"].to_numpy()
-    measured = set(sessions["session_id"].to_numpy()[win].tolist())
-    turn = np.isin(sid, list(measured)) & (calls["status"].to_numpy(zero_copy_only=False) == "finished")
-    ttft = calls["first_token_s"].to_numpy()[turn] - calls["arrival_s"].to_numpy()[turn]
+    measured = list(set(sessions["session_id"].to_numpy()[win].tolist()))
+    ttft = []
+    for part in _parts(calls, ["session_id", "status", "first_token_s", "arrival_s"]):
+        turn = np.isin(part["session_id"].to_numpy(), measured) \
+            & (part["status"].to_numpy(zero_copy_only=False) == "finished")
+        ttft.append(part["first_token_s"].to_numpy()[turn] - part["arrival_s"].to_numpy()[turn])
+    ttft = _cat(ttft)
     n = int(win.sum())
     out = {
         "sessions_created": sessions.num_rows,

@@ -28,9 +28,12 @@ class LengthSampler:
 
     def __init__(self, dist, rng: np.random.Generator, base_dir: Path, key: str):
         self.dist, self.rng = dist, rng
-        self._values = self._weights = None
+        self._values = self._weights = self._cdf = None
         if isinstance(dist, C.EmpiricalLength):
             self._values, self._weights = _empirical(dist, base_dir, key)
+            if self._weights is not None:  # Generator.choice's own cumulative weights (see sample)
+                self._cdf = self._weights.cumsum()
+                self._cdf /= self._cdf[-1]
 
     @property
     def mean(self) -> float:
@@ -62,7 +65,12 @@ class LengthSampler:
             x = np.ceil(rng.exponential(d.mean, size=n)).astype(np.int64)
             x = np.maximum(x, 1)
             return np.minimum(x, d.max) if d.max else x
-        x = rng.choice(self._values, size=n, p=self._weights)
+        if self._cdf is not None:
+            # what rng.choice(values, size=n, p=weights) does, without re-checking the weights
+            # at every draw: n uniforms, each the index of the first cumulative weight above it
+            x = self._values[self._cdf.searchsorted(rng.random(n), side="right")]
+        else:
+            x = rng.choice(self._values, size=n, p=self._weights)
         return np.minimum(x, d.max) if d.max else x
 
 
