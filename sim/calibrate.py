@@ -7,13 +7,15 @@ parameter is tuned to the figure it is later checked against:
    against tokens and TP degree (vidur's profiling layout, hardware/profiles/) fix the
    GEMM efficiency, memory efficiency, minimum kernel time and how sharp the roofline
    ridge is.
-2. **Collectives** (:func:`fit_allreduce`): NCCL all-reduce times against message size
-   fix the link efficiency and per-collective latency.
-3. **Engine and power** (:func:`fit_engine`): steady-state serving measurements (batch
-   size, median inter-token latency, GPU power) of the points marked ``fit`` in
-   hardware/calibration/measurements.csv fix the engine's per-step and per-sequence
-   CPU overheads and the power model's activity weights, by simulating each point
-   in closed loop with the kernel and link parameters already fitted.
+2. **Collectives** (:func:`fit_allreduce`): NCCL all-reduce times against message size and
+   device count fix the link efficiency (and an eager-mode hop latency, which step 3 replaces).
+3. **Engine and power** (:func:`fit_serving`, :func:`fit_power_joint`): steady-state serving
+   measurements (batch size, median inter-token latency, GPU power) of the points marked
+   ``fit`` in hardware/calibration/measurements.csv fix, jointly over all of them, the
+   engine's per-step and per-sequence CPU overheads, the all-reduce latency inside the engine
+   (custom all-reduce in CUDA graphs), the grouped-expert and quantized-expert efficiencies,
+   and the power model's active adder, activity weights and multi-GPU adder, by simulating
+   each point in closed loop with the kernel and link parameters already fitted.
 
 The result is written to hardware/calibration/<accelerator>.yaml as ``{value, source}``
 pairs saying which data and fit produced each number; :mod:`sim.catalog` loads it
@@ -116,132 +118,38 @@ def fit_gemm(obs: GemmObservations, acc: catalog.Accelerator) -> dict:
 
 # --------------------------------------------------------------------------- collectives
 def fit_allreduce(path: Path, acc: catalog.Accelerator) -> dict:
-    """Ring all-reduce ``latency + 2(n-1)/n * bytes / (link_bw * eff)`` fitted to intra-node
-    NCCL times (rows with num_workers == devices_per_node), relative error weighting."""
+    """Ring all-reduce ``c + 2(n-1) * hop latency + 2(n-1)/n * bytes / (link_bw * eff)`` (the
+    alpha-beta model of :func:`sim.perf.ring_allreduce_s`, plus the eager call's launch overhead
+    ``c``, which CUDA graphs remove and the simulator does not charge) fitted to intra-node NCCL
+    times (rows with num_workers == devices_per_node), relative error weighting."""
     rows = [r for r in _read_csv(path) if r.get("collective", "all_reduce") == "all_reduce"
             and int(r["num_workers"]) == int(r.get("devices_per_node", r["num_workers"])) and int(r["num_workers"]) > 1]
     n = np.array([int(r["num_workers"]) for r in rows], dtype=float)
     size = np.array([float(r["size"]) for r in rows])
     t = np.array([float(r["time_stats.all_reduce.median"]) for r in rows]) * 1e-3
+    steps = 2.0 * (n - 1)
     ring = 2.0 * (n - 1) / n * size / acc.link_bandwidth
-    # t = a + b * ring with b = 1/eff; weighted by 1/t so every size counts alike
-    A = np.stack([np.ones_like(t), ring], axis=1) / t[:, None]
-    (a, b), *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
-    pred = a + b * ring
+    # t = c + a * steps + b * ring with b = 1/eff; weighted by 1/t so every size counts alike
+    A = np.stack([np.ones_like(t), steps, ring], axis=1) / t[:, None]
+    (c, a, b), *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
+    pred = c + a * steps + b * ring
     err = np.abs(pred / t - 1.0)
     return {
         "link_latency_s": float(max(a, 0.0)),
         "link_efficiency": float(min(1.0, 1.0 / b)),
+        "launch_s": float(max(c, 0.0)),
         "n": int(len(t)),
         "median_abs_error": float(np.median(err)),
         "p90_abs_error": float(np.quantile(err, 0.9)),
     }
 
 
-# --------------------------------------------------------------------------- engine and power
-def fit_engine(points: list[dict], perf: dict, workers: int = 2, rounds: int = 3) -> dict:
-    """Per-step and per-sequence CPU overheads from measured median inter-token latency.
-
-    The overheads add ``o + s * seqs`` to every iteration, so the residual of the
-    simulated median ITL is close to linear in them: each round simulates the points with
-    the current values and solves ``measured - predicted = do + ds * batch`` by least
-    squares on relative error, then updates (kept >= 0).
-    """
-    from sim.validation import predict_all
-
-    o = perf.get("iteration_overhead_s", DEFAULT_EFFICIENCY["iteration_overhead_s"])
-    s = perf.get("per_seq_overhead_s", DEFAULT_EFFICIENCY["per_seq_overhead_s"])
-    meas = np.array([p["itl_p50_s"] for p in points])
-    batch = np.array([p["measured_batch"] for p in points])
-    for _ in range(rounds):
-        preds = predict_all(points, {**perf, "iteration_overhead_s": o, "per_seq_overhead_s": s}, workers=workers)
-        got = np.array([q["itl_p50_s"] for q in preds])
-        A = np.stack([np.ones_like(meas), batch], axis=1) / meas[:, None]
-        (do, ds), *_ = np.linalg.lstsq(A, (meas - got) / meas, rcond=None)
-        o, s = max(0.0, o + do), max(0.0, s + ds)
-    preds = predict_all(points, {**perf, "iteration_overhead_s": o, "per_seq_overhead_s": s}, workers=workers)
-    err = np.abs(np.array([q["itl_p50_s"] for q in preds]) / meas - 1.0)
-    return {"iteration_overhead_s": float(o), "per_seq_overhead_s": float(s), "n": len(points),
-            "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
-
-
-def fit_power(points: list[dict], perf: dict, workers: int = 2) -> dict:
-    """Active adder and compute / memory activity weights from measured GPU power of
-    single-device points (the resident idle ``I`` = card idle + resident adder stays fixed).
-
-    Per device, ``P = I + r + (TDP - I - r)(wc * uc + wm * um)`` (``r`` the active adder) is linear in
-    ``(r, a, b) = (r, wc (TDP - I - r), wm (TDP - I - r))`` once the mean utilizations are
-    known; simulating each point with weights (0, 0), (1, 0) and (0, 1) and no adder gives
-    ``uc`` and ``um``, and non-negative least squares on relative error gives ``(r, a, b)``.
-    """
-    from scipy.optimize import nnls
-
-    from sim.power import RESIDENT_ADDER_W
-    from sim.validation import predict_all
-
-    def per_device(wc, wm):
-        pw = {"resident_w": RESIDENT_ADDER_W, "active_w": 0.0, "compute_weight": wc, "memory_weight": wm,
-              "link_active_w": 0.0}
-        return np.array([q["gpu_power_w"] / q["devices"] for q in predict_all(points, perf, pw, workers=workers)])
-
-    acc = catalog.accelerator(points[0]["accelerator"])
-    idle, tdp = acc.idle_power_w + RESIDENT_ADDER_W, acc.tdp_w
-    meas = np.array([p["gpu_power_w"] / p["tp"] for p in points])
-    p0 = per_device(0.0, 0.0)
-    uc, um = (per_device(1.0, 0.0) - p0) / (tdp - idle), (per_device(0.0, 1.0) - p0) / (tdp - idle)
-    A = np.stack([np.ones_like(uc), uc, um], axis=1) / meas[:, None]
-    (r, a, b), _ = nnls(A, (meas - p0) / meas)
-    got = p0 + r + a * uc + b * um
-    err = np.abs(got / meas - 1.0)
-    span = tdp - idle - r
-    return {"active_w": float(r), "compute_weight": float(a / span), "memory_weight": float(b / span),
-            "n": len(points), "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
-
-
-def fit_link_power(points: list[dict], perf: dict, power: dict, workers: int = 2) -> dict:
-    """Per-device adder of multi-device replicas while busy, from their measured power
-    (linear in the adder below TDP: two simulations per point, least squares on relative error)."""
-    from sim.validation import predict_all
-
-    def per_device(link_w):
-        pw = {**power, "link_active_w": link_w}
-        return np.array([q["gpu_power_w"] / q["devices"] for q in predict_all(points, perf, pw, workers=workers)])
-
-    meas = np.array([p["gpu_power_w"] / p["tp"] for p in points])
-    p0, p1 = per_device(0.0), per_device(100.0)
-    slope = (p1 - p0) / 100.0
-    w = 1.0 / meas
-    link = float(max(0.0, np.sum(w * w * slope * (meas - p0)) / np.sum(w * w * slope * slope)))
-    err = np.abs((p0 + slope * link) / meas - 1.0)
-    return {"link_active_w": link, "n": len(points), "median_abs_error": float(np.median(err)),
-            "p90_abs_error": float(np.quantile(err, 0.9))}
-
-
-def fit_efficiency(points: list[dict], perf: dict, key: str, workers: int = 2) -> dict:
-    """One efficiency factor in (0.2, 1] that minimizes the squared log error of the median
-    ITL over ``points`` (bounded scalar search; each evaluation simulates every point)."""
-    from scipy.optimize import minimize_scalar
-
-    from sim.validation import predict_all
-
-    meas = np.array([p["itl_p50_s"] for p in points])
-
-    def loss(x):
-        got = np.array([q["itl_p50_s"] for q in predict_all(points, {**perf, key: float(x)}, workers=workers)])
-        return float(np.mean(np.log(got / meas) ** 2))
-
-    res = minimize_scalar(loss, bounds=(0.2, 1.0), method="bounded", options={"xatol": 0.01})
-    got = np.array([q["itl_p50_s"] for q in predict_all(points, {**perf, key: float(res.x)}, workers=workers)])
-    err = np.abs(got / meas - 1.0)
-    return {key: float(res.x), "n": len(points), "median_abs_error": float(np.median(err)),
-            "p90_abs_error": float(np.quantile(err, 0.9))}
-
-
 # --------------------------------------------------------------------------- serving fit (joint)
 # What the serving measurements fit, jointly over every 'fit' row of the accelerator: the engine's
-# CPU overheads per step and per sequence; the fixed latency of one all-reduce inside the engine
-# (vLLM's custom all-reduce replayed in CUDA graphs, far below the eager NCCL calls of the
-# all-reduce table, which keeps its bandwidth term); the grouped-expert and quantized-expert
+# CPU overheads per step and per sequence; the hop latency of the all-reduces as the engine runs
+# them (replayed in CUDA graphs, which the eager NCCL calls of the all-reduce table, launch
+# overhead included, do not measure; that table keeps its bandwidth term); the grouped-expert and
+# quantized-expert
 # efficiencies. Each is identified by a different pattern across the rows: the overheads by the
 # dense single-GPU rows and their batch sizes, the all-reduce latency by the multi-GPU rows (a
 # fixed cost per layer, whatever the batch), the expert efficiencies by how the MoE rows' step
@@ -249,7 +157,7 @@ def fit_efficiency(points: list[dict], perf: dict, key: str, workers: int = 2) -
 SERVING_FIT = {  # key -> (lower, upper bound, unit of the solver's variable)
     "iteration_overhead_s": (0.0, 0.02, 1e-3),
     "per_seq_overhead_s": (0.0, 5e-4, 1e-6),
-    "link_latency_s": (0.0, 2e-4, 1e-6),
+    "link_latency_s": (0.0, 5e-5, 1e-6),
     "moe_efficiency": (0.2, 1.0, 1.0),
     "quantized_efficiency": (0.2, 1.0, 1.0),
 }
@@ -361,7 +269,7 @@ def fit_power_joint(points: list[dict], perf: dict, workers: int = 2) -> dict:
     hi_link = (tdp - idle) / 2 if has_multi else 1e-9
     sol = least_squares(lambda v: model(v) / meas - 1.0, x0=[30.0, 1.0, 0.5, 0.0],
                         bounds=([0.0, 0.0, 0.0, 0.0], [(tdp - idle) / 2, 20.0, 5.0, hi_link]))
-    r, wc, wm, link = (float(v) for v in sol.x)
+    r, wc, wm, link = (float(v) if v > 1e-6 else 0.0 for v in sol.x)  # bounds reached: exactly 0
     err = np.abs(model(sol.x) / meas - 1.0)
     out = {"active_w": r, "compute_weight": wc, "memory_weight": wm, "n": len(points),
            "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
@@ -511,40 +419,35 @@ GROUP_KEYS = ("moe_efficiency", "quantized_efficiency")
 
 
 def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log) -> tuple[dict, dict]:
-    """Engine overheads and power from dense single-device points, then the grouped-expert and
-    quantized-GEMM efficiencies from MoE bf16 and fp8 points, then multi-device link power."""
+    """Engine overheads, the engine's all-reduce latency and the grouped-expert and quantized-expert
+    efficiencies jointly from every point's median ITL (:func:`fit_serving`), then the power model
+    jointly from every point's GPU power (:func:`fit_power_joint`)."""
     perf = dict(perf)
+    nccl = perf.get("link_latency_s")
 
     def current() -> dict:  # every parameter explicit, so an existing card cannot leak into the fit
         return {**DEFAULT_EFFICIENCY, **{k: v for k, (v, _) in perf.items()}}
 
-    def src(what: str, sub: list[dict], fit: dict) -> str:
-        return f"fit to {what} of {len(sub)} 'fit' rows of {table} ({describe(fit)})"
+    def src(what: str, fit: dict) -> str:
+        return f"fit to {what} of {fit['n']} 'fit' rows of {table}, jointly ({describe(fit)})"
 
-    dense = [p for p in points if p["tp"] == 1 and not catalog.model(p["model"]).is_moe]
-    moe = [p for p in points if catalog.model(p["model"]).is_moe and p["weight_dtype"] == "bf16"]
-    quant = [p for p in points if p["weight_dtype"] != "bf16"]
-    multi = [p for p in points if p["tp"] > 1]
-    e = fit_engine(dense, current(), workers)
-    perf.update({k: (e[k], src("median ITL", dense, e)) for k in ENGINE_KEYS})
-    log(f"engine: {perf[ENGINE_KEYS[0]][1]}")
-    for key, sub in (("moe_efficiency", moe), ("quantized_efficiency", quant)):
-        if sub:
-            f = fit_efficiency(sub, current(), key, workers)
-            perf[key] = (f[key], src("median ITL", sub, f))
-            log(f"{key}: {f[key]:.3f}, {perf[key][1]}")
-    pw = fit_power(dense, current(), workers)
-    s = src("GPU power", dense, pw)
+    f = fit_serving(points, current(), workers=workers)
+    s = src("median ITL", f)
+    perf.update({k: (f[k], s) for k in f["keys"]})
+    if "link_latency_s" in f["keys"]:
+        perf["link_latency_s"] = (f["link_latency_s"], "hop latency of the all-reduces inside the engine (2(n-1) hops per "
+                                  "all-reduce over n GPUs, replayed in CUDA graphs; not the eager NCCL calls of the "
+                                  "all-reduce table"
+                                  + (f", {nccl[0] * 1e6:.2f} us per hop" if nccl else "") + "): " + s)
+    log(f"serving: {', '.join(f'{k} {f[k]:.4g}' for k in f['keys'])}; {s}")
+    pw = fit_power_joint(points, current(), workers)
+    s = src("GPU power", pw)
     from sim.power import RESIDENT_ADDER_W
 
     power = {"resident_w": (RESIDENT_ADDER_W, "not fitted: a resident model adds 25-50 W over bare idle on HBM GPUs "
                             "(public measurements); the default adder")}
-    power.update({k: (pw[k], s) for k in ("active_w", "compute_weight", "memory_weight")})
-    log(f"power: {s}")
-    if multi:
-        lk = fit_link_power(multi, current(), {k: v for k, (v, _) in power.items()}, workers)
-        power["link_active_w"] = (lk["link_active_w"], src("GPU power", multi, lk))
-        log(f"link power: {lk['link_active_w']:.0f} W, {power['link_active_w'][1]}")
+    power.update({k: (pw[k], s) for k in ("active_w", "compute_weight", "memory_weight", "link_active_w") if k in pw})
+    log(f"power: {', '.join(f'{k} {pw[k]:.4g}' for k in power if k in pw)}; {s}")
     return perf, power
 
 
@@ -564,7 +467,8 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         log(f"kernels: {src}")
     if network is not None:
         a = fit_allreduce(network, acc)
-        src = f"fit to NCCL all-reduce times {network.name} ({describe(a)})"
+        src = (f"fit to NCCL all-reduce times {network.name} ({describe(a)}; eager launch overhead "
+               f"{a['launch_s'] * 1e6:.1f} us per call, not charged: CUDA graphs remove it)")
         perf.update({k: (a[k], src) for k in LINK_KEYS})
         log(f"links: {src}")
     if kernels_from:
@@ -602,6 +506,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-concurrency", type=int, default=512,
                     help="fit only on measured points with at most this batch cap (simulation time)")
+    ap.add_argument("--engine", choices=("vllm", "trtllm"), default="vllm",
+                    help="trtllm: fit the TensorRT-LLM engine profile's overheads for the accelerator "
+                         "(hardware/calibration/trtllm.yaml) to its 'fit' rows of trtllm_throughput.csv")
 
 
 def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
@@ -616,6 +523,14 @@ def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
 def cmd_calibrate(args) -> int:
     from sim.validation import measurements_path
 
+    if getattr(args, "engine", "vllm") == "trtllm":
+        from sim import validation_trtllm
+
+        f = validation_trtllm.fit_profile(args.accelerator, args.workers)
+        print(f"wrote {validation_trtllm.write_profile(args.accelerator, f)}: "
+              + ", ".join(f"{k} {f[k]:.4g}" for k in validation_trtllm.PROFILE_KEYS)
+              + f" (fit mean |error| {f['mean_abs_error']:.1%}, worst {f['worst_abs_error']:.1%})")
+        return 0
     if catalog.accelerator(args.accelerator, "dcsim calibrate", "--accelerator").architecture == "sram_pipeline":
         # no kernel tables or serving measurements: the per-layer latency from published speeds
         perf, notes, data = calibrate_sram(args.accelerator)

@@ -48,7 +48,9 @@ DEFAULT_EFFICIENCY = {
     "link_efficiency": 0.8,
     "iteration_overhead_s": 0.002,
     "per_seq_overhead_s": 0.000015,
-    "link_latency_s": 0.000010,
+    # latency of one hop of a collective (ring step, pipeline hand-off): nccl-tests' ~10 us for a
+    # small all-reduce over 8 NVLink GPUs is 14 ring steps of ~0.7 us
+    "link_latency_s": 0.7e-6,
     # minimum duration of one GEMM / elementwise kernel
     "kernel_latency_s": 0.0,
     # GEMM time = latency + (t_compute^p + t_memory^p)^(1/p): p -> infinity is the
@@ -62,8 +64,14 @@ DEFAULT_EFFICIENCY = {
     # quantized GEMMs (per-tensor scaled, cuBLASLt / CUTLASS) run at the dense efficiency.
     "quantized_efficiency": 1.0,
 }
+# (tokens, sampled) shapes whose GEMM cost a model keeps (~250 bytes each).
+GEMM_CACHE_ENTRIES = 1 << 16
 # Elementwise kernels per layer in a fused engine (fused add+RMSNorm x2, SiLU-and-mul, rotary).
 ELEMENTWISE_KERNELS = 4
+# Kernels of one fused MoE layer beyond its grouped GEMMs' time (vLLM fused_moe: top-k routing,
+# token-to-expert sort / block alignment, gate-up grouped GEMM, SiLU-and-mul, down grouped GEMM,
+# weighted sum of the top-k outputs): each pays the minimum kernel time.
+MOE_KERNELS = 6
 
 
 def blend(t_compute, t_memory, p: float):
@@ -77,11 +85,28 @@ def blend(t_compute, t_memory, p: float):
     return np.where(hi > 0.0, safe * ((t_compute / safe) ** p + (t_memory / safe) ** p) ** (1.0 / p), 0.0)
 
 
+def maximum(a, b):
+    """``np.maximum`` for arrays; for floats the same value without numpy's per-call cost."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.maximum(a, b)
+    return a if a >= b else b
+
+
+def minimum(a, b):
+    """``np.minimum`` for arrays; for floats the same value without numpy's per-call cost."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.minimum(a, b)
+    return a if a <= b else b
+
+
 def ring_allreduce_s(nbytes: float, ranks: int, link_bw: float, latency_s: float) -> float:
-    """Ring all-reduce of ``nbytes`` over ``ranks`` devices: 2(n-1)/n of the data crosses each link."""
+    """Ring all-reduce of ``nbytes`` over ``ranks`` devices in the alpha-beta model (Thakur,
+    Rabenseifner and Gropp, 2005): 2(n-1) steps (reduce-scatter, then all-gather), each paying
+    one hop's latency ``latency_s`` and moving 1/n of the data, so 2(n-1)/n of it crosses each
+    link. A small message over 8 devices pays 14 hop latencies, over 2 devices only 2."""
     if ranks <= 1:
         return 0.0
-    return latency_s + 2.0 * (ranks - 1) / ranks * nbytes / link_bw
+    return 2.0 * (ranks - 1) * latency_s + 2.0 * (ranks - 1) / ranks * nbytes / link_bw
 
 
 def expected_max_load(mean: float, parts: int) -> float:
@@ -209,6 +234,8 @@ class RooflineModel:
         key = (tokens, sampled)
         hit = self._gemm_cache.get(key)
         if hit is None:
+            if len(self._gemm_cache) >= GEMM_CACHE_ENTRIES:  # bounded memory (a pure function: start afresh)
+                self._gemm_cache.clear()
             hit = self._gemm_cache[key] = self._gemms_uncached(tokens, sampled)
         return hit
 
@@ -254,33 +281,28 @@ class RooflineModel:
         """Routed experts of one MoE layer as one grouped GEMM over the experts the batch touches.
 
         Under expert parallelism each device holds ``num_experts / tp`` whole experts and the
-        busiest device sets the time: the one with the most routed tokens (FLOPs) and the most
-        distinct experts touched (weight bytes; at small batches only a fraction of the experts
-        is touched and their split over the devices is uneven). FLOPs and bytes are returned
-        per device on average (what the power model sees), the time is the busiest device's.
+        device with the most routed tokens sets the compute time. The weight bytes are the
+        mean device's: under independent uniform routing the busiest device would also touch
+        more distinct experts than the mean at small batches, but real routers pick correlated
+        experts (fewer distinct ones than uniform routing), and the serving fits
+        (hardware/calibration) reproduce the measured steps better without that term.
         """
         m, tp = self.model, self.tp
         if tokens <= 0:
             return np.zeros(3)
         e, k, ep = m.num_experts, m.experts_per_token, m.expert_params()
-        p_touch = 1.0 - (1.0 - k / e) ** tokens  # chance a given expert receives a token
-        touched = e * p_touch
+        touched = e * (1.0 - (1.0 - k / e) ** tokens)
         act = tokens * k * 2 * (m.hidden_size + m.moe_intermediate_size) * ACT_BYTES
         f = 2.0 * tokens * k * ep / tp
         b = (touched * ep * self.wbytes + act) / tp
-        f_busy, b_busy = f, b
-        if self.expert_parallel:
-            f_busy = f * expected_max_load(tokens * k / tp, tp) / (tokens * k / tp)
-            local = e / tp  # experts per device; each touched independently with p_touch
-            sd = math.sqrt(local * p_touch * (1.0 - p_touch))
-            most = min(local, local * p_touch + sd * _STD_NORMAL.inv_cdf((tp - 0.375) / (tp + 0.25)))
-            b_busy = (most * ep * self.wbytes + act / tp) if touched > 0 else b
         moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.wbytes < 2 else 1.0)
-        t = blend(f_busy / (self.peak * moe), b_busy / (self.bw * moe), self.blend_p)
+        # EP: the busiest device's routed tokens set the compute time
+        busiest = expected_max_load(tokens * k / tp, tp) / (tokens * k / tp) if self.expert_parallel else 1.0
+        t = blend(f * busiest / (self.peak * moe), b / (self.bw * moe), self.blend_p)
         # time lost to kernel inefficiency is not idle: the SMs keep streaming (stalled loads,
         # dequantization), which the power model sees as HBM traffic at the fitted bandwidth
-        b += (t - blend(f_busy / self.peak, b_busy / self.bw, self.blend_p)) * self.bw
-        return np.array([t + self.lat, f, b])
+        b += (t - blend(f * busiest / self.peak, b / self.bw, self.blend_p)) * self.bw
+        return np.array([t + MOE_KERNELS * self.lat, f, b])
 
     def _collectives_s(self, tokens: int) -> float:
         """TP all-reduces: after attention and after the MLP of every layer (under expert
@@ -298,6 +320,9 @@ class RooflineModel:
         nbytes = tokens * self.model.hidden_size * ACT_BYTES / self.tp
         return self.pp * (self.eff["link_latency_s"] + nbytes / self.link_bw)
 
+    # cost() takes float attention terms too (one iteration, priced without numpy)
+    scalar_ok = True
+
     def cost(self, batch: Batch) -> IterationCost:
         """Time, FLOPs and bytes (per device) of each iteration described by ``batch``."""
         layers = self.model.num_layers
@@ -306,15 +331,20 @@ class RooflineModel:
         g_t, g_f, g_b = self._gemms(tok, -(-batch.sampled // micro))
         a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
         a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
-        a_t = np.maximum(a_f / self.attn_peak, a_b / self.bw) + self.lat * layers
+        a_fs = a_f / self.attn_peak
+        a_t = maximum(a_fs, a_b / self.bw)
+        if self.lat:  # (adding 0.0 to these non-negative times changes nothing)
+            a_t = a_t + self.lat * layers
         overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs
         time_s = (overhead + g_t + self._stage_handoffs_s(tok)) + a_t
         share = micro / self.pp  # of the whole batch's work, each device does 1/pp
-        flops = (g_f + a_f) * share
-        nbytes = (g_b + a_b) * share
+        flops = g_f + a_f
+        nbytes = g_b + a_b
+        if share != 1.0:
+            flops, nbytes = flops * share, nbytes * share
         # the tensor-core time on the step's critical path: one micro-batch's pass through every
         # stage, all of which a lower clock stretches (not only this device's 1/pp share)
-        compute_s = np.minimum(time_s, g_f / self.peak + a_f / self.attn_peak)
+        compute_s = minimum(time_s, g_f / self.peak + a_fs)
         return IterationCost(time_s, flops, nbytes, compute_s)
 
 

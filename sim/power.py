@@ -16,7 +16,7 @@ import numpy as np
 from typing import Optional
 
 from sim.catalog import Accelerator
-from sim.perf import IterationCost
+from sim.perf import IterationCost, minimum
 
 # A resident model adds roughly 25-50 W over bare idle on HBM GPUs (clocks and HBM
 # refresh held up by the loaded context); 30 W is the default adder.
@@ -70,7 +70,10 @@ class PowerModel:
         cw = self.compute_weight if compute_weight is None else compute_weight
         u_c = flops / (time_s * self.peak_flops)
         u_m = nbytes / (time_s * self.acc.memory_bandwidth)
-        activity = np.minimum(1.0, cw * u_c * (clock * clock) + self.memory_weight * u_m)
+        compute = cw * u_c
+        if not (isinstance(clock, float) and clock == 1.0):  # (times 1.0 changes nothing)
+            compute = compute * (clock * clock)
+        activity = minimum(1.0, compute + self.memory_weight * u_m)
         base = self.active_base_w
         return base + (self.acc.tdp_w - base) * activity
 

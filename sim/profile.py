@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 
 from sim.catalog import hardware_dir
 from sim.errors import ScenarioError
-from sim.perf import ACT_BYTES, RooflineModel
+from sim.perf import ACT_BYTES, RooflineModel, ring_allreduce_s
 
 # vidur's per-layer operators, summed per layer (vidur's ExecutionTime block time without attention kernels)
 LAYER_OPS = ("input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm",
@@ -230,7 +230,7 @@ class ProfileModel(RooflineModel):
             xs, ys = self.network.curves[tp]
             one = interp_extrap(msg, xs, ys) * MS
         else:
-            one = self.eff["link_latency_s"] + 2.0 * (tp - 1) / tp * msg / self.link_bw
+            one = ring_allreduce_s(msg, tp, self.link_bw, self.eff["link_latency_s"])
         return 2 * m.num_layers * one
 
     def _gemms(self, tokens: int, sampled: int) -> tuple[float, float, float]:

@@ -9,9 +9,10 @@ sending its next request as soon as the previous one ends, as the benchmark does
 with :func:`sim.estimate.estimate`, and :func:`report` tabulates the errors, keeping
 the points used by ``dcsim calibrate`` (role ``fit``) apart from the held-out ones.
 
-Regenerate with ``python -m sim.validation --out docs/validation.md``; the section on
-accelerators beyond NVIDIA (sim/validation_accel.py) is appended, and
-``python -m sim.validation_accel`` rewrites only that section.
+Regenerate with ``python -m sim.validation --out docs/validation.md``; the sections on
+accelerators beyond NVIDIA (sim/validation_accel.py) and on TensorRT-LLM's max-load
+throughput tables (sim/validation_trtllm.py) are appended, and ``python -m
+sim.validation_accel`` / ``python -m sim.validation_trtllm`` rewrite only their section.
 """
 
 from __future__ import annotations
@@ -151,10 +152,11 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
         "(ITL), total GPU power and GPU energy per output token. Error = predicted / measured - 1.",
         "",
         "Rows marked **fit** (Qwen3-8B, and Qwen3-235B-A22B in bf16 and fp8, on lm-arena-chat) were",
-        "used by `dcsim calibrate` for the engine overheads, the grouped-expert and fp8-expert",
-        "efficiencies and the power weights; **held-out** rows (every other model and task) were",
-        "not used for any fit. Kernel and link parameters come from separate per-operator and NCCL",
-        "tables (hardware/calibration/*.yaml).",
+        "used by `dcsim calibrate`, jointly, for the engine overheads, the all-reduce latency inside the",
+        "engine, the grouped-expert and fp8-expert efficiencies and the power model (active adder,",
+        "activity weights, multi-GPU adder); **held-out** rows (every other model and task) were not",
+        "used for any fit. Kernel efficiencies and link bandwidth come from separate per-operator and",
+        "NCCL tables (hardware/calibration/*.yaml).",
         "",
         "Bounds tests/test_validation.py keeps on a spread sample of held-out points (batch cap <= 128), as mean |error|: "
         + ", ".join(f"{METRICS[m][2]} {b:.0%}" for m, b in BOUNDS.items()) + ".",
@@ -231,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="simulate only the first N points (a quick look)")
     ap.add_argument("--max-concurrency", type=int, default=None, help="only points with at most this batch cap")
+    ap.add_argument("--skip-trtllm", action="store_true",
+                    help="leave out the TensorRT-LLM section (python -m sim.validation_trtllm writes only that one)")
     args = ap.parse_args(argv)
     points = load_points()
     if args.max_concurrency:
@@ -246,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     text = validation_accel.replace_section(text, validation_accel.section(validation_accel.rows(),
                                                                           time.perf_counter() - t1))
+    if not args.skip_trtllm:
+        from sim import validation_trtllm  # TensorRT-LLM max-load throughput tables (its own section)
+
+        section, held = validation_trtllm.report_lines(args.workers)
+        text = validation_trtllm.replace_section(text, section)
+        print("trtllm holdout", f"mean {held['mean']:.1%} worst {held['worst']:.1%} (n={held['n']})")
     Path(args.out).write_text(text)
     for role in ("holdout", "fit"):
         s = summarize([r for r in rows if r["point"]["role"] == role])

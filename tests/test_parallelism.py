@@ -169,22 +169,24 @@ def test_expert_parallel_is_ignored_for_dense_models():
 
 
 @pytest.mark.parametrize("name", ["qwen3-30b-a3b", "mixtral-8x7b"])
-def test_expert_parallel_moves_tokens_not_weights(name):
-    """EP = tp: the same work per device on average, but each MoE layer trades one all-reduce for
-    two all-to-alls. At batch 1 that is one extra link latency per MoE layer; at a large prefill
-    the all-to-alls move k/tp of the all-reduce's bytes, so EP wins when k < tp (Mixtral, 2 of 8)
-    and loses when k > tp (Qwen3-30B-A3B, 8 of 128)."""
+def test_expert_parallel_keeps_the_all_reduces(name):
+    """EP = tp inside the tensor-parallel group (vLLM --enable-expert-parallel without data
+    parallelism): every device holds every token after the attention all-reduce and one all-reduce
+    sums the experts' partial outputs, so the collectives are those of TP, and so is the mean work
+    per device. At batch 1 (one routed token per device at most: no imbalance) the step is the TP
+    step; a large prefill waits for the device with the most routed tokens."""
     m = catalog.model(name)
-    # full grouped-GEMM efficiency: no kernel-inefficiency time counted as compute work
+    # full grouped-GEMM efficiency: no kernel-inefficiency time counted as memory traffic
     tp, ep = roofline(m, tp=4, moe_efficiency=1.0), roofline(m, tp=4, expert_parallel=True, moe_efficiency=1.0)
     assert ep.expert_parallel
+    for tokens in (1, 64, 8192):
+        assert ep._collectives_s(tokens) == tp._collectives_s(tokens)
     for b in (decode(1, 500), prefill(8192)):
         c_tp, c_ep = tp.cost(b), ep.cost(b)
         assert c_ep.flops[0] == pytest.approx(c_tp.flops[0]) and c_ep.bytes[0] == pytest.approx(c_tp.bytes[0])
-    extra = ep.cost(decode(1, 500)).time_s[0] - tp.cost(decode(1, 500)).time_s[0]
-    assert extra == pytest.approx(m.moe_layers * CAL.perf["link_latency_s"], rel=0.1)
+    assert ep.cost(decode(1, 500)).time_s[0] == pytest.approx(tp.cost(decode(1, 500)).time_s[0], rel=1e-3)
     ratio = ep.cost(prefill(8192)).time_s[0] / tp.cost(prefill(8192)).time_s[0]
-    assert (ratio < 0.99) if m.experts_per_token < 4 else (ratio > 1.05)
+    assert 1.0 <= ratio < 1.1
 
 
 def test_expert_parallel_compute_bound_experts_wait_for_the_busiest_device():
@@ -198,10 +200,8 @@ def test_expert_parallel_compute_bound_experts_wait_for_the_busiest_device():
     imbalance = expected_max_load(routed, 4) / routed - 1.0
     expert_peak = tp.peak * tp.eff.get("moe_efficiency", 1.0)  # grouped-GEMM efficiency, where modelled
     experts_compute = m.moe_layers * 2.0 * tokens * m.experts_per_token * m.expert_params() / 4 / expert_peak
-    comm_saved = tp._collectives_s(tokens) - ep._collectives_s(tokens)
-    a2a = m.moe_layers * 2 * tokens * m.experts_per_token * m.hidden_size * 2 * (3 / 4) / 4 / tp.link_bw
     extra = ep.cost(prefill(tokens)).time_s[0] - tp.cost(prefill(tokens)).time_s[0]
-    assert extra == pytest.approx(experts_compute * imbalance + a2a - comm_saved, rel=0.05)
+    assert extra == pytest.approx(experts_compute * imbalance, rel=0.05)
 
 
 # --------------------------------------------------------------------------- precision

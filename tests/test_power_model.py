@@ -254,11 +254,11 @@ def test_fit_gemm_recovers_known_parameters():
 
 def test_fit_allreduce_recovers_latency_and_efficiency(tmp_path):
     rng = np.random.default_rng(5)
-    link, lat, eff = H100.link_bandwidth, 18e-6, 0.75
+    link, lat, eff = H100.link_bandwidth, 1.5e-6, 0.75  # hop latency: 2(n-1) hops per all-reduce
     rows = ["collective,num_workers,devices_per_node,size,time_stats.all_reduce.median"]
     for n in (2, 4, 8):
         for size in 2.0 ** np.arange(10, 31):
-            t = (lat + 2 * (n - 1) / n * size / (link * eff)) * np.exp(rng.normal(0, 0.03))
+            t = (2 * (n - 1) * lat + 2 * (n - 1) / n * size / (link * eff)) * np.exp(rng.normal(0, 0.03))
             rows.append(f"all_reduce,{n},{n},{size:.0f},{t * 1e3:.9g}")
             # rows the fit must ignore: across nodes, and other collectives
             rows.append(f"all_reduce,{n},{2 * n},{size:.0f},{100 * t * 1e3:.9g}")

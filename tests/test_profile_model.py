@@ -73,7 +73,7 @@ def test_repeated_rows_average_and_network_table_is_used():
     ring = _profile(tp=2)
     msg = 2048 * L7.hidden_size * ACT_BYTES
     assert ring.all_reduce_s(2048) == pytest.approx(
-        2 * L7.num_layers * (ring.eff["link_latency_s"] + msg / ring.link_bw))
+        2 * L7.num_layers * (2 * ring.eff["link_latency_s"] + msg / ring.link_bw))
     assert _profile(tp=1, network_path="h100_all_reduce.csv").all_reduce_s(2048) == 0.0
 
 
