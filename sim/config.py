@@ -668,7 +668,7 @@ class RooflinePerf(Frozen):
     gemm_blend: Optional[Annotated[float, Field(ge=1)]] = None  # roofline ridge sharpness p
     moe_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # grouped expert GEMMs vs dense
     quantized_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # fp8/int4 weight GEMMs vs bf16
-    link_latency_s: Optional[NonNegFloat] = None  # per collective
+    link_latency_s: Optional[NonNegFloat] = None  # per ring hop of an all-reduce (2(n-1) hops over n devices)
 
 
 class FixedPerf(Frozen):
@@ -879,7 +879,7 @@ class Pool(Frozen):
     # Pipeline stages: layers split over ``pp`` groups of ``tp`` devices (replica = tp x pp devices).
     pp: PosInt = 1
     # MoE experts sharded whole over the replica's devices (vLLM --enable-expert-parallel)
-    # instead of tensor-sliced; tokens reach their experts by all-to-all.
+    # instead of tensor-sliced; every device holds every token and one all-reduce sums the experts' outputs (vLLM without data parallelism).
     expert_parallel: bool = False
     weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]] = None
     kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
