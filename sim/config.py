@@ -879,7 +879,8 @@ class Pool(Frozen):
     # Pipeline stages: layers split over ``pp`` groups of ``tp`` devices (replica = tp x pp devices).
     pp: PosInt = 1
     # MoE experts sharded whole over the replica's devices (vLLM --enable-expert-parallel)
-    # instead of tensor-sliced; every device holds every token and one all-reduce sums the experts' outputs (vLLM without data parallelism).
+    # instead of tensor-sliced; every device holds every token and one all-reduce sums the
+    # experts' outputs (vLLM without data parallelism).
     expert_parallel: bool = False
     weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]] = None
     kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"

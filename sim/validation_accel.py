@@ -292,13 +292,19 @@ def section(table: list[dict], wall_s: float | None = None) -> list[str]:
     return lines
 
 
+def replace_marked(text: str, new: list[str], begin: str, end: str) -> str:
+    """``text`` with the section between markers ``begin`` and ``end`` replaced by ``new``
+    (lines that carry the markers themselves), or ``new`` appended if it has none."""
+    body = "\n".join(new)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + body + rest.split(end, 1)[1].lstrip("\n")
+    return text.rstrip("\n") + "\n\n" + body
+
+
 def replace_section(text: str, new: list[str]) -> str:
     """``text`` with its accelerators section replaced by ``new`` (appended if it has none)."""
-    body = "\n".join(new)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        return head + body + rest.split(END, 1)[1].lstrip("\n")
-    return text.rstrip("\n") + "\n\n" + body
+    return replace_marked(text, new, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -339,11 +339,9 @@ def section(results: list[dict], skipped: list[dict], wall_s: float) -> list[str
 
 def replace_section(text: str, new: list[str]) -> str:
     """``text`` with its TensorRT-LLM section replaced by ``new`` (appended if it has none)."""
-    body = "\n".join(new)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        return head + body + rest.split(END, 1)[1].lstrip("\n")
-    return text.rstrip("\n") + "\n\n" + body
+    from sim.validation_accel import replace_marked
+
+    return replace_marked(text, new, BEGIN, END)
 
 
 def report_lines(workers: int = 2) -> tuple[list[str], dict]:
