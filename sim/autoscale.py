@@ -25,6 +25,7 @@ import numpy as np
 
 from sim import config as C
 from sim.errors import ScenarioError
+from sim.validators import step_at
 from sim.workload import RateSchedule
 
 GIB = 2**30
@@ -115,8 +116,7 @@ class Autoscaler:
                 n = live
         elif p == "schedule":
             s = cfg.schedule
-            t = now % s.period_s if s.period_s is not None else now
-            n = s.replicas[int(np.searchsorted(s.times_s, t, side="right")) - 1]
+            n = int(step_at(s.times_s, s.replicas, s.period_s, now))
         else:  # rate: the highest rate from now until a replica booted at the next tick would serve
             end = now + cfg.interval_s + self.lead_s
             inside = self.rate.times[(self.rate.times > now) & (self.rate.times < end)]

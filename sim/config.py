@@ -14,22 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from sim.economics import Economics
 from sim.errors import ScenarioError
-from sim.validators import check_step_function
+from sim.validators import Frozen, NonNegFloat, PosFloat, PosInt, check_step_function, step_at
 from sim.sweepspec import SweepSpec
 
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-PosInt = Annotated[int, Field(ge=1)]
-
-
-class Frozen(BaseModel):
-    """Base of every config object: immutable, strict about unknown keys."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class LowHigh(Frozen):
@@ -910,13 +901,7 @@ class CarbonSchedule(Frozen):
 
     def at(self, t):
         """Intensity (g/kWh) at simulated times ``t`` (numpy array)."""
-        import numpy as np
-
-        t = np.asarray(t, dtype=float)
-        if self.period_s is not None:
-            t = np.mod(t, self.period_s)
-        i = np.searchsorted(np.asarray(self.times_s), t, side="right") - 1
-        return np.asarray(self.g_per_kwh)[np.clip(i, 0, len(self.g_per_kwh) - 1)]
+        return step_at(self.times_s, self.g_per_kwh, self.period_s, t)
 
 
 class Datacenter(Frozen):

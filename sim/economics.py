@@ -46,18 +46,18 @@ from typing import Annotated, Literal, Optional, Union
 import numpy as np
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from sim import catalog
 from sim.errors import ScenarioError
-from sim.validators import check_step_function
+from sim.validators import Frozen, NonNegFloat, PosFloat, check_step_function, step_at
 
 HOURS_PER_YEAR = 8760.0  # 365 days: annual capital charges spread over every hour of the year
 J_PER_KWH = 3.6e6
 KEY = "datacenter.economics"
 
-NonNeg = Annotated[float, Field(ge=0)]
-Pos = Annotated[float, Field(gt=0)]
+NonNeg = NonNegFloat
+Pos = PosFloat
 
 # --------------------------------------------------------------------------- defaults and sources
 # Depreciation life of accelerator servers. Amazon's 10-K for 2024: "changing the useful lives of a
@@ -116,10 +116,6 @@ def purchase_prices() -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- configuration
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 def _keyed(path: str, message: str) -> ValueError:
     """A validation error that names its full key path (sim.config's keyed error, imported late:
     sim.config imports this module)."""
@@ -128,7 +124,7 @@ def _keyed(path: str, message: str) -> ValueError:
     return _KeyedError(path, message)
 
 
-class TariffSchedule(_Frozen):
+class TariffSchedule(Frozen):
     """Electricity price as a step function of simulated time: ``usd_per_kwh[i]`` from ``times_s[i]``
     until the next time, repeated every ``period_s`` if given (86400 for a daily time-of-use
     tariff: e.g. ``times_s: [0, 25200, 75600]``, ``usd_per_kwh: [0.06, 0.11, 0.06]``)."""
@@ -144,11 +140,7 @@ class TariffSchedule(_Frozen):
 
     def at(self, t) -> np.ndarray:
         """Price ($/kWh) at simulated times ``t``."""
-        t = np.asarray(t, dtype=float)
-        if self.period_s is not None:
-            t = np.mod(t, self.period_s)
-        i = np.searchsorted(np.asarray(self.times_s), t, side="right") - 1
-        return np.asarray(self.usd_per_kwh)[np.clip(i, 0, len(self.usd_per_kwh) - 1)]
+        return step_at(self.times_s, self.usd_per_kwh, self.period_s, t)
 
     def integral(self, t) -> np.ndarray:
         """``integral_0^t price(u) du`` ($/kWh x s) at times ``t >= 0``: exact over the steps."""
@@ -168,7 +160,7 @@ class TariffSchedule(_Frozen):
         return k * full + before[i] + price[i] * (x - start[i])
 
 
-class CloudCapex(_Frozen):
+class CloudCapex(Frozen):
     """Rented accelerators: each device costs its hourly price, ``usd_per_device_hour[<accelerator>]``
     or else the card's ``price_usd_per_hour`` (a dated public price list). The rent covers the
     facility. ``energy_billed`` adds metered energy at the tariff on top (the simulator's model
@@ -180,7 +172,7 @@ class CloudCapex(_Frozen):
     energy_billed: bool = True
 
 
-class OwnedCapex(_Frozen):
+class OwnedCapex(Frozen):
     """Owned accelerators: purchase price (``purchase_usd[<accelerator>]``, else hardware/economics.yaml)
     plus node overhead (``node_overhead_usd[<accelerator>]`` per device, else ``node_overhead_share``
     of the price), repaid over ``life_years`` at ``financing_rate``; the facility costs
@@ -206,7 +198,7 @@ Capex = Annotated[Union[CloudCapex, OwnedCapex], Field(discriminator="kind")]
 _PRICE_FIELDS = ("input_usd_per_mtok", "cached_input_usd_per_mtok", "output_usd_per_mtok", "per_request_usd")
 
 
-class TierPrices(_Frozen):
+class TierPrices(Frozen):
     """Prices of one reasoning-effort tier of a class; a field left out keeps the class's price."""
 
     input_usd_per_mtok: Optional[NonNeg] = None
@@ -215,7 +207,7 @@ class TierPrices(_Frozen):
     per_request_usd: Optional[NonNeg] = None
 
 
-class ClassPrices(_Frozen):
+class ClassPrices(Frozen):
     """Price list of one workload class: USD per million prompt tokens computed (``input``), per
     million prompt tokens served from the prefix cache (``cached_input``; None: the input price),
     per million generated tokens (``output``; reasoning tokens included, as reasoning APIs bill
@@ -239,7 +231,7 @@ class ClassPrices(_Frozen):
         return tuple(float(x) for x in base)
 
 
-class Pricing(_Frozen):
+class Pricing(Frozen):
     """Prices per workload class (``classes``, keyed by class name) and the reasoning-effort tiers a
     job falls into: ``effort_tiers`` maps a tier name to the largest thinking budget it covers
     (``null``: any budget, and jobs without one). A job takes the first tier, in increasing budget
@@ -286,7 +278,7 @@ class Pricing(_Frozen):
         return None
 
 
-class Economics(_Frozen):
+class Economics(Frozen):
     """``datacenter.economics``: how devices are paid for (``capex``, default rented at the cards'
     hourly prices), the electricity ``tariff`` over time (default the flat
     ``datacenter.energy_usd_per_kwh``) and the ``pricing`` of the work."""

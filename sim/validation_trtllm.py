@@ -93,19 +93,19 @@ def bench_settings(kv_tokens: int, isl: int, osl: int) -> tuple[int, int]:
     (tensorrt_llm/bench/build/tuning.py, finetune_setting, pp = 1)."""
     raw_bs = min(kv_tokens / (isl + osl), MAX_BATCH)
     raw_tok = min(raw_bs * (1 + isl / osl), MAX_TOKENS)
-    if raw_bs < 256:
-        bs = max(64, 32 * math.ceil(raw_bs / 32))
-    elif raw_bs < 1024:
-        bs = 128 * math.ceil(raw_bs / 128)
-    else:
-        bs = 256 * math.ceil(raw_bs / 256)
-    if raw_tok < 4096:
-        tok = max(2048, 256 * math.ceil(raw_tok / 256))
-    elif raw_tok < 8192:
-        tok = 512 * math.ceil(raw_tok / 512)
-    else:
-        tok = 1024 * math.ceil(raw_tok / 1024)
+    bs = _round_up(raw_bs, 64, ((256, 32), (1024, 128), (math.inf, 256)))
+    tok = _round_up(raw_tok, 2048, ((4096, 256), (8192, 512), (math.inf, 1024)))
     return bs, tok
+
+
+def _round_up(x: float, floor: int, tiers) -> int:
+    """``x`` rounded up to the step of the first tier ``(below, step)`` with ``x < below``,
+    and at least ``floor`` in the first tier (trtllm-bench's tuning rule)."""
+    for i, (below, step) in enumerate(tiers):
+        if x < below:
+            v = step * math.ceil(x / step)
+            return max(floor, v) if i == 0 else v
+    raise ValueError(x)
 
 
 def _raw(row: dict, overrides: dict, max_seqs: int, max_tokens: int, drain_s: float) -> dict:

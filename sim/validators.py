@@ -1,9 +1,23 @@
-"""Checks shared by the scenario schema's step-function schedules (carbon intensity, tariffs,
-replica plans, arrival rates): kept apart from sim.config so sim.economics can use them too."""
+"""Building blocks of the scenario schema shared by sim.config and sim.economics (which
+sim.config imports, so they live apart from both): the frozen base model, number types, and
+the step-function schedules' check and lookup (carbon intensity, tariffs, replica plans)."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Annotated, Optional, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+
+
+class Frozen(BaseModel):
+    """Base of every config object: immutable, strict about unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def check_step_function(times: Sequence[float], values: Sequence, period: Optional[float], values_key: str) -> None:
@@ -15,3 +29,13 @@ def check_step_function(times: Sequence[float], values: Sequence, period: Option
         raise ValueError("'times_s' must start at 0 and increase")
     if period is not None and times[-1] >= period:
         raise ValueError("'times_s' must lie within 'period_s'")
+
+
+def step_at(times: Sequence[float], values: Sequence, period: Optional[float], t) -> np.ndarray:
+    """Values of the step function ``values[i]`` from ``times[i]`` at times ``t`` (repeating
+    every ``period`` if given)."""
+    t = np.asarray(t, dtype=float)
+    if period is not None:
+        t = np.mod(t, period)
+    i = np.searchsorted(np.asarray(times), t, side="right") - 1
+    return np.asarray(values)[np.clip(i, 0, len(values) - 1)]
