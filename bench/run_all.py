@@ -52,14 +52,16 @@ def machine() -> str:
             f"load average {load:.1f} at start")
 
 
-HEAD = (f"{'configuration':<22} {'mode':>13} {'sim s':>6} {'calls':>8} {'wall s':>7} {'calls/s':>8} {'sim s/s':>8} "
-        f"{'events':>9} {'ev/call':>7} {'it/run':>7} {'peak MiB':>8} {'rows/s':>8}")
+HEAD = (f"{'configuration':<22} {'mode':>13} {'sim s':>6} {'calls':>8} {'wall s':>7} {'CPU s':>7} {'calls/s':>8} "
+        f"{'sim s/s':>8} {'events':>9} {'ev/call':>7} {'it/run':>7} {'peak MiB':>8} {'rows/s':>8}")
 
 
 def row(name: str, mode: str, r: dict) -> str:
-    return (f"{name:<22} {mode:>13} {r['sim_s']:>6.0f} {r['calls']:>8} {r['wall_s']:>7.1f} {r['calls'] / r['wall_s']:>8.0f} "
-            f"{r['sim_s'] / r['wall_s']:>8.2f} {r['events']:>9} {r['events'] / max(1, r['calls']):>7.1f} "
-            f"{r['iterations'] / max(1, r['runs']):>7.1f} {r['rss_mib']:>8.0f} {r['rows'] / r['wall_s']:>8.0f}")
+    """One run's figures (CPU seconds too: on a shared machine they vary less than wall time)."""
+    return (f"{name:<22} {mode:>13} {r['sim_s']:>6.0f} {r['calls']:>8} {r['wall_s']:>7.1f} {r['cpu_s']:>7.1f} "
+            f"{r['calls'] / r['wall_s']:>8.0f} {r['sim_s'] / r['wall_s']:>8.2f} {r['events']:>9} "
+            f"{r['events'] / max(1, r['calls']):>7.1f} {r['iterations'] / max(1, r['runs']):>7.1f} {r['rss_mib']:>8.0f} "
+            f"{r['rows'] / r['wall_s']:>8.0f}")
 
 
 def recorder_rate(rows: int = 1_000_000) -> tuple[float, float]:

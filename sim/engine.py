@@ -11,8 +11,8 @@ The engine never ticks per token. Once every running call is decoding and no
 waiting call can be admitted, every later iteration is determined until a call
 finishes or the KV pool runs out, so the replica plans that *run* of ``k``
 iterations at once: it evaluates the vectorized performance model over the
-growing contexts, takes cumulative times and energies, and schedules one SimPy
-timeout at the end. An arrival inside the run re-arms the timeout at the
+growing contexts (or slices the prices its pool kept of them, :class:`DecodePrices`),
+takes cumulative times and energies, and schedules one SimPy timeout at the end. An arrival inside the run re-arms the timeout at the
 iteration boundary where a real engine would admit it. Scheduling decisions
 are pure (computed without touching state) and applied only when iterations
 are committed, so a decision can be dropped when a call arrives exactly at its
@@ -124,7 +124,7 @@ class BatcherParams:
     max_waiting: Optional[int] = None  # admission control
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """What one iteration does: work per call, admissions, preemptions (not yet applied)."""
 
@@ -139,7 +139,7 @@ class Decision:
     decoding: Optional[bool] = None  # every work item is one token of a call past its first (None: not known)
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     """A decided run of iterations with their boundary times and energies."""
 
@@ -236,13 +236,86 @@ def _at_end_of_instant(env) -> Event:
     return ev
 
 
+class DecodePrices:
+    """Durations and energies of decode iterations, kept for reuse by the replicas of a pool.
+
+    A decode iteration of ``n`` calls that read ``ctx`` KV tokens is priced by elementwise
+    functions of ``ctx`` (the contract of the performance and power models that also makes a
+    run priced at once equal its iterations priced one by one). A decode run's contexts
+    ``S + n, S + 2n, ...`` lie on the progression ``ctx = r + n j`` (``r = S mod n``), so its
+    prices are a slice of that progression's prices: each progression is priced once over the
+    contexts runs have reached (widened when a run goes beyond them) and then only sliced,
+    instead of evaluating the models' ~25 array operations for every run. The values are
+    those pricing the run alone gives, bit for bit: same inputs, same elementwise operations.
+    """
+
+    MAX_ITERATIONS = 1 << 21  # prices kept (16 bytes each: 32 MiB) before the cache starts afresh
+    GROW = 4  # widening a progression also adds a quarter of its length in that direction
+
+    def __init__(self, perf, power, tp: int):
+        self.perf, self.power, self.tp = perf, power, tp
+        self._lines: dict = {}  # (n, r) -> (j of the first price, durations, energies)
+        self._kept = 0  # prices kept, over all progressions
+
+    def run(self, n: int, start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Durations and energies (read-only) of ``k`` decode iterations of ``n`` calls whose
+        KV tokens read are ``start, start + n, ...``."""
+        r = start % n
+        j = start // n  # start = r + n j
+        line = self._lines.get((n, r))
+        if line is not None:
+            i = j - line[0]
+            if i >= 0 and i + k <= len(line[1]):
+                return line[1][i: i + k], line[2][i: i + k]
+        lo, time_s, energy = self._widen(n, r, j, k, line)
+        i = j - lo
+        return time_s[i: i + k], energy[i: i + k]
+
+    def _widen(self, n: int, r: int, j: int, k: int, line: Optional[tuple]) -> tuple:
+        """The progression's prices over its old range, ``j .. j + k - 1`` and what lies in
+        between, plus a margin on the side that grew (fewer widenings as contexts drift)."""
+        if line is None:
+            lo, hi = j, j + k + k // self.GROW
+            parts = [self._price(n, r, lo, hi)]
+        else:
+            lo, time_s, energy = line
+            hi = lo + len(time_s)
+            margin = len(time_s) // self.GROW
+            new_lo = max(0, min(j, lo - margin)) if j < lo else lo
+            new_hi = max(j + k, hi + margin) if j + k > hi else hi
+            parts = [(time_s, energy)]
+            if new_lo < lo:
+                parts.insert(0, self._price(n, r, new_lo, lo))
+            if new_hi > hi:
+                parts.append(self._price(n, r, hi, new_hi))
+            lo, hi = new_lo, new_hi
+            self._kept -= len(time_s)
+        if self._kept + (hi - lo) > self.MAX_ITERATIONS:  # bounded memory: start afresh
+            self._lines.clear()
+            self._kept = 0
+        time_s = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        energy = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        time_s.flags.writeable = energy.flags.writeable = False  # plans hold views of them
+        line = self._lines[(n, r)] = (lo, time_s, energy)
+        self._kept += hi - lo
+        return line
+
+    def _price(self, n: int, r: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Durations and energies of the decode iterations reading ``r + n j`` KV tokens, ``lo <= j
+        < hi`` (one query per call: attention pairs = KV tokens read), by the pool's models."""
+        ctx = np.arange(lo, hi, dtype=np.float64) * n + r  # whole numbers: exact
+        cost, power = self.power.under_cap(self.perf.cost(Batch(n, n, n, ctx, ctx)))
+        return cost.time_s, power * cost.time_s * self.tp
+
+
 class Replica:
     """One model instance on ``tp`` devices, driven by SimPy timeouts."""
 
     def __init__(self, env, index: int, pool: str, perf, power, tp: int, kv_blocks: int, block_size: int,
                  batcher: BatcherParams, recorder, max_context: int, max_run: int = 1 << 15,
                  on_end: Optional[Callable[[Call], None]] = None, cuts: tuple[float, ...] = (),
-                 speculative: Optional[SpeculativeCost] = None, prefix_caching: bool = True):
+                 speculative: Optional[SpeculativeCost] = None, prefix_caching: bool = True,
+                 prices: Optional[DecodePrices] = None):
         self.env = env
         self.index = index  # global replica number (trace column)
         self.index_in_pool = index
@@ -260,6 +333,7 @@ class Replica:
         self.on_end = on_end
         self.cuts = cuts
         self.spec = speculative
+        self.prices = prices  # decode-run prices shared with the pool's other replicas (made if None)
         self.spec_width = speculative.query_tokens if speculative is not None else 1  # tokens a decode verifies
         self.spec_step = 0  # decode iterations committed (S): speculative gains follow it
         self.waiting: deque[Call] = deque()
@@ -913,10 +987,8 @@ class Replica:
         if spec is None:
             k = min(min([c.output_tokens - c.generated for c in running]), self.max_run)
             k, need = self._decode_fit(comps, computed, k)
-            ctx = float(sum(comps)) + n * np.arange(1.0, k + 1.0)  # KV tokens read = pairs, one query each
-            plan = self._priced(d, True, self.perf.cost(Batch(n, n, n, ctx, ctx)), waiting_empty, 0, n, n)
-            plan.computed = computed
-            plan.kv_need = need
+            time_s, energy = self._decode_prices().run(n, sum(comps) + n, k)  # KV tokens read: S + n i
+            plan = Plan(d, True, self._bounds(time_s), energy, waiting_empty, 0, n, n, computed=computed, kv_need=need)
             return plan
         remaining_out = np.fromiter([c.output_tokens - c.generated for c in running], dtype=np.int64, count=n)
         shortest = int(remaining_out.min())
@@ -934,6 +1006,21 @@ class Replica:
         plan.computed, plan.gains, plan.remaining, plan.gained = computed, gains[: k + 1], remaining_out, gained
         plan.kv_need = self._run_need(computed, k, gains, remaining_out)
         return plan
+
+    def _decode_prices(self) -> DecodePrices:
+        """The decode prices it was given (its pool's), or prices of its own if it was given none
+        or its models are no longer theirs."""
+        prices = self.prices
+        if prices is None or prices.perf is not self.perf or prices.power is not self.power or prices.tp != self.tp:
+            prices = self.prices = DecodePrices(self.perf, self.power, self.tp)
+        return prices
+
+    def _bounds(self, time_s: np.ndarray) -> np.ndarray:
+        """Iteration boundaries: the clock, then running sums of ``time_s`` from it."""
+        bounds = np.empty(len(time_s) + 1)
+        bounds[0] = self.clock
+        bounds[1:] = time_s
+        return _cumsum(bounds, out=bounds)  # (in place)
 
     def _decode_fit(self, comps: list, computed: np.ndarray, k: int) -> tuple[int, int]:
         """:meth:`_iterations_that_fit` without speculation (every call grows one token per
@@ -1005,10 +1092,7 @@ class Replica:
             bounds = np.array((self.clock, self.clock + t))
         else:
             energy = power * cost.time_s * self.tp
-            bounds = np.empty(len(cost.time_s) + 1)
-            bounds[0] = self.clock
-            bounds[1:] = cost.time_s
-            _cumsum(bounds, out=bounds)  # (running sums from the clock, in place)
+            bounds = self._bounds(cost.time_s)
         return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled, kv_need=d.kv_need)
 
     # ------------------------------------------------------------------ commit
@@ -1021,7 +1105,7 @@ class Replica:
         waiting_before = len(self.waiting)
         d = plan.decision
         seqs = len(d.work) + len(d.admit)
-        energy_m = float(_sum(plan.energy_j[:m]))
+        energy_m = float(_sum(plan.energy_j[:m])) if m > 1 else float(plan.energy_j[0])  # (the same value)
         cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
         if plan.steady:
             self._commit_decode(m if plan.gains is None else int(plan.gains[m]), end, cost)
@@ -1034,21 +1118,25 @@ class Replica:
         self.runs += 1
         if plan.decode_tokens:
             self.spec_step += m
-        for a, b in self._segments(plan.bounds, m):
-            energy = energy_m if a == 0 and b == m else float(_sum(plan.energy_j[a:b]))
-            t_a, t_b = float(plan.bounds[a]), float(plan.bounds[b])
+        first = float(plan.bounds[0])
+        for a, b in self._segments(plan.bounds, m, first, end):
+            if a == 0 and b == m:  # (the usual single row)
+                energy, t_a, t_b = energy_m, first, end
+            else:
+                energy = float(_sum(plan.energy_j[a:b]))
+                t_a, t_b = float(plan.bounds[a]), float(plan.bounds[b])
             self._account(t_a, t_b, energy, busy=True)
             n = b - a
             out = plan.sampled * n if plan.gained is None else int(plan.gained[a:b].sum())
             self.recorder.step(self.pool, self.index, kind, t_a, t_b, n, seqs, plan.prefill_tokens * n,
                                plan.decode_tokens * n, out, waiting_before, used_before, energy)
 
-    def _segments(self, bounds: np.ndarray, m: int) -> list[tuple[int, int]]:
-        """Split iterations [0, m) into step rows so that the iteration containing a report
-        cut (warm-up end, arrivals end) is a row of its own: window metrics then prorate
-        exactly one iteration, as they would in the per-iteration mode."""
+    def _segments(self, bounds: np.ndarray, m: int, first: float, last: float) -> list[tuple[int, int]]:
+        """Split iterations [0, m) (from ``first`` = bounds[0] to ``last`` = bounds[m]) into step
+        rows so that the iteration containing a report cut (warm-up end, arrivals end) is a row
+        of its own: window metrics then prorate exactly one iteration, as they would in the
+        per-iteration mode."""
         edges = [0]
-        first, last = float(bounds[0]), float(bounds[m])
         for cut in self.cuts:
             if first < cut < last:
                 e = int(np.searchsorted(bounds[1: m + 1], cut, side="left"))  # iteration containing cut

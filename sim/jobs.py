@@ -18,9 +18,11 @@ numbers: policy comparisons are paired).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 import numpy as np
+from numpy.random.bit_generator import ISeedSequence
 
 from sim import config as C
 from sim import quality as Q
@@ -158,20 +160,132 @@ class Samples:
         return self.thinking + self.answer
 
 
+# numpy's SeedSequence (numpy/random/bit_generator.pyx) in Python integers, for the jobs'
+# sub-streams: a job's streams differ only in the last word of their spawn key (the purpose),
+# and the jobs of one class only in the word before it (the job's index), so the mixing of
+# the words they share is done once (numpy redoes all of it for every stream; that mixing
+# and its array handling were most of the ~25 us a Generator cost). The hash constants
+# depend only on how many words were mixed before, so they are computed once too.
+_MASK32 = 0xFFFFFFFF
+_POOL = 4
+_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
+
+
+def _words(n: int) -> list[int]:
+    """A non-negative integer as uint32 words, least significant first (0 is one word)."""
+    if n < 0:
+        raise ValueError("seed words must be non-negative")
+    out = [n & _MASK32]
+    n >>= 32
+    while n:
+        out.append(n & _MASK32)
+        n >>= 32
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _chain(h: int, mult: int, n: int) -> tuple[int, ...]:
+    """``h`` and the ``n`` hash constants after it (each the last times ``mult``, in 32 bits)."""
+    out = [h]
+    for _ in range(n):
+        out.append((out[-1] * mult) & _MASK32)
+    return tuple(out)
+
+
+def _hashmix(value: int, h: int, h_next: int) -> int:
+    """SeedSequence's hashmix of ``value`` under hash constant ``h`` (``h_next`` follows it)."""
+    value = ((value ^ h) * h_next) & _MASK32
+    return value ^ (value >> 16)
+
+
+def _mix(x: int, y: int) -> int:
+    """SeedSequence's mix of pool word ``x`` with a hashed word ``y``."""
+    r = (_MIX_L * x - _MIX_R * y) & _MASK32
+    return r ^ (r >> 16)
+
+
+_STATE_H = _chain(_INIT_B, _MULT_B, 8)  # generate_state's hash constants for 8 words
+
+
+class _SeedMixer:
+    """The entropy pool of ``SeedSequence(entropy=[seed, run], spawn_key=key)`` once the words
+    of ``key`` given so far are mixed in; :meth:`extend` mixes in more words and :meth:`seed`
+    gives ``generate_state(4, np.uint64)``, bit for bit (tests/test_engine_speed_streams.py
+    checks both against numpy)."""
+
+    __slots__ = ("pool", "h")
+
+    def __init__(self, pool: tuple, h: int):
+        self.pool, self.h = pool, h  # the four pool words and the next hash constant
+
+    @classmethod
+    def of(cls, seed: int, run: int, key: tuple[int, ...] = ()) -> "_SeedMixer":
+        run_words = _words(int(seed)) + _words(int(run))
+        run_words += [0] * (_POOL - len(run_words))  # padded to the pool size when a spawn key follows
+        hs = _chain(_INIT_A, _MULT_A, _POOL)
+        pool = [_hashmix(w, hs[i], hs[i + 1]) for i, w in enumerate(run_words[:_POOL])]
+        h = hs[-1]
+        for src in range(_POOL):  # mix all bits together so late bits can affect earlier bits
+            for dst in range(_POOL):
+                if src != dst:
+                    h_next = (h * _MULT_A) & _MASK32
+                    pool[dst] = _mix(pool[dst], _hashmix(pool[src], h, h_next))
+                    h = h_next
+        return cls(tuple(pool), h).extend(*run_words[_POOL:], *key)
+
+    def extend(self, *key: int) -> "_SeedMixer":
+        """The pool once the words of ``key`` (integers, each one or more uint32 words) are
+        mixed, one after the other, into every pool word."""
+        pool, h = self.pool, self.h
+        for k in key:
+            for w in _words(int(k)):
+                hs = _chain(h, _MULT_A, _POOL)
+                pool = tuple([_mix(p, _hashmix(w, hs[i], hs[i + 1])) for i, p in enumerate(pool)])
+                h = hs[-1]
+        return _SeedMixer(pool, h)
+
+    def seed(self) -> np.ndarray:
+        """What the sequence's ``generate_state(4, np.uint64)`` returns (PCG64's seed)."""
+        pool, hs = self.pool, _STATE_H
+        w = [_hashmix(pool[i & 3], hs[i], hs[i + 1]) for i in range(8)]
+        return np.array((w[0] | w[1] << 32, w[2] | w[3] << 32, w[4] | w[5] << 32, w[6] | w[7] << 32), dtype=np.uint64)
+
+
+class _MixedSeed(ISeedSequence):
+    """A seed sequence whose state is already computed (all PCG64 asks of one)."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: np.ndarray):
+        self._state = state
+
+    def generate_state(self, n_words, dtype=np.uint32):
+        if n_words != 4 or np.dtype(dtype) != np.uint64:
+            raise ValueError("only PCG64's seeding is precomputed")
+        return self._state
+
+
 class _Streams:
-    """A job's sub-streams by purpose, each made on first use (making a Generator costs tens of
-    microseconds, and most strategies use a few of the purposes)."""
+    """A job's sub-streams by purpose, each made on first use (most strategies use a few of the
+    purposes): the generators ``rng.stream(seed, run, name, index, purpose)`` makes, from the
+    job class's mixed seed words (``mixer``: ``seed``, ``run`` and the name's key) and the
+    job's ``index``."""
 
-    __slots__ = ("key", "made")
+    __slots__ = ("mixer", "index", "made")
 
-    def __init__(self, seed: int, run: int, name: str, index: int):
-        self.key = (seed, run, name, index)
+    def __init__(self, mixer: _SeedMixer, index: int):
+        self.mixer = mixer  # the class's seed words, then (from the first stream on) the job's
+        self.index = index  # the job's index, until mixed in
         self.made: list = [None] * 7
 
     def __getitem__(self, purpose: int) -> np.random.Generator:
         g = self.made[purpose]
         if g is None:
-            g = self.made[purpose] = R.stream(*self.key, purpose)
+            if self.index is not None:
+                self.mixer, self.index = self.mixer.extend(self.index), None
+            seed = _MixedSeed(self.mixer.extend(purpose).seed())
+            g = self.made[purpose] = np.random.Generator(np.random.PCG64(seed))
         return g
 
 
@@ -205,7 +319,7 @@ class JobClass:
         self.world, self.env, self.cls = world, world.env, cls
         self.spec = cls.job
         self.key = f"workload.classes.{cls.name}.job"
-        self._seed = (sc.seed, sc.run, f"jobs/{cls.name}")
+        self._mixer = _SeedMixer.of(sc.seed, sc.run, (R._name_key(f"jobs/{cls.name}"),))  # the jobs' streams
         levels = self.spec.levels or default_levels()
         self.levels = [LevelModel(lv, sc.base_dir, f"{self.key}.levels.{lv.name}",
                                   R.stream(sc.seed, sc.run, f"quality/{cls.name}/{lv.name}")) for lv in levels]
@@ -229,8 +343,7 @@ class JobClass:
         """Create job at ``t`` (== now) and start its process."""
         index = self.jobs_started
         self.jobs_started += 1
-        seed, run, name = self._seed
-        job = Job(self.world.new_job_id(), index, t, prompt, on_done, _Streams(seed, run, name, index))
+        job = Job(self.world.new_job_id(), index, t, prompt, on_done, _Streams(self._mixer, index))
         self.world.jobs_open += 1
         self.world.open_jobs[job.job_id] = (self, job)
         self.env.process(self._run(job))

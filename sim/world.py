@@ -17,7 +17,7 @@ import simpy
 
 from sim import catalog, rng
 from sim.config import FixedPerf, PrefillFirstBatcher, Scenario
-from sim.engine import BatcherParams, Call, Replica
+from sim.engine import BatcherParams, Call, DecodePrices, Replica
 from sim.errors import ScenarioError
 from sim.jobs import JobClass, strategy_width
 from sim.kvcache import Prefix
@@ -222,6 +222,17 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
                     blocks * per_block / GIB, perf, power, _host_w(scenario, acc), specu)
 
 
+def _share_prices(replicas: list) -> None:
+    """The stragglers of a pool are slowed alike (the same factor on the same model): give them
+    one slowed model and one decode-price cache, instead of one each (a replica whose model is
+    not its cache's would price with a cache of its own)."""
+    if replicas:
+        first = replicas[0]
+        prices = DecodePrices(first.perf, first.power, first.tp)
+        for r in replicas:
+            r.perf, r.prices = first.perf, prices
+
+
 class World:
     """Pools, routers and workload processes of one scenario in one SimPy environment."""
 
@@ -241,6 +252,7 @@ class World:
         self._serving: dict = {}  # pool -> replicas its router picks from (in pool order)
         for spec, pool in zip(self.specs, dc.pools):
             reps = []
+            prices = DecodePrices(spec.perf, spec.power, spec.devices_per_replica)  # shared by the pool's replicas
             for j in range(spec.replicas):
                 if pool.kind == "diffusion":
                     r = self._diffusion_replica(spec, pool)
@@ -257,7 +269,7 @@ class World:
                                   max_waiting=getattr(pool.batcher, "max_waiting", None)),
                     recorder, spec.model.max_context_tokens, max_run, on_end=self._call_ended,
                     cuts=(scenario.warmup_s, scenario.duration_s), speculative=spec.speculative,
-                    prefix_caching=pool.engine.prefix_caching,
+                    prefix_caching=pool.engine.prefix_caching, prices=prices,
                 )
                 r.index_in_pool = j
                 reps.append(r)
@@ -276,8 +288,8 @@ class World:
                 for d, host in zip(self._pool_replicas[pool.name], self._pool_replicas[pool.share_with]):
                     d.host = host
             if pool.stragglers is not None:
-                stragglers(self._pool_replicas[pool.name], pool.stragglers,
-                           rng.stream(scenario.seed, scenario.run, f"stragglers/{pool.name}"))
+                _share_prices(stragglers(self._pool_replicas[pool.name], pool.stragglers,
+                                         rng.stream(scenario.seed, scenario.run, f"stragglers/{pool.name}")))
         self.links = {p.name: resolve_link(p, self.specs[i], self.spec_by_name[p.decode_pool], source)
                       for i, p in enumerate(dc.pools) if p.decode_pool is not None}
         self._in_transfer: dict = {}  # call_id -> call whose KV is on its way to a decode replica
