@@ -170,6 +170,15 @@ class ClosedArrivals(Frozen):
     think_s: NonNegFloat = 0.0
 
 
+class BurstArrivals(Frozen):
+    """``count`` calls all arriving at ``start_s``: an offline batch, or a benchmark that sends
+    every request at once (``vllm bench serve --request-rate inf``; the ML.ENERGY benchmark,
+    whose server then holds ``max_num_seqs`` of them and queues the rest)."""
+
+    kind: Literal["burst"]
+    count: PosInt
+
+
 class ScheduleArrivals(Frozen):
     """Poisson arrivals whose rate follows a step function of time (a non-homogeneous Poisson
     process): ``rates_per_s[i]`` from ``times_s[i]`` until the next time, inline or read from a
@@ -201,7 +210,8 @@ class ScheduleArrivals(Frozen):
 
 
 Arrivals = Annotated[
-    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals, ClosedArrivals, ScheduleArrivals],
+    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals, ClosedArrivals, BurstArrivals,
+          ScheduleArrivals],
     Field(discriminator="kind"),
 ]
 

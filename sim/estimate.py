@@ -94,34 +94,20 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
     unknown names, impossible configurations and calls that cannot fit.
     """
     hardware, model = hardware.strip().lower(), model.strip().lower()
-    catalog.accelerator(hardware, SOURCE, "--hardware")
-    card = catalog.model(model, SOURCE, "--model")
-    if not isinstance(output_dist, dict) and output_dist not in ("fixed", "exponential"):
-        raise ScenarioError(SOURCE, "--output-dist", f"unknown distribution {output_dist!r} (fixed, exponential)")
     max_num_seqs = max_num_seqs if max_num_seqs is not None else max(256, concurrency)
-    pool = {"name": POOL, "accelerator": hardware, "model": model, "tp": tp, "kv_dtype": kv_dtype,
-            "batcher": {"kind": "continuous", "max_num_batched_tokens": max_num_batched_tokens,
-                        "max_num_seqs": max_num_seqs}}
-    optional = {"pp": pp if pp != 1 else None, "weight_dtype": weight_dtype, "power_cap_w": power_cap_w,
-                "expert_parallel": True if expert_parallel else None, "performance": performance,
-                "speculative": speculative, "power": power}
-    pool.update({k: v for k, v in optional.items() if v is not None})
+    pool, card = _pool(hardware, model, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                       max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                       power_cap_w=power_cap_w, expert_parallel=expert_parallel, performance=performance,
+                       speculative=speculative, power=power)
+    _check_output_dist(output_dist)
     cls = {"name": CLASS, "pool": POOL, "arrival": {"kind": "closed", "concurrency": concurrency},
            "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
            "output_tokens": {"kind": "fixed", "value": output_tokens}}
     raw = {"name": "estimate", "seed": seed, "duration_s": 1.0, "datacenter": {"pools": [pool]},
            "workload": {"classes": [cls]}}
     spec = _resolve(raw)
-    room = min(card.max_context_tokens, spec.kv_blocks * spec.block_size) - prompt_tokens
-    if room < output_tokens:
-        raise ScenarioError(SOURCE, "--prompt-tokens", f"a call of {prompt_tokens} + {output_tokens} tokens does not fit "
-                            f"{model} (context {card.max_context_tokens} tokens, KV pool {spec.kv_blocks * spec.block_size} "
-                            f"tokens on {hardware})")
-    if output_dist == "exponential":
-        cls["output_tokens"] = {"kind": "exponential", "mean": output_tokens, "max": room}
-    elif isinstance(output_dist, dict):
-        capped = output_dist.get("kind") in ("lognormal", "exponential", "empirical") and "max" not in output_dist
-        cls["output_tokens"] = {**output_dist, "max": room} if capped else output_dist
+    cls["output_tokens"] = _output_spec(output_dist, output_tokens, _room(spec, card, model, hardware, prompt_tokens,
+                                                                  output_tokens))
 
     service, cycle = _cycle_s(spec, concurrency, prompt_tokens, output_tokens, max_num_batched_tokens, max_num_seqs)
     if warmup_s is None:
@@ -153,6 +139,50 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
         "power": power, "seed": seed, "warmup_s": warmup_s, "duration_s": duration_s,
     }
     return {**inputs, **_metrics(calls, steps, world, warmup_s, duration_s), "sim_end_s": float(t_end)}
+
+
+def _pool(hardware: str, model: str, *, tp: int, pp: int, weight_dtype, kv_dtype: str, max_num_seqs: int,
+          max_num_batched_tokens: int, power_cap_w, expert_parallel: bool, performance, speculative, power,
+          gpu_memory_utilization: float | None = None) -> tuple[dict, catalog.ModelCard]:
+    """The one pool of an estimate (a scenario's pool dict) and the model card; unknown
+    names fail keyed by their option."""
+    catalog.accelerator(hardware, SOURCE, "--hardware")
+    card = catalog.model(model, SOURCE, "--model")
+    pool = {"name": POOL, "accelerator": hardware, "model": model, "tp": tp, "kv_dtype": kv_dtype,
+            "batcher": {"kind": "continuous", "max_num_batched_tokens": max_num_batched_tokens,
+                        "max_num_seqs": max_num_seqs}}
+    optional = {"pp": pp if pp != 1 else None, "weight_dtype": weight_dtype, "power_cap_w": power_cap_w,
+                "expert_parallel": True if expert_parallel else None, "performance": performance,
+                "speculative": speculative, "power": power,
+                "engine": {"gpu_memory_utilization": gpu_memory_utilization} if gpu_memory_utilization else None}
+    pool.update({k: v for k, v in optional.items() if v is not None})
+    return pool, card
+
+
+def _check_output_dist(output_dist) -> None:
+    if not isinstance(output_dist, dict) and output_dist not in ("fixed", "exponential"):
+        raise ScenarioError(SOURCE, "--output-dist", f"unknown distribution {output_dist!r} (fixed, exponential)")
+
+
+def _room(spec, card, model: str, hardware: str, prompt_tokens: int, output_tokens: int) -> int:
+    """Output tokens a call can hold after its prompt (context and KV pool); a fixed
+    ``output_tokens`` beyond it is refused."""
+    room = min(card.max_context_tokens, spec.kv_blocks * spec.block_size) - prompt_tokens
+    if room < output_tokens:
+        raise ScenarioError(SOURCE, "--prompt-tokens", f"a call of {prompt_tokens} + {output_tokens} tokens does not fit "
+                            f"{model} (context {card.max_context_tokens} tokens, KV pool {spec.kv_blocks * spec.block_size} "
+                            f"tokens on {hardware})")
+    return room
+
+
+def _output_spec(output_dist, output_tokens: int, room: int) -> dict:
+    """The class's output length distribution; random lengths are capped at ``room``."""
+    if output_dist == "exponential":
+        return {"kind": "exponential", "mean": output_tokens, "max": room}
+    if isinstance(output_dist, dict):
+        capped = output_dist.get("kind") in ("lognormal", "exponential", "empirical") and "max" not in output_dist
+        return {**output_dist, "max": room} if capped else output_dist
+    return {"kind": "fixed", "value": output_tokens}
 
 
 def _metrics(calls: pa.Table, steps: pa.Table, world, t0: float, t1: float) -> dict:
