@@ -54,8 +54,9 @@ def steady_window(first_token_s: np.ndarray, finish_s: np.ndarray, requests: int
 def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_tokens: int, output_tokens: int, *,
           output_dist="fixed", tp: int = 1, pp: int = 1, weight_dtype: str | None = None, kv_dtype: str = "bf16",
           max_num_batched_tokens: int = 8192, gpu_memory_utilization: float | None = None,
-          power_cap_w: float | None = None, expert_parallel: bool = False, performance: dict | None = None,
-          speculative: dict | None = None, power: dict | None = None, seed: int = 0) -> dict:
+          power_cap_w: float | None = None, expert_parallel: bool = False, attention_dp: bool = False,
+          performance: dict | None = None, speculative: dict | None = None, power: dict | None = None,
+          seed: int = 0) -> dict:
     """Steady-state figures of one replica serving ``requests`` calls sent at once.
 
     Options are those of :func:`sim.estimate.estimate`, plus ``requests`` (calls in the
@@ -69,8 +70,9 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
     hardware, model = hardware.strip().lower(), model.strip().lower()
     pool, card = _pool(hardware, model, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                       power_cap_w=power_cap_w, expert_parallel=expert_parallel, performance=performance,
-                       speculative=speculative, power=power, gpu_memory_utilization=gpu_memory_utilization)
+                       power_cap_w=power_cap_w, expert_parallel=expert_parallel, attention_dp=attention_dp,
+                       performance=performance, speculative=speculative, power=power,
+                       gpu_memory_utilization=gpu_memory_utilization)
     _check_output_dist(output_dist)
     cls = {"name": CLASS, "pool": POOL, "arrival": {"kind": "burst", "count": requests},
            "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},

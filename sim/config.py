@@ -883,6 +883,10 @@ class Pool(Frozen):
     # instead of tensor-sliced; every device holds every token and one all-reduce sums the
     # experts' outputs (vLLM without data parallelism).
     expert_parallel: bool = False
+    # With expert_parallel: attention, dense and shared-expert layers run data-parallel, each
+    # device serving its own sequences with those weights whole (TensorRT-LLM
+    # enable_attention_dp, SGLang --enable-dp-attention); tokens meet only for the experts.
+    attention_dp: bool = False
     weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]] = None
     kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     engine: EngineParams = EngineParams()

@@ -40,7 +40,7 @@ TAIL_CYCLES = 1.25
 OPTIONS = {
     "accelerator": "--hardware", "model": "--model", "tp": "--tp", "pp": "--pp", "weight_dtype": "--weight-dtype",
     "kv_dtype": "--kv-dtype", "max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-num-batched-tokens",
-    "power_cap_w": "--power-cap-w", "expert_parallel": "--expert-parallel", "concurrency": "--concurrency",
+    "power_cap_w": "--power-cap-w", "expert_parallel": "--expert-parallel", "attention_dp": "--attention-dp", "concurrency": "--concurrency",
     "prompt_tokens": "--prompt-tokens", "output_tokens": "--output-tokens", "duration_s": "--duration-s",
     "warmup_s": "--warmup-s", "performance": None, "speculative": None, "power": None,
 }
@@ -78,8 +78,8 @@ class MemoryRecorder(Recorder):
 def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, output_tokens: int, *, tp: int = 1,
              pp: int = 1, weight_dtype: str | None = None, kv_dtype: str = "bf16", output_dist: str = "fixed",
              max_num_seqs: int | None = None, max_num_batched_tokens: int = 8192, power_cap_w: float | None = None,
-             expert_parallel: bool = False, performance: dict | None = None, speculative: dict | None = None,
-             power: dict | None = None, duration_s: float | None = None, warmup_s: float | None = None, seed: int = 0) -> dict:
+             expert_parallel: bool = False, attention_dp: bool = False, performance: dict | None = None,
+             speculative: dict | None = None, power: dict | None = None, duration_s: float | None = None, warmup_s: float | None = None, seed: int = 0) -> dict:
     """Steady-state throughput, latency and power of one replica under ``concurrency`` clients.
 
     ``output_dist`` is ``fixed``, ``exponential`` (geometric with mean ``output_tokens``)
@@ -97,8 +97,8 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
     max_num_seqs = max_num_seqs if max_num_seqs is not None else max(256, concurrency)
     pool, card = _pool(hardware, model, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                       power_cap_w=power_cap_w, expert_parallel=expert_parallel, performance=performance,
-                       speculative=speculative, power=power)
+                       power_cap_w=power_cap_w, expert_parallel=expert_parallel, attention_dp=attention_dp,
+                       performance=performance, speculative=speculative, power=power)
     _check_output_dist(output_dist)
     cls = {"name": CLASS, "pool": POOL, "arrival": {"kind": "closed", "concurrency": concurrency},
            "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
@@ -135,7 +135,7 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
         "prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "output_dist": output_dist,
         "weight_dtype": weight_dtype or card.weight_dtype, "kv_dtype": kv_dtype, "max_num_seqs": max_num_seqs,
         "max_num_batched_tokens": max_num_batched_tokens, "power_cap_w": power_cap_w,
-        "expert_parallel": expert_parallel, "performance": performance, "speculative": speculative,
+        "expert_parallel": expert_parallel, "attention_dp": attention_dp, "performance": performance, "speculative": speculative,
         "power": power, "seed": seed, "warmup_s": warmup_s, "duration_s": duration_s,
     }
     return {**inputs, **_metrics(calls, steps, world, warmup_s, duration_s), "sim_end_s": float(t_end)}
@@ -143,7 +143,7 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
 
 def _pool(hardware: str, model: str, *, tp: int, pp: int, weight_dtype, kv_dtype: str, max_num_seqs: int,
           max_num_batched_tokens: int, power_cap_w, expert_parallel: bool, performance, speculative, power,
-          gpu_memory_utilization: float | None = None) -> tuple[dict, catalog.ModelCard]:
+          attention_dp: bool = False, gpu_memory_utilization: float | None = None) -> tuple[dict, catalog.ModelCard]:
     """The one pool of an estimate (a scenario's pool dict) and the model card; unknown
     names fail keyed by their option."""
     catalog.accelerator(hardware, SOURCE, "--hardware")
@@ -152,7 +152,8 @@ def _pool(hardware: str, model: str, *, tp: int, pp: int, weight_dtype, kv_dtype
             "batcher": {"kind": "continuous", "max_num_batched_tokens": max_num_batched_tokens,
                         "max_num_seqs": max_num_seqs}}
     optional = {"pp": pp if pp != 1 else None, "weight_dtype": weight_dtype, "power_cap_w": power_cap_w,
-                "expert_parallel": True if expert_parallel else None, "performance": performance,
+                "expert_parallel": True if expert_parallel else None, "attention_dp": True if attention_dp else None,
+                "performance": performance,
                 "speculative": speculative, "power": power,
                 "engine": {"gpu_memory_utilization": gpu_memory_utilization} if gpu_memory_utilization else None}
     pool.update({k: v for k, v in optional.items() if v is not None})
@@ -327,6 +328,8 @@ def add_estimate_arguments(p) -> None:
     p.add_argument("--max-num-batched-tokens", type=int, default=8192, help="token budget per iteration (default 8192)")
     p.add_argument("--power-cap-w", type=float, default=None, help="board power limit per device")
     p.add_argument("--expert-parallel", action="store_true", help="shard MoE experts whole over the devices")
+    p.add_argument("--attention-dp", action="store_true",
+                   help="with --expert-parallel: data-parallel attention, each device serving its own sequences")
     p.add_argument("--duration-s", type=float, default=None, help="end of the measured window, simulated s (default: ~10 calls per client)")
     p.add_argument("--warmup-s", type=float, default=None, help="start of the measured window (default: one call's service time)")
     p.add_argument("--seed", type=int, default=0)
@@ -338,7 +341,7 @@ def cmd_estimate(args) -> int:
     import time
 
     names = ("tp", "pp", "weight_dtype", "kv_dtype", "output_dist", "max_num_seqs", "max_num_batched_tokens",
-             "power_cap_w", "expert_parallel", "duration_s", "warmup_s", "seed")
+             "power_cap_w", "expert_parallel", "attention_dp", "duration_s", "warmup_s", "seed")
     t0 = time.perf_counter()
     r = estimate(args.hardware, args.model, args.concurrency, args.prompt_tokens, args.output_tokens,
                  **{n: getattr(args, n) for n in names})

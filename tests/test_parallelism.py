@@ -241,3 +241,48 @@ def test_fp8_kv_halves_kv_bytes_and_doubles_blocks():
     b = decode(64, 8000)
     kv_read = roofline().cost(b).bytes[0] - roofline(kv_dtype="fp8").cost(b).bytes[0]
     assert kv_read == pytest.approx(64 * 8000 * roofline().kv_bytes_per_token_device() / 2, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- data-parallel attention
+QWEN235 = catalog.model("qwen3-235b-a22b")
+
+
+def test_attention_dp_keeps_whole_kv_heads_and_replicates_attention_weights():
+    """Qwen3-235B has 4 KV heads: tensor-parallel attention over 8 GPUs keeps 2 copies of each,
+    data-parallel attention one (each request's cache on its own GPU)."""
+    tp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True)
+    dp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True, attention_dp=True)
+    assert tp.kv_bytes_per_token_device() == pytest.approx(2 * dp.kv_bytes_per_token_device())
+    routed = QWEN235.num_experts * QWEN235.expert_params() * QWEN235.moe_layers
+    extra = (QWEN235.total_params() - routed) * (1 - 1 / 8)  # non-expert weights now whole on every GPU
+    assert dp.weight_bytes_device() - tp.weight_bytes_device() == pytest.approx(extra * 1.0)
+    a = spec(accelerator="h100-sxm", model="qwen3-235b-a22b", tp=8, weight_dtype="fp8", expert_parallel=True)
+    b = spec(accelerator="h100-sxm", model="qwen3-235b-a22b", tp=8, weight_dtype="fp8", expert_parallel=True,
+             attention_dp=True)
+    # the extra weights cost some memory, the unreplicated heads more than pay it back
+    assert 1.5 * a.kv_blocks < b.kv_blocks < 2 * a.kv_blocks
+
+
+def test_attention_dp_halves_replicated_kv_reads_and_the_all_reduces():
+    tp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True)
+    dp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True, attention_dp=True)
+    assert dp._collectives_s(512) == pytest.approx(tp._collectives_s(512) / 2)
+    # long contexts at a large batch: attention reads dominate, and DP reads each cache once
+    long = decode(1024, 8000)
+    assert dp.cost(long).time_s[0] < 0.8 * tp.cost(long).time_s[0]
+    # one sequence: the GPU serving it reads the whole attention weights, not an eighth of them
+    assert dp.cost(decode(1, 100)).bytes[0] > tp.cost(decode(1, 100)).bytes[0]
+
+
+def test_attention_dp_splits_the_per_sequence_host_work():
+    kw = dict(tp=8, weight_dtype="fp8", expert_parallel=True, iteration_overhead_s=0.0, per_seq_overhead_s=1e-4)
+    base = roofline(QWEN235, **{**kw, "per_seq_overhead_s": 0.0}, attention_dp=True).cost(decode(800, 1000)).time_s[0]
+    dp = roofline(QWEN235, **kw, attention_dp=True).cost(decode(800, 1000)).time_s[0]
+    assert dp - base == pytest.approx(800 * 1e-4 / 8)
+
+
+def test_attention_dp_needs_expert_parallel_and_a_moe_model():
+    with pytest.raises(ScenarioError, match="attention_dp"):
+        spec(model="qwen3-235b-a22b", tp=8, weight_dtype="fp8", attention_dp=True)
+    with pytest.raises(ScenarioError, match="attention_dp"):
+        spec(tp=2, expert_parallel=True, attention_dp=True)
