@@ -40,9 +40,11 @@ TAIL_CYCLES = 1.25
 OPTIONS = {
     "accelerator": "--hardware", "model": "--model", "tp": "--tp", "pp": "--pp", "weight_dtype": "--weight-dtype",
     "kv_dtype": "--kv-dtype", "max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-num-batched-tokens",
-    "power_cap_w": "--power-cap-w", "expert_parallel": "--expert-parallel", "attention_dp": "--attention-dp", "concurrency": "--concurrency",
+    "power_cap_w": "--power-cap-w", "expert_parallel": "--expert-parallel", "attention_dp": "--attention-dp",
+    "concurrency": "--concurrency",
     "prompt_tokens": "--prompt-tokens", "output_tokens": "--output-tokens", "duration_s": "--duration-s",
-    "warmup_s": "--warmup-s", "performance": None, "speculative": None, "power": None,
+    "warmup_s": "--warmup-s", "gpu_memory_utilization": "--gpu-memory-utilization", "requests": "--requests",
+    "performance": None, "speculative": None, "power": None,
 }
 
 
@@ -79,7 +81,8 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
              pp: int = 1, weight_dtype: str | None = None, kv_dtype: str = "bf16", output_dist: str = "fixed",
              max_num_seqs: int | None = None, max_num_batched_tokens: int = 8192, power_cap_w: float | None = None,
              expert_parallel: bool = False, attention_dp: bool = False, performance: dict | None = None,
-             speculative: dict | None = None, power: dict | None = None, duration_s: float | None = None, warmup_s: float | None = None, seed: int = 0) -> dict:
+             speculative: dict | None = None, power: dict | None = None, gpu_memory_utilization: float | None = None,
+             duration_s: float | None = None, warmup_s: float | None = None, seed: int = 0) -> dict:
     """Steady-state throughput, latency and power of one replica under ``concurrency`` clients.
 
     ``output_dist`` is ``fixed``, ``exponential`` (geometric with mean ``output_tokens``)
@@ -98,7 +101,8 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
     pool, card = _pool(hardware, model, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                        power_cap_w=power_cap_w, expert_parallel=expert_parallel, attention_dp=attention_dp,
-                       performance=performance, speculative=speculative, power=power)
+                       performance=performance, speculative=speculative, power=power,
+                       gpu_memory_utilization=gpu_memory_utilization)
     _check_output_dist(output_dist)
     cls = {"name": CLASS, "pool": POOL, "arrival": {"kind": "closed", "concurrency": concurrency},
            "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
@@ -136,7 +140,8 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
         "weight_dtype": weight_dtype or card.weight_dtype, "kv_dtype": kv_dtype, "max_num_seqs": max_num_seqs,
         "max_num_batched_tokens": max_num_batched_tokens, "power_cap_w": power_cap_w,
         "expert_parallel": expert_parallel, "attention_dp": attention_dp, "performance": performance, "speculative": speculative,
-        "power": power, "seed": seed, "warmup_s": warmup_s, "duration_s": duration_s,
+        "power": power, "gpu_memory_utilization": gpu_memory_utilization, "seed": seed, "warmup_s": warmup_s,
+        "duration_s": duration_s,
     }
     return {**inputs, **_metrics(calls, steps, world, warmup_s, duration_s), "sim_end_s": float(t_end)}
 
@@ -310,6 +315,13 @@ ROWS = [  # (label, key, format)
     ("KV pool per device (GiB)", "kv_gib", "{:.1f}"),
     ("preemptions", "preemptions", "{:.0f}"),
 ]
+BURST_ROWS = [  # a burst (sim/burst.py) has no arrival rate; latency quantiles are over every call
+    ("output tokens/s (steady state)", "output_tokens_per_s", "{:,.0f}"),
+    ("TTFT p50 / p90 (s)", ("ttft_p50_s", "ttft_p90_s"), "{:.3f}"),
+    ("inter-token latency p50 / p90 (s)", ("itl_p50_s", "itl_p90_s"), "{:.4f}"),
+    ("end-to-end p50 / p90 (s)", ("e2e_p50_s", "e2e_p90_s"), "{:.1f}"),
+] + [row for row in ROWS if row[1] in ("mean_batch_seqs", "gpu_power_w", "energy_per_output_token_j", "weight_gib",
+                                       "kv_blocks", "kv_gib", "preemptions")]
 
 
 def add_estimate_arguments(p) -> None:
@@ -318,7 +330,8 @@ def add_estimate_arguments(p) -> None:
     p.add_argument("--model", required=True, help="model card name, e.g. llama-3.1-8b")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel devices (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1)")
-    p.add_argument("--concurrency", type=int, required=True, help="clients sending calls back to back")
+    p.add_argument("--concurrency", type=int, required=True,
+                   help="clients sending calls back to back (with --requests: the batch cap, unless --max-num-seqs)")
     p.add_argument("--prompt-tokens", type=int, required=True)
     p.add_argument("--output-tokens", type=int, required=True, help="output tokens per call (the mean with --output-dist exponential)")
     p.add_argument("--output-dist", default="fixed", help="fixed (default) or exponential (geometric with that mean)")
@@ -332,6 +345,11 @@ def add_estimate_arguments(p) -> None:
                    help="with --expert-parallel: data-parallel attention, each device serving its own sequences")
     p.add_argument("--duration-s", type=float, default=None, help="end of the measured window, simulated s (default: ~10 calls per client)")
     p.add_argument("--warmup-s", type=float, default=None, help="start of the measured window (default: one call's service time)")
+    p.add_argument("--requests", type=int, default=None,
+                   help="burst mode: send this many calls at once to a server capped at --max-num-seqs (default "
+                        "--concurrency) running sequences and measure the steady-state window in which the batch "
+                        "stays full, as the ML.ENERGY benchmark does (sim/burst.py)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="memory share of the engine (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
 
@@ -340,19 +358,33 @@ def cmd_estimate(args) -> int:
     import json
     import time
 
-    names = ("tp", "pp", "weight_dtype", "kv_dtype", "output_dist", "max_num_seqs", "max_num_batched_tokens",
-             "power_cap_w", "expert_parallel", "attention_dp", "duration_s", "warmup_s", "seed")
+    names = ("tp", "pp", "weight_dtype", "kv_dtype", "output_dist", "max_num_batched_tokens", "power_cap_w",
+             "expert_parallel", "attention_dp", "seed")
+    opts = {n: getattr(args, n) for n in names}
     t0 = time.perf_counter()
-    r = estimate(args.hardware, args.model, args.concurrency, args.prompt_tokens, args.output_tokens,
-                 **{n: getattr(args, n) for n in names})
+    if args.requests is not None:
+        from sim.burst import burst
+
+        r = burst(args.hardware, args.model, args.requests, args.max_num_seqs or args.concurrency, args.prompt_tokens,
+                  args.output_tokens, gpu_memory_utilization=args.gpu_memory_utilization, **opts)
+    else:
+        r = estimate(args.hardware, args.model, args.concurrency, args.prompt_tokens, args.output_tokens,
+                     max_num_seqs=args.max_num_seqs, duration_s=args.duration_s, warmup_s=args.warmup_s,
+                     gpu_memory_utilization=args.gpu_memory_utilization, **opts)
     wall = time.perf_counter() - t0
     if args.json:
         print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}, indent=2))
         return 0
     from sim.cli import print_metrics
 
-    print_metrics(f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
-                  f"{r['concurrency']} clients x {r['prompt_tokens']}/{r['output_tokens']} tokens", ROWS, r,
+    where = f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
+    if args.requests is not None:
+        print_metrics(where + f"{r['requests']} calls at once, batch cap {r['max_num_seqs']}, "
+                      f"{r['prompt_tokens']}/{r['output_tokens']} tokens", BURST_ROWS, r,
+                      f"steady-state window {r['window_start_s']:.1f}-{r['window_end_s']:.1f} simulated s "
+                      f"in {wall:.2f} s wall")
+        return 0
+    print_metrics(where + f"{r['concurrency']} clients x {r['prompt_tokens']}/{r['output_tokens']} tokens", ROWS, r,
                   f"window {r['warmup_s']:.1f}-{r['duration_s']:.1f} simulated s ({r['calls_measured']} calls) "
                   f"in {wall:.2f} s wall")
     return 0

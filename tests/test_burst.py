@@ -81,3 +81,20 @@ def test_more_memory_holds_more_kv():
     lo = burst(H100, L8B, 40, 16, 200, 50, gpu_memory_utilization=0.8)
     hi = burst(H100, L8B, 40, 16, 200, 50, gpu_memory_utilization=0.95)
     assert hi["kv_blocks"] > lo["kv_blocks"]
+
+
+def test_cli_burst_mode_prints_the_steady_state():
+    import json
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "sim.cli", "estimate", "--hardware", H100, "--model", L8B, "--concurrency", "16",
+            "--requests", "100", "--prompt-tokens", "200", "--output-tokens", "80"]
+    res = subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["requests"] == 100 and out["max_num_seqs"] == 16
+    assert out["mean_batch_seqs"] == pytest.approx(16, rel=0.05)
+    assert out["output_tokens_per_s"] == pytest.approx(burst(H100, L8B, 100, 16, 200, 80)["output_tokens_per_s"])
+    table = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0 and "steady-state window" in table.stdout
