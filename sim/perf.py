@@ -60,9 +60,12 @@ DEFAULT_EFFICIENCY = {
     # small per-expert problems in one fused kernel).
     "moe_efficiency": 1.0,
     # Fraction of the bf16 efficiency that routed-expert GEMMs with quantized weights (fp8,
-    # int8, int4, fp4) reach: block-scaled fused-MoE kernels dequantize as they go. Dense
-    # quantized GEMMs (per-tensor scaled, cuBLASLt / CUTLASS) run at the dense efficiency.
+    # int8, int4, fp4) reach: block-scaled fused-MoE kernels dequantize as they go.
     "quantized_efficiency": 1.0,
+    # Fraction of the bf16 efficiency that dense GEMMs with quantized weights reach against
+    # their own (2-4x higher) tensor-core peak. The vLLM fits have no dense quantized rows and
+    # keep 1.0; the TensorRT-LLM profile fits it to its fp8 / fp4 rows.
+    "quantized_dense_efficiency": 1.0,
 }
 # (tokens, sampled) shapes whose GEMM cost a model keeps (~250 bytes each).
 GEMM_CACHE_ENTRIES = 1 << 16
@@ -209,6 +212,8 @@ class RooflineModel:
         self.wbytes = DTYPE_BYTES[self.weight_dtype]
         self.kvbytes = DTYPE_BYTES[kv_dtype]
         self.peak = acc.peak_flops(self.weight_dtype) * eff["gemm_efficiency"]
+        # dense (non-expert) GEMMs: quantized weights reach a smaller share of their higher peak
+        self.dense_peak = self.peak * (eff["quantized_dense_efficiency"] if self.wbytes < 2 else 1.0)
         self.attn_peak = acc.peak_flops("bf16") * eff["attention_efficiency"]
         self.bw = acc.memory_bandwidth * eff["memory_efficiency"]
         self.link_bw = acc.link_bandwidth * eff["link_efficiency"]
@@ -262,7 +267,7 @@ class RooflineModel:
         """One GEMM of ``n_tok`` rows through an ``i`` x ``o`` weight split ``shards`` ways."""
         f = 2.0 * n_tok * i * o / shards
         b = (i * o * self.wbytes + n_tok * (i + o) * ACT_BYTES) / shards
-        return self.lat + blend(f / self.peak, b / self.bw, self.blend_p), f, b
+        return self.lat + blend(f / self.dense_peak, b / self.bw, self.blend_p), f, b
 
     def _gemms_uncached(self, tokens: int, sampled: int) -> tuple[float, float, float]:
         m, tp = self.model, self.tp

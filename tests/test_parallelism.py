@@ -286,3 +286,17 @@ def test_attention_dp_needs_expert_parallel_and_a_moe_model():
         spec(model="qwen3-235b-a22b", tp=8, weight_dtype="fp8", attention_dp=True)
     with pytest.raises(ScenarioError, match="attention_dp"):
         spec(tp=2, expert_parallel=True, attention_dp=True)
+
+
+def test_quantized_dense_efficiency_slows_compute_bound_fp8_gemms_only():
+    full = roofline(LLAMA70, tp=4, weight_dtype="fp8")
+    half = roofline(LLAMA70, tp=4, weight_dtype="fp8", quantized_dense_efficiency=0.5)
+    bf16 = roofline(LLAMA70, tp=4, weight_dtype="bf16", quantized_dense_efficiency=0.5)
+    # a long prefill is compute-bound: its GEMMs take about twice as long (all-reduces and
+    # elementwise kernels do not change)
+    g_full, g_half = full._gemms(8192, 1)[0], half._gemms(8192, 1)[0]
+    assert 1.4 < g_half / g_full < 2.0
+    # one decoding sequence reads the weights: memory-bound, nearly unchanged
+    assert half.cost(decode(1, 1000)).time_s[0] == pytest.approx(full.cost(decode(1, 1000)).time_s[0], rel=0.02)
+    # bf16 weights are not quantized
+    assert bf16.cost(prefill(4096)).time_s[0] == roofline(LLAMA70, tp=4, weight_dtype="bf16").cost(prefill(4096)).time_s[0]
