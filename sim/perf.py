@@ -132,6 +132,9 @@ class Batch:
     sampled     sequences that sample a token this iteration (LM head rows)
     attn_pairs  causal (query, key) pairs summed over sequences
     kv_tokens   KV-cache tokens read by attention, summed over sequences
+    longest     new tokens of the sequence with the most (a prefill chunk), and
+    longest_pairs  its attention pairs: under data-parallel attention one device serves
+                that sequence whole (0: the work spreads evenly, as in a decode run)
     """
 
     tokens: int
@@ -139,6 +142,8 @@ class Batch:
     sampled: int
     attn_pairs: np.ndarray
     kv_tokens: np.ndarray
+    longest: int = 0
+    longest_pairs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -252,15 +257,16 @@ class RooflineModel:
         return m.total_params() * self.wbytes / (self.tp * self.pp)
 
     # ----------------------------------------------------------------- time
-    def _gemms(self, tokens: int, sampled: int) -> tuple[float, float, float]:
+    def _gemms(self, tokens: int, sampled: int, rows: int = 0) -> tuple[float, float, float]:
         """(time, flops, bytes) of everything but attention for ``tokens`` tokens passing
-        through all layers once on one TP group (per device of the group)."""
-        key = (tokens, sampled)
+        through all layers once on one TP group (per device of the group); under data-parallel
+        attention ``rows`` (if given) are the tokens of the device's own sequences."""
+        key = (tokens, sampled, rows)
         hit = self._gemm_cache.get(key)
         if hit is None:
             if len(self._gemm_cache) >= GEMM_CACHE_ENTRIES:  # bounded memory (a pure function: start afresh)
                 self._gemm_cache.clear()
-            hit = self._gemm_cache[key] = self._gemms_uncached(tokens, sampled)
+            hit = self._gemm_cache[key] = self._gemms_uncached(tokens, sampled, rows)
         return hit
 
     def _linear(self, n_tok: float, i: int, o: int, shards: int) -> tuple[float, float, float]:
@@ -269,11 +275,11 @@ class RooflineModel:
         b = (i * o * self.wbytes + n_tok * (i + o) * ACT_BYTES) / shards
         return self.lat + blend(f / self.dense_peak, b / self.bw, self.blend_p), f, b
 
-    def _gemms_uncached(self, tokens: int, sampled: int) -> tuple[float, float, float]:
+    def _gemms_uncached(self, tokens: int, sampled: int, rows: int = 0) -> tuple[float, float, float]:
         m, tp = self.model, self.tp
         acc = np.zeros(3)
         # rows through the non-expert weights on one device, and the ways those are split
-        rows, shards = (-(-tokens // tp), 1) if self.attention_dp else (tokens, tp)
+        rows, shards = (rows or -(-tokens // tp), 1) if self.attention_dp else (tokens, tp)
 
         def layer(shapes) -> np.ndarray:
             out = np.zeros(3)
@@ -360,11 +366,18 @@ class RooflineModel:
         a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
         a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
         a_fs = a_f / self.attn_peak
+        g_time = g_t
+        if self.dp > 1 and batch.longest * self.dp > tok:
+            # data-parallel attention: the device prefilling the longest chunk serves it whole
+            # besides its share of the rest, and the others wait for it at the experts
+            busiest = batch.longest + -(-(tok - batch.longest) // self.dp)
+            g_time = self._gemms(tok, -(-batch.sampled // micro), busiest)[0]
+            a_fs = a_fs + (self.dp - 1) * batch.longest_pairs * self.attn_flops_per_pair * layers / self.attn_peak
         a_t = maximum(a_fs, a_b / self.bw)
         if self.lat:  # (adding 0.0 to these non-negative times changes nothing)
             a_t = a_t + self.lat * layers
         overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs / self.dp
-        time_s = (overhead + g_t + self._stage_handoffs_s(tok)) + a_t
+        time_s = (overhead + g_time + self._stage_handoffs_s(tok)) + a_t
         share = micro / self.pp  # of the whole batch's work, each device does 1/pp
         flops = g_f + a_f
         nbytes = g_b + a_b

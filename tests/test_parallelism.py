@@ -300,3 +300,23 @@ def test_quantized_dense_efficiency_slows_compute_bound_fp8_gemms_only():
     assert half.cost(decode(1, 1000)).time_s[0] == pytest.approx(full.cost(decode(1, 1000)).time_s[0], rel=0.02)
     # bf16 weights are not quantized
     assert bf16.cost(prefill(4096)).time_s[0] == roofline(LLAMA70, tp=4, weight_dtype="bf16").cost(prefill(4096)).time_s[0]
+
+
+def test_attention_dp_one_long_prefill_holds_up_every_device():
+    """A 4,096-token prompt chunk is prefilled whole by the device serving its sequence while
+    the other 7 decode their shares of 800 sequences: the step takes longer than if the chunk
+    were spread evenly over the devices."""
+    dp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True, attention_dp=True)
+    chunk, decodes, ctx = 4096, 800, 2000
+    pairs = chunk * (chunk + 1) / 2 + decodes * ctx
+    kv = np.array([float(chunk + decodes * ctx)])
+    even = Batch(chunk + decodes, decodes + 1, decodes + 1, np.array([pairs]), kv)
+    one = Batch(chunk + decodes, decodes + 1, decodes + 1, np.array([pairs]), kv, longest=chunk,
+                longest_pairs=chunk * (chunk + 1) / 2)
+    t_even, t_one = dp.cost(even).time_s[0], dp.cost(one).time_s[0]
+    assert t_one > 1.2 * t_even
+    # the device's flops for power stay the average device's
+    assert dp.cost(one).flops[0] == dp.cost(even).flops[0]
+    # decode runs (no longest) are unchanged
+    run = decode(800, 2000)
+    assert dp.cost(run).time_s[0] == dp.cost(Batch(800, 800, 800, run.attn_pairs, run.kv_tokens, longest=1)).time_s[0]
