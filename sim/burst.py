@@ -27,8 +27,7 @@ import math
 
 import numpy as np
 
-from sim.estimate import CLASS, POOL, SOURCE, MemoryRecorder, _check_output_dist, _itl_quantiles, _output_spec, \
-    _pool, _resolve, _room, _validate
+from sim.estimate import SOURCE, MemoryRecorder, _itl_quantiles, _validate, one_class_scenario
 from sim.errors import ScenarioError
 from sim.summary import resource_metrics
 from sim.world import build
@@ -68,20 +67,13 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
     if requests < 1:
         raise ScenarioError(SOURCE, "--requests", f"must be >= 1, got {requests}")
     hardware, model = hardware.strip().lower(), model.strip().lower()
-    pool, card = _pool(hardware, model, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                       max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                       power_cap_w=power_cap_w, expert_parallel=expert_parallel, attention_dp=attention_dp,
-                       performance=performance, speculative=speculative, power=power,
-                       gpu_memory_utilization=gpu_memory_utilization)
-    _check_output_dist(output_dist)
-    cls = {"name": CLASS, "pool": POOL, "arrival": {"kind": "burst", "count": requests},
-           "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
-           "output_tokens": {"kind": "fixed", "value": output_tokens}}
-    raw = {"name": "burst", "seed": seed, "duration_s": 1.0, "drain_s": DRAIN_S, "datacenter": {"pools": [pool]},
-           "workload": {"classes": [cls]}}
-    spec = _resolve(raw)
-    cls["output_tokens"] = _output_spec(output_dist, output_tokens,
-                                        _room(spec, card, model, hardware, prompt_tokens, output_tokens))
+    raw, spec, card = one_class_scenario(
+        "burst", {"kind": "burst", "count": requests}, hardware, model, prompt_tokens, output_tokens, output_dist, seed,
+        tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens, power_cap_w=power_cap_w, expert_parallel=expert_parallel,
+        attention_dp=attention_dp, performance=performance, speculative=speculative, power=power,
+        gpu_memory_utilization=gpu_memory_utilization)
+    raw["drain_s"] = DRAIN_S
     recorder = MemoryRecorder()
     world = build(_validate(raw), recorder, SOURCE)
     t_end = world.run()

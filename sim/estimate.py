@@ -98,20 +98,12 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
     """
     hardware, model = hardware.strip().lower(), model.strip().lower()
     max_num_seqs = max_num_seqs if max_num_seqs is not None else max(256, concurrency)
-    pool, card = _pool(hardware, model, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                       max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                       power_cap_w=power_cap_w, expert_parallel=expert_parallel, attention_dp=attention_dp,
-                       performance=performance, speculative=speculative, power=power,
-                       gpu_memory_utilization=gpu_memory_utilization)
-    _check_output_dist(output_dist)
-    cls = {"name": CLASS, "pool": POOL, "arrival": {"kind": "closed", "concurrency": concurrency},
-           "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
-           "output_tokens": {"kind": "fixed", "value": output_tokens}}
-    raw = {"name": "estimate", "seed": seed, "duration_s": 1.0, "datacenter": {"pools": [pool]},
-           "workload": {"classes": [cls]}}
-    spec = _resolve(raw)
-    cls["output_tokens"] = _output_spec(output_dist, output_tokens, _room(spec, card, model, hardware, prompt_tokens,
-                                                                  output_tokens))
+    raw, spec, card = one_class_scenario(
+        "estimate", {"kind": "closed", "concurrency": concurrency}, hardware, model, prompt_tokens, output_tokens,
+        output_dist, seed, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens, power_cap_w=power_cap_w, expert_parallel=expert_parallel,
+        attention_dp=attention_dp, performance=performance, speculative=speculative, power=power,
+        gpu_memory_utilization=gpu_memory_utilization)
 
     service, cycle = _cycle_s(spec, concurrency, prompt_tokens, output_tokens, max_num_batched_tokens, max_num_seqs)
     if warmup_s is None:
@@ -144,6 +136,23 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
         "duration_s": duration_s,
     }
     return {**inputs, **_metrics(calls, steps, world, warmup_s, duration_s), "sim_end_s": float(t_end)}
+
+
+def one_class_scenario(name: str, arrival: dict, hardware: str, model: str, prompt_tokens: int, output_tokens: int,
+                       output_dist, seed: int, **pool_options) -> tuple[dict, object, catalog.ModelCard]:
+    """A scenario (raw dict) of one pool (``pool_options`` as :func:`_pool` takes them) and one
+    class with ``arrival``, fixed prompts and ``output_dist`` outputs (random ones capped where
+    a call no longer fits); with its resolved pool and the model card. Names are lower-case."""
+    pool, card = _pool(hardware, model, **pool_options)
+    _check_output_dist(output_dist)
+    cls = {"name": CLASS, "pool": POOL, "arrival": arrival, "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
+           "output_tokens": {"kind": "fixed", "value": output_tokens}}
+    raw = {"name": name, "seed": seed, "duration_s": 1.0, "datacenter": {"pools": [pool]},
+           "workload": {"classes": [cls]}}
+    spec = _resolve(raw)
+    cls["output_tokens"] = _output_spec(output_dist, output_tokens,
+                                        _room(spec, card, model, hardware, prompt_tokens, output_tokens))
+    return raw, spec, card
 
 
 def _pool(hardware: str, model: str, *, tp: int, pp: int, weight_dtype, kv_dtype: str, max_num_seqs: int,
