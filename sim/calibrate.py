@@ -15,7 +15,7 @@ parameter is tuned to the figure it is later checked against:
    engine's per-step and per-sequence CPU overheads, the all-reduce latency inside the engine
    (custom all-reduce in CUDA graphs), the grouped-expert and quantized-expert efficiencies,
    and the power model's active adder, activity weights and multi-GPU adder, by simulating
-   each point in closed loop with the kernel and link parameters already fitted.
+   each point as the benchmark ran it (sim/burst.py) with the kernel and link parameters already fitted.
 
 The result is written to hardware/calibration/<accelerator>.yaml as ``{value, source}``
 pairs saying which data and fit produced each number; :mod:`sim.catalog` loads it
@@ -193,7 +193,7 @@ def fit_serving(points: list[dict], perf: dict, keys: tuple[str, ...] | None = N
                 rounds: int = 3) -> dict:
     """Least squares on log median ITL over ``points`` for the ``keys`` of :data:`SERVING_FIT`.
 
-    Each round simulates every point in closed loop at the current values (the anchor) and
+    Each round simulates every point as the validation does (sim/burst.py) at the current values (the anchor) and
     models a change of the parameters as the change it makes to the point's analytic decode
     step (:func:`decode_step_s`): ``ITL(x) = ITL_sim(x0) + step(x) - step(x0)``, exact for the
     overheads and the all-reduce latency (added to every step) and close for the expert

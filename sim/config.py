@@ -170,6 +170,15 @@ class ClosedArrivals(Frozen):
     think_s: NonNegFloat = 0.0
 
 
+class BurstArrivals(Frozen):
+    """``count`` calls all arriving at ``start_s``: an offline batch, or a benchmark that sends
+    every request at once (``vllm bench serve --request-rate inf``; the ML.ENERGY benchmark,
+    whose server then holds ``max_num_seqs`` of them and queues the rest)."""
+
+    kind: Literal["burst"]
+    count: PosInt
+
+
 class ScheduleArrivals(Frozen):
     """Poisson arrivals whose rate follows a step function of time (a non-homogeneous Poisson
     process): ``rates_per_s[i]`` from ``times_s[i]`` until the next time, inline or read from a
@@ -201,7 +210,8 @@ class ScheduleArrivals(Frozen):
 
 
 Arrivals = Annotated[
-    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals, ClosedArrivals, ScheduleArrivals],
+    Union[PoissonArrivals, DeterministicArrivals, GammaArrivals, TraceArrivals, ClosedArrivals, BurstArrivals,
+          ScheduleArrivals],
     Field(discriminator="kind"),
 ]
 
@@ -658,7 +668,9 @@ class RooflinePerf(Frozen):
     kernel_latency_s: Optional[NonNegFloat] = None  # minimum time of one GEMM / elementwise kernel
     gemm_blend: Optional[Annotated[float, Field(ge=1)]] = None  # roofline ridge sharpness p
     moe_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # grouped expert GEMMs vs dense
-    quantized_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # fp8/int4 weight GEMMs vs bf16
+    quantized_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # fp8/int4 expert GEMMs vs bf16
+    # fp8/fp4 dense GEMMs: share of the bf16 efficiency they reach against their own peak
+    quantized_dense_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
     link_latency_s: Optional[NonNegFloat] = None  # per ring hop of an all-reduce (2(n-1) hops over n devices)
 
 
@@ -873,6 +885,10 @@ class Pool(Frozen):
     # instead of tensor-sliced; every device holds every token and one all-reduce sums the
     # experts' outputs (vLLM without data parallelism).
     expert_parallel: bool = False
+    # With expert_parallel: attention, dense and shared-expert layers run data-parallel, each
+    # device serving its own sequences with those weights whole (TensorRT-LLM
+    # enable_attention_dp, SGLang --enable-dp-attention); tokens meet only for the experts.
+    attention_dp: bool = False
     weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]] = None
     kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     engine: EngineParams = EngineParams()

@@ -948,6 +948,7 @@ class Replica:
         tokens = seqs = sampled = 0
         pairs = kv = 0
         prefill = decode = 0
+        longest = longest_pairs = 0  # the sequence with the most new tokens (data-parallel attention)
         spec = self.spec
         spec_seqs = spec_ctx = spec_out = 0  # speculative decodes: count, KV tokens, tokens gained
         hits = d.hits
@@ -963,17 +964,21 @@ class Replica:
             seqs += 1
             if n == c.remaining - hit:
                 sampled += 1
-            pairs += n * computed + n * (n + 1) // 2
+            own = n * computed + n * (n + 1) // 2
+            pairs += own
             kv += computed + n
+            if n > longest:
+                longest, longest_pairs = n, own
             if c.remaining == 1 and c.generated > 0:
                 decode += 1
             else:
                 prefill += n
         if spec is None:
             if self.power.cap_w is None and getattr(self.perf, "scalar_ok", False):  # priced in floats
-                cost = self.perf.cost(Batch(tokens, seqs, sampled, float(pairs), float(kv)))
+                cost = self.perf.cost(Batch(tokens, seqs, sampled, float(pairs), float(kv), longest, float(longest_pairs)))
             else:
-                cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)])))
+                cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)]),
+                                            longest, float(longest_pairs)))
             return self._priced(d, False, cost, waiting_empty, prefill, decode, sampled)
         cost = spec.step_cost(tokens, seqs, sampled, float(pairs), float(kv), spec_seqs, np.array([float(spec_ctx)]))
         return self._priced(d, False, cost, waiting_empty, prefill, spec_seqs * self.spec_width, sampled + spec_out)

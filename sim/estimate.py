@@ -40,9 +40,11 @@ TAIL_CYCLES = 1.25
 OPTIONS = {
     "accelerator": "--hardware", "model": "--model", "tp": "--tp", "pp": "--pp", "weight_dtype": "--weight-dtype",
     "kv_dtype": "--kv-dtype", "max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-num-batched-tokens",
-    "power_cap_w": "--power-cap-w", "expert_parallel": "--expert-parallel", "concurrency": "--concurrency",
+    "power_cap_w": "--power-cap-w", "expert_parallel": "--expert-parallel", "attention_dp": "--attention-dp",
+    "concurrency": "--concurrency",
     "prompt_tokens": "--prompt-tokens", "output_tokens": "--output-tokens", "duration_s": "--duration-s",
-    "warmup_s": "--warmup-s", "performance": None, "speculative": None, "power": None,
+    "warmup_s": "--warmup-s", "gpu_memory_utilization": "--gpu-memory-utilization", "requests": "--requests",
+    "performance": None, "speculative": None, "power": None,
 }
 
 
@@ -78,8 +80,9 @@ class MemoryRecorder(Recorder):
 def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, output_tokens: int, *, tp: int = 1,
              pp: int = 1, weight_dtype: str | None = None, kv_dtype: str = "bf16", output_dist: str = "fixed",
              max_num_seqs: int | None = None, max_num_batched_tokens: int = 8192, power_cap_w: float | None = None,
-             expert_parallel: bool = False, performance: dict | None = None, speculative: dict | None = None,
-             power: dict | None = None, duration_s: float | None = None, warmup_s: float | None = None, seed: int = 0) -> dict:
+             expert_parallel: bool = False, attention_dp: bool = False, performance: dict | None = None,
+             speculative: dict | None = None, power: dict | None = None, gpu_memory_utilization: float | None = None,
+             duration_s: float | None = None, warmup_s: float | None = None, seed: int = 0) -> dict:
     """Steady-state throughput, latency and power of one replica under ``concurrency`` clients.
 
     ``output_dist`` is ``fixed``, ``exponential`` (geometric with mean ``output_tokens``)
@@ -94,34 +97,13 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
     unknown names, impossible configurations and calls that cannot fit.
     """
     hardware, model = hardware.strip().lower(), model.strip().lower()
-    catalog.accelerator(hardware, SOURCE, "--hardware")
-    card = catalog.model(model, SOURCE, "--model")
-    if not isinstance(output_dist, dict) and output_dist not in ("fixed", "exponential"):
-        raise ScenarioError(SOURCE, "--output-dist", f"unknown distribution {output_dist!r} (fixed, exponential)")
     max_num_seqs = max_num_seqs if max_num_seqs is not None else max(256, concurrency)
-    pool = {"name": POOL, "accelerator": hardware, "model": model, "tp": tp, "kv_dtype": kv_dtype,
-            "batcher": {"kind": "continuous", "max_num_batched_tokens": max_num_batched_tokens,
-                        "max_num_seqs": max_num_seqs}}
-    optional = {"pp": pp if pp != 1 else None, "weight_dtype": weight_dtype, "power_cap_w": power_cap_w,
-                "expert_parallel": True if expert_parallel else None, "performance": performance,
-                "speculative": speculative, "power": power}
-    pool.update({k: v for k, v in optional.items() if v is not None})
-    cls = {"name": CLASS, "pool": POOL, "arrival": {"kind": "closed", "concurrency": concurrency},
-           "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
-           "output_tokens": {"kind": "fixed", "value": output_tokens}}
-    raw = {"name": "estimate", "seed": seed, "duration_s": 1.0, "datacenter": {"pools": [pool]},
-           "workload": {"classes": [cls]}}
-    spec = _resolve(raw)
-    room = min(card.max_context_tokens, spec.kv_blocks * spec.block_size) - prompt_tokens
-    if room < output_tokens:
-        raise ScenarioError(SOURCE, "--prompt-tokens", f"a call of {prompt_tokens} + {output_tokens} tokens does not fit "
-                            f"{model} (context {card.max_context_tokens} tokens, KV pool {spec.kv_blocks * spec.block_size} "
-                            f"tokens on {hardware})")
-    if output_dist == "exponential":
-        cls["output_tokens"] = {"kind": "exponential", "mean": output_tokens, "max": room}
-    elif isinstance(output_dist, dict):
-        capped = output_dist.get("kind") in ("lognormal", "exponential", "empirical") and "max" not in output_dist
-        cls["output_tokens"] = {**output_dist, "max": room} if capped else output_dist
+    raw, spec, card = one_class_scenario(
+        "estimate", {"kind": "closed", "concurrency": concurrency}, hardware, model, prompt_tokens, output_tokens,
+        output_dist, seed, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens, power_cap_w=power_cap_w, expert_parallel=expert_parallel,
+        attention_dp=attention_dp, performance=performance, speculative=speculative, power=power,
+        gpu_memory_utilization=gpu_memory_utilization)
 
     service, cycle = _cycle_s(spec, concurrency, prompt_tokens, output_tokens, max_num_batched_tokens, max_num_seqs)
     if warmup_s is None:
@@ -149,10 +131,73 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
         "prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "output_dist": output_dist,
         "weight_dtype": weight_dtype or card.weight_dtype, "kv_dtype": kv_dtype, "max_num_seqs": max_num_seqs,
         "max_num_batched_tokens": max_num_batched_tokens, "power_cap_w": power_cap_w,
-        "expert_parallel": expert_parallel, "performance": performance, "speculative": speculative,
-        "power": power, "seed": seed, "warmup_s": warmup_s, "duration_s": duration_s,
+        "expert_parallel": expert_parallel, "attention_dp": attention_dp, "performance": performance, "speculative": speculative,
+        "power": power, "gpu_memory_utilization": gpu_memory_utilization, "seed": seed, "warmup_s": warmup_s,
+        "duration_s": duration_s,
     }
     return {**inputs, **_metrics(calls, steps, world, warmup_s, duration_s), "sim_end_s": float(t_end)}
+
+
+def one_class_scenario(name: str, arrival: dict, hardware: str, model: str, prompt_tokens: int, output_tokens: int,
+                       output_dist, seed: int, **pool_options) -> tuple[dict, object, catalog.ModelCard]:
+    """A scenario (raw dict) of one pool (``pool_options`` as :func:`_pool` takes them) and one
+    class with ``arrival``, fixed prompts and ``output_dist`` outputs (random ones capped where
+    a call no longer fits); with its resolved pool and the model card. Names are lower-case."""
+    pool, card = _pool(hardware, model, **pool_options)
+    _check_output_dist(output_dist)
+    cls = {"name": CLASS, "pool": POOL, "arrival": arrival, "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
+           "output_tokens": {"kind": "fixed", "value": output_tokens}}
+    raw = {"name": name, "seed": seed, "duration_s": 1.0, "datacenter": {"pools": [pool]},
+           "workload": {"classes": [cls]}}
+    spec = _resolve(raw)
+    cls["output_tokens"] = _output_spec(output_dist, output_tokens,
+                                        _room(spec, card, model, hardware, prompt_tokens, output_tokens))
+    return raw, spec, card
+
+
+def _pool(hardware: str, model: str, *, tp: int, pp: int, weight_dtype, kv_dtype: str, max_num_seqs: int,
+          max_num_batched_tokens: int, power_cap_w, expert_parallel: bool, performance, speculative, power,
+          attention_dp: bool = False, gpu_memory_utilization: float | None = None) -> tuple[dict, catalog.ModelCard]:
+    """The one pool of an estimate (a scenario's pool dict) and the model card; unknown
+    names fail keyed by their option."""
+    catalog.accelerator(hardware, SOURCE, "--hardware")
+    card = catalog.model(model, SOURCE, "--model")
+    pool = {"name": POOL, "accelerator": hardware, "model": model, "tp": tp, "kv_dtype": kv_dtype,
+            "batcher": {"kind": "continuous", "max_num_batched_tokens": max_num_batched_tokens,
+                        "max_num_seqs": max_num_seqs}}
+    optional = {"pp": pp if pp != 1 else None, "weight_dtype": weight_dtype, "power_cap_w": power_cap_w,
+                "expert_parallel": True if expert_parallel else None, "attention_dp": True if attention_dp else None,
+                "performance": performance,
+                "speculative": speculative, "power": power,
+                "engine": {"gpu_memory_utilization": gpu_memory_utilization} if gpu_memory_utilization else None}
+    pool.update({k: v for k, v in optional.items() if v is not None})
+    return pool, card
+
+
+def _check_output_dist(output_dist) -> None:
+    if not isinstance(output_dist, dict) and output_dist not in ("fixed", "exponential"):
+        raise ScenarioError(SOURCE, "--output-dist", f"unknown distribution {output_dist!r} (fixed, exponential)")
+
+
+def _room(spec, card, model: str, hardware: str, prompt_tokens: int, output_tokens: int) -> int:
+    """Output tokens a call can hold after its prompt (context and KV pool); a fixed
+    ``output_tokens`` beyond it is refused."""
+    room = min(card.max_context_tokens, spec.kv_blocks * spec.block_size) - prompt_tokens
+    if room < output_tokens:
+        raise ScenarioError(SOURCE, "--prompt-tokens", f"a call of {prompt_tokens} + {output_tokens} tokens does not fit "
+                            f"{model} (context {card.max_context_tokens} tokens, KV pool {spec.kv_blocks * spec.block_size} "
+                            f"tokens on {hardware})")
+    return room
+
+
+def _output_spec(output_dist, output_tokens: int, room: int) -> dict:
+    """The class's output length distribution; random lengths are capped at ``room``."""
+    if output_dist == "exponential":
+        return {"kind": "exponential", "mean": output_tokens, "max": room}
+    if isinstance(output_dist, dict):
+        capped = output_dist.get("kind") in ("lognormal", "exponential", "empirical") and "max" not in output_dist
+        return {**output_dist, "max": room} if capped else output_dist
+    return {"kind": "fixed", "value": output_tokens}
 
 
 def _metrics(calls: pa.Table, steps: pa.Table, world, t0: float, t1: float) -> dict:
@@ -279,6 +324,13 @@ ROWS = [  # (label, key, format)
     ("KV pool per device (GiB)", "kv_gib", "{:.1f}"),
     ("preemptions", "preemptions", "{:.0f}"),
 ]
+BURST_ROWS = [  # a burst (sim/burst.py) has no arrival rate; latency quantiles are over every call
+    ("output tokens/s (steady state)", "output_tokens_per_s", "{:,.0f}"),
+    ("TTFT p50 / p90 (s)", ("ttft_p50_s", "ttft_p90_s"), "{:.3f}"),
+    ("inter-token latency p50 / p90 (s)", ("itl_p50_s", "itl_p90_s"), "{:.4f}"),
+    ("end-to-end p50 / p90 (s)", ("e2e_p50_s", "e2e_p90_s"), "{:.1f}"),
+] + [row for row in ROWS if row[1] in ("mean_batch_seqs", "gpu_power_w", "energy_per_output_token_j", "weight_gib",
+                                       "kv_blocks", "kv_gib", "preemptions")]
 
 
 def add_estimate_arguments(p) -> None:
@@ -287,7 +339,8 @@ def add_estimate_arguments(p) -> None:
     p.add_argument("--model", required=True, help="model card name, e.g. llama-3.1-8b")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel devices (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1)")
-    p.add_argument("--concurrency", type=int, required=True, help="clients sending calls back to back")
+    p.add_argument("--concurrency", type=int, required=True,
+                   help="clients sending calls back to back (with --requests: the batch cap, unless --max-num-seqs)")
     p.add_argument("--prompt-tokens", type=int, required=True)
     p.add_argument("--output-tokens", type=int, required=True, help="output tokens per call (the mean with --output-dist exponential)")
     p.add_argument("--output-dist", default="fixed", help="fixed (default) or exponential (geometric with that mean)")
@@ -297,8 +350,15 @@ def add_estimate_arguments(p) -> None:
     p.add_argument("--max-num-batched-tokens", type=int, default=8192, help="token budget per iteration (default 8192)")
     p.add_argument("--power-cap-w", type=float, default=None, help="board power limit per device")
     p.add_argument("--expert-parallel", action="store_true", help="shard MoE experts whole over the devices")
+    p.add_argument("--attention-dp", action="store_true",
+                   help="with --expert-parallel: data-parallel attention, each device serving its own sequences")
     p.add_argument("--duration-s", type=float, default=None, help="end of the measured window, simulated s (default: ~10 calls per client)")
     p.add_argument("--warmup-s", type=float, default=None, help="start of the measured window (default: one call's service time)")
+    p.add_argument("--requests", type=int, default=None,
+                   help="burst mode: send this many calls at once to a server capped at --max-num-seqs (default "
+                        "--concurrency) running sequences and measure the steady-state window in which the batch "
+                        "stays full, as the ML.ENERGY benchmark does (sim/burst.py)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="memory share of the engine (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
 
@@ -307,19 +367,33 @@ def cmd_estimate(args) -> int:
     import json
     import time
 
-    names = ("tp", "pp", "weight_dtype", "kv_dtype", "output_dist", "max_num_seqs", "max_num_batched_tokens",
-             "power_cap_w", "expert_parallel", "duration_s", "warmup_s", "seed")
+    names = ("tp", "pp", "weight_dtype", "kv_dtype", "output_dist", "max_num_batched_tokens", "power_cap_w",
+             "expert_parallel", "attention_dp", "seed")
+    opts = {n: getattr(args, n) for n in names}
     t0 = time.perf_counter()
-    r = estimate(args.hardware, args.model, args.concurrency, args.prompt_tokens, args.output_tokens,
-                 **{n: getattr(args, n) for n in names})
+    if args.requests is not None:
+        from sim.burst import burst
+
+        r = burst(args.hardware, args.model, args.requests, args.max_num_seqs or args.concurrency, args.prompt_tokens,
+                  args.output_tokens, gpu_memory_utilization=args.gpu_memory_utilization, **opts)
+    else:
+        r = estimate(args.hardware, args.model, args.concurrency, args.prompt_tokens, args.output_tokens,
+                     max_num_seqs=args.max_num_seqs, duration_s=args.duration_s, warmup_s=args.warmup_s,
+                     gpu_memory_utilization=args.gpu_memory_utilization, **opts)
     wall = time.perf_counter() - t0
     if args.json:
         print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}, indent=2))
         return 0
     from sim.cli import print_metrics
 
-    print_metrics(f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
-                  f"{r['concurrency']} clients x {r['prompt_tokens']}/{r['output_tokens']} tokens", ROWS, r,
+    where = f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
+    if args.requests is not None:
+        print_metrics(where + f"{r['requests']} calls at once, batch cap {r['max_num_seqs']}, "
+                      f"{r['prompt_tokens']}/{r['output_tokens']} tokens", BURST_ROWS, r,
+                      f"steady-state window {r['window_start_s']:.1f}-{r['window_end_s']:.1f} simulated s "
+                      f"in {wall:.2f} s wall")
+        return 0
+    print_metrics(where + f"{r['concurrency']} clients x {r['prompt_tokens']}/{r['output_tokens']} tokens", ROWS, r,
                   f"window {r['warmup_s']:.1f}-{r['duration_s']:.1f} simulated s ({r['calls_measured']} calls) "
                   f"in {wall:.2f} s wall")
     return 0

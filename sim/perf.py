@@ -60,9 +60,12 @@ DEFAULT_EFFICIENCY = {
     # small per-expert problems in one fused kernel).
     "moe_efficiency": 1.0,
     # Fraction of the bf16 efficiency that routed-expert GEMMs with quantized weights (fp8,
-    # int8, int4, fp4) reach: block-scaled fused-MoE kernels dequantize as they go. Dense
-    # quantized GEMMs (per-tensor scaled, cuBLASLt / CUTLASS) run at the dense efficiency.
+    # int8, int4, fp4) reach: block-scaled fused-MoE kernels dequantize as they go.
     "quantized_efficiency": 1.0,
+    # Fraction of the bf16 efficiency that dense GEMMs with quantized weights reach against
+    # their own (2-4x higher) tensor-core peak. The vLLM fits have no dense quantized rows and
+    # keep 1.0; the TensorRT-LLM profile fits it to its fp8 / fp4 rows.
+    "quantized_dense_efficiency": 1.0,
 }
 # (tokens, sampled) shapes whose GEMM cost a model keeps (~250 bytes each).
 GEMM_CACHE_ENTRIES = 1 << 16
@@ -129,6 +132,9 @@ class Batch:
     sampled     sequences that sample a token this iteration (LM head rows)
     attn_pairs  causal (query, key) pairs summed over sequences
     kv_tokens   KV-cache tokens read by attention, summed over sequences
+    longest     new tokens of the sequence with the most (a prefill chunk), and
+    longest_pairs  its attention pairs: under data-parallel attention one device serves
+                that sequence whole (0: the work spreads evenly, as in a decode run)
     """
 
     tokens: int
@@ -136,6 +142,8 @@ class Batch:
     sampled: int
     attn_pairs: np.ndarray
     kv_tokens: np.ndarray
+    longest: int = 0
+    longest_pairs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,15 @@ class RooflineModel:
     all-reduce sums the partial outputs (no all-to-all; vLLM uses all-to-all dispatch
     only with data-parallel attention). The device with the most routed tokens and the
     most distinct experts touched sets the pace.
+
+    ``attention_dp`` (with ``expert_parallel``; TensorRT-LLM's ``enable_attention_dp``,
+    SGLang's ``--enable-dp-attention``) runs everything but the routed experts data-parallel:
+    each of the ``tp`` devices holds the attention, dense and shared-expert weights whole
+    and serves its own share of the sequences, keeping every KV head of their cache. The
+    tokens are gathered for the experts and their outputs scattered back, one all-gather
+    and one reduce-scatter per MoE layer (the bytes and steps of one all-reduce). Each
+    device runs its own scheduler and sampler, so the per-sequence host overhead of a
+    step is split over the devices. The sequences are assumed spread evenly.
     """
 
     def __init__(
@@ -187,16 +204,21 @@ class RooflineModel:
         kv_dtype: str = "bf16",
         pp: int = 1,
         expert_parallel: bool = False,
+        attention_dp: bool = False,
         **efficiency: float | None,
     ):
         self.model, self.acc, self.tp, self.pp = model, acc, tp, pp
         self.expert_parallel = expert_parallel and model.is_moe and tp > 1
+        self.attention_dp = attention_dp and self.expert_parallel
+        self.dp = tp if self.attention_dp else 1  # devices serving sequences side by side
         self.weight_dtype = weight_dtype or model.weight_dtype
         self.kv_dtype = kv_dtype
         self.eff = eff = merge_efficiency(DEFAULT_EFFICIENCY, efficiency)
         self.wbytes = DTYPE_BYTES[self.weight_dtype]
         self.kvbytes = DTYPE_BYTES[kv_dtype]
         self.peak = acc.peak_flops(self.weight_dtype) * eff["gemm_efficiency"]
+        # dense (non-expert) GEMMs: quantized weights reach a smaller share of their higher peak
+        self.dense_peak = self.peak * (eff["quantized_dense_efficiency"] if self.wbytes < 2 else 1.0)
         self.attn_peak = acc.peak_flops("bf16") * eff["attention_efficiency"]
         self.bw = acc.memory_bandwidth * eff["memory_efficiency"]
         self.link_bw = acc.link_bandwidth * eff["link_efficiency"]
@@ -213,9 +235,12 @@ class RooflineModel:
         """KV elements one token keeps on each device of the replica, per layer.
 
         GQA shards KV heads across TP ranks (replicated when heads < tp); MLA's
-        latent cache is replicated on every rank.
+        latent cache is replicated on every rank. Under data-parallel attention a token's
+        whole cache lives on the one device serving its sequence: on average 1/tp of it.
         """
         m = self.model
+        if self.attention_dp:
+            return m.kv_elems_per_token_layer() / self.tp
         if m.attention == "mla":
             return float(m.kv_lora_rank + m.qk_rope_head_dim)
         return 2.0 * m.head_dim * math.ceil(m.num_kv_heads / self.tp)
@@ -225,45 +250,52 @@ class RooflineModel:
         return self.kv_bytes_per_token_layer * math.ceil(self.model.num_layers / self.pp)
 
     def weight_bytes_device(self) -> float:
-        return self.model.total_params() * self.wbytes / (self.tp * self.pp)
+        m = self.model
+        if self.attention_dp:  # routed experts sharded, everything else whole on every device
+            routed = m.num_experts * m.expert_params() * m.moe_layers
+            return ((m.total_params() - routed) + routed / self.tp) * self.wbytes / self.pp
+        return m.total_params() * self.wbytes / (self.tp * self.pp)
 
     # ----------------------------------------------------------------- time
-    def _gemms(self, tokens: int, sampled: int) -> tuple[float, float, float]:
+    def _gemms(self, tokens: int, sampled: int, rows: int = 0) -> tuple[float, float, float]:
         """(time, flops, bytes) of everything but attention for ``tokens`` tokens passing
-        through all layers once on one TP group (per device of the group)."""
-        key = (tokens, sampled)
+        through all layers once on one TP group (per device of the group); under data-parallel
+        attention ``rows`` (if given) are the tokens of the device's own sequences."""
+        key = (tokens, sampled, rows)
         hit = self._gemm_cache.get(key)
         if hit is None:
             if len(self._gemm_cache) >= GEMM_CACHE_ENTRIES:  # bounded memory (a pure function: start afresh)
                 self._gemm_cache.clear()
-            hit = self._gemm_cache[key] = self._gemms_uncached(tokens, sampled)
+            hit = self._gemm_cache[key] = self._gemms_uncached(tokens, sampled, rows)
         return hit
 
     def _linear(self, n_tok: float, i: int, o: int, shards: int) -> tuple[float, float, float]:
         """One GEMM of ``n_tok`` rows through an ``i`` x ``o`` weight split ``shards`` ways."""
         f = 2.0 * n_tok * i * o / shards
         b = (i * o * self.wbytes + n_tok * (i + o) * ACT_BYTES) / shards
-        return self.lat + blend(f / self.peak, b / self.bw, self.blend_p), f, b
+        return self.lat + blend(f / self.dense_peak, b / self.bw, self.blend_p), f, b
 
-    def _gemms_uncached(self, tokens: int, sampled: int) -> tuple[float, float, float]:
+    def _gemms_uncached(self, tokens: int, sampled: int, rows: int = 0) -> tuple[float, float, float]:
         m, tp = self.model, self.tp
         acc = np.zeros(3)
+        # rows through the non-expert weights on one device, and the ways those are split
+        rows, shards = (rows or -(-tokens // tp), 1) if self.attention_dp else (tokens, tp)
 
         def layer(shapes) -> np.ndarray:
             out = np.zeros(3)
             for i, o in shapes:
-                out += self._linear(tokens, i, o, tp)
+                out += self._linear(rows, i, o, shards)
             return out
 
         attn = m.attention_shapes()
         acc += layer(attn + m.dense_mlp_shapes()) * m.dense_layers
         act_width = m.intermediate_size
         if m.is_moe:
-            moe = layer(attn) + self._linear(tokens, m.hidden_size, m.num_experts, tp)  # router
+            moe = layer(attn) + self._linear(rows, m.hidden_size, m.num_experts, shards)  # router
             moe += self._experts(tokens)
             for _ in range(m.num_shared_experts):
-                moe += self._linear(tokens, m.hidden_size, 2 * m.moe_intermediate_size, tp)
-                moe += self._linear(tokens, m.moe_intermediate_size, m.hidden_size, tp)
+                moe += self._linear(rows, m.hidden_size, 2 * m.moe_intermediate_size, shards)
+                moe += self._linear(rows, m.moe_intermediate_size, m.hidden_size, shards)
             acc += moe * m.moe_layers
             act_width = m.experts_per_token * m.moe_intermediate_size
         # fused norms + residual adds, rotary, SiLU-and-mul: memory-bound elementwise traffic
@@ -271,9 +303,9 @@ class RooflineModel:
         ew = (8.0 * m.hidden_size + 3.0 * act_width + 2.0 * (q_width + m.num_kv_heads * m.head_dim)) / tp
         ew_bytes = tokens * ew * ACT_BYTES
         acc += np.array([ELEMENTWISE_KERNELS * self.lat + ew_bytes / self.bw, 0.0, ew_bytes]) * m.num_layers
-        # LM head on the sampled rows (vocab-parallel across TP ranks)
+        # LM head on the sampled rows (vocab-parallel across TP ranks; whole on each DP rank)
         if sampled:
-            acc += self._linear(sampled, m.hidden_size, m.vocab_size, tp)
+            acc += self._linear(-(-sampled // self.dp), m.hidden_size, m.vocab_size, shards)
         acc[0] += self._collectives_s(tokens)
         return float(acc[0]), float(acc[1]), float(acc[2])
 
@@ -306,12 +338,14 @@ class RooflineModel:
 
     def _collectives_s(self, tokens: int) -> float:
         """TP all-reduces: after attention and after the MLP of every layer (under expert
-        parallelism the MoE all-reduce sums the devices' partial expert outputs)."""
+        parallelism the MoE all-reduce sums the devices' partial expert outputs). Under
+        data-parallel attention only the MoE layers communicate: an all-gather of the tokens
+        and a reduce-scatter of the experts' outputs, together one all-reduce's traffic."""
         m = self.model
         if self.tp <= 1:
             return 0.0
         one = ring_allreduce_s(tokens * m.hidden_size * ACT_BYTES, self.tp, self.link_bw, self.eff["link_latency_s"])
-        return one * 2 * m.num_layers
+        return one * (m.moe_layers if self.attention_dp else 2 * m.num_layers)
 
     def _stage_handoffs_s(self, tokens: int) -> float:
         """A micro-batch's activations handed between consecutive stages, once per stage."""
@@ -332,11 +366,18 @@ class RooflineModel:
         a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
         a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
         a_fs = a_f / self.attn_peak
+        g_time = g_t
+        if self.dp > 1 and batch.longest * self.dp > tok:
+            # data-parallel attention: the device prefilling the longest chunk serves it whole
+            # besides its share of the rest, and the others wait for it at the experts
+            busiest = batch.longest + -(-(tok - batch.longest) // self.dp)
+            g_time = self._gemms(tok, -(-batch.sampled // micro), busiest)[0]
+            a_fs = a_fs + (self.dp - 1) * batch.longest_pairs * self.attn_flops_per_pair * layers / self.attn_peak
         a_t = maximum(a_fs, a_b / self.bw)
         if self.lat:  # (adding 0.0 to these non-negative times changes nothing)
             a_t = a_t + self.lat * layers
-        overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs
-        time_s = (overhead + g_t + self._stage_handoffs_s(tok)) + a_t
+        overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs / self.dp
+        time_s = (overhead + g_time + self._stage_handoffs_s(tok)) + a_t
         share = micro / self.pp  # of the whole batch's work, each device does 1/pp
         flops = g_f + a_f
         nbytes = g_b + a_b

@@ -4,9 +4,9 @@ Every row of hardware/calibration/measurements.csv is a published steady-state
 measurement of a real server (model, hardware, parallelism, precision, batch cap,
 prompt and output lengths) with its measured output throughput, median inter-token
 latency, GPU power and energy per output token. :func:`predict` simulates the same
-configuration in closed loop (``concurrency`` = the server's batch cap, every client
-sending its next request as soon as the previous one ends, as the benchmark does)
-with :func:`sim.estimate.estimate`, and :func:`report` tabulates the errors, keeping
+configuration as the benchmark measured it (:func:`sim.burst.burst`: its ``requests``
+sent at once to a server capped at ``concurrency`` running sequences, figures over the
+steady-state window in which the batch stays full), and :func:`report` tabulates the errors, keeping
 the points used by ``dcsim calibrate`` (role ``fit``) apart from the held-out ones.
 
 Regenerate with ``python -m sim.validation --out docs/validation.md``; the sections on
@@ -44,7 +44,7 @@ def measurements_path() -> Path:
 
 def load_points(path: Path | None = None, roles: tuple[str, ...] = ("fit", "holdout")) -> list[dict]:
     """The measurement rows with the given roles, numbers parsed."""
-    ints = {"tp", "concurrency", "prompt_tokens"}
+    ints = {"tp", "concurrency", "requests", "prompt_tokens"}
     floats = {"output_mean", "output_cv", "measured_batch", "output_tokens_per_s", "itl_p50_s", "gpu_power_w",
               "energy_per_token_j"}
     out = []
@@ -68,21 +68,28 @@ def output_distribution(mean: float, cv: float) -> dict:
     return {"kind": "lognormal", "median": mean / math.sqrt(1.0 + cv * cv), "sigma": math.sqrt(sigma2)}
 
 
-def predict(point: dict, performance: dict | None = None, power: dict | None = None) -> dict:
-    """Simulated steady state of one measured configuration.
+# The ML.ENERGY benchmark starts vLLM with --gpu-memory-utilization 0.95 (ml-energy/benchmark,
+# mlenergy/llm/benchmark.py, spawn_vllm); the configurations' own server options leave it so.
+GPU_MEMORY_UTILIZATION = 0.95
 
-    ``performance`` overrides efficiency parameters of the roofline model (as a pool's
-    ``performance:`` block would); ``power`` overrides PowerModel parameters (for fitting).
+
+def predict(point: dict, performance: dict | None = None, power: dict | None = None) -> dict:
+    """Simulated steady state of one measured configuration, measured as the benchmark did.
+
+    The point's ``requests`` calls are sent at once to one replica capped at ``concurrency``
+    running sequences, and the figures come from the benchmark's steady-state window
+    (:func:`sim.burst.burst`). ``performance`` overrides efficiency parameters of the
+    roofline model (as a pool's ``performance:`` block would); ``power`` overrides
+    PowerModel parameters (for fitting).
     """
-    from sim.estimate import estimate
+    from sim.burst import burst
 
     perf = {"kind": "roofline", **performance} if performance else None
-    return estimate(
-        point["accelerator"], point["model"], point["concurrency"], point["prompt_tokens"],
+    return burst(
+        point["accelerator"], point["model"], point["requests"], point["concurrency"], point["prompt_tokens"],
         int(round(point["output_mean"])), tp=point["tp"], weight_dtype=point["weight_dtype"],
-        expert_parallel=point["expert_parallel"], max_num_seqs=point["concurrency"],
-        output_dist=output_distribution(point["output_mean"], point["output_cv"]), performance=perf,
-        power=power,
+        expert_parallel=point["expert_parallel"], gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+        output_dist=output_distribution(point["output_mean"], point["output_cv"]), performance=perf, power=power,
     )
 
 
@@ -145,11 +152,14 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
         "",
         "Each row is a published steady-state measurement of a real server (hardware/calibration/",
         "measurements.csv, derived by hardware/calibration/derive_measurements.py with its source).",
-        "The simulator runs the same configuration in closed loop: `concurrency` clients (the",
-        "server's batch cap), each sending its next request when the previous one ends, with the",
+        "The simulator runs the same configuration the way the benchmark measured it (sim/burst.py):",
+        "the run's requests (198 GPQA or 1,024 Arena prompts, times the configuration's repeats) are",
+        "sent at once to one vLLM server with the batch cap and gpu_memory_utilization 0.95, with the",
         "measured mean output length (lognormal with the measured spread) and the task's assumed",
-        "prompt length, and reports steady-state output throughput, median inter-token latency",
-        "(ITL), total GPU power and GPU energy per output token. Error = predicted / measured - 1.",
+        "prompt length. Output throughput, total GPU power and GPU energy per output token are taken",
+        "over the benchmark's steady-state window (from the batch cap's worth of first tokens to the",
+        "point where only the batch cap plus one requests remain unfinished); median inter-token",
+        "latency (ITL) over the whole run. Error = predicted / measured - 1.",
         "",
         "Rows marked **fit** (Qwen3-8B, and Qwen3-235B-A22B in bf16 and fp8, on lm-arena-chat) were",
         "used by `dcsim calibrate`, jointly, for the engine overheads, the all-reduce latency inside the",

@@ -9,8 +9,10 @@ first request to the last completion.
 TensorRT-LLM is a different engine from the vLLM the per-accelerator calibration describes:
 its kernels run on the same hardware (the kernel, link and expert efficiencies of
 hardware/calibration/<accelerator>.yaml are kept), but its scheduler and runtime cost a
-different time per step. The **engine profile** hardware/calibration/trtllm.yaml holds those
-per-step and per-sequence overheads per accelerator, fitted (:func:`fit_profile`, ``dcsim
+different time per step, and its fp8 / fp4 GEMMs reach their own share of the quantized
+tensor-core peak. The **engine profile** hardware/calibration/trtllm.yaml holds those
+per-step and per-sequence overheads and that quantized dense-GEMM efficiency per
+accelerator, fitted (:func:`fit_profile`, ``dcsim
 calibrate --engine trtllm``) to the rows marked ``fit``: one model per GPU, the smallest dense
 model published for it. Every other row with a model and accelerator card is held out.
 
@@ -21,8 +23,8 @@ cap and token budget follow trtllm-bench's heuristic (``finetune_setting``: the 
 fit in the KV pool, capped at 4,096; tokens = batch x (1 + ISL / OSL), capped at 32,768), and,
 as TensorRT-LLM's default capacity scheduler (guaranteed no evict) admits a request only
 with room for its whole sequence, the running batch is capped at the requests whose full
-ISL + OSL fits in the pool. MoE models run expert-parallel (TensorRT-LLM adds attention data
-parallelism, which the simulator does not model: attention stays tensor-parallel).
+ISL + OSL fits in the pool. MoE models run expert-parallel with data-parallel attention
+(``attention_dp``), as perf-overview.md's options for MoE models (``enable_attention_dp``) set.
 
 ``python -m sim.validation_trtllm`` rewrites only this section of docs/validation.md
 (``--fit`` refits the profile first); ``python -m sim.validation`` appends it to the report.
@@ -49,11 +51,14 @@ KV_DTYPE = "fp8"
 ARRIVAL_S = 1e-3  # the whole request set is queued within this
 MAX_BATCH = 4096  # trtllm-bench's cap on the batch size
 MAX_TOKENS = 32768  # ... and on the tokens per iteration
-PROFILE_KEYS = ("iteration_overhead_s", "per_seq_overhead_s")
-# Bounds of the profile fit (s) and the solver's unit for each key
+OVERHEAD_KEYS = ("iteration_overhead_s", "per_seq_overhead_s")
+PROFILE_KEYS = OVERHEAD_KEYS + ("quantized_dense_efficiency",)
+# Bounds of the overhead fit (s) and the solver's unit for each key
 PROFILE_FIT = {"iteration_overhead_s": (0.0, 0.02, 1e-3), "per_seq_overhead_s": (0.0, 5e-4, 1e-6)}
+# Bounds of the quantized dense-GEMM efficiency, and the search's tolerance
+DENSE_Q_BOUNDS, DENSE_Q_TOL = (0.3, 1.0), 0.02
 # Held-out mean |error| bound tests/test_validation.py keeps (docs/validation.md states it)
-HOLDOUT_BOUND = 0.25
+HOLDOUT_BOUND = 0.15
 
 
 def data_path() -> Path:
@@ -114,8 +119,8 @@ def _raw(row: dict, overrides: dict, max_seqs: int, max_tokens: int, drain_s: fl
             "weight_dtype": row["weight_dtype"], "kv_dtype": KV_DTYPE, "engine": {"gpu_memory_utilization": KV_FRACTION},
             "batcher": {"kind": "continuous", "max_num_seqs": max_seqs, "max_num_batched_tokens": max_tokens},
             "performance": {"kind": "roofline", **overrides}}
-    if model.is_moe:
-        pool["expert_parallel"] = True
+    if model.is_moe:  # perf-overview.md's llm_options for MoE models: enable_attention_dp
+        pool["expert_parallel"] = pool["attention_dp"] = True
     cls = {"name": "bench", "pool": "trtllm", "arrival": {"kind": "deterministic", "rate_per_s": row["num_requests"] / ARRIVAL_S},
            "prompt_tokens": {"kind": "fixed", "value": row["isl"]}, "output_tokens": {"kind": "fixed", "value": row["osl"]}}
     return {"name": "trtllm-bench", "seed": 0, "duration_s": ARRIVAL_S, "drain_s": drain_s,
@@ -183,55 +188,102 @@ def simulate_all(rows: list[dict], overrides: dict | None = None, workers: int =
 
 
 # --------------------------------------------------------------------------- profile fit
-def fit_profile(accelerator: str, workers: int = 2, rounds: int = 1) -> dict:
-    """Per-step and per-sequence overheads of the TRT-LLM profile for ``accelerator``: least
-    squares on log throughput over the accelerator's ``fit`` rows.
+def fit_profile(accelerator: str, workers: int = 2) -> dict:
+    """The TRT-LLM profile for ``accelerator``: per-step and per-sequence overheads and the
+    quantized dense-GEMM efficiency, least squares on log throughput over its ``fit`` rows.
+
+    The rows mix decode-heavy runs (overheads, memory-bound steps) and prefill-heavy ones
+    (compute-bound GEMMs), which is what separates the efficiency from the overheads. For a
+    given efficiency the overheads are a linear fit (:func:`_fit_overheads`); a golden-section
+    search over the efficiency minimizes what that fit leaves. Rows with bf16 weights do
+    not depend on it: with none quantized it stays 1.0. The errors reported are those of
+    a last simulation at the result.
+    """
+    rows = [r for r in load_rows(("fit",)) if r["accelerator"] == accelerator]
+    if not rows:
+        raise ValueError(f"no 'fit' rows for {accelerator} in {data_path()}")
+    meas = np.array([r["output_tokens_per_s"] for r in rows])
+    cache: dict[float, float] = {}
+
+    def loss(q: float) -> float:
+        if q not in cache:
+            _, got = _fit_overheads(accelerator, rows, q, workers)
+            cache[q] = float(np.mean(np.log(got / meas) ** 2))
+        return cache[q]
+
+    lo, hi = DENSE_Q_BOUNDS
+    if all(catalog.DTYPE_BYTES[r["weight_dtype"]] >= 2 for r in rows):
+        lo = hi
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+    while hi - lo > DENSE_Q_TOL:
+        if loss(a) <= loss(b):
+            hi, b = b, a
+            a = hi - golden * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + golden * (hi - lo)
+    best = min(cache, key=cache.get) if cache else hi
+    x, got = _fit_overheads(accelerator, rows, best, workers, resimulate=True)
+    err = np.abs(got / meas - 1.0)
+    return {**x, "quantized_dense_efficiency": best, "n": len(rows),
+            "models": sorted({f"{r['source_model']} ({r['weight_dtype']}, TP{r['tp']})" for r in rows}),
+            "mean_abs_error": float(err.mean()), "worst_abs_error": float(err.max())}
+
+
+def _fit_overheads(accelerator: str, rows: list[dict], dense_q: float, workers: int,
+                   resimulate: bool = False) -> tuple[dict, np.ndarray]:
+    """Per-step and per-sequence overheads for the rows at quantized dense-GEMM efficiency
+    ``dense_q``, and the throughputs at them.
 
     A run's duration grows by (iterations x d overhead + sequence-iterations x d per-sequence
     overhead) when the overheads change (the offline batch is set by the KV pool, not by
-    speed), so each round simulates the rows once at the current values and solves that linear
-    model; the next round re-anchors at the solution.
+    speed), so one simulation at the accelerator's vLLM overheads gives a linear model of
+    every row's duration, solved by least squares on log throughput. The throughputs
+    returned are that model's, or with ``resimulate`` a second simulation's.
     """
     from scipy.optimize import least_squares
 
     from sim.calibrate import DEFAULT_EFFICIENCY
 
-    rows = [r for r in load_rows(("fit",)) if r["accelerator"] == accelerator]
-    if not rows:
-        raise ValueError(f"no 'fit' rows for {accelerator} in {data_path()}")
     cal = catalog.calibration(accelerator).perf
-    x = {k: cal.get(k, DEFAULT_EFFICIENCY[k]) for k in PROFILE_KEYS}
+    x = {k: cal.get(k, DEFAULT_EFFICIENCY[k]) for k in OVERHEAD_KEYS}
     meas = np.array([r["output_tokens_per_s"] for r in rows])
-    lo = [PROFILE_FIT[k][0] / PROFILE_FIT[k][2] for k in PROFILE_KEYS]
-    hi = [PROFILE_FIT[k][1] / PROFILE_FIT[k][2] for k in PROFILE_KEYS]
-    for r in range(rounds + 1):
-        sims = simulate_all(rows, {accelerator: x}, workers)
-        bad = [s["error"] for s in sims if "error" in s]
-        if bad:
-            raise ValueError(f"{accelerator}: {bad[0]}")
-        got = np.array([s["output_tokens_per_s"] for s in sims])
-        if r == rounds:
-            break
-        span = np.array([s["span_s"] for s in sims])
-        tokens = np.array([s["output_tokens"] for s in sims])
-        its = np.array([s["iterations"] for s in sims])
-        seq_its = np.array([s["seq_iterations"] for s in sims])
-        x0 = np.array([x[k] / PROFILE_FIT[k][2] for k in PROFILE_KEYS])
+    lo = [PROFILE_FIT[k][0] / PROFILE_FIT[k][2] for k in OVERHEAD_KEYS]
+    hi = [PROFILE_FIT[k][1] / PROFILE_FIT[k][2] for k in OVERHEAD_KEYS]
+    units = np.array([PROFILE_FIT[k][2] for k in OVERHEAD_KEYS])
+    sims = _simulated(accelerator, rows, {**x, "quantized_dense_efficiency": dense_q}, workers)
+    span = np.array([s["span_s"] for s in sims])
+    tokens = np.array([s["output_tokens"] for s in sims])
+    its = np.array([s["iterations"] for s in sims])
+    seq_its = np.array([s["seq_iterations"] for s in sims])
+    x0 = np.array([x[k] for k in OVERHEAD_KEYS]) / units
 
-        def residual(v, x0=x0, span=span, tokens=tokens, its=its, seq_its=seq_its):
-            d = (v - x0) * np.array([PROFILE_FIT[k][2] for k in PROFILE_KEYS])
-            return np.log(tokens / np.maximum(span + its * d[0] + seq_its * d[1], 1e-9)) - np.log(meas)
+    def model(v):
+        d = (v - x0) * units
+        return tokens / np.maximum(span + its * d[0] + seq_its * d[1], 1e-9)
 
-        sol = least_squares(residual, x0=np.clip(x0, lo, hi), bounds=(lo, hi), x_scale="jac")
-        # (a value at its lower bound is exactly 0, not the solver's round-off)
-        x = {k: float(v * PROFILE_FIT[k][2]) if v > 1e-9 else 0.0 for k, v in zip(PROFILE_KEYS, sol.x)}
-    err = np.abs(got / meas - 1.0)
-    return {**x, "n": len(rows), "models": sorted({f"{r['source_model']} ({r['weight_dtype']}, TP{r['tp']})" for r in rows}),
-            "mean_abs_error": float(err.mean()), "worst_abs_error": float(err.max())}
+    sol = least_squares(lambda v: np.log(model(v)) - np.log(meas), x0=np.clip(x0, lo, hi), bounds=(lo, hi),
+                        x_scale="jac")
+    # (a value at its lower bound is exactly 0, not the solver's round-off: under 1 ns per sequence or
+    # 1 us per step)
+    x = {k: float(v * u) if v > 1e-3 else 0.0 for k, v, u in zip(OVERHEAD_KEYS, sol.x, units)}
+    if not resimulate:
+        return x, model(sol.x)
+    sims = _simulated(accelerator, rows, {**x, "quantized_dense_efficiency": dense_q}, workers)
+    return x, np.array([s["output_tokens_per_s"] for s in sims])
+
+
+def _simulated(accelerator: str, rows: list[dict], profile: dict, workers: int) -> list[dict]:
+    sims = simulate_all(rows, {accelerator: profile}, workers)
+    bad = [s["error"] for s in sims if "error" in s]
+    if bad:
+        raise ValueError(f"{accelerator}: {bad[0]}")
+    return sims
 
 
 def write_profile(accelerator: str, fit: dict) -> Path:
-    """Merge one accelerator's fitted overheads into the profile card, with their source."""
+    """Merge one accelerator's fitted profile into the profile card, with its source."""
     from sim.calibrate import _round
 
     f = profile_path()
@@ -241,8 +293,9 @@ def write_profile(accelerator: str, fit: dict) -> Path:
     card["fitted_by"] = "dcsim calibrate --engine trtllm (sim/validation_trtllm.py fit_profile)"
     card["notes"] = [
         "TensorRT-LLM engine profile: per-step and per-sequence overheads of TensorRT-LLM (PyTorch backend) "
-        "replacing the vLLM ones of hardware/calibration/<accelerator>.yaml; kernel, link and expert efficiencies "
-        "stay the accelerator's",
+        "replacing the vLLM ones of hardware/calibration/<accelerator>.yaml, and the share of the bf16 GEMM "
+        "efficiency its quantized (fp8 / fp4) dense GEMMs reach; kernel, link and expert efficiencies stay the "
+        "accelerator's",
         f"fitted to the 'fit' rows of {data_path().name} (one model per GPU); every other row is held out "
         "(docs/validation.md, TensorRT-LLM section)",
     ]
@@ -283,20 +336,23 @@ def section(results: list[dict], skipped: list[dict], wall_s: float) -> list[str
              "TensorRT-LLM is its own engine: the kernel, link and expert efficiencies of "
              "hardware/calibration/<accelerator>.yaml are kept, and the **TRT-LLM engine profile** "
              "(hardware/calibration/trtllm.yaml, `dcsim calibrate --engine trtllm`) replaces the vLLM per-step and "
-             "per-sequence overheads, fitted per GPU to one model's rows (**fit**: the smallest dense model published "
-             "for that GPU); every other model on that GPU is **held out**. MoE models run expert-parallel; "
-             "TensorRT-LLM's attention data parallelism is not modelled (attention stays tensor-parallel).", ""]
+             "per-sequence overheads and sets the efficiency of quantized dense GEMMs (against the fp8 / fp4 peak, "
+             "as a share of the bf16 GEMM efficiency), fitted per GPU to one model's rows (**fit**: the smallest dense model published "
+             "for that GPU); every other model on that GPU is **held out**. MoE models run expert-parallel with "
+             "data-parallel attention (`attention_dp`, perf-overview.md's `enable_attention_dp`).", ""]
     if prof:
-        lines += ["| accelerator | per-step overhead | per-sequence overhead |", "|---|---|---|"]
+        lines += ["| accelerator | per-step overhead | per-sequence overhead | quantized dense-GEMM efficiency |",
+                  "|---|---|---|---|"]
         for acc, v in sorted(prof.items()):
             lines.append(f"| {acc} | {v.get('iteration_overhead_s', math.nan) * 1e3:.2f} ms | "
-                         f"{v.get('per_seq_overhead_s', math.nan) * 1e6:.1f} us |")
+                         f"{v.get('per_seq_overhead_s', math.nan) * 1e6:.1f} us | "
+                         f"{v.get('quantized_dense_efficiency', 1.0):.2f} |")
         lines.append("")
     lines += [f"Held-out bound tests/test_validation.py keeps on the quick held-out rows (the dense models at "
               f"20000 / 2000 tokens, every GPU): mean |error| <= {HOLDOUT_BOUND:.0%}. The Qwen3-235B-A22B rows run "
-              "TensorRT-LLM's attention data parallelism (each GPU holds whole KV heads of its own requests), which the "
-              "simulator does not model: its tensor-parallel attention replicates the 4 KV heads over 8 GPUs, halving "
-              "the KV pool and reading every request's KV on every GPU, so it underestimates these rows most.", "",
+              "with data-parallel attention, whose sequences the simulator spreads evenly over the GPUs; a long "
+              "prompt, prefilled whole on one GPU while the others wait at the experts, is not, so the "
+              "prefill-heavy rows come out fast.", "",
               "| set | rows | mean abs error | worst abs error |", "|---|---|---|---|"]
     for role in ("holdout", "fit"):
         s = summarize([x for x in results if x["row"]["role"] == role])

@@ -292,6 +292,9 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
     if isinstance(cls.arrival, C.ClosedArrivals):
         yield from _closed(env, cls, stop, prompt, output, make_call, key)
         return
+    if isinstance(cls.arrival, C.BurstArrivals):
+        yield from _burst(env, cls, stop, prompt, output, make_call)
+        return
     rng = streams("arrival")
     if isinstance(cls.arrival, C.ScheduleArrivals):
         yield from _scheduled(env, cls, RateSchedule.of(cls.arrival, base_dir, f"{key}.arrival"), rng, stop, prompt,
@@ -325,6 +328,16 @@ def _scheduled(env, cls, schedule: RateSchedule, rng, stop, prompt, output, make
                 return
             yield env.timeout(t - env.now)
             make_call(cls, t, p, o)
+
+
+def _burst(env, cls, stop, prompt, output, make_call):
+    """``count`` calls at ``start_s`` (none if that is past ``stop``), lengths drawn at once."""
+    if cls.start_s >= stop:
+        return
+    yield env.timeout(cls.start_s - env.now)
+    n = cls.arrival.count
+    for p, o in zip(_outputs(prompt, n).tolist(), _outputs(output, n).tolist()):
+        make_call(cls, cls.start_s, p, o)
 
 
 def _outputs(sampler: LengthSampler | None, n: int) -> np.ndarray:

@@ -185,6 +185,17 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     eff = {**cal.perf, **{k: v for k, v in p.model_dump().items() if k not in ("kind", "path", "network_path")
                           and v is not None}}
     layout = {"pp": pool.pp, "expert_parallel": pool.expert_parallel}
+    if pool.attention_dp:
+        if not pool.expert_parallel:
+            raise ScenarioError(source, f"{key}.attention_dp", "needs expert_parallel: true (the experts are what "
+                                "the devices share)")
+        if not model.is_moe:
+            raise ScenarioError(source, f"{key}.attention_dp", f"{model.name} is a dense model: data-parallel "
+                                "attention shares the devices through MoE experts; use replicas instead")
+        if sram or p.kind != "roofline":
+            raise ScenarioError(source, f"{key}.attention_dp", "data-parallel attention is modelled by the "
+                                "roofline performance model only (performance: {kind: roofline})")
+        layout["attention_dp"] = True
     roofline = (perf_sram.SramPipelineModel if sram else RooflineModel)(
         model, acc, pool.tp, wdtype, pool.kv_dtype, **layout, **({} if isinstance(p, FixedPerf) else eff))
     perf = FixedModel(p.iteration_s, p.per_token_s) if isinstance(p, FixedPerf) else roofline

@@ -241,3 +241,82 @@ def test_fp8_kv_halves_kv_bytes_and_doubles_blocks():
     b = decode(64, 8000)
     kv_read = roofline().cost(b).bytes[0] - roofline(kv_dtype="fp8").cost(b).bytes[0]
     assert kv_read == pytest.approx(64 * 8000 * roofline().kv_bytes_per_token_device() / 2, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- data-parallel attention
+QWEN235 = catalog.model("qwen3-235b-a22b")
+
+
+def test_attention_dp_keeps_whole_kv_heads_and_replicates_attention_weights():
+    """Qwen3-235B has 4 KV heads: tensor-parallel attention over 8 GPUs keeps 2 copies of each,
+    data-parallel attention one (each request's cache on its own GPU)."""
+    tp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True)
+    dp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True, attention_dp=True)
+    assert tp.kv_bytes_per_token_device() == pytest.approx(2 * dp.kv_bytes_per_token_device())
+    routed = QWEN235.num_experts * QWEN235.expert_params() * QWEN235.moe_layers
+    extra = (QWEN235.total_params() - routed) * (1 - 1 / 8)  # non-expert weights now whole on every GPU
+    assert dp.weight_bytes_device() - tp.weight_bytes_device() == pytest.approx(extra * 1.0)
+    a = spec(accelerator="h100-sxm", model="qwen3-235b-a22b", tp=8, weight_dtype="fp8", expert_parallel=True)
+    b = spec(accelerator="h100-sxm", model="qwen3-235b-a22b", tp=8, weight_dtype="fp8", expert_parallel=True,
+             attention_dp=True)
+    # the extra weights cost some memory, the unreplicated heads more than pay it back
+    assert 1.5 * a.kv_blocks < b.kv_blocks < 2 * a.kv_blocks
+
+
+def test_attention_dp_halves_replicated_kv_reads_and_the_all_reduces():
+    tp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True)
+    dp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True, attention_dp=True)
+    assert dp._collectives_s(512) == pytest.approx(tp._collectives_s(512) / 2)
+    # long contexts at a large batch: attention reads dominate, and DP reads each cache once
+    long = decode(1024, 8000)
+    assert dp.cost(long).time_s[0] < 0.8 * tp.cost(long).time_s[0]
+    # one sequence: the GPU serving it reads the whole attention weights, not an eighth of them
+    assert dp.cost(decode(1, 100)).bytes[0] > tp.cost(decode(1, 100)).bytes[0]
+
+
+def test_attention_dp_splits_the_per_sequence_host_work():
+    kw = dict(tp=8, weight_dtype="fp8", expert_parallel=True, iteration_overhead_s=0.0, per_seq_overhead_s=1e-4)
+    base = roofline(QWEN235, **{**kw, "per_seq_overhead_s": 0.0}, attention_dp=True).cost(decode(800, 1000)).time_s[0]
+    dp = roofline(QWEN235, **kw, attention_dp=True).cost(decode(800, 1000)).time_s[0]
+    assert dp - base == pytest.approx(800 * 1e-4 / 8)
+
+
+def test_attention_dp_needs_expert_parallel_and_a_moe_model():
+    with pytest.raises(ScenarioError, match="attention_dp"):
+        spec(model="qwen3-235b-a22b", tp=8, weight_dtype="fp8", attention_dp=True)
+    with pytest.raises(ScenarioError, match="attention_dp"):
+        spec(tp=2, expert_parallel=True, attention_dp=True)
+
+
+def test_quantized_dense_efficiency_slows_compute_bound_fp8_gemms_only():
+    full = roofline(LLAMA70, tp=4, weight_dtype="fp8")
+    half = roofline(LLAMA70, tp=4, weight_dtype="fp8", quantized_dense_efficiency=0.5)
+    bf16 = roofline(LLAMA70, tp=4, weight_dtype="bf16", quantized_dense_efficiency=0.5)
+    # a long prefill is compute-bound: its GEMMs take about twice as long (all-reduces and
+    # elementwise kernels do not change)
+    g_full, g_half = full._gemms(8192, 1)[0], half._gemms(8192, 1)[0]
+    assert 1.4 < g_half / g_full < 2.0
+    # one decoding sequence reads the weights: memory-bound, nearly unchanged
+    assert half.cost(decode(1, 1000)).time_s[0] == pytest.approx(full.cost(decode(1, 1000)).time_s[0], rel=0.02)
+    # bf16 weights are not quantized
+    assert bf16.cost(prefill(4096)).time_s[0] == roofline(LLAMA70, tp=4, weight_dtype="bf16").cost(prefill(4096)).time_s[0]
+
+
+def test_attention_dp_one_long_prefill_holds_up_every_device():
+    """A 4,096-token prompt chunk is prefilled whole by the device serving its sequence while
+    the other 7 decode their shares of 800 sequences: the step takes longer than if the chunk
+    were spread evenly over the devices."""
+    dp = roofline(QWEN235, tp=8, weight_dtype="fp8", expert_parallel=True, attention_dp=True)
+    chunk, decodes, ctx = 4096, 800, 2000
+    pairs = chunk * (chunk + 1) / 2 + decodes * ctx
+    kv = np.array([float(chunk + decodes * ctx)])
+    even = Batch(chunk + decodes, decodes + 1, decodes + 1, np.array([pairs]), kv)
+    one = Batch(chunk + decodes, decodes + 1, decodes + 1, np.array([pairs]), kv, longest=chunk,
+                longest_pairs=chunk * (chunk + 1) / 2)
+    t_even, t_one = dp.cost(even).time_s[0], dp.cost(one).time_s[0]
+    assert t_one > 1.2 * t_even
+    # the device's flops for power stay the average device's
+    assert dp.cost(one).flops[0] == dp.cost(even).flops[0]
+    # decode runs (no longest) are unchanged
+    run = decode(800, 2000)
+    assert dp.cost(run).time_s[0] == dp.cost(Batch(800, 800, 800, run.attn_pairs, run.kv_tokens, longest=1)).time_s[0]

@@ -62,8 +62,38 @@ EXCLUDED = {
     ("Qwen/Qwen3-14B", "gpqa", "B200"): _B200_LONG,
     ("Qwen/Qwen3-30B-A3B-Thinking-2507", "gpqa", "B200"): _B200_LONG,
 }
+# Requests sent in one run: num_requests of the task (github.com/ml-energy/benchmark,
+# configs/vllm/{task}/benchmark.yaml: gpqa 198 @036891a, lm-arena-chat 1024 @4ceff26) times
+# num_request_repeats for the batch cap, from the task's sweep_defaults or the model and GPU's own
+# configs/vllm/{task}/{org}/{model}/{GPU}/sweeps.yaml (newest stored version; commits below). All
+# are sent at once, and the steady-state window the figures come from depends on it (sim/burst.py).
+NUM_REQUESTS = {"gpqa": 198, "lm-arena-chat": 1024}
+REPEATS_DEFAULT = {"gpqa": {192: 2, 256: 2, 384: 3, 512: 4}, "lm-arena-chat": {}}  # sweep_defaults
+REPEATS = {  # (model id, task, GPU) -> {max_num_seqs: repeats}, from the model's sweeps.yaml
+    ("deepseek-ai/DeepSeek-R1-0528", "gpqa", "B200"): {256: 2},  # @00e1252
+    ("deepseek-ai/DeepSeek-V3.1", "gpqa", "B200"): {256: 2, 512: 3, 768: 4, 1024: 6},  # @e7c1113
+    ("Qwen/Qwen3-14B", "gpqa", "B200"): {256: 2, 384: 3, 512: 3},  # @60f99cc
+    ("Qwen/Qwen3-235B-A22B-Thinking-2507", "gpqa", "B200"): {256: 2, 384: 3, 512: 3, 768: 5},  # @60f99cc
+    ("Qwen/Qwen3-235B-A22B-Thinking-2507-FP8", "gpqa", "B200"): {256: 2, 384: 3, 512: 3, 1024: 6},  # @60f99cc
+    ("Qwen/Qwen3-30B-A3B-Thinking-2507", "gpqa", "B200"): {256: 2, 512: 3, 1024: 6},  # @6bba9e6
+    ("deepseek-ai/DeepSeek-V3.1", "lm-arena-chat", "B200"): {768: 2, 1024: 2, 2048: 3, 3072: 4},  # @219253e
+    ("Qwen/Qwen3-14B", "lm-arena-chat", "B200"): {512: 2, 1024: 2, 2048: 3, 4096: 7},  # @6bba9e6
+    ("Qwen/Qwen3-235B-A22B-Instruct-2507", "lm-arena-chat", "B200"):
+        {512: 2, 1024: 2, 1536: 3, 2048: 3, 3072: 4, 4096: 6},  # @6bba9e6
+    ("Qwen/Qwen3-30B-A3B-Instruct-2507", "lm-arena-chat", "H100"): {256: 2, 512: 2, 768: 2, 1024: 2, 1536: 3},  # @cda9e5c
+    ("Qwen/Qwen3-30B-A3B-Instruct-2507", "lm-arena-chat", "B200"): {256: 2, 512: 2, 768: 2, 1024: 2, 1536: 3},  # @e7c1113
+    ("Qwen/Qwen3-8B", "lm-arena-chat", "B200"): {256: 2, 512: 2, 1024: 4, 1536: 4, 2048: 6},  # @60f99cc
+}
+
+
+def requests_per_run(model_id: str, task: str, gpu: str, max_num_seqs: int) -> int:
+    """Requests the benchmark sent in the run of this configuration."""
+    repeats = REPEATS.get((model_id, task, gpu), REPEATS_DEFAULT[task]).get(max_num_seqs, 1)
+    return NUM_REQUESTS[task] * repeats
+
+
 COLUMNS = ["id", "role", "reason", "source", "engine", "task", "model", "accelerator", "tp", "expert_parallel",
-           "weight_dtype", "concurrency", "prompt_tokens", "output_mean", "output_cv", "measured_batch",
+           "weight_dtype", "concurrency", "requests", "prompt_tokens", "output_mean", "output_cv", "measured_batch",
            "output_tokens_per_s", "itl_p50_s", "gpu_power_w", "energy_per_token_j"]
 
 
@@ -106,7 +136,9 @@ def main(data_dir: Path) -> None:
                 "role": role, "reason": reason, "source": SOURCE, "engine": "vllm", "task": task, "model": model,
                 "accelerator": GPUS[r["gpu_model"]], "tp": gpus, "expert_parallel": ep > 1,
                 "weight_dtype": DTYPES.get(r["weight_precision"], r["weight_precision"]),
-                "concurrency": int(r["max_num_seqs"]), "prompt_tokens": PROMPT_TOKENS[task],
+                "concurrency": int(r["max_num_seqs"]),
+                "requests": requests_per_run(r["model_id"], task, r["gpu_model"], int(r["max_num_seqs"])),
+                "prompt_tokens": PROMPT_TOKENS[task],
                 "output_mean": round(float(r["avg_output_len"]), 1), "output_cv": round(cv, 3),
                 "measured_batch": round(float(r["avg_batch_size"]), 1),
                 "output_tokens_per_s": round(float(r["output_throughput_tokens_per_sec"]), 1),
