@@ -1207,8 +1207,11 @@ class Replica:
                 c.admitted_s = start
             if c.prefix is not None:
                 hit = joining[id(c)] = d.hits.get(id(c), 0)
-                # hold the cached blocks it found before anything is allocated (and reclaimed)
+                # hold the cached blocks it found before anything is allocated (and reclaimed); those
+                # behind a chunk still to be filled it takes at its turn, so they are reclaimed last
                 c.shared = c.blocks = self.kv.ref_cached(c.prefix, hit)
+                if hit > c.shared:
+                    self.kv.spare(c.prefix, c.shared, hit)
         still, done = [], []
         worked = {id(c): n for c, n in d.work}
         worked.update((id(c), n) for c, n in d.admit)

@@ -158,6 +158,17 @@ class KvPool:
         self.ref(prefix, n * c)
         return n * c
 
+    def spare(self, prefix: Prefix, start: int, blocks: int) -> None:
+        """Put the reclaimable chunks among blocks ``start .. blocks - 1`` of ``prefix`` last in
+        reclaim order. An admission found them cached behind chunks an earlier call of the
+        same iteration is still filling, so it can reference them only after that call's
+        allocation; its decision counted them as taken, so that allocation must reclaim other
+        chunks first."""
+        lru, c = self.lru, prefix.chunk
+        for k in prefix.keys(start // c, blocks // c):
+            if k in lru:
+                lru.move_to_end(k)
+
     def ref(self, prefix: Prefix, blocks: int, start: int = 0) -> None:
         """Reference blocks ``start .. blocks - 1`` of ``prefix`` (all cached)."""
         refs, lru, c = self.refs, self.lru, prefix.chunk

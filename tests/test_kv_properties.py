@@ -4,6 +4,7 @@ counts, and no call is lost, whatever the load, sizes and prefix sharing."""
 
 from collections import Counter
 
+import pytest
 import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -85,3 +86,33 @@ def test_kv_pool_never_overcommitted(blocks, block_size, budget, max_seqs, chunk
         assert c.status == ("finished" if fits else "dropped")
         if fits:
             assert c.generated == c.output_tokens
+
+
+@pytest.mark.parametrize("macro", [True, False])
+def test_cached_chunk_behind_a_chunk_being_filled_is_not_reclaimed(macro):
+    """An admitted call finds chunks k0 and k1 about to be filled by a call admitted just before
+    it, and k2 cached but unused, the oldest reclaimable chunk. It may take k2 only after the
+    earlier call has allocated, and that allocation has to reclaim a chunk: not k2, which the
+    decision counted as taken (this used to fail with a KeyError on k2)."""
+    env = simpy.Environment()
+    acc, model = catalog.accelerator("h100-sxm"), catalog.model("llama-3.1-8b")
+    rec = _Checker()
+    r = Replica(env, 0, "p", RooflineModel(model, acc), PowerModel(acc, acc.peak_flops("bf16")), 1, 8, 1,
+                BatcherParams(512, 8, True), rec, 131072, max_run=(1 << 15) if macro else 1, prefix_caching=True)
+    rec.replica = r
+    calls = [(0.0, 2, ("k1",)),  # leaves k1 cached
+             (10.0, 4, ("z", "y", "k2")),  # leaves k2, y, z cached (k2 least recently used after k1)
+             (15.0, 5, ()),  # reclaims k1
+             (20.0, 6, ("k0", "k1")),  # fills k0 and k1, and reclaims one chunk
+             (20.0, 4, ("k0", "k1", "k2"))]
+
+    def feed():
+        for i, (t, p, h) in enumerate(calls):
+            yield env.timeout(max(0.0, t - env.now))
+            r.submit(Call(i, "c", "p", t, p, 1, prefix=Prefix(None, p, hashes=h) if h else None))
+
+    env.process(feed())
+    env.run(until=100)
+    assert [c.status for c in sorted(rec.calls, key=lambda c: c.call_id)] == ["finished"] * 5
+    last = max(rec.calls, key=lambda c: c.call_id)
+    assert last.cached_tokens == 3 and last.admitted_s == 20.0
