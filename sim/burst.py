@@ -39,7 +39,8 @@ DRAIN_S = 1e7
 def steady_window(first_token_s: np.ndarray, finish_s: np.ndarray, requests: int, max_num_seqs: int) -> tuple[float, float]:
     """The benchmark's steady-state window: from the ``max_num_seqs``-th first token to the
     ``requests - max_num_seqs - 1``-th finished call. Where that end comes first (too few
-    requests behind the batch), the window runs to the last finished call."""
+    requests behind the batch), the window runs to the last finished call, and where that is
+    no later either (single-token calls), the window is the whole run from the burst at 0."""
     first = np.sort(first_token_s[np.isfinite(first_token_s)])
     done = np.sort(finish_s[np.isfinite(finish_s)])
     if not len(first) or not len(done):
@@ -47,7 +48,10 @@ def steady_window(first_token_s: np.ndarray, finish_s: np.ndarray, requests: int
     t0 = float(first[min(max_num_seqs, len(first)) - 1])
     k = requests - max_num_seqs - 1
     t1 = float(done[min(k, len(done)) - 1]) if k >= 1 else -math.inf
-    return (t0, t1) if t1 > t0 else (t0, float(done[-1]))
+    if t1 > t0:
+        return t0, t1
+    last = float(done[-1])
+    return (t0, last) if last > t0 else (0.0, last)
 
 
 def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_tokens: int, output_tokens: int, *,

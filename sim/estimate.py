@@ -374,8 +374,9 @@ def cmd_estimate(args) -> int:
     if args.requests is not None:
         from sim.burst import burst
 
-        r = burst(args.hardware, args.model, args.requests, args.max_num_seqs or args.concurrency, args.prompt_tokens,
-                  args.output_tokens, gpu_memory_utilization=args.gpu_memory_utilization, **opts)
+        cap = args.max_num_seqs if args.max_num_seqs is not None else args.concurrency
+        r = burst(args.hardware, args.model, args.requests, cap, args.prompt_tokens, args.output_tokens,
+                  gpu_memory_utilization=args.gpu_memory_utilization, **opts)
     else:
         r = estimate(args.hardware, args.model, args.concurrency, args.prompt_tokens, args.output_tokens,
                      max_num_seqs=args.max_num_seqs, duration_s=args.duration_s, warmup_s=args.warmup_s,

@@ -46,6 +46,8 @@ def test_steady_window_follows_the_benchmark_definition():
     assert steady_window(first, finish, 8, 2) == (1.0, 20.0)
     # too few calls behind the batch: the window runs to the last finish
     assert steady_window(first, finish, 8, 7) == (11.0, 23.0)
+    # single-token calls end at their first token: the whole run
+    assert steady_window(np.array([0.5, 0.7]), np.array([0.5, 0.7]), 2, 4) == (0.0, 0.7)
 
 
 def test_the_steady_window_keeps_the_batch_full():
