@@ -144,7 +144,8 @@ class TraceArrivals(Frozen):
     ``prompt_column`` / ``output_column`` the token counts come from the trace and
     override the class's length distributions. ``hash_column`` (JSON lines) names a list
     of prefix-block hashes, one per ``hash_tokens`` prompt tokens: requests with equal
-    leading hashes share those KV blocks through the prefix cache.
+    leading hashes share those KV blocks through the prefix cache (a block only with all the
+    blocks before it, as vLLM chains its block hashes).
     """
 
     kind: Literal["trace"]

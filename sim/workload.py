@@ -236,8 +236,28 @@ def load_trace_with_hashes(arrival: C.TraceArrivals, base_dir: Path, key: str):
         h = [r[arrival.hash_column] for r in rows]
         if not all(isinstance(x, list) for x in h):
             raise ScenarioError(src, key, f"column {arrival.hash_column!r} must hold lists of prefix-block hashes")
-        hashes = [tuple(h[i]) for i in order]
+        try:
+            hashes = chain_block_ids([h[i] for i in order])
+        except TypeError:
+            raise ScenarioError(src, key, f"column {arrival.hash_column!r} must hold lists of numbers or strings") from None
     return t, col(arrival.prompt_column), col(arrival.output_column), hashes
+
+
+def chain_block_ids(rows: list[list]) -> list[tuple[int, ...]]:
+    """Each request's per-block ids made into prefix keys, as vLLM chains its block hashes: a
+    block's key stands for its id and every id before it, so two requests share a cached block
+    only where they agree on all blocks up to it. Ids that are already chained (the Mooncake
+    traces') keep their sharing exactly; ids that are not (one repeated within a request, or
+    reused at another position) would otherwise alias unrelated cache blocks."""
+    table: dict = {}
+    out = []
+    for ids in rows:
+        prev, keys = -1, []
+        for h in ids:
+            prev = table.setdefault((prev, h), len(table))
+            keys.append(prev)
+        out.append(tuple(keys))
+    return out
 
 
 def _read_rows(base_dir: Path, path: str, key: str) -> list[dict]:

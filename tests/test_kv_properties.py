@@ -116,3 +116,89 @@ def test_cached_chunk_behind_a_chunk_being_filled_is_not_reclaimed(macro):
     assert [c.status for c in sorted(rec.calls, key=lambda c: c.call_id)] == ["finished"] * 5
     last = max(rec.calls, key=lambda c: c.call_id)
     assert last.cached_tokens == 3 and last.admitted_s == 20.0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    blocks=st.integers(6, 60),
+    budget=st.integers(4, 256),
+    max_seqs=st.integers(1, 16),
+    macro=st.booleans(),
+    calls=st.lists(st.tuples(st.integers(0, 6), st.lists(st.sampled_from("abc"), min_size=0, max_size=6),
+                             st.integers(1, 8), st.integers(1, 20)), min_size=1, max_size=30),
+)
+def test_content_keyed_prefixes_keep_the_pool_consistent(blocks, budget, max_seqs, macro, calls):
+    """Prefixes named by content, as the Mooncake traces' block hashes and vLLM's chained block
+    hashes are: a chunk's key names its content and everything before it, so calls share any
+    leading run of chunks and diverge after it, arriving together or apart, with chunks
+    reclaimed and recomputed under a small pool."""
+    env = simpy.Environment()
+    acc, model = catalog.accelerator("h100-sxm"), catalog.model("llama-3.1-8b")
+    rec = _Checker()
+    r = Replica(env, 0, "p", RooflineModel(model, acc), PowerModel(acc, acc.peak_flops("bf16")), 1, blocks, 1,
+                BatcherParams(budget, max_seqs, True), rec, 131072, max_run=(1 << 15) if macro else 1,
+                prefix_caching=True)
+    rec.replica = r
+
+    def feed():
+        for i, (t, hashes, extra, out) in enumerate(sorted(calls, key=lambda c: c[0])):
+            yield env.timeout(max(0.0, t - env.now))
+            prompt = len(hashes) + extra
+            keys = tuple("".join(hashes[: j + 1]) for j in range(len(hashes)))  # chained: content + path
+            prefix = Prefix(None, prompt, hashes=keys) if hashes else None
+            r.submit(Call(i, "c", "p", float(t), prompt, out, prefix=prefix))
+
+    env.process(feed())
+    env.run(until=10_000)
+    r.finish(max(env.now, r.clock))
+    assert r.kv.allocatable() == r.total_blocks and not r.running and not r.waiting
+    assert sorted(c.call_id for c in rec.calls) == list(range(len(calls)))
+    for c in rec.calls:
+        assert c.status == ("finished" if c.prompt_tokens + c.output_tokens <= blocks else "dropped")
+
+
+def test_trace_block_ids_are_chained_like_vllm_block_hashes():
+    from sim.workload import chain_block_ids
+
+    a, b, c, d = chain_block_ids([[7, 7, 9], [9], [7, 7, 5], [7, 7, 9, 1]])
+    assert len(set(a)) == 3  # an id repeated within a request names two different blocks
+    assert b[0] not in a  # the same id at another position is another block
+    assert c[:2] == a[:2] and c[2] != a[2]  # shared while the ids agree, apart after
+    assert d[:3] == a  # a longer request extends the cached one
+    # ids that are already chained (the Mooncake traces') keep exactly their sharing
+    mooncake = [[0, 1, 2], [0, 3], [0, 1, 4]]
+    keys = chain_block_ids(mooncake)
+    pairs = [(x, y) for row in mooncake for x in row for y in row]
+    assert all((mooncake[i][j] == mooncake[k][m]) == (keys[i][j] == keys[k][m])
+               for i in range(3) for k in range(3) for j in range(len(mooncake[i])) for m in range(len(mooncake[k])))
+    assert pairs  # (the trace has blocks)
+
+
+def test_unchained_trace_ids_replay_to_the_end(tmp_path):
+    """Hostile block ids (repeated in a request, reused at other positions) replay like any
+    trace: every call is served and the KV pool ends empty."""
+    import json
+
+    from sim.config import validate
+    from sim.estimate import MemoryRecorder
+    from sim.world import build
+
+    rows = [{"t": 0, "in": 49, "out": 1, "ids": ["a", "a", "b"]}, {"t": 0, "in": 17, "out": 1, "ids": ["b"]}]
+    rows += [{"t": 1 + i % 3, "in": 40 + 16 * (i % 4), "out": 3, "ids": ids}
+             for i, ids in enumerate([["a", "a", "b"], ["b"], ["a", "b", "a"], ["b", "b"], ["a"], ["a", "a", "b", "b"]] * 4)]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    raw = {"name": "t", "seed": 1, "duration_s": 10.0,
+           "datacenter": {"pools": [{"name": "p", "accelerator": "h100-sxm", "model": "llama-3.1-8b",
+                                     "engine": {"prefix_caching": True, "block_size": 16, "num_gpu_blocks": 6},
+                                     "batcher": {"kind": "continuous", "max_num_batched_tokens": 80,
+                                                 "max_num_seqs": 2}}]},
+           "workload": {"classes": [{"name": "c", "pool": "p",
+                                     "arrival": {"kind": "trace", "path": "t.jsonl", "time_column": "t",
+                                                 "prompt_column": "in", "output_column": "out", "hash_column": "ids",
+                                                 "hash_tokens": 16}}]}}
+    rec = MemoryRecorder()
+    world = build(validate(raw, "t", str(tmp_path)), rec)
+    world.run()
+    status = rec.table("calls")["status"].to_pylist()
+    assert len(status) == len(rows) and set(status) == {"finished"}
+    assert world.replicas[0].kv.allocatable() == world.replicas[0].total_blocks
