@@ -45,6 +45,18 @@ class _Checker:
         pass
 
 
+def _checked_replica(blocks: int, block_size: int, batcher: BatcherParams, macro: bool, caching: bool):
+    """(environment, replica, checker) of an H100 / Llama-3.1-8B replica whose every committed
+    run is checked against the KV invariants."""
+    env = simpy.Environment()
+    acc, model = catalog.accelerator("h100-sxm"), catalog.model("llama-3.1-8b")
+    rec = _Checker()
+    r = Replica(env, 0, "p", RooflineModel(model, acc), PowerModel(acc, acc.peak_flops("bf16")), 1, blocks, block_size,
+                batcher, rec, 131072, max_run=(1 << 15) if macro else 1, prefix_caching=caching)
+    rec.replica = r
+    return env, r, rec
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     blocks=st.integers(20, 400),
@@ -59,14 +71,7 @@ class _Checker:
     chunk=st.sampled_from([1, 3]),
 )
 def test_kv_pool_never_overcommitted(blocks, block_size, budget, max_seqs, chunked, macro, calls, caching, chunk):
-    env = simpy.Environment()
-    acc, model = catalog.accelerator("h100-sxm"), catalog.model("llama-3.1-8b")
-    perf = RooflineModel(model, acc)
-    rec = _Checker()
-    r = Replica(env, 0, "p", perf, PowerModel(acc, acc.peak_flops("bf16")), 1, blocks, block_size,
-                BatcherParams(budget, max_seqs, chunked), rec, 131072, max_run=(1 << 15) if macro else 1,
-                prefix_caching=caching)
-    rec.replica = r
+    env, r, rec = _checked_replica(blocks, block_size, BatcherParams(budget, max_seqs, chunked), macro, caching)
 
     def feed():
         for i, (t, p, o, shared) in enumerate(sorted(calls, key=lambda c: c[0])):
@@ -94,12 +99,7 @@ def test_cached_chunk_behind_a_chunk_being_filled_is_not_reclaimed(macro):
     it, and k2 cached but unused, the oldest reclaimable chunk. It may take k2 only after the
     earlier call has allocated, and that allocation has to reclaim a chunk: not k2, which the
     decision counted as taken (this used to fail with a KeyError on k2)."""
-    env = simpy.Environment()
-    acc, model = catalog.accelerator("h100-sxm"), catalog.model("llama-3.1-8b")
-    rec = _Checker()
-    r = Replica(env, 0, "p", RooflineModel(model, acc), PowerModel(acc, acc.peak_flops("bf16")), 1, 8, 1,
-                BatcherParams(512, 8, True), rec, 131072, max_run=(1 << 15) if macro else 1, prefix_caching=True)
-    rec.replica = r
+    env, r, rec = _checked_replica(8, 1, BatcherParams(512, 8, True), macro, True)
     calls = [(0.0, 2, ("k1",)),  # leaves k1 cached
              (10.0, 4, ("z", "y", "k2")),  # leaves k2, y, z cached (k2 least recently used after k1)
              (15.0, 5, ()),  # reclaims k1
@@ -132,13 +132,7 @@ def test_content_keyed_prefixes_keep_the_pool_consistent(blocks, budget, max_seq
     hashes are: a chunk's key names its content and everything before it, so calls share any
     leading run of chunks and diverge after it, arriving together or apart, with chunks
     reclaimed and recomputed under a small pool."""
-    env = simpy.Environment()
-    acc, model = catalog.accelerator("h100-sxm"), catalog.model("llama-3.1-8b")
-    rec = _Checker()
-    r = Replica(env, 0, "p", RooflineModel(model, acc), PowerModel(acc, acc.peak_flops("bf16")), 1, blocks, 1,
-                BatcherParams(budget, max_seqs, True), rec, 131072, max_run=(1 << 15) if macro else 1,
-                prefix_caching=True)
-    rec.replica = r
+    env, r, rec = _checked_replica(blocks, 1, BatcherParams(budget, max_seqs, True), macro, True)
 
     def feed():
         for i, (t, hashes, extra, out) in enumerate(sorted(calls, key=lambda c: c[0])):
