@@ -192,7 +192,8 @@ class RooflineModel:
     tokens are gathered for the experts and their outputs scattered back, one all-gather
     and one reduce-scatter per MoE layer (the bytes and steps of one all-reduce). Each
     device runs its own scheduler and sampler, so the per-sequence host overhead of a
-    step is split over the devices. The sequences are assumed spread evenly.
+    step is split over the devices. Decoding sequences are assumed spread evenly; the device
+    prefilling a step's longest chunk (``Batch.longest``) sets that step's pace.
     """
 
     def __init__(
@@ -362,7 +363,8 @@ class RooflineModel:
         layers = self.model.num_layers
         micro = max(1, min(self.pp, batch.seqs))
         tok = -(-batch.tokens // micro)
-        g_t, g_f, g_b = self._gemms(tok, -(-batch.sampled // micro))
+        sampled = -(-batch.sampled // micro)
+        g_t, g_f, g_b = self._gemms(tok, sampled)
         a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
         a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
         a_fs = a_f / self.attn_peak
@@ -371,7 +373,7 @@ class RooflineModel:
             # data-parallel attention: the device prefilling the longest chunk serves it whole
             # besides its share of the rest, and the others wait for it at the experts
             busiest = batch.longest + -(-(tok - batch.longest) // self.dp)
-            g_time = self._gemms(tok, -(-batch.sampled // micro), busiest)[0]
+            g_time = self._gemms(tok, sampled, busiest)[0]
             a_fs = a_fs + (self.dp - 1) * batch.longest_pairs * self.attn_flops_per_pair * layers / self.attn_peak
         a_t = maximum(a_fs, a_b / self.bw)
         if self.lat:  # (adding 0.0 to these non-negative times changes nothing)

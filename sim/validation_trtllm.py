@@ -48,7 +48,6 @@ BEGIN, END = "<!-- trtllm:begin -->", "<!-- trtllm:end -->"
 ENGINE = "trtllm"
 KV_FRACTION = 0.95  # trtllm-bench --kv_cache_free_gpu_mem_fraction in NVIDIA's runs
 KV_DTYPE = "fp8"
-ARRIVAL_S = 1e-3  # the whole request set is queued within this
 MAX_BATCH = 4096  # trtllm-bench's cap on the batch size
 MAX_TOKENS = 32768  # ... and on the tokens per iteration
 OVERHEAD_KEYS = ("iteration_overhead_s", "per_seq_overhead_s")
@@ -121,9 +120,9 @@ def _raw(row: dict, overrides: dict, max_seqs: int, max_tokens: int, drain_s: fl
             "performance": {"kind": "roofline", **overrides}}
     if model.is_moe:  # perf-overview.md's llm_options for MoE models: enable_attention_dp
         pool["expert_parallel"] = pool["attention_dp"] = True
-    cls = {"name": "bench", "pool": "trtllm", "arrival": {"kind": "deterministic", "rate_per_s": row["num_requests"] / ARRIVAL_S},
+    cls = {"name": "bench", "pool": "trtllm", "arrival": {"kind": "burst", "count": row["num_requests"]},
            "prompt_tokens": {"kind": "fixed", "value": row["isl"]}, "output_tokens": {"kind": "fixed", "value": row["osl"]}}
-    return {"name": "trtllm-bench", "seed": 0, "duration_s": ARRIVAL_S, "drain_s": drain_s,
+    return {"name": "trtllm-bench", "seed": 0, "duration_s": 1.0, "drain_s": drain_s,
             "datacenter": {"pools": [pool]}, "workload": {"classes": [cls]}}
 
 

@@ -263,7 +263,8 @@ class World:
         self._serving: dict = {}  # pool -> replicas its router picks from (in pool order)
         for spec, pool in zip(self.specs, dc.pools):
             reps = []
-            prices = DecodePrices(spec.perf, spec.power, spec.devices_per_replica)  # shared by the pool's replicas
+            # decode prices shared by the pool's replicas (a diffusion pool has no decode runs)
+            prices = None if pool.kind == "diffusion" else DecodePrices(spec.perf, spec.power, spec.devices_per_replica)
             for j in range(spec.replicas):
                 if pool.kind == "diffusion":
                     r = self._diffusion_replica(spec, pool)
