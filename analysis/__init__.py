@@ -15,7 +15,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim import storage
+from sim.output import storage
 
 __all__ = [
     "load", "summary", "metrics",

@@ -16,7 +16,7 @@ import math
 import pyarrow as pa
 
 from analysis import summary as read_summary
-from sim import storage
+from sim.output import storage
 
 _POINT_META = ("point_id", "run", "seed", "status", "error", "node_id", "wall_s")
 

@@ -12,7 +12,7 @@ import math
 from typing import Iterable
 
 from analysis import summary as read_summary
-from sim import storage
+from sim.output import storage
 
 
 def pareto_front(rows: Iterable[dict], cost: str = "usd_per_1k_jobs", quality: str = "accuracy") -> list[dict]:

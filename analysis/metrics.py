@@ -8,7 +8,7 @@ otherwise a function returns a **pyarrow Table** in long ("tidy") form: one row 
 ``.to_pandas()`` or ``polars.from_arrow``.
 
 Metrics cover the measurement window of each point, ``[warmup_s, duration_s)``, read from
-``summary.parquet``, with the same conventions as :mod:`sim.summary` (what ``dcsim`` prints):
+``summary.parquet``, with the same conventions as :mod:`sim.output.summary` (what ``dcsim`` prints):
 latency and goodput over the calls that *arrived* in the window; throughput, utilization
 and power over the engine steps inside it (rows crossing an edge count pro rata).
 
@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from sim import storage
-from sim.summary import jobs_by_strategy
+from sim.output import storage
+from sim.output.summary import jobs_by_strategy
 
 __all__ = [
     "ALL",
@@ -235,7 +235,7 @@ def goodput(out: str) -> pa.Table:
 
 # --------------------------------------------------------------------------- steps: throughput, utilization
 def _overlap(steps: pa.Table, t0: float, t1: float) -> np.ndarray:
-    """Fraction of each step row inside [t0, t1] (as :mod:`sim.summary` counts it)."""
+    """Fraction of each step row inside [t0, t1] (as :mod:`sim.output.summary` counts it)."""
     s, e = _np(steps, "start_s"), _np(steps, "end_s")
     dur = e - s
     inside = np.clip(np.minimum(e, t1) - np.maximum(s, t0), 0.0, None)
@@ -398,7 +398,7 @@ def littles_law_table(out: str) -> pa.Table:
 # --------------------------------------------------------------------------- energy, cost, carbon
 def energy_per_token(out: str) -> pa.Table:
     """Per point, the fleet's energy, cost and carbon per output token over the window (from
-    ``summary.parquet``, i.e. :func:`sim.summary.resource_metrics`: device plus host power,
+    ``summary.parquet``, i.e. :func:`sim.output.summary.resource_metrics`: device plus host power,
     PUE, device rental and energy price, idle capacity included): ``output_tokens``,
     ``energy_per_output_token_j`` (facility), ``device_energy_per_output_token_j``,
     ``usd_per_output_token``, ``usd_per_million_output_tokens``, ``carbon_g_per_output_token``."""
@@ -480,7 +480,7 @@ def per_session(out: str) -> pa.Table | None:
 
 
 def jobs_by_strategy_table(out: str) -> pa.Table | None:
-    """Per point, strategy and width (:func:`sim.summary.jobs_by_strategy` over the window)
+    """Per point, strategy and width (:func:`sim.output.summary.jobs_by_strategy` over the window)
     plus ``accuracy_per_usd``: the accuracy bought per dollar of attributed cost per job
     (accuracy / (usd_per_1k_jobs / 1000)), i.e. right answers per dollar. None without jobs."""
     jobs = read(out, "jobs")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from analysis import metrics as M
-from sim import storage
+from sim.output import storage
 
 __all__ = ["planned_figures", "build_report", "cmd_report"]
 

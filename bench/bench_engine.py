@@ -86,7 +86,7 @@ def cluster_scenario(duration_s: float, mode: str = "macro") -> dict:
     """128 nodes of 8 H100s (1,024 accelerators) in four pools: chat on Llama-3.1-8B (tp 1) and
     Llama-3.1-70B (fp8, tp 8), reasoning jobs (self-consistency over four samples with early
     stop, or one sample, under thinking budgets) on DeepSeek-R1-Distill-Qwen-32B (fp8, tp 2),
-    and coding-agent sessions (the defaults of sim/sessions.py: ~46 turns, tool calls, prompts
+    and coding-agent sessions (the defaults of sim/workloads/sessions.py: ~46 turns, tool calls, prompts
     growing from 13k tokens, KV left in the prefix cache) on Llama-3.1-70B (fp8, tp 8)."""
     pools = [{"name": name, "accelerator": "h100-sxm", "model": model, "tp": tp, "replicas": n, "router": {"kind": "p2c"},
               **({"weight_dtype": wd} if wd else {})} for name, model, wd, tp, n in CLUSTER_POOLS]
@@ -134,7 +134,7 @@ def child(spec: str) -> None:
     """Run one configuration in this (fresh) process; print one JSON line of measurements."""
     import simpy.core
 
-    from sim.config import validate
+    from sim.config.scenario import validate
     from sim.run import run_point
 
     cfg = json.loads(spec)
@@ -151,17 +151,17 @@ def child(spec: str) -> None:
         step(env)
 
     simpy.core.Environment.step = counted
-    import sim.world
+    import sim.cluster.world
 
     cached = [0]
-    world_run = sim.world.World.run
+    world_run = sim.cluster.world.World.run
 
     def run(world):  # also count the prefix-cache entries the KV pools hold at the end
         t_end = world_run(world)
         cached[0] = sum(len(r.kv.refs) for r in world.replicas if hasattr(r, "kv"))
         return t_end
 
-    sim.world.World.run = run
+    sim.cluster.world.World.run = run
     out = tempfile.mkdtemp(prefix="dcsim-bench-")
     t0, c0 = time.perf_counter(), time.process_time()
     s = run_point(sc, out, "p")

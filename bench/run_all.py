@@ -10,7 +10,7 @@ reference mode. Printed per run: simulated calls per wall second, simulated seco
 wall second, SimPy events processed per call, engine iterations per planned run, peak RSS
 and Parquet rows written per wall second; then the speed-up of the macro-step mode, peak
 RSS against run length (a run 4x longer), the 1,024-accelerator hour's summary, and the
-Parquet writer alone (rows per second through sim.trace.Recorder).
+Parquet writer alone (rows per second through sim.output.trace.Recorder).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def recorder_rate(rows: int = 1_000_000) -> tuple[float, float]:
 
     from pyarrow import fs as pafs
 
-    from sim.trace import Recorder
+    from sim.output.trace import Recorder
 
     out = tempfile.mkdtemp(prefix="dcsim-bench-trace-")
     path = f"{out}/calls/part-0.parquet"

@@ -1,9 +1,9 @@
 """dcsim: a discrete-event simulator of AI-inference datacenters.
 
-Layers (data flows down only): ``sim.config`` (validated scenarios) and
-``sim.catalog`` (hardware and model cards) feed pure models (``sim.perf``,
-``sim.power``, ``sim.kvcache``), which the SimPy world (``sim.engine``,
-``sim.router``, ``sim.workload``) drives; ``sim.trace`` streams Parquet and
+Layers (data flows down only): ``sim.config.scenario`` (validated scenarios) and
+``sim.hardware.catalog`` (hardware and model cards) feed pure models (``sim.models.perf``,
+``sim.models.power``, ``sim.engine.kvcache``), which the SimPy world (``sim.engine.replica``,
+``sim.cluster.router``, ``sim.workloads.arrivals``) drives; ``sim.output.trace`` streams Parquet and
 ``sim.run`` ties one simulation point together.
 """
 

@@ -27,12 +27,13 @@ import pyarrow.parquet as pq
 import yaml
 
 import sim
-from sim import economics, storage
-from sim.config import Scenario
-from sim.summary import job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
-from sim.sweepspec import point_id_of
-from sim.trace import Recorder
-from sim.world import build
+from sim.models import economics
+from sim.output import storage
+from sim.config.scenario import Scenario
+from sim.output.summary import job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
+from sim.config.sweep import point_id_of
+from sim.output.trace import Recorder
+from sim.cluster.world import build
 
 TABLES = ("calls", "steps", "events", "jobs", "sessions", "videos")
 
@@ -47,7 +48,7 @@ def require_known_power(scenario: Scenario, source: str) -> None:
     figure: TPU v5e/v5p, Trainium2, Inferentia2): its power, energy and energy cost would
     otherwise come out NaN in every summary. ``dcsim estimate`` still prices such cards' speed."""
     from sim.errors import ScenarioError
-    from sim.world import pool_accelerator
+    from sim.cluster.world import pool_accelerator
 
     for pool in scenario.datacenter.pools:
         key = f"datacenter.pools.{pool.name}.accelerator"

@@ -1,9 +1,9 @@
 """Run every point of a sweep: serially, on an embedded local Ray, or on a Ray cluster.
 
 ``dcsim sweep SCENARIO --out DIR`` expands the scenario's ``sweep:`` section into points
-(:mod:`sim.sweepspec`), validates every point up front, then runs each one as a Ray task
+(:mod:`sim.config.sweep`), validates every point up front, then runs each one as a Ray task
 (or in this process with ``--executor serial``). Workers write their tables straight to
-``--out`` (a local folder or an object-store URI, see :mod:`sim.storage`); the driver only
+``--out`` (a local folder or an object-store URI, see :mod:`sim.output.storage`); the driver only
 collects one small record per point.
 
 Layout of ``--out`` (one hive partition per point, so a whole sweep reads as one table)::
@@ -39,9 +39,9 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
-from sim import storage
+from sim.output import storage
 from sim.errors import ScenarioError
-from sim.sweepspec import Point, canonical_json, expand, parse_spec
+from sim.config.sweep import Point, canonical_json, expand, parse_spec
 
 __all__ = [
     "SweepResult",
@@ -167,7 +167,7 @@ def _default_point_fn() -> PointFn:
 
 
 def _default_make_scenario(source: str) -> Callable[[Point], Any]:
-    from sim.config import validate
+    from sim.config.scenario import validate
 
     base_dir = Path(source).parent if source else Path(".")
 
@@ -405,7 +405,7 @@ def run_points(
 
     ``point_fn(scenario, out, point_id) -> dict`` runs one point (default
     ``sim.run.run_point``); ``make_scenario(point)`` turns a point into its argument
-    (default: ``sim.config.validate(point.raw, source)``). All points are made before any
+    (default: ``sim.config.scenario.validate(point.raw, source)``). All points are made before any
     runs, so a bad value fails the sweep before it starts.
     """
     if executor not in ("ray", "serial"):
@@ -498,7 +498,7 @@ def run_sweep(scenario: str | Path | dict, out: str, *, source: str | None = Non
     ``resume``, ``max_in_flight``, ``max_retries``, ``progress``, ...).
     """
     if isinstance(scenario, (str, Path)):
-        from sim.config import load_raw
+        from sim.config.scenario import load_raw
 
         source = source or str(scenario)
         raw = load_raw(scenario)
@@ -546,7 +546,7 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn: PointFn | None = None) -> i
         if args.max_retries < 0:
             raise ScenarioError("", "--max-retries", "must be >= 0")
         if args.dry_run:
-            from sim.config import load_raw
+            from sim.config.scenario import load_raw
 
             points = expand(load_raw(args.scenario), args.scenario)
             for p in points:

@@ -1,7 +1,7 @@
 """Accelerators beyond NVIDIA: cited cards, the precision each runs at, the SRAM-pipeline model
 (Groq, Cerebras) and simulated figures inside the bands their public figures allow.
 
-The bands (sim/validation_accel.py, table in docs/validation.md) are narrow enough to fail:
+The bands (sim/tools/validation_accel.py, table in docs/validation.md) are narrow enough to fail:
 SRAM-pipeline cards, whose per-layer latency is fitted to their published per-user speeds,
 must land within [0.5x, 2x] of every figure both with the fit and when the figure is left out
 of the fit; HBM cards (nothing fitted) within [0.75x, 3x]. The card-physics limit is checked
@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 import yaml
 
-from sim import catalog, validation_accel as V
-from sim.config import validate
+from sim.hardware import catalog
+
+from sim.tools import validation_accel as V
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
-from sim.estimate import estimate
-from sim.perf import Batch, RooflineModel
-from sim.perf_sram import SramPipelineModel
-from sim.world import resolve_pool
+from sim.tools.estimate import estimate
+from sim.models.perf import Batch, RooflineModel
+from sim.models.perf_sram import SramPipelineModel
+from sim.cluster.world import resolve_pool
 
 NEW = ("tpu-v5e", "tpu-v5p", "trainium2", "inferentia2", "groq-lpu", "cerebras-wse3")
 CHECKED = NEW + ("mi300x", "mi325x", "gaudi3")
@@ -233,7 +235,7 @@ SRAM = ("groq-lpu", "cerebras-wse3")
 
 @pytest.fixture(scope="module")
 def fits():
-    from sim.calibrate import fit_layer_latency
+    from sim.tools.calibrate import fit_layer_latency
 
     return {hw: fit_layer_latency(hw) for hw in SRAM}
 
@@ -352,7 +354,7 @@ def test_run_without_a_tdp_is_one_line_naming_card_and_tdp_w(tmp_path, acc):
 @pytest.mark.parametrize("acc,model,tp", [("cerebras-wse3", "llama-3.1-8b", 1), ("groq-lpu", "llama-3.1-8b", 80),
                                           ("mi300x", "llama-3.1-8b", 1)])
 def test_run_reports_finite_energy(tmp_path, acc, model, tp):
-    from sim.config import load_scenario
+    from sim.config.scenario import load_scenario
     from sim.run import run_point
 
     f = _scenario_file(tmp_path, acc, model, tp)
@@ -365,7 +367,7 @@ def test_run_reports_finite_energy(tmp_path, acc, model, tp):
 def test_a_pool_can_supply_the_missing_tdp(tmp_path):
     """power.tdp_w stands in for a card without a public TDP: the run reports finite energy
     that grows with the figure given."""
-    from sim.config import load_scenario
+    from sim.config.scenario import load_scenario
     from sim.run import run_point
 
     f = _scenario_file(tmp_path, "tpu-v5e", "llama-3.1-8b", 2)
@@ -374,7 +376,7 @@ def test_a_pool_can_supply_the_missing_tdp(tmp_path):
         sc = load_scenario(str(f))
         raw = sc.model_dump(mode="json")
         raw["datacenter"]["pools"][0]["power"] = {"tdp_w": tdp}
-        from sim.config import validate
+        from sim.config.scenario import validate
 
         s = run_point(validate(raw), str(tmp_path / f"out{tdp:g}"))
         assert math.isfinite(s["device_energy_j"]) and s["device_energy_j"] > 0

@@ -4,7 +4,7 @@ import numpy as np
 
 import analysis
 from scenarios import llm_scenario
-from sim.cli import main
+from sim.cli.main import main
 
 
 def test_load_run_and_recompute_summary(tmp_path):

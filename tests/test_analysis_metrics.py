@@ -13,8 +13,8 @@ import yaml
 import analysis
 from analysis import metrics as M
 from scenarios import llm_scenario
-from sim.cli import main
-from sim.trace import SCHEMAS
+from sim.cli.main import main
+from sim.output.trace import SCHEMAS
 
 NAN = math.nan
 PID = "p1"

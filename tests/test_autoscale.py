@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from scenarios import run_tables, same_calls
-from sim import config as C
-from sim.autoscale import boot_seconds
-from sim.config import validate
+from sim.config import scenario as C
+from sim.cluster.autoscale import boot_seconds
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
 from sim.rng import stream
-from sim.workload import RateSchedule
+from sim.workloads.arrivals import RateSchedule
 
 STEPS = {"times_s": [0, 300, 600, 900], "rates_per_s": [2, 12, 6, 1]}  # a day's shape in 20 minutes
 
@@ -78,7 +78,7 @@ def test_boot_takes_weight_load_time_at_idle_power(tmp_path):
 
 
 def s_weight_gib(tmp_path):
-    from sim.world import resolve_pool
+    from sim.cluster.world import resolve_pool
 
     sc = validate(scaled({"policy": "queue"}))
     return resolve_pool(sc, 0, "").weight_gib
@@ -138,7 +138,7 @@ def test_schedule_arrivals_follow_the_rate():
     """The non-homogeneous Poisson draw: counts per piece match rate x length within 4 sigma."""
     import simpy
 
-    from sim.workload import generate_calls
+    from sim.workloads.arrivals import generate_calls
 
     cls = C.WorkloadClass(name="c", pool="p", arrival={"kind": "schedule", "times_s": [0, 100, 250],
                                                        "rates_per_s": [5, 0, 20], "period_s": 300},
@@ -179,7 +179,7 @@ def test_bad_autoscale_configs_name_the_key():
     with pytest.raises(ScenarioError, match="autoscale.*must not exceed replicas"):
         validate(scaled({"policy": "queue", "min_replicas": 9}))
     raw = scaled({"policy": "rate", "capacity_rps": 2}, arrival={"kind": "closed", "concurrency": 4})
-    from sim.world import build
+    from sim.cluster.world import build
 
     with pytest.raises(ScenarioError, match="autoscale.policy.*rates known in advance"):
         build(validate(raw), None)

@@ -1,15 +1,15 @@
-"""Burst arrivals and the burst benchmark's steady-state window (sim/burst.py)."""
+"""Burst arrivals and the burst benchmark's steady-state window (sim/tools/burst.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sim.burst import burst, steady_window
-from sim.config import validate
+from sim.tools.burst import burst, steady_window
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
-from sim.estimate import MemoryRecorder, estimate
-from sim.world import build
+from sim.tools.estimate import MemoryRecorder, estimate
+from sim.cluster.world import build
 
 H100, L8B = "h100-sxm", "llama-3.1-8b"
 

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from scenarios import llm_scenario
-from sim.config import validate
+from sim.config.scenario import validate
 from sim.run import run_point
-from sim.world import build
+from sim.cluster.world import build
 
 
 def _tables(out, pid):

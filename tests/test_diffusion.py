@@ -1,4 +1,4 @@
-"""Diffusion serving (sim/diffusion.py): cards, the per-step cost model, the batching replica."""
+"""Diffusion serving (sim/models/diffusion.py): cards, the per-step cost model, the batching replica."""
 
 import dataclasses
 import math
@@ -8,13 +8,13 @@ import pytest
 import simpy
 import yaml
 
-from sim import catalog
-from sim.diffusion import (VIDEOS_SCHEMA, DiffusionJob, DiffusionPerf, DiffusionReplica, cards, latent_frames,
+from sim.hardware import catalog
+from sim.models.diffusion import (VIDEOS_SCHEMA, DiffusionJob, DiffusionPerf, DiffusionReplica, cards, latent_frames,
                            load_card)
 from sim.errors import ScenarioError
-from sim.perf import ring_allreduce_s
-from sim.power import PowerModel
-from sim.trace import STEPS_SCHEMA
+from sim.models.perf import ring_allreduce_s
+from sim.models.power import PowerModel
+from sim.output.trace import STEPS_SCHEMA
 
 H100 = catalog.accelerator("h100-sxm")
 H200 = catalog.accelerator("h200")

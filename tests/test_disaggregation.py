@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from scenarios import run_tables, same_calls
-from sim import catalog
-from sim.config import validate
+from sim.hardware import catalog
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
 
 
@@ -127,7 +127,7 @@ def test_bad_disaggregation_configs_name_the_key():
 
 
 def test_a_card_without_network_figure_needs_a_bandwidth(tmp_path):
-    from sim.world import build
+    from sim.cluster.world import build
 
     raw = pd_scenario()
     for p in raw["datacenter"]["pools"]:

@@ -1,4 +1,4 @@
-"""Economics (sim/economics.py): the cost of owning or renting the fleet, time-of-day tariffs,
+"""Economics (sim/models/economics.py): the cost of owning or renting the fleet, time-of-day tariffs,
 revenue and margin per class and reasoning-effort tier, and the errors bad input gets.
 
 Expected values are computed here from first principles (annuity present values, the steps
@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from scenarios import llm_scenario
-from sim import economics
-from sim.config import load_raw, validate
+from sim.models import economics
+from sim.config.scenario import load_raw, validate
 from sim.errors import ScenarioError
 from sim.run import run_point
-from sim.world import build
+from sim.cluster.world import build
 
 ROOT = Path(__file__).parent.parent
 
@@ -90,7 +90,7 @@ def test_default_owned_rates_use_the_sourced_price_and_the_card_node_power():
 
 def test_every_sourced_purchase_price_is_a_known_accelerator_with_a_source():
     data = yaml.safe_load((ROOT / "hardware" / "economics.yaml").read_text())
-    from sim import catalog
+    from sim.hardware import catalog
 
     for name, card in data["accelerators"].items():
         assert name in catalog.accelerators()
@@ -260,8 +260,8 @@ def test_sessions_videos_and_an_unused_pool_share_the_fleet_cost(tmp_path):
 
 
 def test_shipped_economics_scenarios_resolve_their_prices(tmp_path):
-    from sim.sweepspec import expand
-    from sim.world import resolve_pool
+    from sim.config.sweep import expand
+    from sim.cluster.world import resolve_pool
 
     for name in ("economics.yaml", "pricing_tiers.yaml"):
         path = ROOT / "scenarios" / name

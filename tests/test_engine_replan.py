@@ -11,11 +11,11 @@ import copy
 import pyarrow as pa
 import pytest
 
-import sim.world
+import sim.cluster.world
 from scenarios import llm_scenario, same_calls
-from sim.config import validate
-from sim.engine import Replica
-from sim.estimate import MemoryRecorder
+from sim.config.scenario import validate
+from sim.engine.replica import Replica
+from sim.tools.estimate import MemoryRecorder
 
 
 class Eager(Replica):
@@ -38,8 +38,8 @@ def _run(raw: dict, replica=Replica, mode: str = "macro"):
     """(calls sorted by id, steps, replicas) of ``raw`` run in memory with replica class ``replica``."""
     recorder = MemoryRecorder()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sim.world, "Replica", replica)
-        world = sim.world.build(validate({**copy.deepcopy(raw), "engine_mode": mode}), recorder)
+        mp.setattr(sim.cluster.world, "Replica", replica)
+        world = sim.cluster.world.build(validate({**copy.deepcopy(raw), "engine_mode": mode}), recorder)
         world.run()
     assert all(type(r) is replica for r in world.replicas)
     return recorder.table("calls").sort_by("call_id"), recorder.table("steps"), world.replicas

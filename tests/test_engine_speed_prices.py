@@ -1,15 +1,15 @@
-"""Decode-run prices kept for reuse (sim.engine.DecodePrices) equal pricing each run afresh."""
+"""Decode-run prices kept for reuse (sim.engine.replica.DecodePrices) equal pricing each run afresh."""
 
 import numpy as np
 import pytest
 
 from scenarios import llm_scenario, same_calls
-from sim.config import validate
-from sim.engine import DecodePrices
-from sim.estimate import MemoryRecorder
-from sim.faults import Slowed
-from sim.perf import Batch
-from sim.world import build, resolve_pool
+from sim.config.scenario import validate
+from sim.engine.replica import DecodePrices
+from sim.tools.estimate import MemoryRecorder
+from sim.cluster.faults import Slowed
+from sim.models.perf import Batch
+from sim.cluster.world import build, resolve_pool
 
 
 def _pool(**keys):
@@ -69,7 +69,7 @@ def test_stragglers_share_prices_of_their_own_model():
 def test_shared_prices_do_not_change_the_tables(tmp_path):
     """Replicas that share a pool's prices and replicas that each keep their own write the
     same tables."""
-    from sim import world as W
+    from sim.cluster import world as W
 
     raw = llm_scenario(duration_s=15.0)
     raw["datacenter"]["pools"][0]["replicas"] = 3

@@ -1,10 +1,10 @@
-"""A job's random streams, made from seed words mixed once per class and job (sim.jobs._Streams),
+"""A job's random streams, made from seed words mixed once per class and job (sim.workloads.jobs._Streams),
 are the generators sim.rng.stream makes."""
 
 import numpy as np
 import pytest
 
-from sim import jobs
+from sim.workloads import jobs
 from sim import rng as R
 
 

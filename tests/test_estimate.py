@@ -1,4 +1,4 @@
-"""``dcsim estimate`` / :func:`sim.estimate.estimate`: steady state of one replica under a
+"""``dcsim estimate`` / :func:`sim.tools.estimate.estimate`: steady state of one replica under a
 fixed concurrency, checked against queueing identities and the performance model."""
 
 import json
@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from sim.config import validate
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
-from sim.estimate import estimate
-from sim.perf import Batch
-from sim.world import resolve_pool
+from sim.tools.estimate import estimate
+from sim.models.perf import Batch
+from sim.cluster.world import resolve_pool
 
 REQUIRED = ("output_tokens_per_s", "ttft_p50_s", "itl_p50_s", "gpu_power_w", "energy_per_output_token_j",
             "tpot_p50_s", "e2e_p50_s", "mean_batch_seqs", "requests_per_s", "kv_blocks", "weight_gib",

@@ -9,11 +9,11 @@ import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim import catalog
-from sim.engine import BatcherParams, Call, Replica
-from sim.kvcache import Prefix
-from sim.perf import RooflineModel
-from sim.power import PowerModel
+from sim.hardware import catalog
+from sim.engine.replica import BatcherParams, Call, Replica
+from sim.engine.kvcache import Prefix
+from sim.models.perf import RooflineModel
+from sim.models.power import PowerModel
 
 
 class _Checker:
@@ -152,7 +152,7 @@ def test_content_keyed_prefixes_keep_the_pool_consistent(blocks, budget, max_seq
 
 
 def test_trace_block_ids_are_chained_like_vllm_block_hashes():
-    from sim.workload import chain_block_ids
+    from sim.workloads.arrivals import chain_block_ids
 
     a, b, c, d = chain_block_ids([[7, 7, 9], [9], [7, 7, 5], [7, 7, 9, 1]])
     assert len(set(a)) == 3  # an id repeated within a request names two different blocks
@@ -173,9 +173,9 @@ def test_unchained_trace_ids_replay_to_the_end(tmp_path):
     trace: every call is served and the KV pool ends empty."""
     import json
 
-    from sim.config import validate
-    from sim.estimate import MemoryRecorder
-    from sim.world import build
+    from sim.config.scenario import validate
+    from sim.tools.estimate import MemoryRecorder
+    from sim.cluster.world import build
 
     rows = [{"t": 0, "in": 49, "out": 1, "ids": ["a", "a", "b"]}, {"t": 0, "in": 17, "out": 1, "ids": ["b"]}]
     rows += [{"t": 1 + i % 3, "in": 40 + 16 * (i % 4), "out": 3, "ids": ids}

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from sim import catalog
-from sim.config import validate
+from sim.hardware import catalog
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
-from sim.estimate import estimate
-from sim.perf import Batch, RooflineModel, expected_max_load
-from sim.power import PowerModel
-from sim.world import resolve_pool
+from sim.tools.estimate import estimate
+from sim.models.perf import Batch, RooflineModel, expected_max_load
+from sim.models.power import PowerModel
+from sim.cluster.world import resolve_pool
 
 H100, A100 = catalog.accelerator("h100-sxm"), catalog.accelerator("a100-80gb")
 LLAMA8, LLAMA70 = catalog.model("llama-3.1-8b"), catalog.model("llama-3.1-70b")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from sim import catalog
-from sim.perf import Batch, RooflineModel
-from sim.world import activation_reserve_bytes
+from sim.hardware import catalog
+from sim.models.perf import Batch, RooflineModel
+from sim.cluster.world import activation_reserve_bytes
 
 
 def _decode(model, batch, ctx):

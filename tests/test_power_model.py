@@ -1,4 +1,4 @@
-"""Device power (sim/power.py), the power cap, calibration loading and the calibration fits."""
+"""Device power (sim/models/power.py), the power cap, calibration loading and the calibration fits."""
 
 import copy
 
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from scenarios import llm_scenario, same_calls
-from sim import catalog
-from sim.calibrate import GemmObservations, fit_allreduce, fit_gemm, gemm_time
-from sim.config import validate
+from sim.hardware import catalog
+from sim.tools.calibrate import GemmObservations, fit_allreduce, fit_gemm, gemm_time
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
-from sim.estimate import MemoryRecorder, estimate
-from sim.perf import DEFAULT_EFFICIENCY, IterationCost
-from sim.power import COMPUTE_WEIGHT, MIN_CLOCK, PowerModel
-from sim.world import build, resolve_pool
+from sim.tools.estimate import MemoryRecorder, estimate
+from sim.models.perf import DEFAULT_EFFICIENCY, IterationCost
+from sim.models.power import COMPUTE_WEIGHT, MIN_CLOCK, PowerModel
+from sim.cluster.world import build, resolve_pool
 
 H100 = catalog.accelerator("h100-sxm")
 H100_CAL = catalog.calibration("h100-sxm")

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from scenarios import llm_scenario
-from sim import catalog
-from sim.config import validate
+from sim.hardware import catalog
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
-from sim.perf import ACT_BYTES, Batch, RooflineModel
-from sim.profile import ProfileModel
+from sim.models.perf import ACT_BYTES, Batch, RooflineModel
+from sim.models.profile import ProfileModel
 from sim.run import run_point
-from sim.world import resolve_pool
+from sim.cluster.world import resolve_pool
 
 PROFILES = Path(__file__).parent.parent / "hardware" / "profiles" / "vidur"
 H100 = catalog.accelerator("h100-sxm")

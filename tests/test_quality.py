@@ -1,4 +1,4 @@
-"""Answer-quality model (sim/quality.py): closed forms against independent formulas and Monte Carlo,
+"""Answer-quality model (sim/models/quality.py): closed forms against independent formulas and Monte Carlo,
 limits, monotonicity, the samplers' consistency with the expectations, and the fitted defaults
 reproducing their published anchors."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from sim import quality as q
+from sim.models import quality as q
 
 
 def _within_3_sigma(hits: float, trials: int, p: float) -> bool:

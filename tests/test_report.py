@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from analysis.report import build_report, planned_figures
-from sim.cli import main
+from sim.cli.main import main
 from sim.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ import pyarrow.compute as pc
 import pytest
 
 from scenarios import run_tables
-from sim.config import validate
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
-from sim.sessions import SESSION_CHUNK_BLOCKS
-from sim.world import build
+from sim.workloads.sessions import SESSION_CHUNK_BLOCKS
+from sim.cluster.world import build
 
 MOONCAKE = Path(__file__).parent.parent / "scenarios" / "data" / "mooncake_conversation_trace.jsonl"
 BS = 16

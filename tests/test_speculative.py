@@ -7,13 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from scenarios import llm_scenario, same_calls
-from sim import catalog
-from sim.config import validate
+from sim.hardware import catalog
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
-from sim.perf import FixedModel
+from sim.models.perf import FixedModel
 from sim.run import run_point
-from sim.speculative import (SpeculativeCost, cumulative_gains, expected_tokens_per_step, gain, milli_tokens)
-from sim.world import GIB, build
+from sim.models.speculative import (SpeculativeCost, cumulative_gains, expected_tokens_per_step, gain, milli_tokens)
+from sim.cluster.world import GIB, build
 
 DRAFT = {"method": "draft", "num_speculative_tokens": 4, "acceptance_rate": 0.8, "draft_model": "llama-3.1-8b"}
 MTP = {"method": "mtp", "num_speculative_tokens": 4, "acceptance_rate": 0.6}

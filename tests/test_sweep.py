@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sim import storage
+from sim.output import storage
 from sim.sweep import add_sweep_arguments, cmd_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -379,7 +379,7 @@ def test_ray_resume_after_driver_kill_completes_exactly_the_missing_points(ray_c
 
 # --------------------------------------------------------------------------- real simulator
 def small_real_scenario() -> dict:
-    from sim.config import load_raw
+    from sim.config.scenario import load_raw
 
     raw = load_raw(REPO / "scenarios" / "quickstart.yaml")
     raw.update(duration_s=30, warmup_s=5)
@@ -389,7 +389,7 @@ def small_real_scenario() -> dict:
 
 @pytest.mark.timeout(120, method="thread")
 def test_cli_sweep_of_the_real_simulator_serially(tmp_path, capsys):
-    from sim.cli import main
+    from sim.cli.main import main
 
     scn = tmp_path / "small.yaml"
     scn.write_text(yaml.safe_dump(small_real_scenario(), sort_keys=False))
@@ -442,7 +442,7 @@ def test_cli_joins_a_running_cluster_with_address(ray_cluster, tmp_path):
 
 
 def test_a_point_the_schema_rejects_stops_the_sweep_before_anything_is_written(tmp_path, capsys):
-    from sim.cli import main
+    from sim.cli.main import main
 
     raw = small_real_scenario()
     raw["sweep"] = {"grid": {"datacenter.pools.h100.replicas": [1, 0]}}

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.errors import ScenarioError
-from sim.sweepspec import SweepSpec, expand, get_path, parse_spec, point_id_of, set_path
+from sim.config.sweep import SweepSpec, expand, get_path, parse_spec, point_id_of, set_path
 
 BASE = {
     "seed": 11,

@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from sim import catalog
-from sim.validation import BOUNDS, METRICS, errors, load_points, predict_all, report, summarize
+from sim.hardware import catalog
+from sim.tools.validation import BOUNDS, METRICS, errors, load_points, predict_all, report, summarize
 
 # Held-out points across models, GPUs, tasks and batch sizes, at most this batch cap so
 # the test stays quick; the full set is in docs/validation.md.
@@ -72,7 +72,7 @@ def test_report_lists_every_point(held_out_rows):
 
 # --------------------------------------------------------------------------- TensorRT-LLM tables
 def test_trtllm_fit_and_holdout_share_no_model_on_a_gpu():
-    from sim.validation_trtllm import load_rows
+    from sim.tools.validation_trtllm import load_rows
 
     fit = {(r["model"], r["accelerator"]) for r in load_rows(("fit",))}
     held = {(r["model"], r["accelerator"]) for r in load_rows(("holdout",))}
@@ -86,7 +86,7 @@ def test_trtllm_fit_and_holdout_share_no_model_on_a_gpu():
 
 
 def test_trtllm_bench_heuristic():
-    from sim.validation_trtllm import bench_settings
+    from sim.tools.validation_trtllm import bench_settings
 
     # tensorrt_llm/bench/build/tuning.py finetune_setting: rounded batch and token budget
     assert bench_settings(10_000_000, 128, 128) == (4096, 8192)
@@ -99,7 +99,7 @@ def test_trtllm_held_out_rows_within_bound():
     of the dense models the engine profile was not fitted to, on every GPU: mean |error| under the
     bound docs/validation.md states (the MoE rows, run with attention data parallelism the
     simulator does not model, are in the report, not in this sample)."""
-    from sim.validation_trtllm import HOLDOUT_BOUND, errors, load_rows, simulate_all, summarize
+    from sim.tools.validation_trtllm import HOLDOUT_BOUND, errors, load_rows, simulate_all, summarize
 
     rows = [r for r in load_rows(("holdout",)) if (r["isl"], r["osl"]) == (20000, 2000)
             and r["model"] in ("llama-3.1-70b", "llama-3.1-405b")]

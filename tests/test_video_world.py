@@ -7,10 +7,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from sim.config import validate
+from sim.config.scenario import validate
 from sim.errors import ScenarioError
 from sim.run import run_point
-from sim.world import build
+from sim.cluster.world import build
 
 
 def scenario(rate: float = 0.2, frames: int = 1, max_batch: int = 4, **pool) -> dict:

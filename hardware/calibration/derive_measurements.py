@@ -66,7 +66,7 @@ EXCLUDED = {
 # configs/vllm/{task}/benchmark.yaml: gpqa 198 @036891a, lm-arena-chat 1024 @4ceff26) times
 # num_request_repeats for the batch cap, from the task's sweep_defaults or the model and GPU's own
 # configs/vllm/{task}/{org}/{model}/{GPU}/sweeps.yaml (newest stored version; commits below). All
-# are sent at once, and the steady-state window the figures come from depends on it (sim/burst.py).
+# are sent at once, and the steady-state window the figures come from depends on it (sim/tools/burst.py).
 NUM_REQUESTS = {"gpqa": 198, "lm-arena-chat": 1024}
 REPEATS_DEFAULT = {"gpqa": {192: 2, 256: 2, 384: 3, 512: 4}, "lm-arena-chat": {}}  # sweep_defaults
 REPEATS = {  # (model id, task, GPU) -> {max_num_seqs: repeats}, from the model's sweeps.yaml

@@ -1,0 +1,41 @@
+"""Building blocks of the scenario schema shared by sim.config.scenario and sim.models.economics (which
+sim.config.scenario imports, so they live apart from both): the frozen base model, number types, and
+the step-function schedules' check and lookup (carbon intensity, tariffs, replica plans)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+
+
+class Frozen(BaseModel):
+    """Base of every config object: immutable, strict about unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def check_step_function(times: Sequence[float], values: Sequence, period: Optional[float], values_key: str) -> None:
+    """``values[i]`` holds from ``times[i]``: equal lengths, times from 0 increasing, all
+    within ``period`` when the schedule repeats. Raises ValueError naming the keys."""
+    if len(times) != len(values):
+        raise ValueError(f"'times_s' and '{values_key}' must have the same length")
+    if times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])):
+        raise ValueError("'times_s' must start at 0 and increase")
+    if period is not None and times[-1] >= period:
+        raise ValueError("'times_s' must lie within 'period_s'")
+
+
+def step_at(times: Sequence[float], values: Sequence, period: Optional[float], t) -> np.ndarray:
+    """Values of the step function ``values[i]`` from ``times[i]`` at times ``t`` (repeating
+    every ``period`` if given)."""
+    t = np.asarray(t, dtype=float)
+    if period is not None:
+        t = np.mod(t, period)
+    i = np.searchsorted(np.asarray(times), t, side="right") - 1
+    return np.asarray(values)[np.clip(i, 0, len(values) - 1)]

@@ -1,0 +1,324 @@
+"""Hardware and model cards from ``hardware/``.
+
+Cards are YAML files whose numbers are ``{value, source}`` mappings (see
+hardware/README.md). This module turns them into small frozen dataclasses of
+plain numbers and derives what the performance model needs (KV bytes per
+token, GEMM shapes, parameter counts). It knows nothing of SimPy or scenarios.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sim.errors import ScenarioError
+
+DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5}
+
+
+def hardware_dir() -> Path:
+    """The card folder: $DCSIM_HARDWARE, else ``hardware/`` at the project root."""
+    env = os.environ.get("DCSIM_HARDWARE")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "hardware"
+
+
+def _plain(card: dict) -> dict:
+    """Replace every ``{value, source}`` mapping by its value."""
+    out = {}
+    for k, v in card.items():
+        if isinstance(v, dict) and "value" in v:
+            out[k] = v["value"]
+        else:
+            out[k] = v
+    return out
+
+
+# Card fields every accelerator needs (the rest may be absent: no public figure).
+REQUIRED_ACC_FIELDS = ("memory_gib", "memory_bandwidth_tb_s", "interconnect_gb_s")
+# How the device holds a model's weights, which selects its performance model:
+# ``hbm``: weights in device DRAM, read every step (sim.models.perf.RooflineModel);
+# ``sram_pipeline``: weights resident in on-chip SRAM over many chips whose layers form a
+# pipeline (sim.models.perf_sram.SramPipelineModel: Groq LPU, Cerebras WSE).
+ARCHITECTURES = ("hbm", "sram_pipeline")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """Datasheet facts of one accelerator (one device).
+
+    Figures a card leaves out (no public source) are unknown: ``tdp_w`` is then NaN, so
+    power and energy come out NaN rather than invented; a missing dense BF16 figure falls
+    back to the published sparse one as an upper bound (see :meth:`peak_flops`).
+    For ``sram_pipeline`` devices the memory fields describe the on-chip SRAM.
+    """
+
+    name: str
+    memory_gib: float
+    memory_bandwidth_tb_s: float
+    interconnect_gb_s: float
+    bf16_dense_tflops: float | None = None
+    tdp_w: float = math.nan
+    fp8_dense_tflops: float | None = None
+    idle_w: float | None = None
+    price_usd_per_hour: float = 0.0
+    devices_per_node: int = 8
+    node_max_power_w: float | None = None
+    fp4_dense_tflops: float | None = None
+    int8_dense_tops: float | None = None
+    interconnect_latency_us: float | None = None
+    network_gb_s: float | None = None  # scale-out NIC bandwidth per device, one direction
+    bf16_sparse_tflops: float | None = None
+    architecture: str = "hbm"
+    display_name: str = ""
+    vendor: str = ""
+
+    def peak_flops(self, dtype: str) -> float:
+        """Dense FLOP/s of the tensor cores for GEMMs whose weights are ``dtype``.
+
+        Weight-only formats (int4) compute in bf16; fp8 / int8 / fp4 weights use that math
+        where the device has it (fp4: Blackwell), else bf16. A card with no dense BF16 figure
+        (Cerebras publishes only a sparse one) uses the sparse figure: an upper bound.
+        """
+        if dtype == "fp8" and self.fp8_dense_tflops:
+            return self.fp8_dense_tflops * 1e12
+        if dtype == "int8" and self.int8_dense_tops:
+            return self.int8_dense_tops * 1e12
+        if dtype == "fp4" and self.fp4_dense_tflops:
+            return self.fp4_dense_tflops * 1e12
+        return (self.bf16_dense_tflops or self.bf16_sparse_tflops) * 1e12
+
+    @property
+    def idle_power_w(self) -> float:
+        """Measured idle power with nothing loaded; 10% of TDP where the card has no figure
+        (H100: ~70 W of 700 W, A100-40GB: ~50 W of 400 W, see their cards)."""
+        return self.idle_w if self.idle_w is not None else 0.1 * self.tdp_w
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gib * 2**30
+
+    @property
+    def memory_bandwidth(self) -> float:
+        return self.memory_bandwidth_tb_s * 1e12
+
+    @property
+    def link_bandwidth(self) -> float:
+        """One direction of the scale-up link, bytes/s (datasheets quote both directions)."""
+        return self.interconnect_gb_s * 1e9 / 2
+
+    @property
+    def network_bandwidth(self) -> float | None:
+        """Scale-out network bandwidth of one device's NIC, one direction, bytes/s (None if
+        the card does not say)."""
+        return self.network_gb_s * 1e9 if self.network_gb_s else None
+
+    @property
+    def host_w_per_device_max(self) -> float:
+        """Non-accelerator server power per device at the node's max rating."""
+        if not self.node_max_power_w:
+            return 0.0
+        return max(0.0, (self.node_max_power_w - self.devices_per_node * self.tdp_w) / self.devices_per_node)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Architecture numbers of one transformer model."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    params_billion: float
+    max_context_tokens: int = 131072
+    attention: str = "gqa"
+    weight_dtype: str = "bf16"
+    tie_word_embeddings: bool = False
+    reasoning: bool = False
+    num_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    num_shared_experts: int = 0
+    first_dense_layers: int = 0
+    active_params_billion: float | None = None
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    display_name: str = ""
+    hf_id: str = ""
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def moe_layers(self) -> int:
+        return self.num_layers - self.first_dense_layers if self.is_moe else 0
+
+    @property
+    def dense_layers(self) -> int:
+        return self.num_layers - self.moe_layers
+
+    def kv_elems_per_token_layer(self) -> int:
+        """KV-cache elements one token stores in one layer (K and V, or MLA's latent)."""
+        if self.attention == "mla":
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.num_kv_heads * self.head_dim
+
+    def attention_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of the attention projections of one layer."""
+        h = self.hidden_size
+        if self.attention == "mla":
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            n = self.num_attention_heads
+            q = [(h, self.q_lora_rank), (self.q_lora_rank, n * qk)] if self.q_lora_rank else [(h, n * qk)]
+            return q + [
+                (h, self.kv_lora_rank + self.qk_rope_head_dim),
+                (self.kv_lora_rank, n * (self.qk_nope_head_dim + self.v_head_dim)),
+                (n * self.v_head_dim, h),
+            ]
+        q = self.num_attention_heads * self.head_dim
+        kv = self.num_kv_heads * self.head_dim
+        return [(h, q + 2 * kv), (q, h)]
+
+    def attention_flops_per_pair(self) -> float:
+        """FLOPs of one (query token, key token) pair in one layer: QK^T and PV."""
+        n = self.num_attention_heads
+        if self.attention == "mla":  # absorbed MLA: scores over latent + rope, values in latent
+            return 2.0 * n * (2 * self.kv_lora_rank + self.qk_rope_head_dim)
+        return 4.0 * n * self.head_dim
+
+    def dense_mlp_shapes(self) -> list[tuple[int, int]]:
+        h, f = self.hidden_size, self.intermediate_size
+        return [(h, 2 * f), (f, h)]  # gated: gate+up fused, then down
+
+    def expert_params(self) -> int:
+        return 3 * self.hidden_size * self.moe_intermediate_size
+
+    def layer_params(self) -> tuple[int, int]:
+        """(dense-layer params, MoE-layer params) excluding norms."""
+        attn = sum(i * o for i, o in self.attention_shapes())
+        dense = attn + sum(i * o for i, o in self.dense_mlp_shapes())
+        moe = 0
+        if self.is_moe:
+            moe = attn + (self.num_experts + self.num_shared_experts) * self.expert_params() + self.hidden_size * self.num_experts
+        return dense, moe
+
+    def total_params(self) -> int:
+        """Parameter count from the architecture (embeddings, layers, LM head)."""
+        dense, moe = self.layer_params()
+        emb = self.vocab_size * self.hidden_size
+        head = 0 if self.tie_word_embeddings else emb
+        return emb + head + self.dense_layers * dense + self.moe_layers * moe
+
+
+_ACC_FIELDS = set(Accelerator.__dataclass_fields__)
+_MODEL_FIELDS = set(ModelCard.__dataclass_fields__)
+
+
+def _load_cards(kind: str) -> dict[str, dict]:
+    folder = hardware_dir() / kind
+    cards = {}
+    if folder.is_dir():
+        for f in sorted(folder.glob("*.yaml")):
+            with open(f) as fh:
+                card = yaml.safe_load(fh) or {}
+            cards[card.get("name", f.stem)] = card
+    return cards
+
+
+@functools.lru_cache(maxsize=None)
+def accelerators() -> dict[str, dict]:
+    return _load_cards("accelerators")
+
+
+@functools.lru_cache(maxsize=None)
+def models() -> dict[str, dict]:
+    return _load_cards("models")
+
+
+def _unknown(what: str, name: str, known: list[str], source: str, key: str) -> ScenarioError:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f" (known: {', '.join(sorted(known))})"
+    return ScenarioError(source, key, f"unknown {what} '{name}'{hint}")
+
+
+@functools.lru_cache(maxsize=None)
+def _accelerator(name: str) -> Accelerator | None:
+    card = accelerators().get(name)
+    if card is None:
+        return None
+    plain = {k: v for k, v in _plain(card).items() if k in _ACC_FIELDS}
+    where = f"hardware/accelerators/{name}.yaml"
+    for field in REQUIRED_ACC_FIELDS:
+        if plain.get(field) is None:
+            raise ScenarioError(where, field, "missing: every accelerator card needs " + ", ".join(REQUIRED_ACC_FIELDS))
+    if plain.get("bf16_dense_tflops") is None and plain.get("bf16_sparse_tflops") is None:
+        raise ScenarioError(where, "bf16_dense_tflops", "missing: a card needs a dense (or at least a sparse) BF16 peak")
+    if plain.get("architecture", "hbm") not in ARCHITECTURES:
+        raise ScenarioError(where, "architecture", f"{plain['architecture']!r} is not one of {', '.join(ARCHITECTURES)}")
+    if plain.get("tdp_w") is None:
+        plain.pop("tdp_w", None)  # unknown: NaN
+    return Accelerator(**plain)
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name: str) -> ModelCard | None:
+    card = models().get(name)
+    if card is None:
+        return None
+    plain = {k: v for k, v in _plain(card).items() if k in _MODEL_FIELDS}
+    return ModelCard(**plain)
+
+
+def accelerator(name: str, source: str = "", key: str = "accelerator") -> Accelerator:
+    """The accelerator card ``name``; ScenarioError naming ``source``/``key`` if unknown."""
+    acc = _accelerator(name)
+    if acc is None:
+        raise _unknown("accelerator", name, list(accelerators()), source, key)
+    return acc
+
+
+def model(name: str, source: str = "", key: str = "model") -> ModelCard:
+    """The model card ``name``; ScenarioError naming ``source``/``key`` if unknown."""
+    m = _model(name)
+    if m is None:
+        raise _unknown("model", name, list(models()), source, key)
+    return m
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted performance and power parameters of one accelerator (hardware/calibration/<name>.yaml).
+
+    ``perf`` holds RooflineModel efficiency parameters, ``power`` PowerModel parameters
+    (resident_w, compute_weight, memory_weight); either may be empty, and the models'
+    defaults fill what is missing.
+    """
+
+    accelerator: str
+    perf: dict
+    power: dict
+    path: str = ""
+
+
+@functools.lru_cache(maxsize=None)
+def calibration(name: str) -> Calibration:
+    """Calibration of accelerator ``name``; empty if none was fitted for it."""
+    f = hardware_dir() / "calibration" / f"{name}.yaml"
+    if not f.is_file():
+        return Calibration(name, {}, {})
+    with open(f) as fh:
+        card = yaml.safe_load(fh) or {}
+    return Calibration(name, _plain(card.get("perf") or {}), _plain(card.get("power") or {}), str(f))

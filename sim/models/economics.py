@@ -1,0 +1,699 @@
+"""Economics of inference: what a fleet costs to own or rent, what its work earns, the margin.
+
+Pure functions and pydantic configuration classes; no SimPy. A scenario opts in with one
+optional section, ``datacenter.economics`` (:class:`Economics`); without it every cost is the
+simulator's earlier model (each accelerator card's hourly cloud price plus metered energy at
+``datacenter.energy_usd_per_kwh``), unchanged to the last bit.
+
+Three parts:
+
+1. **Rates** (:func:`resolve` -> :class:`Rates`). Per device-hour of each pool:
+
+   * *capex*: owned hardware (``capex: {kind: owned}``) costs the level payment that repays its
+     purchase price plus node overhead (servers, CPUs, NICs, switches) over its depreciation
+     life at the financing rate: ``(price + overhead) * CRF(rate, life) / 8760`` with the
+     capital recovery factor ``CRF(r, n) = r (1 + r)^n / ((1 + r)^n - 1)`` (``1 / n`` at r = 0).
+     Rented hardware (``kind: cloud``) costs its hourly price.
+   * *facility*: the building, power and cooling plant, priced per MW of provisioned IT power
+     and annualised the same way over the facility's own (longer) life; charged per device on
+     the node's maximum power per device. Zero for cloud rental (the rent includes it).
+   * *energy*: IT energy (devices plus host share) times PUE at a flat ``$/kWh`` or a
+     time-of-day step tariff (:class:`TariffSchedule`).
+
+2. **Fleet cost of a window** (:func:`pool_costs`, :func:`fleet_metrics`): capex and facility
+   for every device over the window, and energy priced exactly under a time-of-day tariff: each
+   steps-table row's energy is spread evenly over its span and priced by the integral of the
+   tariff over the part of the row inside the window.
+
+3. **Revenue, cost and margin per workload class and reasoning-effort tier**
+   (:func:`class_table`): price lists per class (input, cached-input and output tokens, a price
+   per request: call, job, session or video) with overrides per effort tier (a job's tier is
+   chosen by its thinking budget). A unit that arrived in the window earns its price if it
+   finished. Each pool's whole cost in the window, idle capacity included, is shared among the
+   classes and tiers in proportion to the work their units ran on it (tokens run; device-seconds
+   on diffusion pools), so the class costs add up to the fleet total exactly; a pool nobody used
+   goes to a row ``(unused)``. The part of each share that paid for idle capacity is reported
+   beside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import yaml
+from pydantic import Field, model_validator
+
+from sim.hardware import catalog
+from sim.errors import ScenarioError
+from sim.config.base import Frozen, NonNegFloat, PosFloat, check_step_function, step_at
+
+HOURS_PER_YEAR = 8760.0  # 365 days: annual capital charges spread over every hour of the year
+J_PER_KWH = 3.6e6
+KEY = "datacenter.economics"
+
+NonNeg = NonNegFloat
+Pos = PosFloat
+
+# --------------------------------------------------------------------------- defaults and sources
+# Depreciation life of accelerator servers. Amazon's 10-K for 2024: "changing the useful lives of a
+# subset of our servers and networking equipment, effective January 1, 2025, from six years to five
+# years", citing the pace of AI technology (Microsoft and Alphabet use six years, Meta five and a
+# half); five is the figure tied to AI hardware.
+DEVICE_LIFE_YEARS = 5.0
+# Cost of capital of GPU purchases: GPU-backed private-credit loans cost 10-17% a year (gpuloans.com,
+# "GPU Cost of Capital: Private Credit vs. Banks", Dec 2025); the low end is taken.
+DEVICE_FINANCING_RATE = 0.10
+# Servers, CPUs, memory, NICs, switches and cabling per dollar of accelerators. Bernstein's cost of a
+# GB200 NVL72 rack (Nov 2025, reported by Investing.com): compute hardware USD 3.4M of a USD 5.9M
+# total, GPUs 39% of the total (USD 2.3M), so non-GPU compute hardware is 1.1 / 2.3 = 0.48 of the
+# GPUs. (Cross-check: SemiAnalysis' ~USD 270,000 DGX H100 against 8 x USD 27,500 GPUs is 0.23 for
+# the server alone, before the cluster network Bernstein puts at ~13% of total capex.)
+NODE_OVERHEAD_SHARE = 0.48
+# Facility construction per MW of critical (IT) load: average of 19 US markets, USD 11.7M (range
+# 9.3-15.0), Cushman & Wakefield, Data Center Development Cost Guide 2025 (excludes land, owner-
+# furnished equipment and soft costs).
+FACILITY_USD_PER_MW = 11.7e6
+# Facility life: data-center REIT component lives (DuPont Fabros Technology 10-K 2013, SEC): power
+# distribution units and HVAC 20 years, UPS and chillers 25, switchgear and transformers 30,
+# building 40; the shortest major mechanical/electrical life is taken.
+FACILITY_LIFE_YEARS = 20.0
+# Data-center project debt: 15-year-lease-backed notes for a CoreWeave data center priced to yield
+# 7.5% (Prime Data Centers / Elk Grove Village Property, Bloomberg, reported by startupfortune.com,
+# 2026); Applied Digital's comparable notes 7%.
+FACILITY_FINANCING_RATE = 0.075
+
+
+def capital_recovery_factor(rate: float, years: float) -> float:
+    """Share of a price paid each year by a level annuity that repays it over ``years`` at
+    ``rate``: ``r (1 + r)^n / ((1 + r)^n - 1)``, and ``1 / n`` (straight-line) at r = 0."""
+    if rate == 0:
+        return 1.0 / years
+    g = (1.0 + rate) ** years
+    return rate * g / (g - 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def purchase_prices() -> dict[str, float]:
+    """Purchase price (USD) per accelerator with a public source, from hardware/economics.yaml."""
+    path = catalog.hardware_dir() / "economics.yaml"
+    if not path.is_file():
+        return {}
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    out = {}
+    for name, card in (data.get("accelerators") or {}).items():
+        v = (card or {}).get("purchase_usd")
+        if isinstance(v, dict):
+            v = v.get("value")
+        if v is not None:
+            out[name] = float(v)
+    return out
+
+
+# --------------------------------------------------------------------------- configuration
+def _keyed(path: str, message: str) -> ValueError:
+    """A validation error that names its full key path (sim.config.scenario's keyed error, imported late:
+    sim.config.scenario imports this module)."""
+    from sim.config.scenario import _KeyedError
+
+    return _KeyedError(path, message)
+
+
+class TariffSchedule(Frozen):
+    """Electricity price as a step function of simulated time: ``usd_per_kwh[i]`` from ``times_s[i]``
+    until the next time, repeated every ``period_s`` if given (86400 for a daily time-of-use
+    tariff: e.g. ``times_s: [0, 25200, 75600]``, ``usd_per_kwh: [0.06, 0.11, 0.06]``)."""
+
+    times_s: list[NonNeg] = Field(min_length=1)
+    usd_per_kwh: list[NonNeg] = Field(min_length=1)
+    period_s: Optional[Pos] = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        check_step_function(self.times_s, self.usd_per_kwh, self.period_s, "usd_per_kwh")
+        return self
+
+    def at(self, t) -> np.ndarray:
+        """Price ($/kWh) at simulated times ``t``."""
+        return step_at(self.times_s, self.usd_per_kwh, self.period_s, t)
+
+    def integral(self, t) -> np.ndarray:
+        """``integral_0^t price(u) du`` ($/kWh x s) at times ``t >= 0``: exact over the steps."""
+        t = np.maximum(np.asarray(t, dtype=float), 0.0)
+        start = np.asarray(self.times_s)
+        price = np.asarray(self.usd_per_kwh)
+        ends = np.append(start[1:], self.period_s if self.period_s is not None else np.inf)
+        seg = price[:-1] * (ends[:-1] - start[:-1])
+        before = np.concatenate([[0.0], np.cumsum(seg)])  # integral up to each step's start
+        if self.period_s is not None:
+            full = before[-1] + price[-1] * (self.period_s - start[-1])
+            k = np.floor(t / self.period_s)
+            x = t - k * self.period_s
+        else:
+            full, k, x = 0.0, 0.0, t
+        i = np.clip(np.searchsorted(start, x, side="right") - 1, 0, len(price) - 1)
+        return k * full + before[i] + price[i] * (x - start[i])
+
+
+class CloudCapex(Frozen):
+    """Rented accelerators: each device costs its hourly price, ``usd_per_device_hour[<accelerator>]``
+    or else the card's ``price_usd_per_hour`` (a dated public price list). The rent covers the
+    facility. ``energy_billed`` adds metered energy at the tariff on top (the simulator's model
+    before this section existed, and colocation-style billing); most on-demand GPU clouds include
+    power in the hourly price: set it false for them."""
+
+    kind: Literal["cloud"]
+    usd_per_device_hour: dict[str, NonNeg] = {}
+    energy_billed: bool = True
+
+
+class OwnedCapex(Frozen):
+    """Owned accelerators: purchase price (``purchase_usd[<accelerator>]``, else hardware/economics.yaml)
+    plus node overhead (``node_overhead_usd[<accelerator>]`` per device, else ``node_overhead_share``
+    of the price), repaid over ``life_years`` at ``financing_rate``; the facility costs
+    ``facility_usd_per_mw`` of provisioned IT power per device (``it_w_per_device[<accelerator>]``,
+    else the card's node maximum power over its devices per node), repaid over
+    ``facility_life_years`` at ``facility_financing_rate``. Defaults and their sources: module
+    constants of sim/models/economics.py and docs/economics.md."""
+
+    kind: Literal["owned"]
+    purchase_usd: dict[str, Pos] = {}
+    node_overhead_usd: dict[str, NonNeg] = {}
+    node_overhead_share: NonNeg = NODE_OVERHEAD_SHARE
+    life_years: Pos = DEVICE_LIFE_YEARS
+    financing_rate: NonNeg = DEVICE_FINANCING_RATE
+    it_w_per_device: dict[str, Pos] = {}
+    facility_usd_per_mw: NonNeg = FACILITY_USD_PER_MW
+    facility_life_years: Pos = FACILITY_LIFE_YEARS
+    facility_financing_rate: NonNeg = FACILITY_FINANCING_RATE
+
+
+Capex = Annotated[Union[CloudCapex, OwnedCapex], Field(discriminator="kind")]
+
+_PRICE_FIELDS = ("input_usd_per_mtok", "cached_input_usd_per_mtok", "output_usd_per_mtok", "per_request_usd")
+
+
+class TierPrices(Frozen):
+    """Prices of one reasoning-effort tier of a class; a field left out keeps the class's price."""
+
+    input_usd_per_mtok: Optional[NonNeg] = None
+    cached_input_usd_per_mtok: Optional[NonNeg] = None
+    output_usd_per_mtok: Optional[NonNeg] = None
+    per_request_usd: Optional[NonNeg] = None
+
+
+class ClassPrices(Frozen):
+    """Price list of one workload class: USD per million prompt tokens computed (``input``), per
+    million prompt tokens served from the prefix cache (``cached_input``; None: the input price),
+    per million generated tokens (``output``; reasoning tokens included, as reasoning APIs bill
+    them) and per request (a call, a job, a session or a video, whichever the class sends);
+    ``tiers`` override them per reasoning-effort tier."""
+
+    input_usd_per_mtok: NonNeg = 0.0
+    cached_input_usd_per_mtok: Optional[NonNeg] = None
+    output_usd_per_mtok: NonNeg = 0.0
+    per_request_usd: NonNeg = 0.0
+    tiers: dict[str, TierPrices] = {}
+
+    def effective(self, tier: str) -> tuple[float, float, float, float]:
+        """(input, cached input, output per million tokens, per request) for ``tier``."""
+        base = [self.input_usd_per_mtok, self.cached_input_usd_per_mtok, self.output_usd_per_mtok, self.per_request_usd]
+        over = self.tiers.get(tier)
+        if over is not None:
+            base = [getattr(over, f) if getattr(over, f) is not None else b for f, b in zip(_PRICE_FIELDS, base)]
+        if base[1] is None:
+            base[1] = base[0]
+        return tuple(float(x) for x in base)
+
+
+class Pricing(Frozen):
+    """Prices per workload class (``classes``, keyed by class name) and the reasoning-effort tiers a
+    job falls into: ``effort_tiers`` maps a tier name to the largest thinking budget it covers
+    (``null``: any budget, and jobs without one). A job takes the first tier, in increasing budget
+    order, that covers its budget; jobs no tier covers stay untiered (``""``)."""
+
+    effort_tiers: dict[str, Optional[Annotated[int, Field(ge=1)]]] = {}
+    classes: dict[str, ClassPrices] = {}
+
+    @model_validator(mode="after")
+    def _tiers(self):
+        caps = [v for v in self.effort_tiers.values() if v is not None]
+        if len(caps) != len(set(caps)):
+            raise _keyed(f"{KEY}.pricing.effort_tiers", "two tiers cover the same thinking budget")
+        if len(self.effort_tiers) - len(caps) > 1:
+            raise _keyed(f"{KEY}.pricing.effort_tiers", "at most one tier may cover any budget (null)")
+        for cls, prices in self.classes.items():
+            for tier in prices.tiers:
+                if tier not in self.effort_tiers:
+                    known = ", ".join(self.effort_tiers) or "none defined in pricing.effort_tiers"
+                    raise _keyed(f"{KEY}.pricing.classes.{cls}.tiers.{tier}", f"unknown tier '{tier}' (tiers: {known})")
+        return self
+
+    def ordered_tiers(self) -> list[tuple[str, float]]:
+        """(tier, largest budget covered) from the smallest budget up; ``inf`` for ``null``."""
+        return sorted(((n, math.inf if v is None else float(v)) for n, v in self.effort_tiers.items()),
+                      key=lambda x: x[1])
+
+    def tier_of(self, budgets: np.ndarray) -> np.ndarray:
+        """Tier name of each job's thinking budget (-1: no budget)."""
+        b = np.where(np.asarray(budgets) < 0, np.inf, np.asarray(budgets, dtype=float))
+        out = np.full(len(b), "", dtype=object)
+        done = np.zeros(len(b), dtype=bool)
+        for name, cap in self.ordered_tiers():
+            m = ~done & (b <= cap)
+            out[m] = name
+            done |= m
+        return out
+
+    def unknown_class(self, classes: list[str]) -> tuple[str, str] | None:
+        """(key path, message) of the first price list naming a class the workload lacks."""
+        for name in self.classes:
+            if name not in classes:
+                return f"{KEY}.pricing.classes.{name}", f"unknown workload class '{name}' (classes: {', '.join(classes)})"
+        return None
+
+
+class Economics(Frozen):
+    """``datacenter.economics``: how devices are paid for (``capex``, default rented at the cards'
+    hourly prices), the electricity ``tariff`` over time (default the flat
+    ``datacenter.energy_usd_per_kwh``) and the ``pricing`` of the work."""
+
+    capex: Capex = CloudCapex(kind="cloud")
+    tariff: Optional[TariffSchedule] = None
+    pricing: Pricing = Pricing()
+
+
+# --------------------------------------------------------------------------- rates
+@dataclass(frozen=True)
+class DeviceRates:
+    """What one device of a pool costs per hour, and the host power it carries."""
+
+    capex_usd_per_hour: float
+    facility_usd_per_hour: float
+    host_w: float
+
+    @property
+    def usd_per_hour(self) -> float:
+        return self.capex_usd_per_hour + self.facility_usd_per_hour
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Resolved cost rates of a scenario: per pool device rates, the device group a pool's devices
+    belong to (a diffusion pool sharing an LLM pool's devices is in that pool's group), PUE and
+    the electricity price over time."""
+
+    devices: dict
+    group: dict
+    pue: float
+    usd_per_kwh: float
+    schedule: Optional[TariffSchedule] = None
+    energy_billed: bool = True
+    economics: Optional[Economics] = None
+
+    @property
+    def configured(self) -> bool:
+        """True when the scenario has a ``datacenter.economics`` section."""
+        return self.economics is not None
+
+    def price_integral(self, t) -> np.ndarray:
+        """``integral_0^t price`` ($/kWh x s)."""
+        if self.schedule is not None:
+            return self.schedule.integral(t)
+        return self.usd_per_kwh * np.asarray(t, dtype=float)
+
+    def mean_price(self, a, b) -> np.ndarray:
+        """Mean electricity price ($/kWh) over each ``[a, b]`` (the price at ``a`` where ``b <= a``)."""
+        a = np.asarray(a, dtype=float)
+        b = np.maximum(np.asarray(b, dtype=float), a)
+        if self.schedule is None:
+            return np.full(np.broadcast(a, b).shape, self.usd_per_kwh)
+        dur = b - a
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (self.schedule.integral(b) - self.schedule.integral(a)) / dur
+        return np.where(dur > 0, mean, self.schedule.at(a))
+
+    def energy_usd(self, it_j: float, a: float, b: float) -> float:
+        """Cost of ``it_j`` joules of IT energy drawn evenly over ``[a, b]`` (PUE applied)."""
+        if not self.energy_billed:
+            return 0.0
+        if self.schedule is None:  # the same operations as power.Tariff, so unconfigured runs are unchanged
+            return it_j * self.pue / J_PER_KWH * self.usd_per_kwh
+        if it_j == 0:
+            return 0.0
+        a = a if a == a else b  # NaN (never admitted, never finished): the other end
+        b = b if b == b else a
+        return it_j * self.pue / J_PER_KWH * float(self.mean_price(a if a == a else 0.0, b if b == b else 0.0))
+
+    def call_cost_usd(self, pool: str, device_s: float, energy_j: float, a: float, b: float) -> float:
+        """Own cost of work on ``pool``: ``device_s`` device-seconds at the device rate plus its
+        device energy and the host power over those device-seconds, priced over ``[a, b]``."""
+        r = self.devices[pool]
+        return r.usd_per_hour * device_s / 3600 + self.energy_usd(energy_j + r.host_w * device_s, a, b)
+
+
+def _accelerator_keys(mapping: dict, key: str, source: str) -> None:
+    """Names in a per-accelerator mapping must be accelerator cards (typos are errors)."""
+    known = catalog.accelerators()
+    for name in mapping:
+        if name not in known:
+            raise ScenarioError(source, f"{key}.{name}", f"unknown accelerator '{name}' (known: {', '.join(sorted(known))})")
+
+
+def owned_rates(capex: OwnedCapex, acc: catalog.Accelerator, source: str = "") -> tuple[float, float]:
+    """(capex, facility) USD per device-hour of accelerator ``acc`` owned under ``capex``."""
+    key = f"{KEY}.capex"
+    price = capex.purchase_usd.get(acc.name, purchase_prices().get(acc.name))
+    if price is None:
+        raise ScenarioError(source, f"{key}.purchase_usd",
+                            f"no purchase price with a public source for {acc.name} in hardware/economics.yaml; "
+                            f"give {key}.purchase_usd.{acc.name} (USD per device)")
+    overhead = capex.node_overhead_usd.get(acc.name, capex.node_overhead_share * price)
+    device = (price + overhead) * capital_recovery_factor(capex.financing_rate, capex.life_years) / HOURS_PER_YEAR
+    it_w = capex.it_w_per_device.get(acc.name)
+    if it_w is None:
+        if not acc.node_max_power_w:
+            raise ScenarioError(source, f"{key}.it_w_per_device",
+                                f"the {acc.name} card has no node maximum power to size the facility by; "
+                                f"give {key}.it_w_per_device.{acc.name} (provisioned IT watts per device)")
+        it_w = acc.node_max_power_w / acc.devices_per_node
+    facility = it_w / 1e6 * capex.facility_usd_per_mw \
+        * capital_recovery_factor(capex.facility_financing_rate, capex.facility_life_years) / HOURS_PER_YEAR
+    return device, facility
+
+
+def resolve(scenario, specs, source: str = "<scenario>") -> Rates:
+    """Cost rates of a scenario's resolved pools (``specs``: sim.cluster.world.PoolSpec); ScenarioError
+    naming the key for a price that is missing or names an unknown accelerator."""
+    dc = scenario.datacenter
+    eco = dc.economics
+    group = {}
+    for pool in dc.pools:
+        group[pool.name] = pool.share_with or pool.name
+    devices = {}
+    if eco is not None:
+        cap = eco.capex
+        for name in ("usd_per_device_hour",) if cap.kind == "cloud" else ("purchase_usd", "node_overhead_usd",
+                                                                           "it_w_per_device"):
+            _accelerator_keys(getattr(cap, name), f"{KEY}.capex.{name}", source)
+    for s in specs:
+        acc = s.acc
+        if eco is None:
+            capex, facility = acc.price_usd_per_hour, 0.0
+        elif eco.capex.kind == "cloud":
+            capex, facility = eco.capex.usd_per_device_hour.get(acc.name, acc.price_usd_per_hour), 0.0
+            if acc.name not in eco.capex.usd_per_device_hour and not acc.price_usd_per_hour:
+                raise ScenarioError(source, f"{KEY}.capex.usd_per_device_hour",
+                                    f"the {acc.name} card has no hourly cloud price; give "
+                                    f"{KEY}.capex.usd_per_device_hour.{acc.name}")
+        else:
+            capex, facility = owned_rates(eco.capex, acc, source)
+        devices[s.name] = DeviceRates(capex, facility, s.host_w_per_device)
+    schedule = eco.tariff if eco is not None else None
+    billed = eco.capex.energy_billed if eco is not None and eco.capex.kind == "cloud" else True
+    return Rates(devices, group, dc.pue, dc.energy_usd_per_kwh, schedule, billed, eco)
+
+
+# --------------------------------------------------------------------------- fleet cost of a window
+IDLE_KINDS = ("idle", "down", "off", "booting")  # steps rows of a replica doing no work
+
+
+def pool_costs(steps: pa.Table, t0: float, t1: float, specs, rates: Rates) -> dict[str, dict[str, float]]:
+    """Capex, facility and energy cost (USD) of each pool over ``[t0, t1]``, and the part of it that
+    paid for idle capacity (``idle_usd``).
+
+    Capex and facility: every device of the pool for the whole window (a rented device switched
+    off by an autoscaler is not paid for). Energy: each steps row's device energy spread evenly
+    over the row and priced by the tariff's integral over the part of the row inside the window,
+    plus the hosts' power while their replica is not switched off, times PUE. A diffusion pool on
+    another pool's devices takes a share of those devices' capex, facility and host energy in
+    proportion to its busy device-seconds in the window. Idle capacity: the devices' capex,
+    facility and host energy times the share of device-seconds not busy, plus the energy of idle
+    rows."""
+    span = t1 - t0
+    pool = steps["pool"].to_numpy(zero_copy_only=False)
+    kind = steps["kind"].to_numpy(zero_copy_only=False)
+    start, end = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
+    energy = steps["energy_j"].to_numpy()
+    a, b = np.maximum(start, t0), np.minimum(end, t1)
+    dur = end - start
+    inside = (b > a) & (dur > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.where(inside, (rates.price_integral(np.where(inside, b, 0.0))
+                                   - rates.price_integral(np.where(inside, a, 0.0))) / dur, 0.0)
+    in_s = np.where(inside, b - a, 0.0)
+    busy = ~np.isin(kind, IDLE_KINDS)
+    off = kind == "off"
+    host_price = float(rates.price_integral(t1) - rates.price_integral(t0))
+    rented = rates.economics is None or rates.economics.capex.kind == "cloud"
+    usd_per_price_j = rates.pue / J_PER_KWH if rates.energy_billed else 0.0
+    out: dict[str, dict[str, float]] = {}
+    fixed: dict[str, dict[str, float]] = {}  # group -> its devices' capex, facility, host energy, device-s
+    busy_s: dict[str, float] = {}
+    for s in specs:
+        mine = pool == s.name
+        per = s.devices_per_replica
+        busy_s[s.name] = float(in_s[mine & busy].sum()) * per
+        out[s.name] = {"capex_usd": 0.0, "facility_usd": 0.0,
+                       "energy_usd": float((energy[mine] * weight[mine]).sum()) * usd_per_price_j,
+                       "idle_usd": float((energy[mine & ~busy] * weight[mine & ~busy]).sum()) * usd_per_price_j}
+        if not s.shares_devices:  # a shared diffusion pool's devices are its host pool's
+            r = rates.devices[s.name]
+            on_device_s = s.devices * span - per * float(in_s[mine & off].sum())
+            off_price = float((weight[mine & off] * dur[mine & off]).sum())  # price integral while off
+            fixed[s.name] = {
+                "capex_usd": r.capex_usd_per_hour * (on_device_s if rented else s.devices * span) / 3600,
+                "facility_usd": r.facility_usd_per_hour * s.devices * span / 3600,
+                "host_usd": r.host_w * (s.devices * host_price - per * off_price) * usd_per_price_j,
+                "device_s": s.devices * span,
+            }
+    for g, f in fixed.items():
+        members = [s.name for s in specs if rates.group[s.name] == g]
+        total_busy = sum(busy_s[m] for m in members)
+        idle_share = max(0.0, 1.0 - total_busy / f["device_s"]) if f["device_s"] > 0 else 0.0
+        for m in members:
+            share = busy_s[m] / total_busy if total_busy > 0 else float(m == g)
+            d = out[m]
+            d["capex_usd"] += f["capex_usd"] * share
+            d["facility_usd"] += f["facility_usd"] * share
+            d["energy_usd"] += f["host_usd"] * share
+            d["idle_usd"] += (f["capex_usd"] + f["facility_usd"] + f["host_usd"]) * share * idle_share
+    return out
+
+
+def fleet_metrics(pools: dict[str, dict[str, float]], t0: float, t1: float, output_tokens: float) -> dict:
+    """Summary figures of the fleet's cost over ``[t0, t1]`` (``pools``: :func:`pool_costs`): capex,
+    facility and energy in USD and per simulated hour, total, per million output tokens, and the
+    share of the cost that paid for idle capacity."""
+    hours = (t1 - t0) / 3600
+    capex = sum(g["capex_usd"] for g in pools.values())
+    facility = sum(g["facility_usd"] for g in pools.values())
+    energy = sum(g["energy_usd"] for g in pools.values())
+    idle = sum(g["idle_usd"] for g in pools.values())
+    cost = capex + facility + energy
+    return {
+        "device_cost_usd": capex,
+        "capex_cost_usd": capex,
+        "facility_cost_usd": facility,
+        "energy_cost_usd": energy,
+        "cost_usd": cost,
+        "usd_per_million_output_tokens": cost / output_tokens * 1e6 if output_tokens > 0 else math.nan,
+        "capex_usd_per_hour": capex / hours,
+        "facility_usd_per_hour": facility / hours,
+        "energy_usd_per_hour": energy / hours,
+        "cost_usd_per_hour": cost / hours,
+        "idle_cost_share": idle / cost if cost > 0 else math.nan,
+    }
+
+
+# --------------------------------------------------------------------------- classes and tiers
+ECONOMICS_SCHEMA = pa.schema(
+    [
+        ("class", pa.string()),
+        ("tier", pa.string()),  # reasoning-effort tier of the class's jobs ("" otherwise)
+        ("kind", pa.string()),  # call | job | session | video ("" for the (unused) row)
+        ("units", pa.int64()),  # calls / jobs / sessions / videos that arrived in the window
+        ("billed_units", pa.int64()),  # of which finished (they earn their price)
+        ("correct", pa.int64()),  # jobs answered right
+        ("input_tokens", pa.int64()),  # prompt tokens computed (not from the prefix cache)
+        ("cached_tokens", pa.int64()),  # prompt tokens served from the prefix cache
+        ("output_tokens", pa.int64()),  # generated tokens, reasoning included
+        ("revenue_usd", pa.float64()),
+        ("cost_usd", pa.float64()),  # its share of the fleet's cost over the window
+        ("idle_cost_usd", pa.float64()),  # of which idle capacity
+        ("margin_usd", pa.float64()),  # revenue - cost
+        ("margin_share", pa.float64()),  # margin / revenue
+        ("cost_per_unit_usd", pa.float64()),
+        ("revenue_per_unit_usd", pa.float64()),
+        ("cost_per_million_output_tokens_usd", pa.float64()),
+        ("cost_per_correct_usd", pa.float64()),
+    ]
+)
+
+UNUSED = "(unused)"
+
+
+def _col(t: pa.Table, name: str) -> np.ndarray:
+    return t[name].to_numpy(zero_copy_only=False)
+
+
+def _in_window(t: pa.Table, cls: str, t0: float, t1: float) -> pa.Table:
+    arrival = _col(t, "arrival_s")
+    return t.filter(pa.array((_col(t, "class") == cls) & (arrival >= t0) & (arrival < t1)))
+
+
+class _Acc:
+    """Totals of one (class, tier) row being built."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.units = self.billed = self.correct = self.inp = self.cached = self.out = 0
+        self.revenue = 0.0
+        self.work: dict[str, float] = {}  # pool -> work run there (tokens; device-seconds for diffusion)
+
+    def add_work(self, pool: str, amount: float) -> None:
+        self.work[pool] = self.work.get(pool, 0.0) + amount
+
+
+def class_table(scenario, rates: Rates, pools: dict[str, dict[str, float]], calls: pa.Table, jobs, sessions,
+                videos, t0: float, t1: float) -> pa.Table:
+    """One row per workload class and effort tier (jobs) of the units that arrived in ``[t0, t1)``:
+    counts, tokens, revenue, cost, idle-capacity cost, margin (:data:`ECONOMICS_SCHEMA`), plus a row
+    ``(unused)`` for pools no class used. ``pools``: :func:`pool_costs` of the same window.
+
+    Allocation: each pool's cost in the window is shared among the rows in proportion to the work
+    their units ran on it: tokens run (prompt tokens computed plus tokens generated, by every call
+    of the unit, prefill-only rows of disaggregated calls included) on LLM pools, device-seconds on
+    diffusion pools. In a steady state that is the engine's own attribution (decode iterations
+    split equally among their calls, mixed ones by tokens run), without its bias for units that
+    end in the near-empty fleet after arrivals stop. The rows' costs add up to the fleet's."""
+    eco = rates.economics or Economics()
+    pricing = eco.pricing
+    rows: dict[tuple[str, str], _Acc] = {}
+    call_cls = _col(calls, "class")
+    call_pool = _col(calls, "pool")
+    call_work = (_col(calls, "prompt_tokens") - _col(calls, "cached_tokens") + _col(calls, "generated_tokens")).astype(float)
+
+    def work_of(acc: _Acc, mask: np.ndarray) -> None:
+        for p in sorted(set(call_pool[mask].tolist())):
+            acc.add_work(p, float(call_work[mask & (call_pool == p)].sum()))
+
+    def bill(acc: _Acc, cls: str, tier: str, billed: np.ndarray, inp, cached, out) -> None:
+        acc.billed += int(billed.sum())
+        acc.inp += int(inp.sum())
+        acc.cached += int(cached.sum())
+        acc.out += int(out.sum())
+        prices = pricing.classes.get(cls)
+        if prices is None:
+            return
+        p_in, p_cached, p_out, p_req = prices.effective(tier)
+        acc.revenue += float(((inp * p_in + cached * p_cached + out * p_out) / 1e6 + p_req)[billed].sum())
+
+    for c in scenario.workload.classes:
+        name = c.name
+        if c.job is not None:
+            for tier, _ in pricing.ordered_tiers() or [("", 0)]:
+                rows.setdefault((name, tier), _Acc("job"))
+            if jobs is None:
+                continue
+            t = _in_window(jobs, name, t0, t1)
+            tiers = pricing.tier_of(_col(t, "thinking_budget_tokens"))
+            ids = _col(t, "job_id")
+            call_job = _col(calls, "job_id")
+            for tier in sorted(set(tiers.tolist())):
+                m = tiers == tier
+                acc = rows.setdefault((name, tier), _Acc("job"))
+                cached = _col(t, "cached_tokens")[m]
+                acc.units += int(m.sum())
+                acc.correct += int(_col(t, "correct")[m].sum())
+                bill(acc, name, tier, _col(t, "status")[m] == "finished", _col(t, "input_tokens")[m] - cached, cached,
+                     _col(t, "output_tokens")[m])
+                work_of(acc, (call_cls == name) & np.isin(call_job, ids[m]))
+        elif c.session is not None:
+            acc = rows.setdefault((name, ""), _Acc("session"))
+            if sessions is None:
+                continue
+            t = _in_window(sessions, name, t0, t1)
+            cached = _col(t, "cached_tokens")
+            acc.units += t.num_rows
+            bill(acc, name, "", _col(t, "status") == "finished", _col(t, "prompt_tokens") - cached, cached,
+                 _col(t, "output_tokens"))
+            work_of(acc, (call_cls == name) & np.isin(_col(calls, "session_id"), _col(t, "session_id")))
+        elif c.video is not None:
+            acc = rows.setdefault((name, ""), _Acc("video"))
+            if videos is None:
+                continue
+            t = _in_window(videos, name, t0, t1)
+            zero = np.zeros(t.num_rows, dtype=np.int64)
+            acc.units += t.num_rows
+            bill(acc, name, "", _col(t, "status") == "finished", zero, zero, zero)
+            acc.add_work(c.pool, float(_col(t, "device_s").sum()))
+        else:
+            acc = rows.setdefault((name, ""), _Acc("call"))
+            arrival = _col(calls, "arrival_s")
+            m = (call_cls == name) & (arrival >= t0) & (arrival < t1)
+            own = m & (_col(calls, "status") != "prefilled")  # one row per call (and a prefill row if disaggregated)
+            cached = _col(calls, "cached_tokens")[own]
+            acc.units += int(own.sum())
+            bill(acc, name, "", _col(calls, "status")[own] == "finished", _col(calls, "prompt_tokens")[own] - cached,
+                 cached, _col(calls, "generated_tokens")[own])
+            work_of(acc, m)
+
+    total_work = {p: sum(acc.work.get(p, 0.0) for acc in rows.values()) for p in pools}
+    pool_total = {p: v["capex_usd"] + v["facility_usd"] + v["energy_usd"] for p, v in pools.items()}
+    out_rows = []
+    for (cls, tier), acc in rows.items():
+        share = {p: w / total_work[p] for p, w in acc.work.items() if total_work.get(p, 0) > 0}
+        cost = sum(pool_total[p] * f for p, f in share.items())
+        idle = sum(pools[p]["idle_usd"] * f for p, f in share.items())
+        out_rows.append(_row(cls, tier, acc, cost, idle))
+    unused = [p for p in pools if total_work[p] <= 0 and pool_total[p] > 0]
+    if unused:
+        out_rows.append(_row(UNUSED, "", _Acc(""), sum(pool_total[p] for p in unused),
+                             sum(pools[p]["idle_usd"] for p in unused)))
+    return pa.Table.from_pylist(out_rows, schema=ECONOMICS_SCHEMA)
+
+
+def _row(cls: str, tier: str, acc: _Acc, cost: float, idle: float) -> dict:
+    div = lambda x, n: x / n if n else math.nan
+    margin = acc.revenue - cost
+    return {
+        "class": cls, "tier": tier, "kind": acc.kind, "units": acc.units, "billed_units": acc.billed,
+        "correct": acc.correct, "input_tokens": acc.inp, "cached_tokens": acc.cached, "output_tokens": acc.out,
+        "revenue_usd": acc.revenue, "cost_usd": cost, "idle_cost_usd": idle, "margin_usd": margin,
+        "margin_share": div(margin, acc.revenue), "cost_per_unit_usd": div(cost, acc.units),
+        "revenue_per_unit_usd": div(acc.revenue, acc.units), "cost_per_million_output_tokens_usd": div(cost * 1e6, acc.out),
+        "cost_per_correct_usd": div(cost, acc.correct),
+    }
+
+
+def class_summary(table: pa.Table) -> dict:
+    """Flat summary keys of a :func:`class_table`: fleet revenue and margin, and per class
+    (``econ_<class>_...``) and per class and tier (``econ_<class>_<tier>_...``) revenue, cost,
+    margin and cost per unit."""
+    rows = table.to_pylist()
+    revenue = sum(r["revenue_usd"] for r in rows)
+    cost = sum(r["cost_usd"] for r in rows)
+    out = {"revenue_usd": revenue, "margin_usd": revenue - cost,
+           "margin_share": (revenue - cost) / revenue if revenue else math.nan}
+    by_class: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["class"] != UNUSED:
+            by_class.setdefault(r["class"], []).append(r)
+    for cls, rs in by_class.items():
+        units = sum(r["units"] for r in rs)
+        rev, cst = sum(r["revenue_usd"] for r in rs), sum(r["cost_usd"] for r in rs)
+        p = f"econ_{cls}_"
+        out.update({p + "revenue_usd": rev, p + "cost_usd": cst, p + "margin_usd": rev - cst,
+                    p + "cost_per_unit_usd": cst / units if units else math.nan})
+        for r in rs:
+            if r["tier"]:
+                q = f"econ_{cls}_{r['tier']}_"
+                out.update({q + "revenue_usd": r["revenue_usd"], q + "cost_usd": r["cost_usd"],
+                            q + "margin_usd": r["margin_usd"], q + "cost_per_unit_usd": r["cost_per_unit_usd"]})
+    return out

@@ -1,0 +1,404 @@
+"""Performance model: how long one engine iteration takes, and how busy it keeps the device.
+
+Pure and vectorized. An iteration is described by aggregate batch quantities
+(:class:`Batch`): tokens processed, sequences sampled, attention (query, key)
+pairs and KV tokens read. Everything that depends only on the token count
+(GEMMs, all-reduces, the LM head) is a scalar for a run of decode iterations,
+because the batch membership is fixed during a run; only the attention terms
+grow with the context, so they are numpy arrays over the run. Only
+elementwise ``+ - * / max`` touch those arrays, which keeps a run planned at
+once bit-identical to the same iterations evaluated one by one.
+
+Two models share one interface:
+
+* :class:`RooflineModel`: per-operator roofline from the model card (GEMM
+  shapes, GQA/MLA attention, MoE experts touched) and the accelerator card
+  (peak FLOP/s, HBM bandwidth, link bandwidth), scaled by efficiency factors,
+  plus tensor-parallel all-reduces and a CPU-side overhead per iteration.
+* :class:`FixedModel`: ``iteration_s + per_token_s * tokens`` for queueing
+  checks and measured engines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Optional
+
+import numpy as np
+
+from sim.hardware.catalog import DTYPE_BYTES, Accelerator, ModelCard
+
+ACT_BYTES = 2.0  # activations in bf16
+_STD_NORMAL = NormalDist()
+
+# Default efficiency factors: fraction of datasheet peak real kernels reach, used where
+# hardware/calibration/ has no fitted value for the accelerator. Dense bf16 GEMMs on
+# H100 reach 600-750 of 989 TFLOP/s in cuBLAS benchmarks; FlashAttention-2/3 forward
+# reaches 35-75% of peak; STREAM-like copies ~80-90% of HBM bandwidth; NCCL all-reduce
+# bus bandwidth on NVLink4 ~80% of one direction. A kernel takes at least a few
+# microseconds however small (launch ramp, wave quantization). Overheads: vLLM's CPU
+# scheduling + launch with CUDA graphs is 1-3 ms per step at small batches (vLLM v1
+# blog, 2025). `dcsim calibrate` refits all of these from measurements.
+DEFAULT_EFFICIENCY = {
+    "gemm_efficiency": 0.7,
+    "attention_efficiency": 0.5,
+    "memory_efficiency": 0.8,
+    "link_efficiency": 0.8,
+    "iteration_overhead_s": 0.002,
+    "per_seq_overhead_s": 0.000015,
+    # latency of one hop of a collective (ring step, pipeline hand-off): nccl-tests' ~10 us for a
+    # small all-reduce over 8 NVLink GPUs is 14 ring steps of ~0.7 us
+    "link_latency_s": 0.7e-6,
+    # minimum duration of one GEMM / elementwise kernel
+    "kernel_latency_s": 0.0,
+    # GEMM time = latency + (t_compute^p + t_memory^p)^(1/p): p -> infinity is the
+    # sharp roofline max(); a finite p rounds the ridge where neither bound is reached.
+    "gemm_blend": 8.0,
+    # Fraction of the dense-GEMM efficiency that routed-expert grouped GEMMs reach (many
+    # small per-expert problems in one fused kernel).
+    "moe_efficiency": 1.0,
+    # Fraction of the bf16 efficiency that routed-expert GEMMs with quantized weights (fp8,
+    # int8, int4, fp4) reach: block-scaled fused-MoE kernels dequantize as they go.
+    "quantized_efficiency": 1.0,
+    # Fraction of the bf16 efficiency that dense GEMMs with quantized weights reach against
+    # their own (2-4x higher) tensor-core peak. The vLLM fits have no dense quantized rows and
+    # keep 1.0; the TensorRT-LLM profile fits it to its fp8 / fp4 rows.
+    "quantized_dense_efficiency": 1.0,
+}
+# (tokens, sampled) shapes whose GEMM cost a model keeps (~250 bytes each).
+GEMM_CACHE_ENTRIES = 1 << 16
+# Elementwise kernels per layer in a fused engine (fused add+RMSNorm x2, SiLU-and-mul, rotary).
+ELEMENTWISE_KERNELS = 4
+# Kernels of one fused MoE layer beyond its grouped GEMMs' time (vLLM fused_moe: top-k routing,
+# token-to-expert sort / block alignment, gate-up grouped GEMM, SiLU-and-mul, down grouped GEMM,
+# weighted sum of the top-k outputs): each pays the minimum kernel time.
+MOE_KERNELS = 6
+
+
+def blend(t_compute, t_memory, p: float):
+    """Smooth roofline: the p-norm of the compute and memory times (>= their max), 0 where
+    both are 0; floats (the per-operator pricing, cached) or arrays (calibration fits)."""
+    if isinstance(t_compute, float) and isinstance(t_memory, float):
+        hi = max(t_compute, t_memory)
+        return hi * ((t_compute / hi) ** p + (t_memory / hi) ** p) ** (1.0 / p) if hi > 0.0 else 0.0
+    hi = np.maximum(t_compute, t_memory)
+    safe = np.where(hi > 0.0, hi, 1.0)
+    return np.where(hi > 0.0, safe * ((t_compute / safe) ** p + (t_memory / safe) ** p) ** (1.0 / p), 0.0)
+
+
+def maximum(a, b):
+    """``np.maximum`` for arrays; for floats the same value without numpy's per-call cost."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.maximum(a, b)
+    return a if a >= b else b
+
+
+def minimum(a, b):
+    """``np.minimum`` for arrays; for floats the same value without numpy's per-call cost."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.minimum(a, b)
+    return a if a <= b else b
+
+
+def ring_allreduce_s(nbytes: float, ranks: int, link_bw: float, latency_s: float) -> float:
+    """Ring all-reduce of ``nbytes`` over ``ranks`` devices in the alpha-beta model (Thakur,
+    Rabenseifner and Gropp, 2005): 2(n-1) steps (reduce-scatter, then all-gather), each paying
+    one hop's latency ``latency_s`` and moving 1/n of the data, so 2(n-1)/n of it crosses each
+    link. A small message over 8 devices pays 14 hop latencies, over 2 devices only 2."""
+    if ranks <= 1:
+        return 0.0
+    return 2.0 * (ranks - 1) * latency_s + 2.0 * (ranks - 1) / ranks * nbytes / link_bw
+
+
+def expected_max_load(mean: float, parts: int) -> float:
+    """Expected busiest share when ``mean * parts`` items fall uniformly at random into ``parts``
+    bins, in the Gaussian approximation: the multinomial counts, centred, have the covariance
+    of ``Y_i - mean(Y)`` for i.i.d. ``Y_i ~ N(0, mean)``, so the busiest bin holds
+    ``mean + sqrt(mean) * E[max of parts standard normals]``, the latter by Blom's formula
+    ``Phi^-1((parts - 0.375) / (parts + 0.25))`` (5% high for 2 parts, within 2% for 4-256)."""
+    if parts <= 1 or mean <= 0:
+        return mean
+    return mean + math.sqrt(mean) * _STD_NORMAL.inv_cdf((parts - 0.375) / (parts + 0.25))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Aggregate work of one iteration (or a run of iterations along the arrays).
+
+    tokens      new tokens processed (prefill chunk tokens + one per decode)
+    seqs        sequences in the batch
+    sampled     sequences that sample a token this iteration (LM head rows)
+    attn_pairs  causal (query, key) pairs summed over sequences
+    kv_tokens   KV-cache tokens read by attention, summed over sequences
+    longest     new tokens of the sequence with the most (a prefill chunk), and
+    longest_pairs  its attention pairs: under data-parallel attention one device serves
+                that sequence whole (0: the work spreads evenly, as in a decode run)
+    """
+
+    tokens: int
+    seqs: int
+    sampled: int
+    attn_pairs: np.ndarray
+    kv_tokens: np.ndarray
+    longest: int = 0
+    longest_pairs: float = 0.0
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """Per-iteration time (s), and FLOPs and HBM bytes of one device of the replica.
+
+    ``compute_s`` is the part of the time the tensor cores need at full clock (what a
+    power cap stretches); None where the model does not separate it.
+    """
+
+    time_s: np.ndarray
+    flops: np.ndarray
+    bytes: np.ndarray
+    compute_s: Optional[np.ndarray] = None
+
+
+
+def merge_efficiency(base: dict, overrides: dict) -> dict:
+    """``base`` efficiency parameters with the non-None ``overrides``; unknown names are an error."""
+    unknown = set(overrides) - set(base)
+    if unknown:
+        raise TypeError(f"unknown efficiency parameter(s): {sorted(unknown)}")
+    return {**base, **{k: v for k, v in overrides.items() if v is not None}}
+
+class RooflineModel:
+    """Per-operator roofline of a model on ``tp`` x ``pp`` devices.
+
+    Tensor parallelism shards every GEMM and the KV heads over ``tp`` devices and adds
+    two all-reduces per layer. Pipeline parallelism gives each group of ``tp`` devices
+    ``num_layers / pp`` layers; the batch moves through the stages as ``m = min(pp,
+    seqs)`` micro-batches chasing each other (vLLM's virtual engines), so a step takes
+    one pass of a micro-batch through every stage plus ``pp`` activation hand-offs, and
+    with fewer sequences than stages part of the pipeline idles (the bubble).
+    ``expert_parallel`` places whole MoE experts on the devices (EP = tp) instead of
+    slicing each expert, as vLLM's ``--enable-expert-parallel`` does without data
+    parallelism: attention stays tensor-parallel, so after its all-reduce every device
+    holds every token, runs its own experts on the tokens routed to them, and one
+    all-reduce sums the partial outputs (no all-to-all; vLLM uses all-to-all dispatch
+    only with data-parallel attention). The device with the most routed tokens and the
+    most distinct experts touched sets the pace.
+
+    ``attention_dp`` (with ``expert_parallel``; TensorRT-LLM's ``enable_attention_dp``,
+    SGLang's ``--enable-dp-attention``) runs everything but the routed experts data-parallel:
+    each of the ``tp`` devices holds the attention, dense and shared-expert weights whole
+    and serves its own share of the sequences, keeping every KV head of their cache. The
+    tokens are gathered for the experts and their outputs scattered back, one all-gather
+    and one reduce-scatter per MoE layer (the bytes and steps of one all-reduce). Each
+    device runs its own scheduler and sampler, so the per-sequence host overhead of a
+    step is split over the devices. Decoding sequences are assumed spread evenly; the device
+    prefilling a step's longest chunk (``Batch.longest``) sets that step's pace.
+    """
+
+    def __init__(
+        self,
+        model: ModelCard,
+        acc: Accelerator,
+        tp: int = 1,
+        weight_dtype: str | None = None,
+        kv_dtype: str = "bf16",
+        pp: int = 1,
+        expert_parallel: bool = False,
+        attention_dp: bool = False,
+        **efficiency: float | None,
+    ):
+        self.model, self.acc, self.tp, self.pp = model, acc, tp, pp
+        self.expert_parallel = expert_parallel and model.is_moe and tp > 1
+        self.attention_dp = attention_dp and self.expert_parallel
+        self.dp = tp if self.attention_dp else 1  # devices serving sequences side by side
+        self.weight_dtype = weight_dtype or model.weight_dtype
+        self.kv_dtype = kv_dtype
+        self.eff = eff = merge_efficiency(DEFAULT_EFFICIENCY, efficiency)
+        self.wbytes = DTYPE_BYTES[self.weight_dtype]
+        self.kvbytes = DTYPE_BYTES[kv_dtype]
+        self.peak = acc.peak_flops(self.weight_dtype) * eff["gemm_efficiency"]
+        # dense (non-expert) GEMMs: quantized weights reach a smaller share of their higher peak
+        self.dense_peak = self.peak * (eff["quantized_dense_efficiency"] if self.wbytes < 2 else 1.0)
+        self.attn_peak = acc.peak_flops("bf16") * eff["attention_efficiency"]
+        self.bw = acc.memory_bandwidth * eff["memory_efficiency"]
+        self.link_bw = acc.link_bandwidth * eff["link_efficiency"]
+        self.lat = eff["kernel_latency_s"]
+        self.blend_p = eff["gemm_blend"]
+        m = model
+        # Attention, per layer, per device.
+        self.attn_flops_per_pair = m.attention_flops_per_pair() / tp
+        self.kv_bytes_per_token_layer = self.kv_elems_per_token_layer_device() * self.kvbytes
+        self._gemm_cache: dict[tuple[int, int], tuple[float, float, float]] = {}
+
+    # ----------------------------------------------------------------- memory
+    def kv_elems_per_token_layer_device(self) -> float:
+        """KV elements one token keeps on each device of the replica, per layer.
+
+        GQA shards KV heads across TP ranks (replicated when heads < tp); MLA's
+        latent cache is replicated on every rank. Under data-parallel attention a token's
+        whole cache lives on the one device serving its sequence: on average 1/tp of it.
+        """
+        m = self.model
+        if self.attention_dp:
+            return m.kv_elems_per_token_layer() / self.tp
+        if m.attention == "mla":
+            return float(m.kv_lora_rank + m.qk_rope_head_dim)
+        return 2.0 * m.head_dim * math.ceil(m.num_kv_heads / self.tp)
+
+    def kv_bytes_per_token_device(self) -> float:
+        """KV bytes per token on one device: its share of the heads, for its stage's layers."""
+        return self.kv_bytes_per_token_layer * math.ceil(self.model.num_layers / self.pp)
+
+    def weight_bytes_device(self) -> float:
+        m = self.model
+        if self.attention_dp:  # routed experts sharded, everything else whole on every device
+            routed = m.num_experts * m.expert_params() * m.moe_layers
+            return ((m.total_params() - routed) + routed / self.tp) * self.wbytes / self.pp
+        return m.total_params() * self.wbytes / (self.tp * self.pp)
+
+    # ----------------------------------------------------------------- time
+    def _gemms(self, tokens: int, sampled: int, rows: int = 0) -> tuple[float, float, float]:
+        """(time, flops, bytes) of everything but attention for ``tokens`` tokens passing
+        through all layers once on one TP group (per device of the group); under data-parallel
+        attention ``rows`` (if given) are the tokens of the device's own sequences."""
+        key = (tokens, sampled, rows)
+        hit = self._gemm_cache.get(key)
+        if hit is None:
+            if len(self._gemm_cache) >= GEMM_CACHE_ENTRIES:  # bounded memory (a pure function: start afresh)
+                self._gemm_cache.clear()
+            hit = self._gemm_cache[key] = self._gemms_uncached(tokens, sampled, rows)
+        return hit
+
+    def _linear(self, n_tok: float, i: int, o: int, shards: int) -> tuple[float, float, float]:
+        """One GEMM of ``n_tok`` rows through an ``i`` x ``o`` weight split ``shards`` ways."""
+        f = 2.0 * n_tok * i * o / shards
+        b = (i * o * self.wbytes + n_tok * (i + o) * ACT_BYTES) / shards
+        return self.lat + blend(f / self.dense_peak, b / self.bw, self.blend_p), f, b
+
+    def _gemms_uncached(self, tokens: int, sampled: int, rows: int = 0) -> tuple[float, float, float]:
+        m, tp = self.model, self.tp
+        acc = np.zeros(3)
+        # rows through the non-expert weights on one device, and the ways those are split
+        rows, shards = (rows or -(-tokens // tp), 1) if self.attention_dp else (tokens, tp)
+
+        def layer(shapes) -> np.ndarray:
+            out = np.zeros(3)
+            for i, o in shapes:
+                out += self._linear(rows, i, o, shards)
+            return out
+
+        attn = m.attention_shapes()
+        acc += layer(attn + m.dense_mlp_shapes()) * m.dense_layers
+        act_width = m.intermediate_size
+        if m.is_moe:
+            moe = layer(attn) + self._linear(rows, m.hidden_size, m.num_experts, shards)  # router
+            moe += self._experts(tokens)
+            for _ in range(m.num_shared_experts):
+                moe += self._linear(rows, m.hidden_size, 2 * m.moe_intermediate_size, shards)
+                moe += self._linear(rows, m.moe_intermediate_size, m.hidden_size, shards)
+            acc += moe * m.moe_layers
+            act_width = m.experts_per_token * m.moe_intermediate_size
+        # fused norms + residual adds, rotary, SiLU-and-mul: memory-bound elementwise traffic
+        q_width = m.num_attention_heads * m.head_dim
+        ew = (8.0 * m.hidden_size + 3.0 * act_width + 2.0 * (q_width + m.num_kv_heads * m.head_dim)) / tp
+        ew_bytes = tokens * ew * ACT_BYTES
+        acc += np.array([ELEMENTWISE_KERNELS * self.lat + ew_bytes / self.bw, 0.0, ew_bytes]) * m.num_layers
+        # LM head on the sampled rows (vocab-parallel across TP ranks; whole on each DP rank)
+        if sampled:
+            acc += self._linear(-(-sampled // self.dp), m.hidden_size, m.vocab_size, shards)
+        acc[0] += self._collectives_s(tokens)
+        return float(acc[0]), float(acc[1]), float(acc[2])
+
+    def _experts(self, tokens: int) -> np.ndarray:
+        """Routed experts of one MoE layer as one grouped GEMM over the experts the batch touches.
+
+        Under expert parallelism each device holds ``num_experts / tp`` whole experts and the
+        device with the most routed tokens sets the compute time. The weight bytes are the
+        mean device's: under independent uniform routing the busiest device would also touch
+        more distinct experts than the mean at small batches, but real routers pick correlated
+        experts (fewer distinct ones than uniform routing), and the serving fits
+        (hardware/calibration) reproduce the measured steps better without that term.
+        """
+        m, tp = self.model, self.tp
+        if tokens <= 0:
+            return np.zeros(3)
+        e, k, ep = m.num_experts, m.experts_per_token, m.expert_params()
+        touched = e * (1.0 - (1.0 - k / e) ** tokens)
+        act = tokens * k * 2 * (m.hidden_size + m.moe_intermediate_size) * ACT_BYTES
+        f = 2.0 * tokens * k * ep / tp
+        b = (touched * ep * self.wbytes + act) / tp
+        moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.wbytes < 2 else 1.0)
+        # EP: the busiest device's routed tokens set the compute time
+        busiest = expected_max_load(tokens * k / tp, tp) / (tokens * k / tp) if self.expert_parallel else 1.0
+        t = blend(f * busiest / (self.peak * moe), b / (self.bw * moe), self.blend_p)
+        # time lost to kernel inefficiency is not idle: the SMs keep streaming (stalled loads,
+        # dequantization), which the power model sees as HBM traffic at the fitted bandwidth
+        b += (t - blend(f * busiest / self.peak, b / self.bw, self.blend_p)) * self.bw
+        return np.array([t + MOE_KERNELS * self.lat, f, b])
+
+    def _collectives_s(self, tokens: int) -> float:
+        """TP all-reduces: after attention and after the MLP of every layer (under expert
+        parallelism the MoE all-reduce sums the devices' partial expert outputs). Under
+        data-parallel attention only the MoE layers communicate: an all-gather of the tokens
+        and a reduce-scatter of the experts' outputs, together one all-reduce's traffic."""
+        m = self.model
+        if self.tp <= 1:
+            return 0.0
+        one = ring_allreduce_s(tokens * m.hidden_size * ACT_BYTES, self.tp, self.link_bw, self.eff["link_latency_s"])
+        return one * (m.moe_layers if self.attention_dp else 2 * m.num_layers)
+
+    def _stage_handoffs_s(self, tokens: int) -> float:
+        """A micro-batch's activations handed between consecutive stages, once per stage."""
+        if self.pp <= 1:
+            return 0.0
+        nbytes = tokens * self.model.hidden_size * ACT_BYTES / self.tp
+        return self.pp * (self.eff["link_latency_s"] + nbytes / self.link_bw)
+
+    # cost() takes float attention terms too (one iteration, priced without numpy)
+    scalar_ok = True
+
+    def cost(self, batch: Batch) -> IterationCost:
+        """Time, FLOPs and bytes (per device) of each iteration described by ``batch``."""
+        layers = self.model.num_layers
+        micro = max(1, min(self.pp, batch.seqs))
+        tok = -(-batch.tokens // micro)
+        sampled = -(-batch.sampled // micro)
+        g_t, g_f, g_b = self._gemms(tok, sampled)
+        a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
+        a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
+        a_fs = a_f / self.attn_peak
+        g_time = g_t
+        if self.dp > 1 and batch.longest * self.dp > tok:
+            # data-parallel attention: the device prefilling the longest chunk serves it whole
+            # besides its share of the rest, and the others wait for it at the experts
+            busiest = batch.longest + -(-(tok - batch.longest) // self.dp)
+            g_time = self._gemms(tok, sampled, busiest)[0]
+            a_fs = a_fs + (self.dp - 1) * batch.longest_pairs * self.attn_flops_per_pair * layers / self.attn_peak
+        a_t = maximum(a_fs, a_b / self.bw)
+        if self.lat:  # (adding 0.0 to these non-negative times changes nothing)
+            a_t = a_t + self.lat * layers
+        overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs / self.dp
+        time_s = (overhead + g_time + self._stage_handoffs_s(tok)) + a_t
+        share = micro / self.pp  # of the whole batch's work, each device does 1/pp
+        flops = g_f + a_f
+        nbytes = g_b + a_b
+        if share != 1.0:
+            flops, nbytes = flops * share, nbytes * share
+        # the tensor-core time on the step's critical path: one micro-batch's pass through every
+        # stage, all of which a lower clock stretches (not only this device's 1/pp share)
+        compute_s = minimum(time_s, g_f / self.peak + a_fs)
+        return IterationCost(time_s, flops, nbytes, compute_s)
+
+
+class FixedModel:
+    """``iteration_s + per_token_s * tokens`` per iteration; no memory traffic."""
+
+    def __init__(self, iteration_s: float, per_token_s: float = 0.0):
+        self.iteration_s = iteration_s
+        self.per_token_s = per_token_s
+
+    def cost(self, batch: Batch) -> IterationCost:
+        t = self.iteration_s + self.per_token_s * batch.tokens
+        z = np.zeros_like(batch.kv_tokens, dtype=float)
+        return IterationCost(z + t, z, z)

@@ -1,0 +1,552 @@
+"""Fit the performance and power models to measurements: ``dcsim calibrate``.
+
+Three independent fits, each from a different kind of measurement, so that no
+parameter is tuned to the figure it is later checked against:
+
+1. **Kernels** (:func:`fit_gemm`): per-operator GEMM times of one transformer layer
+   against tokens and TP degree (vidur's profiling layout, hardware/profiles/) fix the
+   GEMM efficiency, memory efficiency, minimum kernel time and how sharp the roofline
+   ridge is.
+2. **Collectives** (:func:`fit_allreduce`): NCCL all-reduce times against message size and
+   device count fix the link efficiency (and an eager-mode hop latency, which step 3 replaces).
+3. **Engine and power** (:func:`fit_serving`, :func:`fit_power_joint`): steady-state serving
+   measurements (batch size, median inter-token latency, GPU power) of the points marked
+   ``fit`` in hardware/calibration/measurements.csv fix, jointly over all of them, the
+   engine's per-step and per-sequence CPU overheads, the all-reduce latency inside the engine
+   (custom all-reduce in CUDA graphs), the grouped-expert and quantized-expert efficiencies,
+   and the power model's active adder, activity weights and multi-GPU adder, by simulating
+   each point as the benchmark ran it (sim/tools/burst.py) with the kernel and link parameters already fitted.
+
+The result is written to hardware/calibration/<accelerator>.yaml as ``{value, source}``
+pairs saying which data and fit produced each number; :mod:`sim.hardware.catalog` loads it
+for every pool on that accelerator. Run with your own tables to refit.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.optimize import least_squares
+
+from sim.hardware import catalog
+from sim.models.perf import DEFAULT_EFFICIENCY, blend
+
+GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
+BF16 = 2.0
+# Best sustained fraction of peak HBM bandwidth that streaming kernels reach (STREAM-like
+# copies on H100/A100 measure 90-93% of datasheet); bounds the memory-efficiency fit.
+MAX_MEMORY_EFFICIENCY = 0.92
+
+
+# --------------------------------------------------------------------------- kernels
+@dataclass(frozen=True)
+class GemmObservations:
+    """Measured GEMMs: FLOPs and bytes per device, and the median time (s)."""
+
+    flops: np.ndarray
+    nbytes: np.ndarray
+    time_s: np.ndarray
+    sources: tuple[str, ...]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def gemm_observations(paths: list[Path]) -> GemmObservations:
+    """GEMM shapes and times from vidur-layout per-layer tables (times in ms per layer).
+
+    Shapes come from each row's model-dimension columns: QKV projection h x (h + 2 kv
+    heads x head dim), output projection h x h, gated MLP up h x 2I, down I x h; every
+    GEMM is sharded over ``num_tensor_parallel_workers``.
+    """
+    flops, nbytes, times = [], [], []
+    for path in paths:
+        for row in _read_csv(path):
+            n, tp = float(row["num_tokens"]), int(row["num_tensor_parallel_workers"])
+            h, inter = int(row["n_embd"]), int(row["n_expanded_embd"])
+            heads, kv_heads = int(row["n_head"]), int(row["n_kv_head"])
+            head_dim = h // heads
+            gated = str(row.get("use_gated_mlp", "True")).lower() == "true"
+            shapes = {
+                "attn_pre_proj": (h, h + 2 * kv_heads * head_dim),
+                "attn_post_proj": (h, h),
+                "mlp_up_proj": (h, (2 if gated else 1) * inter),
+                "mlp_down_proj": (inter, h),
+            }
+            for op, (i, o) in shapes.items():
+                t = float(row[f"time_stats.{op}.median"]) * 1e-3
+                flops.append(2.0 * n * i * o / tp)
+                nbytes.append((i * o + n * (i + o)) * BF16 / tp)
+                times.append(t)
+    return GemmObservations(np.array(flops), np.array(nbytes), np.array(times), tuple(str(p) for p in paths))
+
+
+def gemm_time(obs: GemmObservations, peak: float, bandwidth: float, eff_c: float, eff_m: float, latency: float,
+              p: float) -> np.ndarray:
+    """Model GEMM time, as RooflineModel prices one: latency + p-norm of compute and memory times."""
+    return latency + blend(obs.flops / (peak * eff_c), obs.nbytes / (bandwidth * eff_m), p)
+
+
+def fit_gemm(obs: GemmObservations, acc: catalog.Accelerator) -> dict:
+    """Least squares on log time: gemm_efficiency, memory_efficiency, kernel_latency_s, gemm_blend."""
+    peak, bw = acc.peak_flops("bf16"), acc.memory_bandwidth
+
+    def residual(x):
+        ec, em, lat_us, p = x
+        return np.log(gemm_time(obs, peak, bw, ec, em, lat_us * 1e-6, p)) - np.log(obs.time_s)
+
+    fit = least_squares(residual, x0=[0.7, 0.8, 2.0, 4.0],
+                        bounds=([0.2, 0.2, 0.0, 1.0], [1.0, MAX_MEMORY_EFFICIENCY, 50.0, 30.0]))
+    ec, em, lat_us, p = fit.x
+    err = np.exp(np.abs(fit.fun)) - 1.0
+    return {
+        "gemm_efficiency": float(ec),
+        "memory_efficiency": float(em),
+        "kernel_latency_s": float(lat_us * 1e-6),
+        "gemm_blend": float(p),
+        "n": int(len(obs.time_s)),
+        "median_abs_error": float(np.median(err)),
+        "p90_abs_error": float(np.quantile(err, 0.9)),
+    }
+
+
+# --------------------------------------------------------------------------- collectives
+def fit_allreduce(path: Path, acc: catalog.Accelerator) -> dict:
+    """Ring all-reduce ``c + 2(n-1) * hop latency + 2(n-1)/n * bytes / (link_bw * eff)`` (the
+    alpha-beta model of :func:`sim.models.perf.ring_allreduce_s`, plus the eager call's launch overhead
+    ``c``, which CUDA graphs remove and the simulator does not charge) fitted to intra-node NCCL
+    times (rows with num_workers == devices_per_node), relative error weighting."""
+    rows = [r for r in _read_csv(path) if r.get("collective", "all_reduce") == "all_reduce"
+            and int(r["num_workers"]) == int(r.get("devices_per_node", r["num_workers"])) and int(r["num_workers"]) > 1]
+    n = np.array([int(r["num_workers"]) for r in rows], dtype=float)
+    size = np.array([float(r["size"]) for r in rows])
+    t = np.array([float(r["time_stats.all_reduce.median"]) for r in rows]) * 1e-3
+    steps = 2.0 * (n - 1)
+    ring = 2.0 * (n - 1) / n * size / acc.link_bandwidth
+    # t = c + a * steps + b * ring with b = 1/eff; weighted by 1/t so every size counts alike
+    A = np.stack([np.ones_like(t), steps, ring], axis=1) / t[:, None]
+    (c, a, b), *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
+    pred = c + a * steps + b * ring
+    err = np.abs(pred / t - 1.0)
+    return {
+        "link_latency_s": float(max(a, 0.0)),
+        "link_efficiency": float(min(1.0, 1.0 / b)),
+        "launch_s": float(max(c, 0.0)),
+        "n": int(len(t)),
+        "median_abs_error": float(np.median(err)),
+        "p90_abs_error": float(np.quantile(err, 0.9)),
+    }
+
+
+# --------------------------------------------------------------------------- serving fit (joint)
+# What the serving measurements fit, jointly over every 'fit' row of the accelerator: the engine's
+# CPU overheads per step and per sequence; the hop latency of the all-reduces as the engine runs
+# them (replayed in CUDA graphs, which the eager NCCL calls of the all-reduce table, launch
+# overhead included, do not measure; that table keeps its bandwidth term); the grouped-expert and
+# quantized-expert
+# efficiencies. Each is identified by a different pattern across the rows: the overheads by the
+# dense single-GPU rows and their batch sizes, the all-reduce latency by the multi-GPU rows (a
+# fixed cost per layer, whatever the batch), the expert efficiencies by how the MoE rows' step
+# grows with the experts the batch touches and the weight share each GPU reads (2, 4, 8 GPUs).
+SERVING_FIT = {  # key -> (lower, upper bound, unit of the solver's variable)
+    "iteration_overhead_s": (0.0, 0.02, 1e-3),
+    "per_seq_overhead_s": (0.0, 5e-4, 1e-6),
+    "link_latency_s": (0.0, 5e-5, 1e-6),
+    "moe_efficiency": (0.2, 1.0, 1.0),
+    "quantized_efficiency": (0.2, 1.0, 1.0),
+}
+
+
+def decode_step_s(point: dict, perf: dict) -> float:
+    """The roofline decode step of a measured point: its measured running batch, each sequence at
+    the prompt plus half the mean output (the step the median inter-token latency mostly sees)."""
+    from sim.models.perf import Batch, RooflineModel
+
+    model = RooflineModel(catalog.model(point["model"]), catalog.accelerator(point["accelerator"]), point["tp"],
+                          point["weight_dtype"], expert_parallel=point["expert_parallel"], **perf)
+    b = max(1, int(round(point["measured_batch"])))
+    ctx = np.array([b * (point["prompt_tokens"] + point["output_mean"] / 2.0)])
+    return float(model.cost(Batch(b, b, b, ctx, ctx)).time_s[0])
+
+
+def serving_keys(points: list[dict]) -> tuple[str, ...]:
+    """The serving parameters the points can identify (no expert efficiency without MoE rows, no
+    quantized efficiency without quantized MoE rows, no all-reduce latency without multi-GPU rows)."""
+    moe = [p for p in points if catalog.model(p["model"]).is_moe]
+    keys = ["iteration_overhead_s", "per_seq_overhead_s"]
+    if any(p["tp"] > 1 for p in points):
+        keys.append("link_latency_s")
+    if any(p["weight_dtype"] == "bf16" for p in moe):
+        keys.append("moe_efficiency")
+    if any(p["weight_dtype"] != "bf16" for p in moe):
+        keys.append("quantized_efficiency")
+    return tuple(keys)
+
+
+def fit_serving(points: list[dict], perf: dict, keys: tuple[str, ...] | None = None, workers: int = 2,
+                rounds: int = 3) -> dict:
+    """Least squares on log median ITL over ``points`` for the ``keys`` of :data:`SERVING_FIT`.
+
+    Each round simulates every point as the validation does (sim/tools/burst.py) at the current values (the anchor) and
+    models a change of the parameters as the change it makes to the point's analytic decode
+    step (:func:`decode_step_s`): ``ITL(x) = ITL_sim(x0) + step(x) - step(x0)``, exact for the
+    overheads and the all-reduce latency (added to every step) and close for the expert
+    efficiencies; the next round re-anchors at the solution. Returns the values, the fit error
+    of the last simulation and that simulation's predictions.
+    """
+    from sim.tools.validation import predict_all
+
+    keys = tuple(keys or serving_keys(points))
+    x = {k: perf.get(k, DEFAULT_EFFICIENCY[k]) for k in keys}
+    meas = np.array([p["itl_p50_s"] for p in points])
+    lo = [SERVING_FIT[k][0] / SERVING_FIT[k][2] for k in keys]
+    hi = [SERVING_FIT[k][1] / SERVING_FIT[k][2] for k in keys]
+    preds = []
+    for r in range(rounds + 1):
+        preds = predict_all(points, {**perf, **x}, workers=workers)
+        got = np.array([q.get("itl_p50_s", np.nan) for q in preds])
+        if r == rounds:
+            break
+        step0 = np.array([decode_step_s(p, {**perf, **x}) for p in points])
+
+        def residual(v):
+            trial = {**perf, **{k: float(val * SERVING_FIT[k][2]) for k, val in zip(keys, v)}}
+            step = np.array([decode_step_s(p, trial) for p in points])
+            return np.log(np.maximum(got + step - step0, 1e-6)) - np.log(meas)
+
+        x0 = np.clip([x[k] / SERVING_FIT[k][2] for k in keys], lo, hi)
+        sol = least_squares(residual, x0=x0, bounds=(lo, hi), x_scale="jac")
+        x = {k: float(v * SERVING_FIT[k][2]) for k, v in zip(keys, sol.x)}
+    err = np.abs(got / meas - 1.0)
+    return {**x, "keys": keys, "n": len(points), "median_abs_error": float(np.nanmedian(err)),
+            "p90_abs_error": float(np.nanquantile(err, 0.9)), "predictions": preds}
+
+
+def fit_power_joint(points: list[dict], perf: dict, workers: int = 2) -> dict:
+    """Active adder, compute and memory activity weights and the multi-GPU link adder, jointly
+    from the measured GPU power of every point (single- and multi-GPU; the resident idle ``I`` =
+    card idle + resident adder stays fixed).
+
+    Per device ``P = I + phi (r + L m) + (TDP - I - r - L m)(wc uc + wm um)``: ``phi`` the busy
+    fraction, ``m`` 1 on multi-GPU replicas, ``uc`` and ``um`` the time-averaged compute and HBM
+    activity. Three simulations of each point (no weights, unit compute weight, unit memory
+    weight) give ``phi``, ``uc`` and ``um``; bounded least squares on relative error gives
+    ``(r, wc, wm, L)``. Single-GPU dense rows alone move compute and memory activity together
+    (both grow with the batch), so their weights are ill-determined; the MoE rows on 2-8 GPUs,
+    whose HBM share per GPU changes with the GPU count, separate them.
+    """
+    from sim.models.power import RESIDENT_ADDER_W
+    from sim.tools.validation import predict_all
+
+    acc = catalog.accelerator(points[0]["accelerator"])
+    idle, tdp = acc.idle_power_w + RESIDENT_ADDER_W, acc.tdp_w
+    base = {"resident_w": RESIDENT_ADDER_W, "active_w": 0.0, "compute_weight": 0.0, "memory_weight": 0.0,
+            "link_active_w": 0.0}
+
+    def run(**pw):
+        preds = predict_all(points, perf, {**base, **pw}, workers=workers)
+        return (np.array([q["gpu_power_w"] / q["devices"] for q in preds]),
+                np.array([q["utilization"] for q in preds]))
+
+    p0, phi = run()
+    uc = (run(compute_weight=1.0)[0] - p0) / (tdp - idle)
+    um = (run(memory_weight=1.0)[0] - p0) / (tdp - idle)
+    multi = np.array([1.0 if p["tp"] > 1 else 0.0 for p in points])
+    meas = np.array([p["gpu_power_w"] / p["tp"] for p in points])
+
+    def model(v):
+        r, wc, wm, link = v
+        extra = r + link * multi
+        return p0 + phi * extra + (tdp - idle - extra) * (wc * uc + wm * um)
+
+    has_multi = bool(multi.any())
+    hi_link = (tdp - idle) / 2 if has_multi else 1e-9
+    sol = least_squares(lambda v: model(v) / meas - 1.0, x0=[30.0, 1.0, 0.5, 0.0],
+                        bounds=([0.0, 0.0, 0.0, 0.0], [(tdp - idle) / 2, 20.0, 5.0, hi_link]))
+    r, wc, wm, link = (float(v) if v > 1e-6 else 0.0 for v in sol.x)  # bounds reached: exactly 0
+    err = np.abs(model(sol.x) / meas - 1.0)
+    out = {"active_w": r, "compute_weight": wc, "memory_weight": wm, "n": len(points),
+           "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
+    if has_multi:
+        out["link_active_w"] = link
+    return out
+
+
+# --------------------------------------------------------------------------- output
+def write_calibration(path: Path, accelerator: str, perf: dict[str, tuple[float, str]],
+                      power: dict[str, tuple[float, str]], notes: list[str], data: list[dict] | None = None) -> None:
+    """Write a calibration card: every number as ``{value, source}``; ``data`` (optional) lists
+    the figures a fit used and how well it reproduces each (not read by the simulator)."""
+
+    def block(d):
+        return {k: {"value": _round(v), "source": s} for k, (v, s) in d.items()}
+
+    card = {"accelerator": accelerator, "fitted_by": "dcsim calibrate (sim/tools/calibrate.py)", "notes": notes}
+    if perf:
+        card["perf"] = block(perf)
+    if power:
+        card["power"] = block(power)
+    if data:
+        card["fit_data"] = data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        yaml.safe_dump(card, fh, sort_keys=False, width=110)
+
+
+def _round(v: float) -> float:
+    return float(f"{v:.4g}") if v else 0.0
+
+
+def describe(fit: dict) -> str:
+    return f"n={fit['n']}, median |error| {fit['median_abs_error']:.1%}, p90 {fit['p90_abs_error']:.1%}"
+
+
+# --------------------------------------------------------------------------- SRAM pipelines
+# SramPipelineModel's fixed time per layer per walk through the pipeline (sim/models/perf_sram.py).
+LAYER_LATENCY_KEY = "kernel_latency_s"
+LAYER_PROBE_S = 50e-6  # second simulation of each figure, to measure d(time per token)/d(latency)
+MAX_LAYER_LATENCY_S = 1e-3
+
+
+@dataclass(frozen=True)
+class LayerLatencyFit:
+    """The per-layer latency of an SRAM-pipeline accelerator fitted to its published per-user
+    decode speeds, and the leave-one-out check: every array is per figure, times per token (s)."""
+
+    accelerator: str
+    latency_s: float
+    keys: tuple[str, ...]
+    published_s: np.ndarray  # 1 / published tok/s per user
+    base_s: np.ndarray  # simulated with no per-layer latency: the hardware alone
+    layers: np.ndarray  # d(time per token) / d(latency): the layers a token walks
+    fitted_s: np.ndarray  # simulated with the fitted latency
+    loo_latency_s: np.ndarray  # fitted to every figure but this one (NaN with one figure)
+    loo_s: np.ndarray  # simulated with that latency: a prediction of a figure the fit did not see
+
+    @property
+    def fitted_ratio(self) -> np.ndarray:
+        """Simulated / published speed, with the fit to every figure."""
+        return self.published_s / self.fitted_s
+
+    @property
+    def loo_ratio(self) -> np.ndarray:
+        """Simulated / published speed of each held-out figure."""
+        return self.published_s / self.loo_s
+
+
+def solve_layer_latency(base_s: np.ndarray, layers: np.ndarray, published_s: np.ndarray) -> float:
+    """Least squares on log time per token: the latency ``x`` in [0, 1 ms] minimizing
+    ``sum (log(base + layers * x) - log(published))^2`` (the model is linear in ``x``)."""
+    fit = least_squares(lambda x: np.log(base_s + layers * x[0] * 1e-6) - np.log(published_s), x0=[10.0],
+                        bounds=([0.0], [MAX_LAYER_LATENCY_S * 1e6]))
+    return float(fit.x[0] * 1e-6)
+
+
+def fit_layer_latency(accelerator: str) -> LayerLatencyFit:
+    """Fit the per-layer latency of ``accelerator`` (``architecture: sram_pipeline``) to every
+    published per-user decode speed of it in :data:`sim.tools.validation_accel.POINTS`.
+
+    Each figure is simulated in the configuration it was published in (closed loop, one user,
+    :func:`sim.tools.validation_accel.simulate`) with no per-layer latency and with a probe latency:
+    the median inter-token time is linear in it, so two simulations give its base and slope.
+    The fit is least squares on log time over all the figures; leave-one-out refits without
+    each figure in turn and simulates the held-out one with that latency.
+    """
+    from sim.errors import ScenarioError
+    from sim.tools.validation_accel import POINTS, simulate
+
+    acc = catalog.accelerator(accelerator, "dcsim calibrate", "--accelerator")
+    if acc.architecture != "sram_pipeline":
+        raise ScenarioError("dcsim calibrate", "--accelerator", f"{accelerator} is not an SRAM-pipeline accelerator")
+    points = [p for p in POINTS if p.hardware == accelerator and p.metric == "user_tok_s" and p.published]
+    if not points:
+        raise ScenarioError("dcsim calibrate", "--accelerator", f"no published per-user speed of {accelerator} in "
+                                                                "sim/tools/validation_accel.py POINTS to fit")
+
+    def per_token(p, latency: float) -> float:
+        return float(simulate(p, performance={"kind": "roofline", LAYER_LATENCY_KEY: latency})["itl_p50_s"])
+
+    published = np.array([1.0 / p.published for p in points])
+    base = np.array([per_token(p, 0.0) for p in points])
+    layers = (np.array([per_token(p, LAYER_PROBE_S) for p in points]) - base) / LAYER_PROBE_S
+    lat = solve_layer_latency(base, layers, published)
+    fitted = np.array([per_token(p, lat) for p in points])
+    loo_lat = np.full(len(points), np.nan)
+    loo = np.full(len(points), np.nan)
+    for i, p in enumerate(points):
+        rest = np.arange(len(points)) != i
+        if rest.any():
+            loo_lat[i] = solve_layer_latency(base[rest], layers[rest], published[rest])
+            loo[i] = per_token(p, float(loo_lat[i]))
+    return LayerLatencyFit(accelerator, lat, tuple(p.key for p in points), published, base, layers, fitted,
+                           loo_lat, loo)
+
+
+def _span(r: np.ndarray) -> str:
+    return f"{np.nanmin(r):.2f}-{np.nanmax(r):.2f}"
+
+
+def calibrate_sram(accelerator: str, log=print) -> tuple[dict, list[str], list[dict]]:
+    """The per-layer latency of an SRAM-pipeline card with its source, notes and fit data."""
+    f = fit_layer_latency(accelerator)
+    src = (f"fit to the {len(f.keys)} published per-user decode speeds of {accelerator} in sim/tools/validation_accel.py "
+           f"({', '.join(f.keys)}): least squares on log time per token; simulated / published speed "
+           f"{_span(f.fitted_ratio)} with the fit, {_span(f.loo_ratio)} for each figure left out of it")
+    log(f"{LAYER_LATENCY_KEY}: {f.latency_s * 1e6:.1f} us per layer, {src}")
+    from sim.tools.validation_accel import BY_KEY, SRC
+
+    notes = [f"{LAYER_LATENCY_KEY} is the SRAM-pipeline model's fixed time per layer per walk through the pipeline "
+             "(sim/models/perf_sram.py): what the vendor's hardware and serving stack add per layer beyond reading the "
+             "weights at the SRAM bandwidth and crossing the chip-to-chip links; fit_data lists each figure"]
+    notes += [f"published figures: {SRC[k]}" for k in sorted({BY_KEY[key].source for key in f.keys})]
+    data = [{"point": k, "published_tok_s": _round(1.0 / pub), "no_latency_tok_s": _round(1.0 / b),
+             "fitted_tok_s": _round(1.0 / fit), "leave_one_out_latency_us": _round(ll * 1e6) if ll == ll else None,
+             "leave_one_out_tok_s": _round(1.0 / lo) if lo == lo else None}
+            for k, pub, b, fit, ll, lo in zip(f.keys, f.published_s, f.base_s, f.fitted_s, f.loo_latency_s, f.loo_s)]
+    return {LAYER_LATENCY_KEY: (f.latency_s, src)}, notes, data
+
+
+KERNEL_KEYS = ("gemm_efficiency", "memory_efficiency", "kernel_latency_s", "gemm_blend")
+LINK_KEYS = ("link_efficiency", "link_latency_s")
+ENGINE_KEYS = ("iteration_overhead_s", "per_seq_overhead_s")
+GROUP_KEYS = ("moe_efficiency", "quantized_efficiency")
+
+
+def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log) -> tuple[dict, dict]:
+    """Engine overheads, the engine's all-reduce latency and the grouped-expert and quantized-expert
+    efficiencies jointly from every point's median ITL (:func:`fit_serving`), then the power model
+    jointly from every point's GPU power (:func:`fit_power_joint`)."""
+    perf = dict(perf)
+    nccl = perf.get("link_latency_s")
+
+    def current() -> dict:  # every parameter explicit, so an existing card cannot leak into the fit
+        return {**DEFAULT_EFFICIENCY, **{k: v for k, (v, _) in perf.items()}}
+
+    def src(what: str, fit: dict) -> str:
+        return f"fit to {what} of {fit['n']} 'fit' rows of {table}, jointly ({describe(fit)})"
+
+    f = fit_serving(points, current(), workers=workers)
+    s = src("median ITL", f)
+    perf.update({k: (f[k], s) for k in f["keys"]})
+    if "link_latency_s" in f["keys"]:
+        perf["link_latency_s"] = (f["link_latency_s"], "hop latency of the all-reduces inside the engine (2(n-1) hops per "
+                                  "all-reduce over n GPUs, replayed in CUDA graphs; not the eager NCCL calls of the "
+                                  "all-reduce table"
+                                  + (f", {nccl[0] * 1e6:.2f} us per hop" if nccl else "") + "): " + s)
+    log(f"serving: {', '.join(f'{k} {f[k]:.4g}' for k in f['keys'])}; {s}")
+    pw = fit_power_joint(points, current(), workers)
+    s = src("GPU power", pw)
+    from sim.models.power import RESIDENT_ADDER_W
+
+    power = {"resident_w": (RESIDENT_ADDER_W, "not fitted: a resident model adds 25-50 W over bare idle on HBM GPUs "
+                            "(public measurements); the default adder")}
+    power.update({k: (pw[k], s) for k in ("active_w", "compute_weight", "memory_weight", "link_active_w") if k in pw})
+    log(f"power: {', '.join(f'{k} {pw[k]:.4g}' for k in power if k in pw)}; {s}")
+    return perf, power
+
+
+def calibrate(accelerator: str, profiles: list[Path], network: Path | None, measurements: Path,
+              kernels_from: str | None = None, workers: int = 2, log=print,
+              max_concurrency: int = 512) -> tuple[dict, dict, list[str]]:
+    """Run the three fits for one accelerator; returns (perf, power, notes) with sources."""
+    from sim.tools.validation import load_points
+
+    acc = catalog.accelerator(accelerator, "dcsim calibrate", "--accelerator")
+    perf: dict[str, tuple[float, str]] = {}
+    notes = []
+    if profiles:
+        g = fit_gemm(gemm_observations(profiles), acc)
+        src = f"fit to per-operator GEMM times {', '.join(p.name for p in profiles)} ({describe(g)})"
+        perf.update({k: (g[k], src) for k in KERNEL_KEYS})
+        log(f"kernels: {src}")
+    if network is not None:
+        a = fit_allreduce(network, acc)
+        src = (f"fit to NCCL all-reduce times {network.name} ({describe(a)}; eager launch overhead "
+               f"{a['launch_s'] * 1e6:.1f} us per call, not charged: CUDA graphs remove it)")
+        perf.update({k: (a[k], src) for k in LINK_KEYS})
+        log(f"links: {src}")
+    if kernels_from:
+        other = catalog.calibration(kernels_from)
+        for k in KERNEL_KEYS + LINK_KEYS:
+            if k not in perf and k in other.perf:
+                perf[k] = (other.perf[k], f"taken from {kernels_from} (no {k.split('_')[0]} measurements for {accelerator})")
+        notes.append(f"kernel and link parameters without own measurements are taken from {kernels_from}")
+    points = [p for p in load_points(measurements, roles=("fit",))
+              if p["accelerator"] == accelerator and p["concurrency"] <= max_concurrency]
+    power: dict[str, tuple[float, str]] = {}
+    if not points and kernels_from:
+        other = catalog.calibration(kernels_from)
+        why = f"taken from {kernels_from} (no serving measurements for {accelerator})"
+        perf.update({k: (other.perf[k], why) for k in ENGINE_KEYS + GROUP_KEYS if k in other.perf})
+        power = {k: (v, why) for k, v in other.power.items()}
+        notes.append(f"engine overheads, kernel-group efficiencies and power weights taken from {kernels_from}")
+    if points:
+        perf, power = _fit_serving(points, perf, measurements.name, workers, log)
+        models = sorted({f"{p['model']} ({p['weight_dtype']}, {p['tp']} GPU)" for p in points})
+        notes.append(f"serving fits use {', '.join(models)} on lm-arena-chat only; every other measured model "
+                     "and task is held out (docs/validation.md)")
+    return perf, power, notes
+
+
+def add_arguments(ap) -> None:
+    ap.add_argument("--accelerator", required=True, help="accelerator card name, e.g. h100-sxm")
+    ap.add_argument("--profiles", nargs="*", default=None,
+                    help="per-operator tables (vidur layout); default hardware/profiles/vidur/<prefix>_*.csv")
+    ap.add_argument("--network", default=None, help="NCCL all-reduce table (vidur layout)")
+    ap.add_argument("--measurements", default=None, help="serving measurements CSV (default the shipped one)")
+    ap.add_argument("--kernels-from", default=None,
+                    help="take what this accelerator has no measurements for from another accelerator's card")
+    ap.add_argument("--out", default=None, help="calibration card to write (default hardware/calibration/<acc>.yaml)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-concurrency", type=int, default=512,
+                    help="fit only on measured points with at most this batch cap (simulation time)")
+    ap.add_argument("--engine", choices=("vllm", "trtllm"), default="vllm",
+                    help="trtllm: fit the TensorRT-LLM engine profile's overheads for the accelerator "
+                         "(hardware/calibration/trtllm.yaml) to its 'fit' rows of trtllm_throughput.csv")
+
+
+def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
+    """Shipped per-operator and all-reduce tables for an accelerator, if any."""
+    prof = catalog.hardware_dir() / "profiles" / "vidur"
+    prefix = {"h100-sxm": "h100"}.get(accelerator, accelerator)
+    tables = sorted(p for p in prof.glob(f"{prefix}_*.csv") if "all_reduce" not in p.name)
+    net = prof / f"{prefix}_all_reduce.csv"
+    return tables, (net if net.is_file() else None)
+
+
+def cmd_calibrate(args) -> int:
+    from sim.tools.validation import measurements_path
+
+    if getattr(args, "engine", "vllm") == "trtllm":
+        from sim.tools import validation_trtllm
+
+        f = validation_trtllm.fit_profile(args.accelerator, args.workers)
+        print(f"wrote {validation_trtllm.write_profile(args.accelerator, f)}: "
+              + ", ".join(f"{k} {f[k]:.4g}" for k in validation_trtllm.PROFILE_KEYS)
+              + f" (fit mean |error| {f['mean_abs_error']:.1%}, worst {f['worst_abs_error']:.1%})")
+        return 0
+    if catalog.accelerator(args.accelerator, "dcsim calibrate", "--accelerator").architecture == "sram_pipeline":
+        # no kernel tables or serving measurements: the per-layer latency from published speeds
+        perf, notes, data = calibrate_sram(args.accelerator)
+        out = Path(args.out) if args.out else catalog.hardware_dir() / "calibration" / f"{args.accelerator}.yaml"
+        write_calibration(out, args.accelerator, perf, {}, notes, data)
+        catalog.calibration.cache_clear()
+        print(f"wrote {out}")
+        return 0
+    tables, net = default_tables(args.accelerator)
+    profiles = [Path(p) for p in args.profiles] if args.profiles is not None else tables
+    network = Path(args.network) if args.network else net
+    measurements = Path(args.measurements) if args.measurements else measurements_path()
+    perf, power, notes = calibrate(args.accelerator, profiles, network, measurements, args.kernels_from, args.workers,
+                                   max_concurrency=args.max_concurrency)
+    out = Path(args.out) if args.out else catalog.hardware_dir() / "calibration" / f"{args.accelerator}.yaml"
+    write_calibration(out, args.accelerator, perf, power, notes)
+    catalog.calibration.cache_clear()
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,400 @@
+"""Quick what-if: steady-state figures of one replica under a fixed concurrency.
+
+:func:`estimate` builds a one-pool, one-class scenario whose class is a closed loop
+of ``concurrency`` clients sending calls back to back (the load of ``vllm bench
+serve --max-concurrency N``), runs it in-process with the tables kept in memory,
+and measures over ``[warmup_s, duration_s]``: latency over the calls that arrived
+in the window, throughput and power over the steps inside it. The clients keep
+sending for about a client cycle after ``duration_s``, so the last calls of the
+window see the same load as the rest and finish before the run stops.
+
+``dcsim estimate`` is the command-line face of the same function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from sim.hardware import catalog
+from sim.config.scenario import validate
+from sim.errors import ScenarioError
+from sim.models.perf import Batch
+from sim.output.summary import _overlap, latency_metrics, resource_metrics
+from sim.output.trace import SCHEMAS, Recorder, TableSink
+from sim.cluster.world import build, resolve_pool
+
+SOURCE = "dcsim estimate"
+POOL, CLASS = "replica", "bench"
+# Default window: each client completes about this many calls ...
+WINDOW_CYCLES = 10
+# ... unless that would simulate more than this many calls in the window (wall time is
+# roughly proportional to calls), but at least one each.
+WINDOW_CALLS = 1000
+# Clients keep sending this many estimated cycles after the window (the rest drain).
+TAIL_CYCLES = 1.25
+# Scenario keys and the options that set them, for error messages; keys of the dicts
+# passed through (performance, speculative, power) keep their own path.
+OPTIONS = {
+    "accelerator": "--hardware", "model": "--model", "tp": "--tp", "pp": "--pp", "weight_dtype": "--weight-dtype",
+    "kv_dtype": "--kv-dtype", "max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-num-batched-tokens",
+    "power_cap_w": "--power-cap-w", "expert_parallel": "--expert-parallel", "attention_dp": "--attention-dp",
+    "concurrency": "--concurrency",
+    "prompt_tokens": "--prompt-tokens", "output_tokens": "--output-tokens", "duration_s": "--duration-s",
+    "warmup_s": "--warmup-s", "gpu_memory_utilization": "--gpu-memory-utilization", "requests": "--requests",
+    "performance": None, "speculative": None, "power": None,
+}
+
+
+class MemorySink(TableSink):
+    """A table kept in memory: rows are buffered by column and never flushed to a file."""
+
+    def __init__(self, schema: pa.Schema):
+        super().__init__(None, None, schema, row_group_rows=1 << 62, compression="none")
+        self._fs = self  # the recorder skips tables without a filesystem; this one records
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def table(self) -> pa.Table:
+        return self.buffered_table()
+
+
+class MemoryRecorder(Recorder):
+    """Recorder of the calls and steps tables in memory (events are counted only)."""
+
+    def __init__(self):
+        super().__init__({})
+        self._calls = self.sinks["calls"] = MemorySink(SCHEMAS["calls"])
+        self._steps = self.sinks["steps"] = MemorySink(SCHEMAS["steps"])
+
+    def table(self, name: str) -> pa.Table:
+        return self.sinks[name].table()
+
+
+def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, output_tokens: int, *, tp: int = 1,
+             pp: int = 1, weight_dtype: str | None = None, kv_dtype: str = "bf16", output_dist: str = "fixed",
+             max_num_seqs: int | None = None, max_num_batched_tokens: int = 8192, power_cap_w: float | None = None,
+             expert_parallel: bool = False, attention_dp: bool = False, performance: dict | None = None,
+             speculative: dict | None = None, power: dict | None = None, gpu_memory_utilization: float | None = None,
+             duration_s: float | None = None, warmup_s: float | None = None, seed: int = 0) -> dict:
+    """Steady-state throughput, latency and power of one replica under ``concurrency`` clients.
+
+    ``output_dist`` is ``fixed``, ``exponential`` (geometric with mean ``output_tokens``)
+    or a length distribution as in a scenario (``{"kind": "lognormal", ...}``; then
+    ``output_tokens`` only sizes the default window); outputs are capped where a call
+    would no longer fit. ``performance``, ``speculative`` and ``power`` are passed into
+    the pool as its keys of the same names. ``duration_s`` is the
+    end of the measured window in simulated seconds (default: about ten calls per
+    client, fewer for large concurrencies, in whole client cycles) and ``warmup_s`` its
+    start (default: the service time of one call, by when the first burst is served).
+    Raises :class:`~sim.errors.ScenarioError` keyed by option name for
+    unknown names, impossible configurations and calls that cannot fit.
+    """
+    hardware, model = hardware.strip().lower(), model.strip().lower()
+    max_num_seqs = max_num_seqs if max_num_seqs is not None else max(256, concurrency)
+    raw, spec, card = one_class_scenario(
+        "estimate", {"kind": "closed", "concurrency": concurrency}, hardware, model, prompt_tokens, output_tokens,
+        output_dist, seed, tp=tp, pp=pp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens, power_cap_w=power_cap_w, expert_parallel=expert_parallel,
+        attention_dp=attention_dp, performance=performance, speculative=speculative, power=power,
+        gpu_memory_utilization=gpu_memory_utilization)
+
+    service, cycle = _cycle_s(spec, concurrency, prompt_tokens, output_tokens, max_num_batched_tokens, max_num_seqs)
+    if warmup_s is None:
+        warmup_s = service if duration_s is None else min(service, duration_s / 2)
+    if duration_s is not None and not 0 <= warmup_s < duration_s:
+        raise ScenarioError(SOURCE, "--warmup-s", f"must be >= 0 and < --duration-s ({duration_s:g}), got {warmup_s:g}")
+    cycles = max(1, min(WINDOW_CYCLES, math.ceil(WINDOW_CALLS / concurrency)))
+    window_end = duration_s if duration_s is not None else warmup_s + cycles * cycle
+    # the clients keep sending past the window, so its last calls run under the same load
+    horizon = window_end + TAIL_CYCLES * cycle
+    # fixed lengths: the window's calls are done by the horizon; long random outputs may not be
+    drain = 0.0 if output_dist == "fixed" else cycle
+    raw.update(duration_s=horizon, warmup_s=warmup_s, drain_s=drain)
+    scenario = _validate(raw)
+
+    recorder = MemoryRecorder()
+    world = build(scenario, recorder, SOURCE)
+    t_end = world.run()
+    calls, steps = recorder.table("calls"), recorder.table("steps")
+    if duration_s is None:
+        duration_s = _whole_cycles(calls, warmup_s, window_end, horizon, cycles)
+
+    inputs = {
+        "hardware": hardware, "model": model, "tp": tp, "pp": pp, "concurrency": concurrency,
+        "prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "output_dist": output_dist,
+        "weight_dtype": weight_dtype or card.weight_dtype, "kv_dtype": kv_dtype, "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens, "power_cap_w": power_cap_w,
+        "expert_parallel": expert_parallel, "attention_dp": attention_dp, "performance": performance, "speculative": speculative,
+        "power": power, "gpu_memory_utilization": gpu_memory_utilization, "seed": seed, "warmup_s": warmup_s,
+        "duration_s": duration_s,
+    }
+    return {**inputs, **_metrics(calls, steps, world, warmup_s, duration_s), "sim_end_s": float(t_end)}
+
+
+def one_class_scenario(name: str, arrival: dict, hardware: str, model: str, prompt_tokens: int, output_tokens: int,
+                       output_dist, seed: int, **pool_options) -> tuple[dict, object, catalog.ModelCard]:
+    """A scenario (raw dict) of one pool (``pool_options`` as :func:`_pool` takes them) and one
+    class with ``arrival``, fixed prompts and ``output_dist`` outputs (random ones capped where
+    a call no longer fits); with its resolved pool and the model card. Names are lower-case."""
+    pool, card = _pool(hardware, model, **pool_options)
+    _check_output_dist(output_dist)
+    cls = {"name": CLASS, "pool": POOL, "arrival": arrival, "prompt_tokens": {"kind": "fixed", "value": prompt_tokens},
+           "output_tokens": {"kind": "fixed", "value": output_tokens}}
+    raw = {"name": name, "seed": seed, "duration_s": 1.0, "datacenter": {"pools": [pool]},
+           "workload": {"classes": [cls]}}
+    spec = _resolve(raw)
+    cls["output_tokens"] = _output_spec(output_dist, output_tokens,
+                                        _room(spec, card, model, hardware, prompt_tokens, output_tokens))
+    return raw, spec, card
+
+
+def _pool(hardware: str, model: str, *, tp: int, pp: int, weight_dtype, kv_dtype: str, max_num_seqs: int,
+          max_num_batched_tokens: int, power_cap_w, expert_parallel: bool, performance, speculative, power,
+          attention_dp: bool = False, gpu_memory_utilization: float | None = None) -> tuple[dict, catalog.ModelCard]:
+    """The one pool of an estimate (a scenario's pool dict) and the model card; unknown
+    names fail keyed by their option."""
+    catalog.accelerator(hardware, SOURCE, "--hardware")
+    card = catalog.model(model, SOURCE, "--model")
+    pool = {"name": POOL, "accelerator": hardware, "model": model, "tp": tp, "kv_dtype": kv_dtype,
+            "batcher": {"kind": "continuous", "max_num_batched_tokens": max_num_batched_tokens,
+                        "max_num_seqs": max_num_seqs}}
+    optional = {"pp": pp if pp != 1 else None, "weight_dtype": weight_dtype, "power_cap_w": power_cap_w,
+                "expert_parallel": True if expert_parallel else None, "attention_dp": True if attention_dp else None,
+                "performance": performance,
+                "speculative": speculative, "power": power,
+                "engine": {"gpu_memory_utilization": gpu_memory_utilization} if gpu_memory_utilization else None}
+    pool.update({k: v for k, v in optional.items() if v is not None})
+    return pool, card
+
+
+def _check_output_dist(output_dist) -> None:
+    if not isinstance(output_dist, dict) and output_dist not in ("fixed", "exponential"):
+        raise ScenarioError(SOURCE, "--output-dist", f"unknown distribution {output_dist!r} (fixed, exponential)")
+
+
+def _room(spec, card, model: str, hardware: str, prompt_tokens: int, output_tokens: int) -> int:
+    """Output tokens a call can hold after its prompt (context and KV pool); a fixed
+    ``output_tokens`` beyond it is refused."""
+    room = min(card.max_context_tokens, spec.kv_blocks * spec.block_size) - prompt_tokens
+    if room < output_tokens:
+        raise ScenarioError(SOURCE, "--prompt-tokens", f"a call of {prompt_tokens} + {output_tokens} tokens does not fit "
+                            f"{model} (context {card.max_context_tokens} tokens, KV pool {spec.kv_blocks * spec.block_size} "
+                            f"tokens on {hardware})")
+    return room
+
+
+def _output_spec(output_dist, output_tokens: int, room: int) -> dict:
+    """The class's output length distribution; random lengths are capped at ``room``."""
+    if output_dist == "exponential":
+        return {"kind": "exponential", "mean": output_tokens, "max": room}
+    if isinstance(output_dist, dict):
+        capped = output_dist.get("kind") in ("lognormal", "exponential", "empirical") and "max" not in output_dist
+        return {**output_dist, "max": room} if capped else output_dist
+    return {"kind": "fixed", "value": output_tokens}
+
+
+def _metrics(calls: pa.Table, steps: pa.Table, world, t0: float, t1: float) -> dict:
+    """Figures of the window [t0, t1]: latency of the calls that arrived in it, throughput,
+    batch and power of the steps inside it (the summary's functions, plus ITL)."""
+    lat = latency_metrics(calls, t0, t1)
+    res = resource_metrics(steps, t0, t1, world.specs, world.tariff)
+    spec = world.specs[0]
+    span = t1 - t0
+    finish = calls["finish_s"].to_numpy()
+    arrival = calls["arrival_s"].to_numpy()
+    itl = _itl_quantiles(steps, t0, t1, (50, 90, 99))
+    return {
+        "output_tokens_per_s": res["output_tokens_per_s"],
+        "prompt_tokens_per_s": res["prompt_tokens_per_s"],
+        "requests_per_s": int(((finish >= t0) & (finish < t1)).sum()) / span,
+        **{f"{m}_{s}_s": lat[f"{m}_{s}_s"] for m in ("ttft", "tpot", "e2e") for s in ("mean", "p50", "p90", "p99")},
+        **{f"itl_p{q}_s": v for q, v in itl.items()},
+        "mean_batch_seqs": res["mean_batch_seqs"],
+        "utilization": res["utilization"],
+        "gpu_power_w": res["device_energy_j"] / span,
+        "energy_per_output_token_j": res["device_energy_per_output_token_j"],
+        "devices": res["devices"],
+        "kv_blocks": spec.kv_blocks,
+        "kv_gib": spec.kv_gib,
+        "weight_gib": spec.weight_gib,
+        "calls_measured": lat["calls_measured"],
+        # arrived in the window but not finished when the run stopped (excluded from latency)
+        "calls_unfinished": lat["calls_measured"] - int(((arrival >= t0) & (arrival < t1) & (finish == finish)).sum()),
+        "calls_dropped": lat["calls_dropped"],
+        "preemptions": int(calls["preemptions"].to_numpy()[(arrival >= t0) & (arrival < t1)].sum()),
+    }
+
+
+def _validate(raw: dict):
+    try:
+        return validate(raw, SOURCE, ".")
+    except ScenarioError as e:
+        raise _as_option(e) from None
+
+
+def _resolve(raw: dict):
+    try:
+        return resolve_pool(_validate(raw), 0, SOURCE)
+    except ScenarioError as e:
+        raise _as_option(e) from None
+
+
+def _as_option(e: ScenarioError) -> ScenarioError:
+    """The error keyed by the command-line option that set the offending scenario key."""
+    parts = e.key_path.split(".")
+    for i in reversed(range(len(parts))):
+        if parts[i] in OPTIONS:
+            return ScenarioError(SOURCE, OPTIONS[parts[i]] or ".".join(parts[i:]), e.message)
+    return ScenarioError(SOURCE, e.key_path, e.message)
+
+
+def _whole_cycles(calls: pa.Table, t0: float, t1: float, horizon: float, cycles: int) -> float:
+    """End of a default window: ``cycles`` measured client cycles after ``t0``.
+
+    With fixed lengths the clients fall into lockstep cohorts and the token rate is
+    periodic with the client cycle (prefill bursts, then decoding), so a window of whole
+    cycles has no partial-period bias. The measured cycle is the mean end-to-end time
+    of the calls that arrived in the planned window ``[t0, t1)`` (no think time)."""
+    a = calls["arrival_s"].to_numpy()
+    e2e = calls["finish_s"].to_numpy() - a
+    done = (a >= t0) & (a < t1) & np.isfinite(e2e)
+    if not done.any():
+        return t1
+    cycle = float(e2e[done].mean())
+    whole = min(cycles, math.floor((horizon - t0) / cycle - 1))  # and a cycle of load after it
+    return t0 + whole * cycle if whole >= 1 else t1
+
+
+def _cycle_s(spec, n: int, prompt: int, output: int, budget: int, max_seqs: int) -> tuple[float, float]:
+    """Rough (service time of a call, time between a client's calls) from the performance
+    model: the running batch decodes ``output`` iterations and prefills its prompts in
+    budget-sized chunks; clients beyond the batch wait for their turn."""
+    fit = max(1, spec.kv_blocks * spec.block_size // (prompt + output))
+    b = max(1, min(n, max_seqs, fit))
+    ctx = np.array([b * (prompt + output / 2)])
+    decode = float(spec.perf.cost(Batch(b, b, b, ctx, ctx)).time_s[0])
+    chunk = min(budget, b * prompt)
+    pairs = np.array([chunk * prompt / 2.0])
+    mixed = float(spec.perf.cost(Batch(chunk, b, b, pairs, ctx)).time_s[0])
+    run = output * decode + math.ceil(b * prompt / budget) * mixed
+    return run, run * max(1.0, n / b)
+
+
+def _itl_quantiles(steps: pa.Table, t0: float, t1: float, qs) -> dict:
+    """Quantiles of the time between consecutive output tokens of a call, over [t0, t1].
+
+    Every call decoding in an iteration gets its next token when the iteration ends, so an
+    iteration of duration d contributes one interval d per decoding call: the distribution
+    is that of iteration durations weighted by the steps table's decode tokens (one per
+    decoding call; with speculative decoding a constant width per call, and an interval
+    may deliver several tokens, as a streamed chunk in ``vllm bench serve``). A step row
+    is a run of iterations, taken at its mean duration, clipped to the window."""
+    n = steps["iterations"].to_numpy()
+    weight = steps["decode_tokens"].to_numpy() * _overlap(steps, t0, t1)
+    keep = (n > 0) & (weight > 0)
+    if not keep.any():
+        return {q: math.nan for q in qs}
+    dt = ((steps["end_s"].to_numpy() - steps["start_s"].to_numpy())[keep]) / n[keep]
+    w = weight[keep]
+    order = np.argsort(dt, kind="stable")
+    dt, cum = dt[order], np.cumsum(w[order])
+    return {q: float(dt[min(len(dt) - 1, np.searchsorted(cum, q / 100 * cum[-1]))]) for q in qs}
+
+
+# --------------------------------------------------------------------------- command line
+ROWS = [  # (label, key, format)
+    ("output tokens/s", "output_tokens_per_s", "{:,.0f}"),
+    ("requests/s", "requests_per_s", "{:.2f}"),
+    ("TTFT p50 / p90 (s)", ("ttft_p50_s", "ttft_p90_s"), "{:.4f}"),
+    ("inter-token latency p50 / p90 (s)", ("itl_p50_s", "itl_p90_s"), "{:.4f}"),
+    ("time per output token p50 (s)", "tpot_p50_s", "{:.4f}"),
+    ("end-to-end p50 / p90 (s)", ("e2e_p50_s", "e2e_p90_s"), "{:.3f}"),
+    ("mean running batch", "mean_batch_seqs", "{:.1f}"),
+    ("GPU power, all devices (W)", "gpu_power_w", "{:,.0f}"),
+    ("GPU energy per output token (J)", "energy_per_output_token_j", "{:.3f}"),
+    ("weights per device (GiB)", "weight_gib", "{:.1f}"),
+    ("KV pool (blocks)", "kv_blocks", "{:,}"),
+    ("KV pool per device (GiB)", "kv_gib", "{:.1f}"),
+    ("preemptions", "preemptions", "{:.0f}"),
+]
+BURST_ROWS = [  # a burst (sim/tools/burst.py) has no arrival rate; latency quantiles are over every call
+    ("output tokens/s (steady state)", "output_tokens_per_s", "{:,.0f}"),
+    ("TTFT p50 / p90 (s)", ("ttft_p50_s", "ttft_p90_s"), "{:.3f}"),
+    ("inter-token latency p50 / p90 (s)", ("itl_p50_s", "itl_p90_s"), "{:.4f}"),
+    ("end-to-end p50 / p90 (s)", ("e2e_p50_s", "e2e_p90_s"), "{:.1f}"),
+] + [row for row in ROWS if row[1] in ("mean_batch_seqs", "gpu_power_w", "energy_per_output_token_j", "weight_gib",
+                                       "kv_blocks", "kv_gib", "preemptions")]
+
+
+def add_estimate_arguments(p) -> None:
+    """Options of ``dcsim estimate`` (names as in :func:`estimate`)."""
+    p.add_argument("--hardware", required=True, help="accelerator card name, e.g. h100-sxm")
+    p.add_argument("--model", required=True, help="model card name, e.g. llama-3.1-8b")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel devices (default 1)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1)")
+    p.add_argument("--concurrency", type=int, required=True,
+                   help="clients sending calls back to back (with --requests: the batch cap, unless --max-num-seqs)")
+    p.add_argument("--prompt-tokens", type=int, required=True)
+    p.add_argument("--output-tokens", type=int, required=True, help="output tokens per call (the mean with --output-dist exponential)")
+    p.add_argument("--output-dist", default="fixed", help="fixed (default) or exponential (geometric with that mean)")
+    p.add_argument("--weight-dtype", default=None, help="bf16, fp8, int4, fp4 (default: the model card's)")
+    p.add_argument("--kv-dtype", default="bf16", help="bf16 (default), fp8")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="running-batch cap (default: max(256, concurrency))")
+    p.add_argument("--max-num-batched-tokens", type=int, default=8192, help="token budget per iteration (default 8192)")
+    p.add_argument("--power-cap-w", type=float, default=None, help="board power limit per device")
+    p.add_argument("--expert-parallel", action="store_true", help="shard MoE experts whole over the devices")
+    p.add_argument("--attention-dp", action="store_true",
+                   help="with --expert-parallel: data-parallel attention, each device serving its own sequences")
+    p.add_argument("--duration-s", type=float, default=None, help="end of the measured window, simulated s (default: ~10 calls per client)")
+    p.add_argument("--warmup-s", type=float, default=None, help="start of the measured window (default: one call's service time)")
+    p.add_argument("--requests", type=int, default=None,
+                   help="burst mode: send this many calls at once to a server capped at --max-num-seqs (default "
+                        "--concurrency) running sequences and measure the steady-state window in which the batch "
+                        "stays full, as the ML.ENERGY benchmark does (sim/tools/burst.py)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="memory share of the engine (default 0.9)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+
+
+def cmd_estimate(args) -> int:
+    import json
+    import time
+
+    names = ("tp", "pp", "weight_dtype", "kv_dtype", "output_dist", "max_num_batched_tokens", "power_cap_w",
+             "expert_parallel", "attention_dp", "seed")
+    opts = {n: getattr(args, n) for n in names}
+    t0 = time.perf_counter()
+    if args.requests is not None:
+        from sim.tools.burst import burst
+
+        cap = args.max_num_seqs if args.max_num_seqs is not None else args.concurrency
+        r = burst(args.hardware, args.model, args.requests, cap, args.prompt_tokens, args.output_tokens,
+                  gpu_memory_utilization=args.gpu_memory_utilization, **opts)
+    else:
+        r = estimate(args.hardware, args.model, args.concurrency, args.prompt_tokens, args.output_tokens,
+                     max_num_seqs=args.max_num_seqs, duration_s=args.duration_s, warmup_s=args.warmup_s,
+                     gpu_memory_utilization=args.gpu_memory_utilization, **opts)
+    wall = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}, indent=2))
+        return 0
+    from sim.cli.main import print_metrics
+
+    where = f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
+    if args.requests is not None:
+        print_metrics(where + f"{r['requests']} calls at once, batch cap {r['max_num_seqs']}, "
+                      f"{r['prompt_tokens']}/{r['output_tokens']} tokens", BURST_ROWS, r,
+                      f"steady-state window {r['window_start_s']:.1f}-{r['window_end_s']:.1f} simulated s "
+                      f"in {wall:.2f} s wall")
+        return 0
+    print_metrics(where + f"{r['concurrency']} clients x {r['prompt_tokens']}/{r['output_tokens']} tokens", ROWS, r,
+                  f"window {r['warmup_s']:.1f}-{r['duration_s']:.1f} simulated s ({r['calls_measured']} calls) "
+                  f"in {wall:.2f} s wall")
+    return 0

@@ -1,0 +1,277 @@
+"""Predicted vs measured: the validation report (docs/validation.md).
+
+Every row of hardware/calibration/measurements.csv is a published steady-state
+measurement of a real server (model, hardware, parallelism, precision, batch cap,
+prompt and output lengths) with its measured output throughput, median inter-token
+latency, GPU power and energy per output token. :func:`predict` simulates the same
+configuration as the benchmark measured it (:func:`sim.tools.burst.burst`: its ``requests``
+sent at once to a server capped at ``concurrency`` running sequences, figures over the
+steady-state window in which the batch stays full), and :func:`report` tabulates the errors, keeping
+the points used by ``dcsim calibrate`` (role ``fit``) apart from the held-out ones.
+
+Regenerate with ``python -m sim.tools.validation --out docs/validation.md``; the sections on
+accelerators beyond NVIDIA (sim/tools/validation_accel.py) and on TensorRT-LLM's max-load
+throughput tables (sim/tools/validation_trtllm.py) are appended, and ``python -m
+sim.tools.validation_accel`` / ``python -m sim.tools.validation_trtllm`` rewrite only their section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from sim.hardware import catalog
+
+METRICS = {  # metric -> (measured column, predicted key, label)
+    "throughput": ("output_tokens_per_s", "output_tokens_per_s", "output tok/s"),
+    "itl": ("itl_p50_s", "itl_p50_s", "median ITL (s)"),
+    "power": ("gpu_power_w", "gpu_power_w", "GPU power (W)"),
+    "energy": ("energy_per_token_j", "energy_per_output_token_j", "J / output token"),
+}
+# Held-out error bounds the tests keep (mean absolute percentage error over the report).
+BOUNDS = {"throughput": 0.15, "itl": 0.15, "power": 0.20, "energy": 0.20}
+
+
+def measurements_path() -> Path:
+    return catalog.hardware_dir() / "calibration" / "measurements.csv"
+
+
+def load_points(path: Path | None = None, roles: tuple[str, ...] = ("fit", "holdout")) -> list[dict]:
+    """The measurement rows with the given roles, numbers parsed."""
+    ints = {"tp", "concurrency", "requests", "prompt_tokens"}
+    floats = {"output_mean", "output_cv", "measured_batch", "output_tokens_per_s", "itl_p50_s", "gpu_power_w",
+              "energy_per_token_j"}
+    out = []
+    with open(path or measurements_path(), newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["role"] not in roles:
+                continue
+            r = dict(r)
+            for k in ints:
+                r[k] = int(r[k])
+            for k in floats:
+                r[k] = float(r[k])
+            r["expert_parallel"] = r["expert_parallel"] == "True"
+            out.append(r)
+    return out
+
+
+def output_distribution(mean: float, cv: float) -> dict:
+    """Lognormal output lengths with the measured mean and coefficient of variation."""
+    sigma2 = math.log(1.0 + cv * cv)
+    return {"kind": "lognormal", "median": mean / math.sqrt(1.0 + cv * cv), "sigma": math.sqrt(sigma2)}
+
+
+# The ML.ENERGY benchmark starts vLLM with --gpu-memory-utilization 0.95 (ml-energy/benchmark,
+# mlenergy/llm/benchmark.py, spawn_vllm); the configurations' own server options leave it so.
+GPU_MEMORY_UTILIZATION = 0.95
+
+
+def predict(point: dict, performance: dict | None = None, power: dict | None = None) -> dict:
+    """Simulated steady state of one measured configuration, measured as the benchmark did.
+
+    The point's ``requests`` calls are sent at once to one replica capped at ``concurrency``
+    running sequences, and the figures come from the benchmark's steady-state window
+    (:func:`sim.tools.burst.burst`). ``performance`` overrides efficiency parameters of the
+    roofline model (as a pool's ``performance:`` block would); ``power`` overrides
+    PowerModel parameters (for fitting).
+    """
+    from sim.tools.burst import burst
+
+    perf = {"kind": "roofline", **performance} if performance else None
+    return burst(
+        point["accelerator"], point["model"], point["requests"], point["concurrency"], point["prompt_tokens"],
+        int(round(point["output_mean"])), tp=point["tp"], weight_dtype=point["weight_dtype"],
+        expert_parallel=point["expert_parallel"], gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+        output_dist=output_distribution(point["output_mean"], point["output_cv"]), performance=perf, power=power,
+    )
+
+
+def _predict_one(args) -> dict:
+    point, performance, power = args
+    try:
+        return predict(point, performance, power)
+    except Exception as e:  # a point the simulator cannot run is reported, not hidden
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def predict_all(points: list[dict], performance: dict | None = None, power: dict | None = None,
+                workers: int = 1) -> list[dict]:
+    """Predictions for many points, in parallel processes when ``workers`` > 1."""
+    jobs = [(p, performance, power) for p in points]
+    if workers <= 1:
+        return [_predict_one(j) for j in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_predict_one, jobs))
+
+
+def errors(points: list[dict], predictions: list[dict]) -> list[dict]:
+    """Per point and metric: measured, predicted, signed relative error."""
+    rows = []
+    for p, pred in zip(points, predictions):
+        row = {"point": p, "error": pred.get("error")}
+        for name, (mcol, pkey, _) in METRICS.items():
+            meas, got = p[mcol], pred.get(pkey, math.nan)
+            row[name] = (meas, got, got / meas - 1.0 if meas else math.nan)
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean and worst absolute relative error per metric."""
+    out = {}
+    for name in METRICS:
+        e = np.array([abs(r[name][2]) for r in rows if not r["error"] and math.isfinite(r[name][2])])
+        out[name] = {"n": int(len(e)), "mean": float(e.mean()) if len(e) else math.nan,
+                     "worst": float(e.max()) if len(e) else math.nan}
+    return out
+
+
+def _fmt(v: float, metric: str) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    if metric == "itl":
+        return f"{v * 1000:.1f} ms"
+    if metric == "energy":
+        return f"{v:.3f}"
+    return f"{v:,.0f}"
+
+
+def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
+    """The markdown report: method, summary per role, and every point."""
+    lines = [
+        "# Validation: predicted vs measured",
+        "",
+        "Generated by `python -m sim.tools.validation --out docs/validation.md`; do not edit by hand.",
+        "",
+        "Each row is a published steady-state measurement of a real server (hardware/calibration/",
+        "measurements.csv, derived by hardware/calibration/derive_measurements.py with its source).",
+        "The simulator runs the same configuration the way the benchmark measured it (sim/tools/burst.py):",
+        "the run's requests (198 GPQA or 1,024 Arena prompts, times the configuration's repeats) are",
+        "sent at once to one vLLM server with the batch cap and gpu_memory_utilization 0.95, with the",
+        "measured mean output length (lognormal with the measured spread) and the task's assumed",
+        "prompt length. Output throughput, total GPU power and GPU energy per output token are taken",
+        "over the benchmark's steady-state window (from the batch cap's worth of first tokens to the",
+        "point where only the batch cap plus one requests remain unfinished); median inter-token",
+        "latency (ITL) over the whole run. Error = predicted / measured - 1.",
+        "",
+        "Rows marked **fit** (Qwen3-8B, and Qwen3-235B-A22B in bf16 and fp8, on lm-arena-chat) were",
+        "used by `dcsim calibrate`, jointly, for the engine overheads, the all-reduce latency inside the",
+        "engine, the grouped-expert and fp8-expert efficiencies and the power model (active adder,",
+        "activity weights, multi-GPU adder); **held-out** rows (every other model and task) were not",
+        "used for any fit. Kernel efficiencies and link bandwidth come from separate per-operator and",
+        "NCCL tables (hardware/calibration/*.yaml).",
+        "",
+        "Bounds tests/test_validation.py keeps on a spread sample of held-out points (batch cap <= 128), as mean |error|: "
+        + ", ".join(f"{METRICS[m][2]} {b:.0%}" for m, b in BOUNDS.items()) + ".",
+        "",
+        "## Summary",
+        "",
+        "| set | metric | points | mean abs error | worst abs error |",
+        "|---|---|---|---|---|",
+    ]
+    for role in ("holdout", "fit"):
+        sub = [r for r in rows if r["point"]["role"] == role]
+        for name, s in summarize(sub).items():
+            lines.append(f"| {role} | {METRICS[name][2]} | {s['n']} | {s['mean']:.1%} | {s['worst']:.1%} |")
+    failed = [r for r in rows if r["error"]]
+    lines += ["", f"{len(rows)} points simulated in {wall_s:.0f} s wall time; {len(failed)} could not run."]
+    for role, title in (("holdout", "Held-out points"), ("fit", "Fitting points")):
+        lines += ["", f"## {title}", "",
+                  "| model | hardware | task | batch cap | " + " | ".join(
+                      f"{METRICS[m][2]} meas / pred / err" for m in METRICS) + " |",
+                  "|---|---|---|---|" + "---|" * len(METRICS)]
+        for r in rows:
+            p = r["point"]
+            if p["role"] != role:
+                continue
+            hw = f"{p['tp']}x {p['accelerator']}" + (" EP" if p["expert_parallel"] else "") + f" {p['weight_dtype']}"
+            if r["error"]:
+                cells = [f"error: {r['error']}"] + [""] * (len(METRICS) - 1)
+            else:
+                cells = [f"{_fmt(r[m][0], m)} / {_fmt(r[m][1], m)} / {r[m][2]:+.0%}" for m in METRICS]
+            lines.append(f"| {p['model']} | {hw} | {p['task']} | {p['concurrency']} | " + " | ".join(cells) + " |")
+    if excluded:
+        lines += ["", "## Excluded measurements", "",
+                  "Published but not compared, with the reason (see derive_measurements.py):", ""]
+        seen = set()
+        for p in excluded:
+            key = (p["model"], p["accelerator"], p["task"], p["reason"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"- {p['model']} on {p['accelerator']}, {p['task']}: {p['reason']}")
+    lines += ["", f"Source of every measurement: {rows[0]['point']['source'] if rows else ''}.", ""]
+    return "\n".join(lines)
+
+
+SHAPE_CONCURRENCY = (1, 4, 16, 64, 256, 512, 1024)
+
+
+def concurrency_shape(hardware: str = "h100-sxm", model: str = "llama-3.1-8b", prompt: int = 1000,
+                      output: int = 400, max_num_seqs: int = 256) -> list[dict]:
+    """The closed-loop sweep over concurrency that real servers show: throughput rises then
+    saturates at the batch cap, time per token rises with batch, TTFT explodes once calls queue."""
+    from sim.tools.estimate import estimate
+
+    return [estimate(hardware, model, n, prompt, output, max_num_seqs=max_num_seqs) for n in SHAPE_CONCURRENCY]
+
+
+def shape_section(rows: list[dict]) -> list[str]:
+    r0 = rows[0]
+    lines = ["", "## Shape of a concurrency sweep", "",
+             f"{r0['model']} on one {r0['hardware']}, {r0['prompt_tokens']} prompt / {r0['output_tokens']} output "
+             f"tokens, max_num_seqs {r0['max_num_seqs']}, closed loop (`dcsim estimate`):", "",
+             "| concurrency | output tok/s | median ITL | TTFT p50 | GPU power | J / output token |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['concurrency']} | {r['output_tokens_per_s']:,.0f} | {r['itl_p50_s'] * 1000:.1f} ms | "
+                     f"{r['ttft_p50_s']:.3f} s | {r['gpu_power_w']:.0f} W | {r['energy_per_output_token_j']:.3f} |")
+    lines += ["", "Throughput rises and saturates once the batch cap is reached, time per token grows with the "
+              "batch, and beyond the cap the extra clients wait in the queue, so TTFT grows with them.", ""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.tools.validation", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="docs/validation.md")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None, help="simulate only the first N points (a quick look)")
+    ap.add_argument("--max-concurrency", type=int, default=None, help="only points with at most this batch cap")
+    ap.add_argument("--skip-trtllm", action="store_true",
+                    help="leave out the TensorRT-LLM section (python -m sim.tools.validation_trtllm writes only that one)")
+    args = ap.parse_args(argv)
+    points = load_points()
+    if args.max_concurrency:
+        points = [p for p in points if p["concurrency"] <= args.max_concurrency]
+    if args.limit:
+        points = points[: args.limit]
+    t0 = time.perf_counter()
+    rows = errors(points, predict_all(points, workers=args.workers))
+    text = report(rows, load_points(roles=("excluded",)), time.perf_counter() - t0)
+    text += "\n".join(shape_section(concurrency_shape()))
+    from sim.tools import validation_accel  # non-NVIDIA accelerators vs published bounds (its own section)
+
+    t1 = time.perf_counter()
+    text = validation_accel.replace_section(text, validation_accel.section(validation_accel.rows(),
+                                                                          time.perf_counter() - t1))
+    if not args.skip_trtllm:
+        from sim.tools import validation_trtllm  # TensorRT-LLM max-load throughput tables (its own section)
+
+        section, held = validation_trtllm.report_lines(args.workers)
+        text = validation_trtllm.replace_section(text, section)
+        print("trtllm holdout", f"mean {held['mean']:.1%} worst {held['worst']:.1%} (n={held['n']})")
+    Path(args.out).write_text(text)
+    for role in ("holdout", "fit"):
+        s = summarize([r for r in rows if r["point"]["role"] == role])
+        print(role, {k: f"mean {v['mean']:.1%} worst {v['worst']:.1%} (n={v['n']})" for k, v in s.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
