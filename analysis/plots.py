@@ -21,7 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis import metrics as M  # noqa: E402
 from analysis import summary as read_summary  # noqa: E402
 from analysis.frontier import pareto_front  # noqa: E402
-from sim.sweep import format_value  # noqa: E402
+from sim.output.headline import format_value  # noqa: E402
 
 __all__ = [
     "sweep_rows",

@@ -35,7 +35,7 @@ pre { background: #f7f7f7; padding: 0.5em; font-size: 11px; }
 
 
 def _summary_metrics(cols: set[str]) -> list[str]:
-    from sim.sweep import HEADLINE_METRICS, JOB_METRICS, SESSION_METRICS
+    from sim.output.headline import HEADLINE_METRICS, JOB_METRICS, SESSION_METRICS
 
     keys = list(HEADLINE_METRICS) + ["output_tokens_per_s", "avg_device_power_w"]
     if "jobs_created" in cols:

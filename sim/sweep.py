@@ -25,9 +25,7 @@ included) after deleting whatever they had partly written.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -47,52 +45,11 @@ __all__ = [
     "SweepResult",
     "run_sweep",
     "run_points",
-    "add_sweep_arguments",
-    "cmd_sweep",
-    "main",
 ]
 
 PointFn = Callable[[Any, str, str], dict]
 SWEEP_META = "sweep.json"
 NOT_SWEPT_COLUMNS = ("point_id", "run", "seed", "status", "error", "node_id", "wall_s")
-# Summary columns shown in the printed table when the point function returns them.
-HEADLINE_METRICS = (
-    "completed_per_s",
-    "ttft_p50_s",
-    "ttft_p99_s",
-    "tpot_p50_s",
-    "e2e_p99_s",
-    "utilization",
-    "energy_per_output_token_j",
-    "usd_per_million_output_tokens",
-    "prompt_cached_share",
-)
-
-# ... and those shown for sweeps of test-time-compute jobs.
-JOB_METRICS = (
-    "accuracy",
-    "expected_accuracy",
-    "usd_per_1k_jobs_attributed",
-    "usd_per_1k_jobs",
-    "job_latency_p50_s",
-    "job_latency_p90_s",
-    "job_output_tokens_mean",
-    "utilization",
-)
-
-# ... and for sweeps of agent sessions.
-SESSION_METRICS = (
-    "session_e2e_p50_s",
-    "session_e2e_p90_s",
-    "turn_ttft_p50_s",
-    "turn_ttft_p90_s",
-    "session_kv_device_gib_s_mean",
-    "session_recomputed_tokens_mean",
-    "session_energy_j_mean",
-    "utilization",
-)
-
-
 @dataclass
 class SweepResult:
     """What a sweep did. ``records`` holds one record per point, in expansion order."""
@@ -291,78 +248,6 @@ def _summary_table(points: list[Point], records: list[dict]) -> pa.Table:
     return pa.table(cols)
 
 
-def format_value(v: Any) -> str:
-    """A swept value or metric as a short label (a mapping with a ``kind`` as ``kind k=v ...``)."""
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
-    if isinstance(v, str) and v.startswith("{"):
-        return _fmt_kind(v)
-    return str(v)
-
-
-def _fmt_kind(text: str) -> str:
-    """A swept mapping with a ``kind`` (a strategy, a router) as ``kind k=v ...`` of its scalars."""
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return text
-    if not isinstance(obj, dict) or "kind" not in obj:
-        return text
-    parts = [str(obj["kind"])]
-    parts += [f"{k}={format_value(v)}" for k, v in obj.items() if k != "kind" and isinstance(v, (int, float, str, bool))]
-    return " ".join(parts)
-
-
-def _short_labels(paths: list[str]) -> dict[str, str]:
-    """Display label of each swept path: its last key, or the full path where that clashes."""
-    last = {p: p.rsplit(".", 1)[-1] for p in paths}
-    counts = {v: list(last.values()).count(v) for v in last.values()}
-    return {p: (last[p] if counts[last[p]] == 1 else p) for p in paths}
-
-
-def print_summary(result: SweepResult, console=None, max_rows: int = 40, max_metrics: int = 9) -> None:
-    """Print one table: a row per point with its parameters, status and headline metrics."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    if console is None:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)
-    pts = result.points_table.to_pylist()
-    summ = {row["point_id"]: row for row in result.summary_table.to_pylist()}
-    swept = [c for c in result.points_table.column_names if c not in NOT_SWEPT_COLUMNS]
-    columns = [c for c in result.summary_table.column_names if c != "point_id"]
-    chosen = JOB_METRICS if "accuracy" in columns else (SESSION_METRICS if "sessions_created" in columns else HEADLINE_METRICS)
-    metrics = [m for m in chosen if m in columns]
-    if not metrics:
-        numeric = [f.name for f in result.summary_table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
-        metrics = [c for c in columns if c in numeric and c not in ("seed", "run")]
-    metrics = metrics[:max_metrics]
-    labels = _short_labels(swept)
-    table = Table(title=f"sweep: {len(pts)} points, {result.n_failed} failed -> {result.out}")
-    table.add_column("point_id", no_wrap=True)
-    for c in swept:
-        table.add_column(labels[c], justify="right", no_wrap=True)
-    table.add_column("run", justify="right")
-    table.add_column("status")
-    for m in metrics:
-        table.add_column(m, justify="right")
-    for row in pts[:max_rows]:
-        s = summ.get(row["point_id"], {})
-        status = Text(row["status"], style=None if row["status"] == "ok" else "red")
-        table.add_row(row["point_id"], *(format_value(row[c]) for c in swept), format_value(row["run"]), status, *(format_value(s.get(m)) for m in metrics))
-    console.print(table)
-    if len(pts) > max_rows:
-        console.print(f"... {len(pts) - max_rows} more rows in points.parquet / summary.parquet")
-    for row in pts:
-        if row["status"] != "ok":
-            console.print(Text.assemble((row["point_id"], "red"), f": {row['error']}"))
-
-
 # --------------------------------------------------------------------------- driver
 def _check_out(fs, base: str, meta: dict, resume: bool, shown: str) -> None:
     meta_path = storage.join(base, SWEEP_META)
@@ -516,75 +401,3 @@ def run_sweep(scenario: str | Path | dict, out: str, *, source: str | None = Non
     return run_points(points, out, swept=[p for p in spec.swept_paths() if p != "run"], source=source, meta=meta, **options)
 
 
-# --------------------------------------------------------------------------- CLI
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of ``dcsim sweep`` to ``parser`` (and set ``func=cmd_sweep``)."""
-    parser.add_argument("scenario", help="scenario YAML with a sweep: section")
-    parser.add_argument("--out", required=True, help="output folder or object-store URI (s3://bucket/prefix)")
-    parser.add_argument("--executor", choices=["ray", "serial"], default="ray", help="ray (default) or serial (in this process)")
-    parser.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
-    parser.add_argument("--max-in-flight", type=int, default=None, help="tasks submitted at once (default: 2 x cluster CPUs)")
-    parser.add_argument("--max-retries", type=int, default=3, help="retries of a point whose worker died (default 3)")
-    parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep: run only points without a commit marker")
-    parser.add_argument("--dry-run", action="store_true", help="list the points and exit")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=cmd_sweep)
-    return parser
-
-
-def cmd_sweep(args: argparse.Namespace, *, point_fn: PointFn | None = None) -> int:
-    """``dcsim sweep``: 0 if every point is ok, 1 if some failed, 2 on bad input."""
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)
-    try:
-        if args.max_in_flight is not None and args.max_in_flight < 1:
-            raise ScenarioError("", "--max-in-flight", "must be >= 1")
-        if args.max_retries < 0:
-            raise ScenarioError("", "--max-retries", "must be >= 0")
-        if args.dry_run:
-            from sim.config.scenario import load_raw
-
-            points = expand(load_raw(args.scenario), args.scenario)
-            for p in points:
-                console.print(p.point_id, json.dumps(p.params, sort_keys=False), highlight=False)
-            console.print(f"{len(points)} points", highlight=False)
-            return 0
-        result = run_sweep(
-            args.scenario,
-            args.out,
-            executor=args.executor,
-            address=args.address,
-            num_cpus=args.num_cpus,
-            resume=args.resume,
-            max_in_flight=args.max_in_flight,
-            max_retries=args.max_retries,
-            progress=not args.no_progress,
-            point_fn=point_fn,
-        )
-    except ScenarioError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished points are committed; rerun with --resume to run the rest", file=sys.stderr)
-        return 130
-    print_summary(result, console)
-    console.print(
-        f"{len(result.ran)} run, {len(result.points) - len(result.ran)} already done, {result.n_failed} failed "
-        f"in {result.wall_s:.1f} s; tables in {result.out}",
-        highlight=False,
-    )
-    return 1 if result.n_failed else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m sim.sweep SCENARIO --out DIR``)."""
-    parser = add_sweep_arguments(argparse.ArgumentParser(prog="dcsim sweep", description=__doc__.splitlines()[0]))
-    return cmd_sweep(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

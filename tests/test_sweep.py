@@ -25,7 +25,9 @@ import pytest
 import yaml
 
 from sim.output import storage
-from sim.sweep import add_sweep_arguments, cmd_sweep, run_sweep
+from sim.cli.commands import cmd_sweep
+from sim.cli.main import add_sweep_arguments
+from sim.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -105,7 +105,7 @@ def test_time_compute() -> nbformat.NotebookNode:
         new_markdown_cell("## The frontier per accelerator"),
         new_code_cell('from analysis.frontier import frontier\n'
                       'front = frontier(OUT, group_by="datacenter.pools.reasoner.accelerator")\n'
-                      'from sim.sweep import format_value\n'
+                      'from sim.output.headline import format_value\n'
                       'show([{**r, "strategy": format_value(r["workload.classes.math.job.strategy"])} for r in front], '
                       '["datacenter.pools.reasoner.accelerator", "strategy", "usd_per_1k_jobs", "accuracy", '
                       '"job_latency_p90_s", "on_frontier"])'),
@@ -135,7 +135,7 @@ def agent_kv() -> nbformat.NotebookNode:
         new_code_cell(SETUP.format(scenario="agents_kv.yaml", shorten=shorten)),
         new_code_cell(IMPORTS),
         new_markdown_cell("## Per policy and load"),
-        new_code_cell('from sim.sweep import format_value\n'
+        new_code_cell('from sim.output.headline import format_value\n'
                       'rows = P.sweep_rows(OUT)\n'
                       'show([{**r, "kv": format_value(r["workload.classes.agents.session.kv"])} for r in rows], '
                       '["workload.classes.agents.arrival.concurrency", "kv", "turn_ttft_p50_s", "turn_ttft_p90_s", '

@@ -494,23 +494,6 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
     return perf, power, notes
 
 
-def add_arguments(ap) -> None:
-    ap.add_argument("--accelerator", required=True, help="accelerator card name, e.g. h100-sxm")
-    ap.add_argument("--profiles", nargs="*", default=None,
-                    help="per-operator tables (vidur layout); default hardware/profiles/vidur/<prefix>_*.csv")
-    ap.add_argument("--network", default=None, help="NCCL all-reduce table (vidur layout)")
-    ap.add_argument("--measurements", default=None, help="serving measurements CSV (default the shipped one)")
-    ap.add_argument("--kernels-from", default=None,
-                    help="take what this accelerator has no measurements for from another accelerator's card")
-    ap.add_argument("--out", default=None, help="calibration card to write (default hardware/calibration/<acc>.yaml)")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--max-concurrency", type=int, default=512,
-                    help="fit only on measured points with at most this batch cap (simulation time)")
-    ap.add_argument("--engine", choices=("vllm", "trtllm"), default="vllm",
-                    help="trtllm: fit the TensorRT-LLM engine profile's overheads for the accelerator "
-                         "(hardware/calibration/trtllm.yaml) to its 'fit' rows of trtllm_throughput.csv")
-
-
 def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
     """Shipped per-operator and all-reduce tables for an accelerator, if any."""
     prof = catalog.hardware_dir() / "profiles" / "vidur"
@@ -518,35 +501,3 @@ def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
     tables = sorted(p for p in prof.glob(f"{prefix}_*.csv") if "all_reduce" not in p.name)
     net = prof / f"{prefix}_all_reduce.csv"
     return tables, (net if net.is_file() else None)
-
-
-def cmd_calibrate(args) -> int:
-    from sim.tools.validation import measurements_path
-
-    if getattr(args, "engine", "vllm") == "trtllm":
-        from sim.tools import validation_trtllm
-
-        f = validation_trtllm.fit_profile(args.accelerator, args.workers)
-        print(f"wrote {validation_trtllm.write_profile(args.accelerator, f)}: "
-              + ", ".join(f"{k} {f[k]:.4g}" for k in validation_trtllm.PROFILE_KEYS)
-              + f" (fit mean |error| {f['mean_abs_error']:.1%}, worst {f['worst_abs_error']:.1%})")
-        return 0
-    if catalog.accelerator(args.accelerator, "dcsim calibrate", "--accelerator").architecture == "sram_pipeline":
-        # no kernel tables or serving measurements: the per-layer latency from published speeds
-        perf, notes, data = calibrate_sram(args.accelerator)
-        out = Path(args.out) if args.out else catalog.hardware_dir() / "calibration" / f"{args.accelerator}.yaml"
-        write_calibration(out, args.accelerator, perf, {}, notes, data)
-        catalog.calibration.cache_clear()
-        print(f"wrote {out}")
-        return 0
-    tables, net = default_tables(args.accelerator)
-    profiles = [Path(p) for p in args.profiles] if args.profiles is not None else tables
-    network = Path(args.network) if args.network else net
-    measurements = Path(args.measurements) if args.measurements else measurements_path()
-    perf, power, notes = calibrate(args.accelerator, profiles, network, measurements, args.kernels_from, args.workers,
-                                   max_concurrency=args.max_concurrency)
-    out = Path(args.out) if args.out else catalog.hardware_dir() / "calibration" / f"{args.accelerator}.yaml"
-    write_calibration(out, args.accelerator, perf, power, notes)
-    catalog.calibration.cache_clear()
-    print(f"wrote {out}")
-    return 0

@@ -1,0 +1,172 @@
+"""What the command line prints: two-column metric tables, a run's summary, its economics and
+strategy tables, a sweep's table of points. Reads summaries and tables; simulates nothing."""
+
+from __future__ import annotations
+
+from sim.output.headline import (ECON_HEADLINE, HEADLINE, HEADLINE_METRICS, JOB_HEADLINE, JOB_METRICS, P50_90_99,
+                                 SESSION_HEADLINE, SESSION_METRICS, format_value, short_labels)
+
+ROWS = [  # (label, key, format)
+    ("output tokens/s", "output_tokens_per_s", "{:,.0f}"),
+    ("requests/s", "requests_per_s", "{:.2f}"),
+    ("TTFT p50 / p90 (s)", ("ttft_p50_s", "ttft_p90_s"), "{:.4f}"),
+    ("inter-token latency p50 / p90 (s)", ("itl_p50_s", "itl_p90_s"), "{:.4f}"),
+    ("time per output token p50 (s)", "tpot_p50_s", "{:.4f}"),
+    ("end-to-end p50 / p90 (s)", ("e2e_p50_s", "e2e_p90_s"), "{:.3f}"),
+    ("mean running batch", "mean_batch_seqs", "{:.1f}"),
+    ("GPU power, all devices (W)", "gpu_power_w", "{:,.0f}"),
+    ("GPU energy per output token (J)", "energy_per_output_token_j", "{:.3f}"),
+    ("weights per device (GiB)", "weight_gib", "{:.1f}"),
+    ("KV pool (blocks)", "kv_blocks", "{:,}"),
+    ("KV pool per device (GiB)", "kv_gib", "{:.1f}"),
+    ("preemptions", "preemptions", "{:.0f}"),
+]
+BURST_ROWS = [  # a burst (sim/tools/burst.py) has no arrival rate; latency quantiles are over every call
+    ("output tokens/s (steady state)", "output_tokens_per_s", "{:,.0f}"),
+    ("TTFT p50 / p90 (s)", ("ttft_p50_s", "ttft_p90_s"), "{:.3f}"),
+    ("inter-token latency p50 / p90 (s)", ("itl_p50_s", "itl_p90_s"), "{:.4f}"),
+    ("end-to-end p50 / p90 (s)", ("e2e_p50_s", "e2e_p90_s"), "{:.1f}"),
+] + [row for row in ROWS if row[1] in ("mean_batch_seqs", "gpu_power_w", "energy_per_output_token_j", "weight_gib",
+                                       "kv_blocks", "kv_gib", "preemptions")]
+
+
+def print_metrics(title: str, rows: list, values: dict, footer: str) -> None:
+    """A two-column rich table of ``values`` picked and formatted by ``rows``, then ``footer``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for label, keys, fmt in rows:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        t.add_row(label, " / ".join(fmt.format(values[k]) for k in keys))
+    console = Console()
+    console.print(t)
+    console.print(footer)
+
+
+
+def video_rows(s: dict) -> list:
+    """Summary rows of each image / video class of a run (keys ``video_<class>_...``)."""
+    rows = [("videos measured / finished (all)", ("videos_measured", "videos_finished"), "{:.0f}")]
+    for cls in sorted(k[len("video_"):-len("_per_s")] for k in s if k.startswith("video_") and k.endswith("_per_s")):
+        p = f"video_{cls}_"
+        rows += [(f"{cls}: latency p50 / p90 / p99 (s)", tuple(f"{p}latency_{q}_s" for q in P50_90_99), "{:.2f}"),
+                 (f"{cls}: batch / energy (kJ) / $ per request", (p + "batch_mean", p + "energy_kj_mean", p + "cost_usd_mean"),
+                  "{:.3f}")]
+        s[p + "energy_kj_mean"] = s[p + "energy_j_mean"] / 1000
+    return rows
+
+
+def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
+    s = dict(s)  # derived display values are added to a copy
+    rows = HEADLINE
+    if "jobs_created" in s:
+        s = {**s, "energy_per_correct_kj": s["energy_per_correct_j"] / 1000}
+        rows = rows + JOB_HEADLINE
+    if "sessions_created" in s:
+        s = {**s, "session_energy_kj_mean": s["session_energy_j_mean"] / 1000}
+        rows = rows + SESSION_HEADLINE
+    if "videos_created" in s:
+        rows = rows + video_rows(s)
+    if "calls_prefilled" in s:
+        rows = rows + [("KV transfer to decode mean / p99 (s)", ("kv_transfer_mean_s", "kv_transfer_p99_s"), "{:.4f}")]
+    if s.get("replicas_on_mean", s.get("replicas")) != s.get("replicas"):
+        rows = rows + [("replicas installed / on (mean)", ("replicas", "replicas_on_mean"), "{:.2f}")]
+    if "capex_usd_per_hour" in s:
+        rows = rows + ECON_HEADLINE
+    print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", rows, s,
+                  f"simulated {s['sim_end_s']:.0f} s ({s['calls_created']} calls) in {wall:.2f} s wall; tables in {out}")
+    if "jobs_created" in s:
+        print_strategies(out, s["point_id"], s["warmup_s"], s["duration_s"])
+    if "revenue_usd" in s:
+        print_economics(out, s["point_id"])
+
+
+
+def print_economics(out: str, point_id: str) -> None:
+    """Revenue, cost and margin per class and effort tier (the economics table of a run)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim.output import storage
+
+    import pyarrow.dataset as ds
+
+    rows = storage.read_table(out, "economics", filter=ds.field("point_id") == point_id).to_pylist()
+    t = Table(title="economics by class and tier (idle capacity shared by tokens run)")
+    for col in ("class", "tier", "units", "revenue $", "cost $", "of which idle $", "margin $", "$/unit", "$/M out"):
+        t.add_column(col, justify="left" if col in ("class", "tier") else "right")
+    for r in rows:
+        t.add_row(r["class"], r["tier"], str(r["units"]), f"{r['revenue_usd']:.4f}", f"{r['cost_usd']:.4f}",
+                  f"{r['idle_cost_usd']:.4f}", f"{r['margin_usd']:.4f}", f"{r['cost_per_unit_usd']:.5f}",
+                  f"{r['cost_per_million_output_tokens_usd']:.3f}")
+    Console(width=120).print(t)
+
+
+def print_strategies(out: str, point_id: str, t0: float, t1: float) -> None:
+    """Per-strategy table of a run's jobs (adaptive runs mix several)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim.output import storage
+    from sim.output.summary import jobs_by_strategy
+
+    import pyarrow.dataset as ds
+
+    jobs = storage.read_table(out, "jobs", filter=ds.field("point_id") == point_id)
+    rows = jobs_by_strategy(jobs, t0, t1)
+    t = Table(title="jobs by strategy (attributed cost)")
+    for col in ("strategy", "width", "jobs", "accuracy", "expected", "$/1k jobs", "$/right", "p50 s", "p90 s"):
+        t.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in rows:
+        t.add_row(r["strategy"], str(r["width"]), str(r["jobs"]), f"{r['accuracy']:.1%}", f"{r['expected_accuracy']:.1%}",
+                  f"{r['usd_per_1k_jobs']:.3f}", f"{r['usd_per_correct']:.5f}", f"{r['latency_p50_s']:.1f}",
+                  f"{r['latency_p90_s']:.1f}")
+    Console(width=120).print(t)
+
+
+
+def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: int = 9) -> None:
+    """Print one table: a row per point with its parameters, status and headline metrics."""
+    import pyarrow as pa
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from sim.sweep import NOT_SWEPT_COLUMNS
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+    pts = result.points_table.to_pylist()
+    summ = {row["point_id"]: row for row in result.summary_table.to_pylist()}
+    swept = [c for c in result.points_table.column_names if c not in NOT_SWEPT_COLUMNS]
+    columns = [c for c in result.summary_table.column_names if c != "point_id"]
+    chosen = JOB_METRICS if "accuracy" in columns else (SESSION_METRICS if "sessions_created" in columns else HEADLINE_METRICS)
+    metrics = [m for m in chosen if m in columns]
+    if not metrics:
+        numeric = [f.name for f in result.summary_table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
+        metrics = [c for c in columns if c in numeric and c not in ("seed", "run")]
+    metrics = metrics[:max_metrics]
+    labels = short_labels(swept)
+    table = Table(title=f"sweep: {len(pts)} points, {result.n_failed} failed -> {result.out}")
+    table.add_column("point_id", no_wrap=True)
+    for c in swept:
+        table.add_column(labels[c], justify="right", no_wrap=True)
+    table.add_column("run", justify="right")
+    table.add_column("status")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for row in pts[:max_rows]:
+        s = summ.get(row["point_id"], {})
+        status = Text(row["status"], style=None if row["status"] == "ok" else "red")
+        table.add_row(row["point_id"], *(format_value(row[c]) for c in swept), format_value(row["run"]), status, *(format_value(s.get(m)) for m in metrics))
+    console.print(table)
+    if len(pts) > max_rows:
+        console.print(f"... {len(pts) - max_rows} more rows in points.parquet / summary.parquet")
+    for row in pts:
+        if row["status"] != "ok":
+            console.print(Text.assemble((row["point_id"], "red"), f": {row['error']}"))

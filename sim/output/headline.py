@@ -1,0 +1,124 @@
+"""Headline metrics: which summary columns a run's table and a sweep's table show first, and
+how a value is written. One place for both views, read by the CLI, the report and notebooks."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+P50_90_99 = ("p50", "p90", "p99")
+HEADLINE = [  # (label, key or keys shown " / "-joined, format)
+    ("calls measured", "calls_measured", "{:.0f}"),
+    ("calls finished (all)", "calls_finished", "{:.0f}"),
+    ("completed calls/s", "completed_per_s", "{:.2f}"),
+    ("output tokens/s", "output_tokens_per_s", "{:,.0f}"),
+    ("TTFT p50 / p90 / p99 (s)", tuple(f"ttft_{q}_s" for q in P50_90_99), "{:.4f}"),
+    ("time per output token p50 / p90 / p99 (s)", tuple(f"tpot_{q}_s" for q in P50_90_99), "{:.4f}"),
+    ("end-to-end p50 / p90 / p99 (s)", tuple(f"e2e_{q}_s" for q in P50_90_99), "{:.4f}"),
+    ("queue wait mean (s)", "wait_mean_s", "{:.4f}"),
+    ("utilization (busy fraction)", "utilization", "{:.1%}"),
+    ("mean running batch", "mean_batch_seqs", "{:.1f}"),
+    ("avg power per device (W)", "avg_device_power_w", "{:.0f}"),
+    ("energy per output token (J, facility)", "energy_per_output_token_j", "{:.3f}"),
+    ("$ per million output tokens", "usd_per_million_output_tokens", "{:.3f}"),
+    ("cost of the window ($)", "cost_usd", "{:.4f}"),
+]
+
+
+JOB_HEADLINE = [
+    ("jobs measured / finished (all)", ("jobs_measured", "jobs_finished"), "{:.0f}"),
+    ("accuracy (sampled / expected)", ("accuracy", "expected_accuracy"), "{:.1%}"),
+    ("job latency p50 / p90 / p99 (s)", tuple(f"job_latency_{q}_s" for q in P50_90_99), "{:.2f}"),
+    ("$ per 1k jobs / per right answer", ("usd_per_1k_jobs", "usd_per_correct"), "{:.4f}"),
+    ("energy per right answer (kJ, facility)", "energy_per_correct_kj", "{:.2f}"),
+]
+
+
+SESSION_HEADLINE = [
+    ("sessions measured / finished (all)", ("sessions_measured", "sessions_finished"), "{:.0f}"),
+    ("session end-to-end p50 / p90 (s)", ("session_e2e_p50_s", "session_e2e_p90_s"), "{:.1f}"),
+    ("turn TTFT p50 / p90 / p99 (s)", tuple(f"turn_ttft_{q}_s" for q in P50_90_99), "{:.3f}"),
+    ("KV GiB-s per session: device / pinned / host", ("session_kv_device_gib_s_mean", "session_kv_pinned_gib_s_mean",
+                                                      "session_kv_host_gib_s_mean"), "{:,.0f}"),
+    ("prompt tokens from cache / recomputed per session", ("session_cached_share", "session_recomputed_tokens_mean"),
+     "{:,.2f}"),
+    ("energy (kJ) / cost ($) per session", ("session_energy_kj_mean", "session_cost_usd_mean"), "{:.3f}"),
+]
+
+
+ECON_HEADLINE = [  # datacenter.economics (sim/models/economics.py)
+    ("$ per hour: capex / facility / energy", ("capex_usd_per_hour", "facility_usd_per_hour", "energy_usd_per_hour"),
+     "{:.3f}"),
+    ("revenue / margin of the window ($)", ("revenue_usd", "margin_usd"), "{:.4f}"),
+]
+
+
+# Summary columns shown in the printed table when the point function returns them.
+HEADLINE_METRICS = (
+    "completed_per_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "e2e_p99_s",
+    "utilization",
+    "energy_per_output_token_j",
+    "usd_per_million_output_tokens",
+    "prompt_cached_share",
+)
+
+# ... and those shown for sweeps of test-time-compute jobs.
+JOB_METRICS = (
+    "accuracy",
+    "expected_accuracy",
+    "usd_per_1k_jobs_attributed",
+    "usd_per_1k_jobs",
+    "job_latency_p50_s",
+    "job_latency_p90_s",
+    "job_output_tokens_mean",
+    "utilization",
+)
+
+# ... and for sweeps of agent sessions.
+SESSION_METRICS = (
+    "session_e2e_p50_s",
+    "session_e2e_p90_s",
+    "turn_ttft_p50_s",
+    "turn_ttft_p90_s",
+    "session_kv_device_gib_s_mean",
+    "session_recomputed_tokens_mean",
+    "session_energy_j_mean",
+    "utilization",
+)
+
+
+
+def format_value(v: Any) -> str:
+    """A swept value or metric as a short label (a mapping with a ``kind`` as ``kind k=v ...``)."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    if isinstance(v, str) and v.startswith("{"):
+        return _fmt_kind(v)
+    return str(v)
+
+
+def _fmt_kind(text: str) -> str:
+    """A swept mapping with a ``kind`` (a strategy, a router) as ``kind k=v ...`` of its scalars."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(obj, dict) or "kind" not in obj:
+        return text
+    parts = [str(obj["kind"])]
+    parts += [f"{k}={format_value(v)}" for k, v in obj.items() if k != "kind" and isinstance(v, (int, float, str, bool))]
+    return " ".join(parts)
+
+
+def short_labels(paths: list[str]) -> dict[str, str]:
+    """Display label of each swept path: its last key, or the full path where that clashes."""
+    last = {p: p.rsplit(".", 1)[-1] for p in paths}
+    counts = {v: list(last.values()).count(v) for v in last.values()}
+    return {p: (last[p] if counts[last[p]] == 1 else p) for p in paths}
