@@ -134,7 +134,7 @@ def child(spec: str) -> None:
     """Run one configuration in this (fresh) process; print one JSON line of measurements."""
     import simpy.core
 
-    from sim.config.scenario import validate
+    from sim.config import validate
     from sim.run import run_point
 
     cfg = json.loads(spec)

@@ -89,7 +89,7 @@ def main() -> int:
     args = ap.parse_args()
 
     if args.scenario:
-        from sim.config.scenario import load_raw, validate
+        from sim.config import load_raw, validate
         from sim.run import run_point
 
         raw, fn, label = load_raw(args.scenario), run_point, args.scenario

@@ -29,7 +29,7 @@ import yaml
 import sim
 from sim.models import economics
 from sim.output import storage
-from sim.config.scenario import Scenario
+from sim.config import Scenario
 from sim.output.summary import job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
 from sim.config.sweep import point_id_of
 from sim.output.trace import Recorder

@@ -124,7 +124,7 @@ def _default_point_fn() -> PointFn:
 
 
 def _default_make_scenario(source: str) -> Callable[[Point], Any]:
-    from sim.config.scenario import validate
+    from sim.config import validate
 
     base_dir = Path(source).parent if source else Path(".")
 
@@ -383,7 +383,7 @@ def run_sweep(scenario: str | Path | dict, out: str, *, source: str | None = Non
     ``resume``, ``max_in_flight``, ``max_retries``, ``progress``, ...).
     """
     if isinstance(scenario, (str, Path)):
-        from sim.config.scenario import load_raw
+        from sim.config import load_raw
 
         source = source or str(scenario)
         raw = load_raw(scenario)

@@ -117,7 +117,7 @@ def run_tables(raw: dict, tmp_path, name: str, *tables: str):
     its first column, which is its id)."""
     import pyarrow.parquet as pq
 
-    from sim.config.scenario import validate
+    from sim.config import validate
     from sim.run import run_point
 
     out = tmp_path / name

@@ -19,7 +19,7 @@ import yaml
 from sim.hardware import catalog
 
 from sim.tools import validation_accel as V
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.tools.estimate import estimate
 from sim.models.perf import Batch, RooflineModel
@@ -354,7 +354,7 @@ def test_run_without_a_tdp_is_one_line_naming_card_and_tdp_w(tmp_path, acc):
 @pytest.mark.parametrize("acc,model,tp", [("cerebras-wse3", "llama-3.1-8b", 1), ("groq-lpu", "llama-3.1-8b", 80),
                                           ("mi300x", "llama-3.1-8b", 1)])
 def test_run_reports_finite_energy(tmp_path, acc, model, tp):
-    from sim.config.scenario import load_scenario
+    from sim.config import load_scenario
     from sim.run import run_point
 
     f = _scenario_file(tmp_path, acc, model, tp)
@@ -367,7 +367,7 @@ def test_run_reports_finite_energy(tmp_path, acc, model, tp):
 def test_a_pool_can_supply_the_missing_tdp(tmp_path):
     """power.tdp_w stands in for a card without a public TDP: the run reports finite energy
     that grows with the figure given."""
-    from sim.config.scenario import load_scenario
+    from sim.config import load_scenario
     from sim.run import run_point
 
     f = _scenario_file(tmp_path, "tpu-v5e", "llama-3.1-8b", 2)
@@ -376,7 +376,7 @@ def test_a_pool_can_supply_the_missing_tdp(tmp_path):
         sc = load_scenario(str(f))
         raw = sc.model_dump(mode="json")
         raw["datacenter"]["pools"][0]["power"] = {"tdp_w": tdp}
-        from sim.config.scenario import validate
+        from sim.config import validate
 
         s = run_point(validate(raw), str(tmp_path / f"out{tdp:g}"))
         assert math.isfinite(s["device_energy_j"]) and s["device_energy_j"] > 0

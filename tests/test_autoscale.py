@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from scenarios import run_tables, same_calls
-from sim.config import scenario as C
+from sim import config as C
 from sim.cluster.autoscale import boot_seconds
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.rng import stream
 from sim.workloads.arrivals import RateSchedule

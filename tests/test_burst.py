@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sim.tools.burst import burst, steady_window
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.tools.estimate import MemoryRecorder, estimate
 from sim.cluster.world import build

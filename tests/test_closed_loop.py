@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from scenarios import llm_scenario, same_calls, single_server
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.tools.estimate import MemoryRecorder
 from sim.cluster.world import build

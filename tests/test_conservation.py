@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scenarios import llm_scenario
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.run import run_point
 from sim.cluster.world import build
 

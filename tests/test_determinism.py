@@ -3,7 +3,7 @@
 import pyarrow.parquet as pq
 
 from scenarios import llm_scenario
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.run import run_point
 
 

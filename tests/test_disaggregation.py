@@ -7,7 +7,7 @@ import pytest
 
 from scenarios import run_tables, same_calls
 from sim.hardware import catalog
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 
 

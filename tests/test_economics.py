@@ -19,7 +19,7 @@ import yaml
 
 from scenarios import llm_scenario
 from sim.models import economics
-from sim.config.scenario import load_raw, validate
+from sim.config import load_raw, validate
 from sim.errors import ScenarioError
 from sim.run import run_point
 from sim.cluster.world import build

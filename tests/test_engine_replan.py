@@ -13,7 +13,7 @@ import pytest
 
 import sim.cluster.world
 from scenarios import llm_scenario, same_calls
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.engine.replica import Replica
 from sim.tools.estimate import MemoryRecorder
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from scenarios import llm_scenario, same_calls
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.engine.replica import DecodePrices
 from sim.tools.estimate import MemoryRecorder
 from sim.cluster.faults import Slowed

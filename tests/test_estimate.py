@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.tools.estimate import estimate
 from sim.models.perf import Batch

@@ -11,7 +11,7 @@ from scipy import stats
 
 from scenarios import run_tables, same_calls
 from sim.models import quality as Q
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 
 SHORT = [{"name": "only", "accuracy": 0.6, "truncated_accuracy": 0.2,

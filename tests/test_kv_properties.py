@@ -173,7 +173,7 @@ def test_unchained_trace_ids_replay_to_the_end(tmp_path):
     trace: every call is served and the KV pool ends empty."""
     import json
 
-    from sim.config.scenario import validate
+    from sim.config import validate
     from sim.tools.estimate import MemoryRecorder
     from sim.cluster.world import build
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sim.hardware import catalog
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.tools.estimate import estimate
 from sim.models.perf import Batch, RooflineModel, expected_max_load

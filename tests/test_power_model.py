@@ -8,7 +8,7 @@ import pytest
 from scenarios import llm_scenario, same_calls
 from sim.hardware import catalog
 from sim.tools.calibrate import GemmObservations, fit_allreduce, fit_gemm, gemm_time
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.tools.estimate import MemoryRecorder, estimate
 from sim.models.perf import DEFAULT_EFFICIENCY, IterationCost

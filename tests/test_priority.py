@@ -6,7 +6,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scenarios import same_calls
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.run import run_point
 
 

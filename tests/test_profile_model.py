@@ -11,7 +11,7 @@ import pytest
 
 from scenarios import llm_scenario
 from sim.hardware import catalog
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.models.perf import ACT_BYTES, Batch, RooflineModel
 from sim.models.profile import ProfileModel

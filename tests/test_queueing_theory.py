@@ -18,7 +18,7 @@ import pytest
 from scipy_free_t import t_quantile
 
 from scenarios import single_server
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.run import run_point
 
 ITER_S = 0.001

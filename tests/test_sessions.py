@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from scenarios import run_tables
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.workloads.sessions import SESSION_CHUNK_BLOCKS
 from sim.cluster.world import build

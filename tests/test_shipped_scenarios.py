@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.config.scenario import load_scenario
+from sim.config import load_scenario
 from sim.run import run_point
 from sim.cluster.world import resolve_pool
 
@@ -30,7 +30,7 @@ def test_trace_replay_scenario_runs(tmp_path):
 
 
 def test_test_time_compute_sweep_points_validate_and_adaptive_runs(tmp_path):
-    from sim.config.scenario import load_raw, validate
+    from sim.config import load_raw, validate
     from sim.config.sweep import expand
 
     path = Path(__file__).parent.parent / "scenarios" / "test_time_compute.yaml"

@@ -8,7 +8,7 @@ import pytest
 
 from scenarios import llm_scenario, same_calls
 from sim.hardware import catalog
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.models.perf import FixedModel
 from sim.run import run_point

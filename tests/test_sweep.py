@@ -381,7 +381,7 @@ def test_ray_resume_after_driver_kill_completes_exactly_the_missing_points(ray_c
 
 # --------------------------------------------------------------------------- real simulator
 def small_real_scenario() -> dict:
-    from sim.config.scenario import load_raw
+    from sim.config import load_raw
 
     raw = load_raw(REPO / "scenarios" / "quickstart.yaml")
     raw.update(duration_s=30, warmup_s=5)

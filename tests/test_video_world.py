@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.run import run_point
 from sim.cluster.world import build

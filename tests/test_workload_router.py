@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sim.config import scenario as C
+from sim import config as C
 from sim.rng import stream
 from sim.cluster.router import ROUTERS
 from sim.workloads.arrivals import LengthSampler, _gaps, load_trace
@@ -107,7 +107,7 @@ def test_power_of_two_choices_cuts_queueing_like_the_supermarket_model(tmp_path)
     import pyarrow.parquet as pq
 
     from scenarios import single_server
-    from sim.config.scenario import validate
+    from sim.config import validate
     from sim.run import run_point
 
     waits = {}

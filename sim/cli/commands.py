@@ -29,7 +29,7 @@ def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
 
 def _load(path: str, sets: list[str] | None = None, mode: str | None = None):
     """The scenario at ``path`` with ``--set`` overrides, without its sweep section."""
-    from sim.config import scenario as config
+    from sim import config as config
 
     raw = config.load_raw(path)
     raw = _apply_sets(raw, sets or [], path)
@@ -44,7 +44,7 @@ def cmd_validate(args) -> int:
     from sim.config.sweep import expand
 
     for path in args.files:
-        from sim.config import scenario as config
+        from sim import config as config
 
         raw = config.load_raw(path)
         sc = config.validate(raw, path, Path(path).parent)
@@ -144,7 +144,7 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
         if args.max_retries < 0:
             raise ScenarioError("", "--max-retries", "must be >= 0")
         if args.dry_run:
-            from sim.config.scenario import load_raw
+            from sim.config import load_raw
 
             points = expand(load_raw(args.scenario), args.scenario)
             for p in points:

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from sim.config import scenario as C
+from sim import config as C
 from sim.errors import ScenarioError
 from sim.config.base import step_at
 from sim.workloads.arrivals import RateSchedule

@@ -18,7 +18,7 @@ import simpy
 from sim import rng
 
 from sim.hardware import catalog
-from sim.config.scenario import FixedPerf, PrefillFirstBatcher, Scenario
+from sim.config import FixedPerf, PrefillFirstBatcher, Scenario
 from sim.engine.replica import BatcherParams, Call, DecodePrices, Replica
 from sim.errors import ScenarioError
 from sim.workloads.jobs import JobClass, strategy_width

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
+Prob = Annotated[float, Field(ge=0, le=1)]
+Auc = Annotated[float, Field(ge=0.5, lt=1)]
 
 
 class Frozen(BaseModel):
@@ -39,3 +41,20 @@ def step_at(times: Sequence[float], values: Sequence, period: Optional[float], t
         t = np.mod(t, period)
     i = np.searchsorted(np.asarray(times), t, side="right") - 1
     return np.asarray(values)[np.clip(i, 0, len(values) - 1)]
+
+
+class KeyedError(ValueError):
+    """A validation error that knows its key path better than pydantic's location."""
+
+    def __init__(self, key_path: str, message: str):
+        super().__init__(message)
+        self.key_path = key_path
+        self.message = message
+
+
+def check_unique(names: list[str], what: str) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"duplicate {what[:-1]} name '{n}'")
+        seen.add(n)

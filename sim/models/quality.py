@@ -45,6 +45,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import integrate, optimize, special, stats
 
+
+from sim.config.jobs import DEFAULT_LEVEL_NAMES
+
 # --------------------------------------------------------------------------- verifier
 
 
@@ -294,7 +297,7 @@ DEFAULT_PRM_AUC: float = 0.689        # process reward model scoring steps
 DEFAULT_P_FIX: float = 0.179
 DEFAULT_P_BREAK: float = 0.066
 
-_LEVEL_NAMES = ("easy", "medium", "hard")
+_LEVEL_NAMES = DEFAULT_LEVEL_NAMES  # the schema checks adaptive policies against these names
 
 
 def _logit(x):

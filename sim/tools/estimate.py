@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from sim.hardware import catalog
-from sim.config.scenario import validate
+from sim.config import validate
 from sim.errors import ScenarioError
 from sim.models.perf import Batch
 from sim.output.summary import _overlap, latency_metrics, resource_metrics

@@ -127,7 +127,7 @@ def _raw(row: dict, overrides: dict, max_seqs: int, max_tokens: int, drain_s: fl
 
 
 def _kv_tokens(row: dict, overrides: dict, max_seqs: int, max_tokens: int) -> int:
-    from sim.config.scenario import validate
+    from sim.config import validate
     from sim.cluster.world import resolve_pool
 
     spec = resolve_pool(validate(_raw(row, overrides, max_seqs, max_tokens, 1.0), "trtllm-bench", "."), 0, "trtllm-bench")
@@ -138,7 +138,7 @@ def simulate(row: dict, overrides: dict | None = None) -> dict:
     """Simulated ``trtllm-bench throughput`` of one row: throughput, batch cap, token budget, and
     the run's iterations and sequence-iterations (what a change of the per-step and per-sequence
     overheads adds to its duration)."""
-    from sim.config.scenario import validate
+    from sim.config import validate
     from sim.tools.estimate import MemoryRecorder
     from sim.cluster.world import build
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.config import scenario as C
+from sim import config as C
 from sim.errors import ScenarioError
 
 CHUNK = 1024

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.random.bit_generator import ISeedSequence
 
-from sim.config import scenario as C
+from sim import config as C
 from sim.models import quality as Q
 from sim import rng as R
 from sim.errors import ScenarioError

@@ -33,7 +33,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from sim.config import scenario as C
+from sim import config as C
 from sim import rng as R
 from sim.engine.kvcache import Prefix
 from sim.workloads.arrivals import LengthSampler
