@@ -5,7 +5,7 @@ import pytest
 
 from scenarios import llm_scenario, same_calls
 from sim.config import validate
-from sim.engine.replica import DecodePrices
+from sim.engine.prices import DecodePrices
 from sim.tools.estimate import MemoryRecorder
 from sim.cluster.faults import Slowed
 from sim.models.perf import Batch

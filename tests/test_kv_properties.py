@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.hardware import catalog
-from sim.engine.replica import BatcherParams, Call, Replica
+from sim.engine.call import Call
+from sim.engine.replica import Replica
+from sim.engine.scheduler import BatcherParams
 from sim.engine.kvcache import Prefix
 from sim.models.perf import RooflineModel
 from sim.models.power import PowerModel
@@ -71,7 +73,7 @@ def _checked_replica(blocks: int, block_size: int, batcher: BatcherParams, macro
     chunk=st.sampled_from([1, 3]),
 )
 def test_kv_pool_never_overcommitted(blocks, block_size, budget, max_seqs, chunked, macro, calls, caching, chunk):
-    env, r, rec = _checked_replica(blocks, block_size, BatcherParams(budget, max_seqs, chunked), macro, caching)
+    env, r, rec = _checked_replica(blocks, block_size, BatcherParams(budget, max_seqs, "continuous" if chunked else "prefill_first"), macro, caching)
 
     def feed():
         for i, (t, p, o, shared) in enumerate(sorted(calls, key=lambda c: c[0])):
@@ -99,7 +101,7 @@ def test_cached_chunk_behind_a_chunk_being_filled_is_not_reclaimed(macro):
     it, and k2 cached but unused, the oldest reclaimable chunk. It may take k2 only after the
     earlier call has allocated, and that allocation has to reclaim a chunk: not k2, which the
     decision counted as taken (this used to fail with a KeyError on k2)."""
-    env, r, rec = _checked_replica(8, 1, BatcherParams(512, 8, True), macro, True)
+    env, r, rec = _checked_replica(8, 1, BatcherParams(512, 8), macro, True)
     calls = [(0.0, 2, ("k1",)),  # leaves k1 cached
              (10.0, 4, ("z", "y", "k2")),  # leaves k2, y, z cached (k2 least recently used after k1)
              (15.0, 5, ()),  # reclaims k1
@@ -132,7 +134,7 @@ def test_content_keyed_prefixes_keep_the_pool_consistent(blocks, budget, max_seq
     hashes are: a chunk's key names its content and everything before it, so calls share any
     leading run of chunks and diverge after it, arriving together or apart, with chunks
     reclaimed and recomputed under a small pool."""
-    env, r, rec = _checked_replica(blocks, 1, BatcherParams(budget, max_seqs, True), macro, True)
+    env, r, rec = _checked_replica(blocks, 1, BatcherParams(budget, max_seqs), macro, True)
 
     def feed():
         for i, (t, hashes, extra, out) in enumerate(sorted(calls, key=lambda c: c[0])):

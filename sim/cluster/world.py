@@ -18,8 +18,11 @@ import simpy
 from sim import rng
 
 from sim.hardware import catalog
-from sim.config import FixedPerf, PrefillFirstBatcher, Scenario
-from sim.engine.replica import BatcherParams, Call, DecodePrices, Replica
+from sim.config import FixedPerf, Scenario
+from sim.engine.call import Call
+from sim.engine.prices import DecodePrices
+from sim.engine.replica import Replica
+from sim.engine.scheduler import BatcherParams
 from sim.errors import ScenarioError
 from sim.workloads.jobs import JobClass, strategy_width
 from sim.engine.kvcache import Prefix
@@ -278,7 +281,7 @@ class World:
                     self.env, len(self.replicas), spec.name, spec.perf, spec.power, spec.devices_per_replica, spec.kv_blocks,
                     spec.block_size,
                     BatcherParams(pool.batcher.max_num_batched_tokens, pool.batcher.max_num_seqs,
-                                  chunked=not isinstance(pool.batcher, PrefillFirstBatcher),
+                                  kind=pool.batcher.kind,
                                   priority=getattr(pool.batcher, "scheduling_policy", "fcfs") == "priority",
                                   max_waiting=getattr(pool.batcher, "max_waiting", None)),
                     recorder, spec.model.max_context_tokens, max_run, on_end=self._call_ended,

@@ -1,0 +1,315 @@
+"""The state of one replica's engine and how committed iterations change it.
+
+:class:`ReplicaCore` holds the running calls, the waiting queue, the paged KV pool, the clock of
+the last committed iteration boundary and the counters, and applies a committed run: calls gain
+tokens, take and release KV blocks, are preempted, finish and are recorded, and the run's energy
+is shared among the calls it served. It schedules nothing: the SimPy process that decides when
+iterations end is :class:`~sim.engine.replica.Replica`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Optional
+
+import numpy as np
+
+from sim.engine.call import Call
+from sim.engine.kvcache import KvPool, Pin
+from sim.engine.plan import Plan
+from sim.engine.scheduler import BatcherParams, Decision
+
+_sum = np.add.reduce  # ndarray.sum() without its Python wrapper (the same reduction)
+
+
+class ReplicaCore:
+    """Calls, KV pool and accounting of one model instance on ``tp`` devices."""
+
+    def __init__(self, index: int, pool: str, tp: int, kv_blocks: int, block_size: int, batcher: BatcherParams,
+                 recorder, max_context: int, on_end: Optional[Callable[[Call], None]], cuts: tuple[float, ...],
+                 prefix_caching: bool, idle_w: float):
+        self.index = index  # global replica number (trace column)
+        self.index_in_pool = index
+        self.pool = pool
+        self.tp = tp
+        self.total_blocks = kv_blocks
+        self.kv = KvPool(kv_blocks, block_size, prefix_caching)
+        self.block_size = block_size
+        self.batcher = batcher
+        self.recorder = recorder
+        self.max_context = max_context
+        self.on_end = on_end
+        self.cuts = cuts
+        self.spec_step = 0  # decode iterations committed (S): speculative gains follow it
+        self.waiting: deque[Call] = deque()
+        self.running: list[Call] = []
+        self._cancels = 0  # cancelled calls not yet removed
+        self.clock = 0.0  # exact time of the last committed boundary
+        self.busy_s = 0.0
+        self.energy_j = 0.0
+        self.iterations = 0
+        self.runs = 0
+        self.plans = 0  # decisions made (committed, cut or dropped)
+        self.output_tokens = 0
+        self._idle_w = idle_w  # the whole replica's devices, idle
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+
+    def _enqueue(self, call: Call, front: bool = False) -> None:
+        """Queue a call: at the back (``front``: the front, for a preempted call); with priority
+        scheduling, at the back or front of its priority among the waiting calls."""
+        w = self.waiting
+        if not self.batcher.priority:
+            w.appendleft(call) if front else w.append(call)
+            return
+        p = call.priority
+        if front:
+            i = 0
+            while i < len(w) and w[i].priority > p:
+                i += 1
+        else:
+            i = len(w)
+            while i > 0 and w[i - 1].priority < p:
+                i -= 1
+        w.insert(i, call)
+
+    @staticmethod
+    def end_unserved(call: Call, recorder, on_end, t: float, status: str = "failed") -> None:
+        """A call no replica can take (its whole pool is down) fails at once (or ends as
+        ``status`` on its way to one)."""
+        call.status, call.finish_s = status, t
+        recorder.call(call)
+        on_end(call)
+        if call.on_done is not None:
+            call.on_done(call)
+
+    def _purge_cancelled(self) -> None:
+        """Remove cancelled calls (at a decision, i.e. between iterations)."""
+        self._cancels = 0
+        gone = [c for c in self.running if c.cancelled] + [c for c in self.waiting if c.cancelled]
+        if not gone:
+            return
+        self.running = [c for c in self.running if not c.cancelled]
+        self.waiting = deque(c for c in self.waiting if not c.cancelled)
+        for c in gone:
+            self._release(c, final=True)
+            self._end_call(c, "cancelled", self.clock)
+
+    def _advance_idle(self, t: float) -> None:
+        if self._lent_until is not None:
+            return  # the diffusion batch on these devices accounts for them
+        if t > self.clock:
+            e = self._idle_w * (t - self.clock)
+            self._account(self.clock, t, e, busy=False)
+            self.recorder.step(self.pool, self.index, "idle", self.clock, t, 0, 0, 0, 0, 0, 0, self.kv.used(), e)
+            self.clock = t
+
+    def _account(self, start: float, end: float, energy: float, busy: bool) -> None:
+        self.energy_j += energy
+        if busy:
+            self.busy_s += end - start
+
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    def _unpin_waiting(self) -> bool:
+        """Nothing runs and nothing fits because the queued calls' own pinned KV fills the pool:
+        their pins fall back to the prefix cache (reclaimable), as a real engine would have to
+        evict them. Returns whether there was any."""
+        pinned = [c for c in self.waiting if c.pin is not None]
+        for c in pinned:
+            self.kv.release_pin(c.pin)
+            c.pin = None
+            self.recorder.event(self.clock, "unpinned", self.pool, self.index, c.call_id, "pool full of pinned KV")
+        return bool(pinned)
+
+    def _commit(self, plan: Plan, m: int) -> None:
+        """Apply the first ``m`` iterations of ``plan`` (m = 0 applies nothing)."""
+        if m == 0:
+            return
+        start, end = self.clock, float(plan.bounds[m])
+        used_before = self.kv.used()
+        waiting_before = len(self.waiting)
+        d = plan.decision
+        seqs = len(d.work) + len(d.admit)
+        energy_m = float(_sum(plan.energy_j[:m])) if m > 1 else float(plan.energy_j[0])  # (the same value)
+        cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
+        if plan.steady:
+            self._commit_decode(m if plan.gains is None else int(plan.gains[m]), end, cost)
+            kind = "decode"
+        else:
+            self._commit_single(d, start, end, cost)
+            kind = "prefill" if plan.decode_tokens == 0 else ("decode" if plan.prefill_tokens == 0 else "mixed")
+        self.clock = end
+        self.iterations += m
+        self.runs += 1
+        if plan.decode_tokens:
+            self.spec_step += m
+        first = float(plan.bounds[0])
+        for a, b in self._segments(plan.bounds, m, first, end):
+            if a == 0 and b == m:  # (the usual single row)
+                energy, t_a, t_b = energy_m, first, end
+            else:
+                energy = float(_sum(plan.energy_j[a:b]))
+                t_a, t_b = float(plan.bounds[a]), float(plan.bounds[b])
+            self._account(t_a, t_b, energy, busy=True)
+            n = b - a
+            out = plan.sampled * n if plan.gained is None else int(plan.gained[a:b].sum())
+            self.recorder.step(self.pool, self.index, kind, t_a, t_b, n, seqs, plan.prefill_tokens * n,
+                               plan.decode_tokens * n, out, waiting_before, used_before, energy)
+
+    def _segments(self, bounds: np.ndarray, m: int, first: float, last: float) -> list[tuple[int, int]]:
+        """Split iterations [0, m) (from ``first`` = bounds[0] to ``last`` = bounds[m]) into step
+        rows so that the iteration containing a report cut (warm-up end, arrivals end) is a row
+        of its own: window metrics then prorate exactly one iteration, as they would in the
+        per-iteration mode."""
+        edges = [0]
+        for cut in self.cuts:
+            if first < cut < last:
+                e = int(np.searchsorted(bounds[1: m + 1], cut, side="left"))  # iteration containing cut
+                edges += [e, e + 1]
+        if len(edges) == 1:
+            return [(0, m)]
+        edges.append(m)
+        edges = sorted(set(edges))
+        return list(zip(edges[:-1], edges[1:]))
+
+    def _commit_decode(self, grow: int, end: float, cost: tuple[float, float]) -> None:
+        """Every running call gains ``grow`` tokens (the iterations' total), capped at its output,
+        and an equal share of the iterations' energy and device time."""
+        bs = self.block_size
+        still, done = [], []
+        out = alloc = 0
+        share_j, share_s = cost[0] / len(self.running), cost[1] / len(self.running)
+        for c in self.running:
+            c.energy_j += share_j
+            c.device_s += share_s
+            left = c.output_tokens - c.generated
+            g = grow if grow <= left else left
+            out += g
+            computed = c.computed = c.computed + g
+            c.generated += g
+            blocks = -(-computed // bs)
+            alloc += blocks - c.blocks
+            c.blocks = blocks
+            (done if g == left else still).append(c)
+        # one allocation for all: every call only grows, so the LRU reclaims the same chunks as
+        # allocating call by call
+        if alloc:
+            self.kv.take(alloc)
+        self.output_tokens += out
+        self.running = still
+        # every call's growth first, as in the per-iteration mode, where finishing calls leave
+        # after the last iteration's allocations (the cache reclaims the same chunks)
+        for c in done:
+            self._release(c, final=True)
+            self._end_call(c, c.done_status, end)
+
+    def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
+        """Apply one decided iteration; each call worked gets a share of its energy and device
+        time in proportion to the tokens it ran."""
+        # preemptions (newest first): free blocks, recompute from scratch, back to the queue front
+        for c in d.preempt:
+            self._release(c, final=False)
+            c.computed = 0
+            c.preemptions += 1
+            self._enqueue(c, front=True)
+            self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
+        running = self.running[: d.keep]
+        joining = {}
+        if d.admit and d.admit[-1][0] is not self.waiting[len(d.admit) - 1]:  # some were passed over
+            taken = {id(c) for c, _ in d.admit}
+            self.waiting = deque(c for c in self.waiting if id(c) not in taken)
+        else:
+            for _ in d.admit:
+                self.waiting.popleft()
+        for c, _ in d.admit:
+            running.append(c)
+            if c.admitted_s != c.admitted_s:  # NaN: first admission
+                c.admitted_s = start
+            if c.prefix is not None:
+                hit = joining[id(c)] = d.hits.get(id(c), 0)
+                # hold the cached blocks it found before anything is allocated (and reclaimed); those
+                # behind a chunk still to be filled it takes at its turn, so they are reclaimed last
+                c.shared = c.blocks = self.kv.ref_cached(c.prefix, hit)
+                if hit > c.shared:
+                    self.kv.spare(c.prefix, c.shared, hit)
+        still, done = [], []
+        worked = {id(c): n for c, n in d.work}
+        worked.update((id(c), n) for c, n in d.admit)
+        total = sum(worked.values())
+        share_j, share_s = (cost[0] / total, cost[1] / total) if total else (0.0, 0.0)
+        for c in running:
+            n = worked.get(id(c))
+            if n is not None:
+                c.energy_j += share_j * n
+                c.device_s += share_s * n
+                if joining and id(c) in joining:
+                    self._join(c, joining[id(c)])
+                sample = n == c.remaining
+                gained = 1
+                if sample and n == 1 and c.generated > 0:  # a decode: speculation gains up to d.gain
+                    gained = n = min(d.gain, c.output_tokens - c.generated)
+                c.computed += n
+                blocks = -(-c.computed // self.block_size)
+                self.kv.take(blocks - c.blocks)
+                c.blocks = blocks
+                if c.prefix is not None:  # its full prefix blocks become cached, for others to find
+                    c.shared += self.kv.register(c.prefix, c.shared, c.computed // self.block_size)
+                if sample:
+                    c.generated += gained
+                    self.output_tokens += gained
+                    if c.generated == 1:
+                        c.first_token_s = end
+                    if c.generated >= c.output_tokens:
+                        done.append(c)
+                        continue
+            still.append(c)
+        if self.batcher.priority:
+            still.sort(key=lambda c: -c.priority)  # preemption takes the lowest, newest first
+        self.running = still
+        for c in done:  # after every call took the cached blocks it found in this iteration
+            self._release(c, final=True)
+            self._end_call(c, c.done_status, end)
+
+    def _join(self, c: Call, hit: int) -> None:
+        """An admitted call takes the ``hit`` cached blocks it found (those an earlier chunk of
+        this iteration filled included) and lets go of the pin it carried."""
+        kv = self.kv
+        kv.ref(c.prefix, hit, start=c.shared)
+        c.shared = c.blocks = hit
+        c.computed = hit * self.block_size
+        c.cached_tokens += c.computed
+        if c.pin is not None:
+            kv.release_pin(c.pin)
+            c.pin = None
+
+    def _release(self, c: Call, final: bool) -> None:
+        """Give back a call's blocks. Its full prefix blocks become cached first (a preempted
+        call may find them again); when it ends (``final``) they stay cached, are pinned for
+        the caller (``retain: pin``) or are freed (``retain: drop``)."""
+        kv = self.kv
+        if c.prefix is not None:
+            c.shared += kv.register(c.prefix, c.shared, c.computed // self.block_size)
+        kv.take(c.shared - c.blocks)
+        if c.shared:
+            if final and c.retain == "pin":
+                c.held = Pin(c.prefix, c.shared, kv)
+            else:
+                kv.unref(c.prefix, c.shared, keep=not (final and c.retain == "drop"))
+        c.blocks = c.shared = 0
+        if c.pin is not None:  # never admitted: its caller's KV is no longer pinned
+            kv.release_pin(c.pin)
+            c.pin = None
+
+    def _end_call(self, c: Call, status: str, t: float) -> None:
+        c.status = status
+        c.finish_s = t
+        self.recorder.call(c)
+        if self.on_end is not None:
+            self.on_end(c)
+        if c.on_done is not None:
+            c.on_done(c)
