@@ -48,7 +48,7 @@ def require_known_power(scenario: Scenario, source: str) -> None:
     figure: TPU v5e/v5p, Trainium2, Inferentia2): its power, energy and energy cost would
     otherwise come out NaN in every summary. ``dcsim estimate`` still prices such cards' speed."""
     from sim.errors import ScenarioError
-    from sim.cluster.world import pool_accelerator
+    from sim.cluster.pools import pool_accelerator
 
     for pool in scenario.datacenter.pools:
         key = f"datacenter.pools.{pool.name}.accelerator"

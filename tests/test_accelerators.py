@@ -24,7 +24,7 @@ from sim.errors import ScenarioError
 from sim.tools.estimate import estimate
 from sim.models.perf import Batch, RooflineModel
 from sim.models.perf_sram import SramPipelineModel
-from sim.cluster.world import resolve_pool
+from sim.cluster.pools import resolve_pool
 
 NEW = ("tpu-v5e", "tpu-v5p", "trainium2", "inferentia2", "groq-lpu", "cerebras-wse3")
 CHECKED = NEW + ("mi300x", "mi325x", "gaudi3")

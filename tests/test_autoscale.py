@@ -78,7 +78,7 @@ def test_boot_takes_weight_load_time_at_idle_power(tmp_path):
 
 
 def s_weight_gib(tmp_path):
-    from sim.cluster.world import resolve_pool
+    from sim.cluster.pools import resolve_pool
 
     sc = validate(scaled({"policy": "queue"}))
     return resolve_pool(sc, 0, "").weight_gib

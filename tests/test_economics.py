@@ -261,7 +261,7 @@ def test_sessions_videos_and_an_unused_pool_share_the_fleet_cost(tmp_path):
 
 def test_shipped_economics_scenarios_resolve_their_prices(tmp_path):
     from sim.config.sweep import expand
-    from sim.cluster.world import resolve_pool
+    from sim.cluster.pools import resolve_pool
 
     for name in ("economics.yaml", "pricing_tiers.yaml"):
         path = ROOT / "scenarios" / name

@@ -9,7 +9,8 @@ from sim.engine.prices import DecodePrices
 from sim.tools.estimate import MemoryRecorder
 from sim.cluster.faults import Slowed
 from sim.models.perf import Batch
-from sim.cluster.world import build, resolve_pool
+from sim.cluster.world import build
+from sim.cluster.pools import resolve_pool
 
 
 def _pool(**keys):

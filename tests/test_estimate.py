@@ -13,7 +13,7 @@ from sim.config import validate
 from sim.errors import ScenarioError
 from sim.tools.estimate import estimate
 from sim.models.perf import Batch
-from sim.cluster.world import resolve_pool
+from sim.cluster.pools import resolve_pool
 
 REQUIRED = ("output_tokens_per_s", "ttft_p50_s", "itl_p50_s", "gpu_power_w", "energy_per_output_token_j",
             "tpot_p50_s", "e2e_p50_s", "mean_batch_seqs", "requests_per_s", "kv_blocks", "weight_gib",

@@ -9,7 +9,7 @@ from sim.errors import ScenarioError
 from sim.tools.estimate import estimate
 from sim.models.perf import Batch, RooflineModel, expected_max_load
 from sim.models.power import PowerModel
-from sim.cluster.world import resolve_pool
+from sim.cluster.pools import resolve_pool
 
 H100, A100 = catalog.accelerator("h100-sxm"), catalog.accelerator("a100-80gb")
 LLAMA8, LLAMA70 = catalog.model("llama-3.1-8b"), catalog.model("llama-3.1-70b")

@@ -5,7 +5,7 @@ import pytest
 
 from sim.hardware import catalog
 from sim.models.perf import Batch, RooflineModel
-from sim.cluster.world import activation_reserve_bytes
+from sim.cluster.pools import activation_reserve_bytes
 
 
 def _decode(model, batch, ctx):

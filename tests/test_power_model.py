@@ -13,7 +13,8 @@ from sim.errors import ScenarioError
 from sim.tools.estimate import MemoryRecorder, estimate
 from sim.models.perf import DEFAULT_EFFICIENCY, IterationCost
 from sim.models.power import COMPUTE_WEIGHT, MIN_CLOCK, PowerModel
-from sim.cluster.world import build, resolve_pool
+from sim.cluster.world import build
+from sim.cluster.pools import resolve_pool
 
 H100 = catalog.accelerator("h100-sxm")
 H100_CAL = catalog.calibration("h100-sxm")

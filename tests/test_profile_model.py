@@ -16,7 +16,7 @@ from sim.errors import ScenarioError
 from sim.models.perf import ACT_BYTES, Batch, RooflineModel
 from sim.models.profile import ProfileModel
 from sim.run import run_point
-from sim.cluster.world import resolve_pool
+from sim.cluster.pools import resolve_pool
 
 PROFILES = Path(__file__).parent.parent / "hardware" / "profiles" / "vidur"
 H100 = catalog.accelerator("h100-sxm")

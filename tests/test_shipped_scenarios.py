@@ -6,7 +6,7 @@ import pytest
 
 from sim.config import load_scenario
 from sim.run import run_point
-from sim.cluster.world import resolve_pool
+from sim.cluster.pools import resolve_pool
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.yaml"))
 

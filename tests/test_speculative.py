@@ -13,7 +13,8 @@ from sim.errors import ScenarioError
 from sim.models.perf import FixedModel
 from sim.run import run_point
 from sim.models.speculative import (SpeculativeCost, cumulative_gains, expected_tokens_per_step, gain, milli_tokens)
-from sim.cluster.world import GIB, build
+from sim.cluster.world import build
+from sim.cluster.pools import GIB
 
 DRAFT = {"method": "draft", "num_speculative_tokens": 4, "acceptance_rate": 0.8, "draft_model": "llama-3.1-8b"}
 MTP = {"method": "mtp", "num_speculative_tokens": 4, "acceptance_rate": 0.6}

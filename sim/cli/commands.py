@@ -40,7 +40,7 @@ def _load(path: str, sets: list[str] | None = None, mode: str | None = None):
 
 
 def cmd_validate(args) -> int:
-    from sim.cluster import world as W
+    from sim.cluster.pools import resolve_pool
     from sim.config.sweep import expand
 
     for path in args.files:
@@ -48,7 +48,7 @@ def cmd_validate(args) -> int:
 
         raw = config.load_raw(path)
         sc = config.validate(raw, path, Path(path).parent)
-        specs = [W.resolve_pool(sc, i, path) for i in range(len(sc.datacenter.pools))]
+        specs = [resolve_pool(sc, i, path) for i in range(len(sc.datacenter.pools))]
         from sim.models.economics import resolve as resolve_economics
 
         resolve_economics(sc, specs, path)  # prices with a source for every device (datacenter.economics)

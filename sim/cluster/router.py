@@ -1,5 +1,7 @@
 """Routers: which replica of a pool serves a call. One small class per policy,
-chosen by ``kind`` in the scenario (see :data:`ROUTERS`).
+chosen by ``kind`` in the scenario (see :data:`ROUTERS`). A router is a class with
+``pick(call) -> replica`` built as ``Router(replicas, rng, params)``; ``needs_kv`` says it reads
+the replicas' KV caches (a diffusion pool has none). docs/extending.md adds one.
 
 A router reads the list of replicas it was given on every pick; an autoscaler changes that
 list in place (replicas switched on join it, replicas draining leave it), so no router keeps
@@ -71,6 +73,8 @@ class LeastKv:
     """The replica whose KV pool is least loaded (blocks in use plus blocks its waiting
     calls need, as a fraction of its pool)."""
 
+    needs_kv = True
+
     def __init__(self, replicas, rng: np.random.Generator, params):
         self.replicas = replicas
 
@@ -113,6 +117,8 @@ class PrefixAffinity:
     least-loaded one: then the least-loaded one (cache-aware routing with a load-balance
     guard, as in SGLang's router)."""
 
+    needs_kv = True
+
     def __init__(self, replicas, rng: np.random.Generator, params):
         self.replicas = replicas
         self.max_load = params.max_load
@@ -135,5 +141,30 @@ class PrefixAffinity:
         return best
 
 
+class LeastWork:
+    """Shortest expected work: the replica with the fewest tokens still to run for the calls it
+    holds, each call's prompt tokens not yet in its KV cache plus the output tokens it is
+    expected to have left (``expected_output_tokens`` less those generated, at least one: a
+    router knows prompts, not how long answers will be). Counted as of each replica's last
+    committed iteration; ties go to the fewest calls, then the lowest index. Unlike
+    join-shortest-queue it sends a long prompt away from a replica already prefilling one."""
+
+    def __init__(self, replicas, rng: np.random.Generator, params):
+        self.replicas = replicas
+        self.expected = params.expected_output_tokens
+
+    def work(self, r) -> int:
+        """Tokens replica ``r`` is expected to run for its calls."""
+        e = self.expected
+        w = 0
+        for calls in (r.running, r.waiting):
+            for c in calls:
+                w += c.prompt_tokens - min(c.computed, c.prompt_tokens) + max(1, e - c.generated)
+        return w
+
+    def pick(self, call):
+        return min(self.replicas, key=lambda r: (self.work(r), r.outstanding, r.index_in_pool))
+
+
 ROUTERS = {"round_robin": RoundRobin, "random": Random, "jsq": ShortestQueue, "least_kv": LeastKv,
-           "p2c": PowerOfTwo, "prefix_affinity": PrefixAffinity}
+           "p2c": PowerOfTwo, "prefix_affinity": PrefixAffinity, "least_work": LeastWork}

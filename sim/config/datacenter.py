@@ -80,8 +80,17 @@ class PrefixAffinityRouter(Frozen):
     balance_abs: Annotated[int, Field(ge=0)] = 32
 
 
+class LeastWorkRouter(Frozen):
+    """Shortest expected work: fewest prompt tokens still to prefill plus expected output tokens
+    left, over the calls a replica holds."""
+
+    kind: Literal["least_work"]
+    expected_output_tokens: PosInt = 256
+
+
 Router = Annotated[
-    Union[RoundRobinRouter, RandomRouter, ShortestQueueRouter, LeastKvRouter, PowerOfTwoRouter, PrefixAffinityRouter],
+    Union[RoundRobinRouter, RandomRouter, ShortestQueueRouter, LeastKvRouter, PowerOfTwoRouter, PrefixAffinityRouter,
+          LeastWorkRouter],
     Field(discriminator="kind"),
 ]
 

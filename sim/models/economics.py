@@ -184,7 +184,7 @@ def owned_rates(capex: OwnedCapex, acc: catalog.Accelerator, source: str = "") -
 
 
 def resolve(scenario, specs, source: str = "<scenario>") -> Rates:
-    """Cost rates of a scenario's resolved pools (``specs``: sim.cluster.world.PoolSpec); ScenarioError
+    """Cost rates of a scenario's resolved pools (``specs``: sim.cluster.pools.PoolSpec); ScenarioError
     naming the key for a price that is missing or names an unknown accelerator."""
     dc = scenario.datacenter
     eco = dc.economics

@@ -24,7 +24,8 @@ from sim.errors import ScenarioError
 from sim.models.perf import Batch
 from sim.output.summary import _overlap, latency_metrics, resource_metrics
 from sim.output.trace import SCHEMAS, Recorder, TableSink
-from sim.cluster.world import build, resolve_pool
+from sim.cluster.world import build
+from sim.cluster.pools import resolve_pool
 
 SOURCE = "dcsim estimate"
 POOL, CLASS = "replica", "bench"

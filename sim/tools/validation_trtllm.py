@@ -128,7 +128,7 @@ def _raw(row: dict, overrides: dict, max_seqs: int, max_tokens: int, drain_s: fl
 
 def _kv_tokens(row: dict, overrides: dict, max_seqs: int, max_tokens: int) -> int:
     from sim.config import validate
-    from sim.cluster.world import resolve_pool
+    from sim.cluster.pools import resolve_pool
 
     spec = resolve_pool(validate(_raw(row, overrides, max_seqs, max_tokens, 1.0), "trtllm-bench", "."), 0, "trtllm-bench")
     return spec.kv_blocks * spec.block_size
