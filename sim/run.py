@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 import yaml
 
 import sim
-from sim.models import economics
+from sim.output import economics
 from sim.output import storage
 from sim.config import Scenario
-from sim.output.summary import job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
+from sim.output.summary import latency_metrics, resource_metrics
 from sim.config.sweep import point_id_of
 from sim.output.trace import Recorder
 from sim.cluster.world import build
@@ -106,27 +106,17 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     if world.rates.configured:  # datacenter.economics: capex / facility / energy, time-of-day tariff
         pools = economics.pool_costs(pq.read_table(paths["steps"], filesystem=fs), t0, t1, world.specs, world.rates)
         summary.update(economics.fleet_metrics(pools, t0, t1, summary["output_tokens_per_s"] * (t1 - t0)))
-    if world.job_classes:
-        with pq.ParquetFile(paths["jobs"], filesystem=fs) as jobs:
-            summary.update(job_metrics(jobs, t0, t1, summary["cost_usd"], summary["facility_energy_j"]))
-        if summary["jobs_created"] != world.jobs_created:
-            raise RuntimeError(f"jobs table has {summary['jobs_created']} rows but {world.jobs_created} jobs were created")
-    if world.videos_created:
-        summary.update(video_metrics(pq.read_table(paths["videos"], filesystem=fs), t0, t1))
-    if world.session_classes:
-        sessions = pq.read_table(paths["sessions"], filesystem=fs)
-        summary.update(session_metrics(sessions, calls, t0, t1))
-        if summary["sessions_created"] != world.sessions_created:
-            raise RuntimeError(f"sessions table has {summary['sessions_created']} rows but {world.sessions_created} "
-                               "sessions were created")
+    tables = _Tables(paths, fs)
+    kinds = [k for k in world.kinds if k.wrote_rows()]
+    for kind in kinds:  # reasoning jobs, videos, agent sessions: each adds its own columns
+        summary.update(kind.summarize(tables, calls, t0, t1, summary))
     rows = summary["calls_created"] + summary.get("calls_prefilled", 0)  # prefill rows of disaggregated calls
     if rows != world.calls_created:
         raise RuntimeError(f"calls table has {rows} rows but {world.calls_created} calls were created")
     if world.rates.configured:  # revenue, cost and margin per class and effort tier: the economics table
-        read = lambda t, made: pq.read_table(paths[t], filesystem=fs) if made else None
-        econ = economics.class_table(scenario, world.rates, pools, read("calls", True), read("jobs", world.job_classes),
-                                     read("sessions", world.session_classes), read("videos", world.videos_created),
-                                     t0, t1)
+        units = {k.table: tables.table(k.table) for k in kinds}
+        econ = economics.class_table(scenario, world.rates, pools, tables.table("calls"), units.get("jobs"),
+                                     units.get("sessions"), units.get("videos"), t0, t1)
         storage.atomic_write_table(fs, storage.join(storage.partition_dir(base, "economics", point_id),
                                                     "part-0.parquet"), econ)
         summary.update(economics.class_summary(econ))
@@ -144,7 +134,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         "versions": {"dcsim": sim.__version__, "python": platform.python_version(), "numpy": np.__version__,
                      "pyarrow": pa.__version__, "simpy": _version("simpy"), "pydantic": _version("pydantic")},
         "timings": {"simulate_s": sim_wall, "total_s": wall},
-        "engine": {"mode": scenario.engine_mode, "calls": world.calls_created, "jobs": world.jobs_created,
+        "engine": {"mode": scenario.engine_mode, "calls": world.calls_created, "jobs": world.units_created("job"),
                    "iterations": sum(getattr(r, "iterations", 0) for r in world.replicas),
                    "runs": sum(getattr(r, "runs", 0) for r in world.replicas)},
         "pools": [{"name": s.name, "accelerator": s.acc.name, "model": s.model.name if s.model else s.perf.card.name, "tp": s.tp, "pp": s.pp, "replicas": s.replicas,
@@ -155,6 +145,20 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
                               yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
     storage.write_text_atomic(fs, storage.join(base, point_id, "manifest.json"), json.dumps(manifest, indent=2))
     return summary
+
+
+class _Tables:
+    """The tables a run wrote, read back for its summary: as a Parquet file (read a row group
+    at a time) or whole."""
+
+    def __init__(self, paths: dict, fs):
+        self.paths, self.fs = paths, fs
+
+    def file(self, name: str) -> pq.ParquetFile:
+        return pq.ParquetFile(self.paths[name], filesystem=self.fs)
+
+    def table(self, name: str):
+        return pq.read_table(self.paths[name], filesystem=self.fs)
 
 
 def _version(mod: str) -> str:

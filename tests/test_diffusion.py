@@ -9,8 +9,9 @@ import simpy
 import yaml
 
 from sim.hardware import catalog
-from sim.models.diffusion import (VIDEOS_SCHEMA, DiffusionJob, DiffusionPerf, DiffusionReplica, cards, latent_frames,
-                           load_card)
+from sim.engine.diffusion import DiffusionJob, DiffusionReplica
+from sim.models.diffusion import DiffusionPerf, cards, latent_frames, load_card
+from sim.output.trace import VIDEOS_SCHEMA
 from sim.errors import ScenarioError
 from sim.models.perf import ring_allreduce_s
 from sim.models.power import PowerModel

@@ -18,7 +18,9 @@ import pytest
 import yaml
 
 from scenarios import llm_scenario
+from sim.config import economics as econ_config
 from sim.models import economics
+from sim.output import economics as econ_tables
 from sim.config import load_raw, validate
 from sim.errors import ScenarioError
 from sim.run import run_point
@@ -81,9 +83,9 @@ def test_default_owned_rates_use_the_sourced_price_and_the_card_node_power():
     r = world.rates.devices["main"]
     acc = world.specs[0].acc
     price = economics.purchase_prices()["h100-sxm"]
-    expect_capex = price * (1 + economics.NODE_OVERHEAD_SHARE) * annuity_share(economics.DEVICE_FINANCING_RATE, 5) / 8760
-    expect_facility = (acc.node_max_power_w / acc.devices_per_node) / 1e6 * economics.FACILITY_USD_PER_MW \
-        * annuity_share(economics.FACILITY_FINANCING_RATE, 20) / 8760
+    expect_capex = price * (1 + econ_config.NODE_OVERHEAD_SHARE) * annuity_share(econ_config.DEVICE_FINANCING_RATE, 5) / 8760
+    expect_facility = (acc.node_max_power_w / acc.devices_per_node) / 1e6 * econ_config.FACILITY_USD_PER_MW \
+        * annuity_share(econ_config.FACILITY_FINANCING_RATE, 20) / 8760
     assert math.isclose(r.capex_usd_per_hour, expect_capex, rel_tol=1e-12)
     assert math.isclose(r.facility_usd_per_hour, expect_facility, rel_tol=1e-12)
 
@@ -117,8 +119,8 @@ def test_cloud_economics_reproduces_the_unconfigured_costs_bit_for_bit(tmp_path)
 
 # --------------------------------------------------------------------------- time of day
 def test_tariff_integral_matches_a_fine_sum():
-    periodic = economics.TariffSchedule(times_s=[0, 7, 13], usd_per_kwh=[0.05, 0.30, 0.10], period_s=20)
-    once = economics.TariffSchedule(times_s=[0, 7, 13], usd_per_kwh=[0.05, 0.30, 0.10])
+    periodic = econ_config.TariffSchedule(times_s=[0, 7, 13], usd_per_kwh=[0.05, 0.30, 0.10], period_s=20)
+    once = econ_config.TariffSchedule(times_s=[0, 7, 13], usd_per_kwh=[0.05, 0.30, 0.10])
     for sched in (periodic, once):
         grid = np.linspace(0, 95, 950001)
         fine = np.concatenate([[0.0], np.cumsum(sched.at(grid[:-1]) * np.diff(grid))])
@@ -247,13 +249,13 @@ def test_sessions_videos_and_an_unused_pool_share_the_fleet_cost(tmp_path):
     }
     s, read = run(raw, tmp_path)
     rows = {r["class"]: r for r in read("economics").to_pylist()}
-    assert set(rows) == {"agent", "img", economics.UNUSED}
+    assert set(rows) == {"agent", "img", econ_tables.UNUSED}
     assert rows["agent"]["kind"] == "session" and rows["img"]["kind"] == "video"
     assert math.isclose(sum(r["cost_usd"] for r in rows.values()), s["cost_usd"], rel_tol=1e-9)
     # the idle pool's devices cost a third of the capex and facility, and all of it is idle
     fixed = (s["capex_usd_per_hour"] + s["facility_usd_per_hour"]) * (s["duration_s"] - s["warmup_s"]) / 3600
-    assert rows[economics.UNUSED]["cost_usd"] > fixed / 3
-    assert math.isclose(rows[economics.UNUSED]["idle_cost_usd"], rows[economics.UNUSED]["cost_usd"], rel_tol=1e-9)
+    assert rows[econ_tables.UNUSED]["cost_usd"] > fixed / 3
+    assert math.isclose(rows[econ_tables.UNUSED]["idle_cost_usd"], rows[econ_tables.UNUSED]["cost_usd"], rel_tol=1e-9)
     videos = [v for v in read("videos").to_pylist() if 5.0 <= v["arrival_s"] < 60.0]
     assert math.isclose(rows["img"]["revenue_usd"], 0.01 * sum(v["status"] == "finished" for v in videos), rel_tol=1e-12)
     assert rows["agent"]["units"] > 0 and rows["agent"]["revenue_usd"] == pytest.approx(0.02 * rows["agent"]["billed_units"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import simpy
 
 from sim import rng
@@ -21,13 +20,12 @@ from sim.engine.prices import DecodePrices
 from sim.engine.replica import Replica
 from sim.engine.scheduler import BatcherParams
 from sim.errors import ScenarioError
-from sim.workloads.jobs import JobClass, strategy_width
+from sim.workloads import WORKLOAD_KINDS
 from sim.engine.kvcache import Prefix
-from sim.workloads.sessions import SessionClass
-from sim.models.diffusion import DiffusionJob, DiffusionReplica
+from sim.engine.diffusion import DiffusionReplica
 from sim.cluster.faults import FaultInjector, stragglers
 from sim.cluster.autoscale import Autoscaler
-from sim.cluster.pools import GIB, PoolSpec, resolve_pool  # noqa: F401 (PoolSpec: re-exported)
+from sim.cluster.pools import PoolSpec, resolve_pool  # noqa: F401 (PoolSpec: re-exported)
 from sim.cluster.disagg import decode_prefix, resolve_link
 from sim.models.power import Tariff
 from sim.models.economics import resolve as resolve_economics
@@ -124,15 +122,10 @@ class World:
                 raise ScenarioError(source, f"workload.classes.{c.name}.arrival.hash_tokens",
                                     f"{a.hash_tokens} is not a multiple of pool {c.pool}'s block_size "
                                     f"({self.spec_by_name[c.pool].block_size})")
-        self.job_classes = {c.name: JobClass(self, c) for c in scenario.workload.classes if c.job is not None}
-        self.jobs_created = 0
-        self.jobs_open = 0
-        self.open_jobs: dict = {}  # job_id -> (JobClass, Job)
-        self.session_classes = {c.name: SessionClass(self, c) for c in scenario.workload.classes if c.session is not None}
-        self.sessions_created = 0
-        self.open_sessions: dict = {}  # session_id -> (SessionClass, Session)
-        self.videos_created = 0
-        self.videos_open = 0
+        # reasoning jobs, agent sessions, videos: one plugin per kind the scenario uses
+        kinds = [K(self, [c for c in scenario.workload.classes if K.claims(c)]) for K in WORKLOAD_KINDS.values()]
+        self.kinds = [k for k in kinds if k.classes]
+        self._kind_of = {c.name: k for k in self.kinds for c in k.classes}
         self._prefix_home: dict = {}  # (pool, prefix key) -> [replica, calls of the prefix not ended]
 
     # ------------------------------------------------------------------ calls
@@ -140,12 +133,9 @@ class World:
         """Create what class ``cls`` sends at exact time ``t``: a call routed to a replica of its
         pool (with ``hashes``, a trace's prefix-block hashes naming its cached chunks), or, for
         a job or session class, a job or session (``output`` unused) whose calls follow."""
-        if cls.job is not None:
-            return self.job_classes[cls.name].start(t, prompt, on_done)
-        if cls.session is not None:
-            return self.session_classes[cls.name].start(t, prompt, on_done)
-        if cls.video is not None:
-            return self._video(cls, t, on_done)
+        kind = self._kind_of.get(cls.name)
+        if kind is not None:
+            return kind.start(cls, t, prompt, on_done)
         prefix = None
         if hashes is not None:
             chunk = cls.arrival.hash_tokens // self.spec_by_name[cls.pool].block_size
@@ -267,13 +257,9 @@ class World:
             home[1] -= 1
             if home[1] == 0:
                 del self._prefix_home[key]
-        self._check_done()
+        self.check_done()
 
-    # ------------------------------------------------------------------ jobs
-    def new_job_id(self) -> int:
-        self.jobs_created += 1
-        return self.jobs_created - 1
-
+    # ------------------------------------------------------------------ cost of calls
     def call_cost_usd(self, call: Call) -> float:
         """Device-time and facility-energy cost attributed to one call (rates of sim/models/economics.py:
         device $/h, host power over its device-seconds, tariff over its span, PUE)."""
@@ -285,29 +271,6 @@ class World:
         """Device energy attributed to a call, its prefill on another pool included."""
         return call.energy_j + (call.pre.energy_j if call.pre is not None else 0.0)
 
-    def record_job(self, jc: JobClass, job) -> None:
-        """Write a job's row once all its calls have ended (or at the end of the run)."""
-        del self.open_jobs[job.job_id]
-        self.jobs_open -= 1
-        calls = job.calls
-        kv_saved = 0.0
-        for c in calls:
-            if c.cached_tokens:
-                spec = self.spec_by_name[c.pool]
-                kv_saved += c.cached_tokens * spec.kv_gib * GIB / (spec.kv_blocks * spec.block_size) * spec.devices_per_replica
-        s = job.strategy
-        budget = getattr(s, "thinking_budget", None) if s is not None else None
-        self.recorder.job((
-            job.job_id, jc.cls.name, jc.cls.pool, s.kind if s is not None else "", job.level.name if job.level else "",
-            job.predicted.name if job.predicted else "", strategy_width(s) if s is not None else 0,
-            budget if budget is not None else -1, job.status, job.arrival_s, job.finish_s, job.finish_s - job.arrival_s,
-            len(calls), sum(c.status == "cancelled" for c in calls), job.prompt_tokens,
-            sum(c.prompt_tokens for c in calls), sum(c.generated for c in calls), job.thinking, job.truncated,
-            sum(c.cached_tokens for c in calls), kv_saved, sum(self.call_energy_j(c) for c in calls),
-            sum(self.call_cost_usd(c) for c in calls), job.expected, bool(job.right) and job.status == "finished",
-        ))
-        self._check_done()
-
     # ------------------------------------------------------------------ diffusion
     def _diffusion_replica(self, spec: PoolSpec, pool) -> DiffusionReplica:
         recorder = self.recorder
@@ -317,81 +280,22 @@ class World:
             price_usd_per_device_s=self.rates.devices[spec.name].usd_per_hour / 3600,
             usd_per_j=self.rates.energy_usd(1.0, 0.0, self.scenario.duration_s))  # tariff's mean over the run
 
-    def _video(self, cls, t: float, on_done=None) -> DiffusionJob:
-        """One image / video request, routed to a replica of its diffusion pool."""
-        card = self.spec_by_name[cls.pool].perf.card
-        v = cls.video
-        self.videos_created += 1
-        self.videos_open += 1
-
-        def ended(job):
-            self.videos_open -= 1
-            if on_done is not None:
-                on_done(job)
-            self._check_done()
-
-        job = DiffusionJob(self.videos_created - 1, cls.name, t, v.frames or card.default_frames,
-                           v.steps or card.default_steps, v.resolution_scale, ended)
-        self.routers[cls.pool].pick(job).submit(job)
-        return job
-
-    # ------------------------------------------------------------------ sessions
-    def new_session_id(self) -> int:
-        self.sessions_created += 1
-        return self.sessions_created - 1
-
-    def host_evicted(self, sc: SessionClass, sid: int) -> None:
-        """Session ``sid`` lost its host-memory copy to another session's offload."""
-        entry = self.open_sessions.get(sid)
-        if entry is not None:
-            entry[0].lost_host_copy(entry[1])
-
-    def record_session(self, sc: SessionClass, s) -> None:
-        """Write a session's row (it has ended, or the run has)."""
-        del self.open_sessions[s.sid]
-        spec = sc.pool
-        gib = sc.block_bytes / GIB
-        devices = spec.devices_per_replica
-        # pinned KV keeps a share of its replica's devices from other work: that share of their
-        # idle power and hourly price is the session's
-        pinned_share_s = s.pinned_block_s / spec.kv_blocks * devices
-        energy = sum(c.energy_j for c in s.calls) + pinned_share_s * spec.power.idle_w
-        cost = sum(self.call_cost_usd(c) for c in s.calls) + pinned_share_s * self.rates.devices[spec.name].usd_per_hour / 3600
-        ttft = np.array(s.ttfts) if s.ttfts else np.array([math.nan])
-        self.recorder.session((
-            s.sid, sc.cls.name, sc.cls.pool, sc.policy.kind, s.status, s.arrival_s, s.finish_s, s.finish_s - s.arrival_s,
-            s.turns, s.turns_done, float(ttft.mean()), float(ttft.max()), s.llm_s, s.tool_s, s.reload_s, s.prompt_tokens,
-            s.output_tokens, s.cached_tokens, s.recomputed_tokens, (s.device_block_s + s.pinned_block_s) * gib,
-            s.pinned_block_s * gib, s.host_block_s * gib, s.migrations, energy, cost,
-        ))
-        self._check_done()
-
-    def _close_open_sessions(self) -> None:
-        """Sessions still running when the run ends are recorded as timed out."""
-        for sc, s in list(self.open_sessions.values()):
-            s.status = "timed-out"
-            s.finish_s = math.nan
-            sc.end(s)
-
-    def _close_open_jobs(self) -> None:
-        """Jobs still waiting on calls when the run ends are recorded as timed out."""
-        for jc, job in list(self.open_jobs.values()):
-            job.status = "timed-out"
-            job.right = False
-            job.finish_s = math.nan
-            self.record_job(jc, job)
-
     def _generator(self, cls, stop_s: float):
         key = f"workload.classes.{cls.name}"
         streams = lambda name: rng.stream(self.scenario.seed, self.scenario.run, f"workload/{cls.name}/{name}")
         yield from generate_calls(self.env, cls, streams, self.scenario.base_dir, stop_s, self.make_call, key)
         self._generators_left -= 1
-        self._check_done()
+        self.check_done()
 
-    def _check_done(self) -> None:
-        if (self._generators_left == 0 and self.calls_ended == self.calls_created and self.jobs_open == 0
-                and not self.open_sessions and self.videos_open == 0 and not self._done.triggered):
+    def check_done(self) -> None:
+        """End the run once arrivals have stopped and every call and unit has ended."""
+        if (self._generators_left == 0 and self.calls_ended == self.calls_created
+                and not any(k.busy for k in self.kinds) and not self._done.triggered):
             self._done.succeed()
+
+    def units_created(self, key: str) -> int:
+        """Units (jobs, sessions, videos) a workload kind started (0 if the scenario has none)."""
+        return sum(k.created for k in self.kinds if k.key == key)
 
     # ------------------------------------------------------------------ run
     def run(self) -> float:
@@ -416,8 +320,8 @@ class World:
         for call in list(self._in_transfer.values()):  # KV still on its way
             Replica.end_unserved(call, self.recorder, self._call_ended, math.nan, "timed-out")
         self._in_transfer.clear()
-        self._close_open_jobs()
-        self._close_open_sessions()
+        for kind in self.kinds:  # units still open end as timed out
+            kind.close()
         return t_end
 
 

@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from sim.output import storage
-from sim.models.diffusion import VIDEOS_SCHEMA
 
 CALLS_SCHEMA = pa.schema(
     [
@@ -136,6 +135,28 @@ SESSIONS_SCHEMA = pa.schema(
         ("migrations", pa.int32()),  # moves off a full home replica
         ("energy_j", pa.float64()),  # its calls' device energy plus the idle power share of pinned KV
         ("cost_usd", pa.float64()),
+    ]
+)
+
+VIDEOS_SCHEMA = pa.schema(
+    [
+        ("job_id", pa.int64()),
+        ("class", pa.string()),
+        ("pool", pa.string()),
+        ("replica", pa.int32()),
+        ("status", pa.string()),  # finished | timed-out
+        ("arrival_s", pa.float64()),
+        ("admitted_s", pa.float64()),  # start of its batch (NaN: never started)
+        ("finish_s", pa.float64()),  # output decoded (NaN unless finished)
+        ("latency_s", pa.float64()),  # finish - arrival
+        ("frames", pa.int32()),
+        ("steps", pa.int32()),
+        ("resolution_scale", pa.float64()),  # pixel area over the card's default
+        ("latent_tokens", pa.int64()),
+        ("batch", pa.int32()),  # jobs in its batch (0: never started)
+        ("device_s", pa.float64()),  # device-seconds attributed (its share of the batch)
+        ("energy_j", pa.float64()),  # device energy attributed likewise
+        ("cost_usd", pa.float64()),  # device_s x price + energy x usd_per_j
     ]
 )
 
@@ -288,7 +309,7 @@ class Recorder:
         self._events.append((time_s, kind, pool, replica, call_id, detail))
 
     def video(self, row: tuple) -> None:
-        """An image / video request ended (row in sim.models.diffusion.VIDEOS_SCHEMA order)."""
+        """An image / video request ended (row in VIDEOS_SCHEMA order)."""
         if self.sinks["videos"]._fs is not None:
             self.sinks["videos"].append(row)
 

@@ -18,19 +18,21 @@ numbers: policy comparisons are paired).
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 import numpy as np
-from numpy.random.bit_generator import ISeedSequence
 
 from sim import config as C
 from sim.models import quality as Q
 from sim import rng as R
+from sim.rng import MixedSeed, SeedMixer
 from sim.errors import ScenarioError
 from sim.engine.kvcache import Prefix
+from sim.output.summary import job_metrics
 from sim.workloads.arrivals import LengthSampler, _read_csv
+from sim.workloads.kind import WorkloadKind
 
+GIB = 2**30
 # purposes of a job's sub-streams
 _LEVEL, _PREDICT, _THINK, _ANSWER, _EXIT, _RIGHT, _SELECT = range(7)
 # draws used to estimate the share of samples that finish thinking within a budget
@@ -160,112 +162,6 @@ class Samples:
         return self.thinking + self.answer
 
 
-# numpy's SeedSequence (numpy/random/bit_generator.pyx) in Python integers, for the jobs'
-# sub-streams: a job's streams differ only in the last word of their spawn key (the purpose),
-# and the jobs of one class only in the word before it (the job's index), so the mixing of
-# the words they share is done once (numpy redoes all of it for every stream; that mixing
-# and its array handling were most of the ~25 us a Generator cost). The hash constants
-# depend only on how many words were mixed before, so they are computed once too.
-_MASK32 = 0xFFFFFFFF
-_POOL = 4
-_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
-_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
-
-
-def _words(n: int) -> list[int]:
-    """A non-negative integer as uint32 words, least significant first (0 is one word)."""
-    if n < 0:
-        raise ValueError("seed words must be non-negative")
-    out = [n & _MASK32]
-    n >>= 32
-    while n:
-        out.append(n & _MASK32)
-        n >>= 32
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _chain(h: int, mult: int, n: int) -> tuple[int, ...]:
-    """``h`` and the ``n`` hash constants after it (each the last times ``mult``, in 32 bits)."""
-    out = [h]
-    for _ in range(n):
-        out.append((out[-1] * mult) & _MASK32)
-    return tuple(out)
-
-
-def _hashmix(value: int, h: int, h_next: int) -> int:
-    """SeedSequence's hashmix of ``value`` under hash constant ``h`` (``h_next`` follows it)."""
-    value = ((value ^ h) * h_next) & _MASK32
-    return value ^ (value >> 16)
-
-
-def _mix(x: int, y: int) -> int:
-    """SeedSequence's mix of pool word ``x`` with a hashed word ``y``."""
-    r = (_MIX_L * x - _MIX_R * y) & _MASK32
-    return r ^ (r >> 16)
-
-
-_STATE_H = _chain(_INIT_B, _MULT_B, 8)  # generate_state's hash constants for 8 words
-
-
-class _SeedMixer:
-    """The entropy pool of ``SeedSequence(entropy=[seed, run], spawn_key=key)`` once the words
-    of ``key`` given so far are mixed in; :meth:`extend` mixes in more words and :meth:`seed`
-    gives ``generate_state(4, np.uint64)``, bit for bit (tests/test_engine_speed_streams.py
-    checks both against numpy)."""
-
-    __slots__ = ("pool", "h")
-
-    def __init__(self, pool: tuple, h: int):
-        self.pool, self.h = pool, h  # the four pool words and the next hash constant
-
-    @classmethod
-    def of(cls, seed: int, run: int, key: tuple[int, ...] = ()) -> "_SeedMixer":
-        run_words = _words(int(seed)) + _words(int(run))
-        run_words += [0] * (_POOL - len(run_words))  # padded to the pool size when a spawn key follows
-        hs = _chain(_INIT_A, _MULT_A, _POOL)
-        pool = [_hashmix(w, hs[i], hs[i + 1]) for i, w in enumerate(run_words[:_POOL])]
-        h = hs[-1]
-        for src in range(_POOL):  # mix all bits together so late bits can affect earlier bits
-            for dst in range(_POOL):
-                if src != dst:
-                    h_next = (h * _MULT_A) & _MASK32
-                    pool[dst] = _mix(pool[dst], _hashmix(pool[src], h, h_next))
-                    h = h_next
-        return cls(tuple(pool), h).extend(*run_words[_POOL:], *key)
-
-    def extend(self, *key: int) -> "_SeedMixer":
-        """The pool once the words of ``key`` (integers, each one or more uint32 words) are
-        mixed, one after the other, into every pool word."""
-        pool, h = self.pool, self.h
-        for k in key:
-            for w in _words(int(k)):
-                hs = _chain(h, _MULT_A, _POOL)
-                pool = tuple([_mix(p, _hashmix(w, hs[i], hs[i + 1])) for i, p in enumerate(pool)])
-                h = hs[-1]
-        return _SeedMixer(pool, h)
-
-    def seed(self) -> np.ndarray:
-        """What the sequence's ``generate_state(4, np.uint64)`` returns (PCG64's seed)."""
-        pool, hs = self.pool, _STATE_H
-        w = [_hashmix(pool[i & 3], hs[i], hs[i + 1]) for i in range(8)]
-        return np.array((w[0] | w[1] << 32, w[2] | w[3] << 32, w[4] | w[5] << 32, w[6] | w[7] << 32), dtype=np.uint64)
-
-
-class _MixedSeed(ISeedSequence):
-    """A seed sequence whose state is already computed (all PCG64 asks of one)."""
-
-    __slots__ = ("_state",)
-
-    def __init__(self, state: np.ndarray):
-        self._state = state
-
-    def generate_state(self, n_words, dtype=np.uint32):
-        if n_words != 4 or np.dtype(dtype) != np.uint64:
-            raise ValueError("only PCG64's seeding is precomputed")
-        return self._state
-
-
 class _Streams:
     """A job's sub-streams by purpose, each made on first use (most strategies use a few of the
     purposes): the generators ``rng.stream(seed, run, name, index, purpose)`` makes, from the
@@ -274,7 +170,7 @@ class _Streams:
 
     __slots__ = ("mixer", "index", "made")
 
-    def __init__(self, mixer: _SeedMixer, index: int):
+    def __init__(self, mixer: SeedMixer, index: int):
         self.mixer = mixer  # the class's seed words, then (from the first stream on) the job's
         self.index = index  # the job's index, until mixed in
         self.made: list = [None] * 7
@@ -284,7 +180,7 @@ class _Streams:
         if g is None:
             if self.index is not None:
                 self.mixer, self.index = self.mixer.extend(self.index), None
-            seed = _MixedSeed(self.mixer.extend(purpose).seed())
+            seed = MixedSeed(self.mixer.extend(purpose).seed())
             g = self.made[purpose] = np.random.Generator(np.random.PCG64(seed))
         return g
 
@@ -314,12 +210,12 @@ class Job:
 class JobClass:
     """Runs the jobs of one workload class (SimPy glue around the strategies)."""
 
-    def __init__(self, world, cls: C.WorkloadClass):
+    def __init__(self, world, cls: C.WorkloadClass, kind: "JobKind"):
         sc = world.scenario
-        self.world, self.env, self.cls = world, world.env, cls
+        self.world, self.env, self.cls, self.kind = world, world.env, cls, kind
         self.spec = cls.job
         self.key = f"workload.classes.{cls.name}.job"
-        self._mixer = _SeedMixer.of(sc.seed, sc.run, (R._name_key(f"jobs/{cls.name}"),))  # the jobs' streams
+        self._mixer = SeedMixer.of(sc.seed, sc.run, (R.name_key(f"jobs/{cls.name}"),))  # the jobs' streams
         levels = self.spec.levels or default_levels()
         self.levels = [LevelModel(lv, sc.base_dir, f"{self.key}.levels.{lv.name}",
                                   R.stream(sc.seed, sc.run, f"quality/{cls.name}/{lv.name}")) for lv in levels]
@@ -343,9 +239,8 @@ class JobClass:
         """Create job at ``t`` (== now) and start its process."""
         index = self.jobs_started
         self.jobs_started += 1
-        job = Job(self.world.new_job_id(), index, t, prompt, on_done, _Streams(self._mixer, index))
-        self.world.jobs_open += 1
-        self.world.open_jobs[job.job_id] = (self, job)
+        job = Job(self.kind.new_id(), index, t, prompt, on_done, _Streams(self._mixer, index))
+        self.kind.open[job.job_id] = (self, job)
         self.env.process(self._run(job))
         return job
 
@@ -377,7 +272,7 @@ class JobClass:
 
     def end(self, job: Job) -> None:
         """Record the job (all its calls have ended) and tell the world and its client."""
-        self.world.record_job(self, job)
+        self.kind.record(self, job)
         if job.on_done is not None:
             job.on_done(job)
 
@@ -559,3 +454,63 @@ def strategy_width(s) -> int:
         return s.width
     return 1
 
+
+class JobKind(WorkloadKind):
+    """Reasoning jobs (workload classes with ``job:``): one :class:`JobClass` per class, a row
+    per job in the jobs table."""
+
+    key, table = "job", "jobs"
+
+    def __init__(self, world, classes: list):
+        super().__init__(world, classes)
+        self.by_class = {c.name: JobClass(world, c, self) for c in classes}
+        self.open: dict = {}  # job_id -> (JobClass, Job) of the jobs not yet recorded
+
+    def start(self, cls, t: float, prompt: int, on_done=None) -> Job:
+        return self.by_class[cls.name].start(t, prompt, on_done)
+
+    def new_id(self) -> int:
+        self.created += 1
+        return self.created - 1
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.open)
+
+    def record(self, jc: JobClass, job: Job) -> None:
+        """Write a job's row once all its calls have ended (or at the end of the run)."""
+        world = self.world
+        del self.open[job.job_id]
+        calls = job.calls
+        kv_saved = 0.0
+        for c in calls:
+            if c.cached_tokens:
+                spec = world.spec_by_name[c.pool]
+                kv_saved += c.cached_tokens * spec.kv_gib * GIB / (spec.kv_blocks * spec.block_size) * spec.devices_per_replica
+        s = job.strategy
+        budget = getattr(s, "thinking_budget", None) if s is not None else None
+        world.recorder.job((
+            job.job_id, jc.cls.name, jc.cls.pool, s.kind if s is not None else "", job.level.name if job.level else "",
+            job.predicted.name if job.predicted else "", strategy_width(s) if s is not None else 0,
+            budget if budget is not None else -1, job.status, job.arrival_s, job.finish_s, job.finish_s - job.arrival_s,
+            len(calls), sum(c.status == "cancelled" for c in calls), job.prompt_tokens,
+            sum(c.prompt_tokens for c in calls), sum(c.generated for c in calls), job.thinking, job.truncated,
+            sum(c.cached_tokens for c in calls), kv_saved, sum(world.call_energy_j(c) for c in calls),
+            sum(world.call_cost_usd(c) for c in calls), job.expected, bool(job.right) and job.status == "finished",
+        ))
+        world.check_done()
+
+    def close(self) -> None:
+        """Jobs still waiting on calls when the run ends are recorded as timed out."""
+        for jc, job in list(self.open.values()):
+            job.status = "timed-out"
+            job.right = False
+            job.finish_s = math.nan
+            self.record(jc, job)
+
+    def summarize(self, tables, calls, t0: float, t1: float, summary: dict) -> dict:
+        with tables.file(self.table) as jobs:
+            out = job_metrics(jobs, t0, t1, summary["cost_usd"], summary["facility_energy_j"])
+        if out["jobs_created"] != self.created:
+            raise RuntimeError(f"jobs table has {out['jobs_created']} rows but {self.created} jobs were created")
+        return out

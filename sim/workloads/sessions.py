@@ -36,7 +36,9 @@ import numpy as np
 from sim import config as C
 from sim import rng as R
 from sim.engine.kvcache import Prefix
+from sim.output.summary import session_metrics
 from sim.workloads.arrivals import LengthSampler
+from sim.workloads.kind import WorkloadKind
 
 # AgentCgroup local-model sessions (llm_calls.csv / tool_calls.csv of the shared data):
 # model calls per session p50 46, p90 92 -> lognormal median 46, sigma ln(92/46)/1.2816.
@@ -153,9 +155,9 @@ class Session:
 class SessionClass:
     """Runs the sessions of one workload class (SimPy glue)."""
 
-    def __init__(self, world, cls: C.WorkloadClass):
+    def __init__(self, world, cls: C.WorkloadClass, kind: "SessionKind"):
         sc = world.scenario
-        self.world, self.env, self.cls = world, world.env, cls
+        self.world, self.env, self.cls, self.kind = world, world.env, cls, kind
         spec = self.spec = cls.session
         self.key = f"workload.classes.{cls.name}.session"
         self._seed = (sc.seed, sc.run, f"sessions/{cls.name}")
@@ -185,8 +187,8 @@ class SessionClass:
         self.started += 1
         seed, run, name = self._seed
         streams = [R.stream(seed, run, name, index, purpose) for purpose in range(5)]
-        s = Session(self.world.new_session_id(), index, t, prompt, on_done, streams)
-        self.world.open_sessions[s.sid] = (self, s)
+        s = Session(self.kind.new_id(), index, t, prompt, on_done, streams)
+        self.kind.open[s.sid] = (self, s)
         self.env.process(self._run(s))
         return s
 
@@ -237,7 +239,7 @@ class SessionClass:
             s.host_block_s += s.host_blocks * (self.env.now - s.host_since)
             self.hosts[s.home.index].drop(s.sid)
             s.host_blocks = 0
-        self.world.record_session(self, s)
+        self.kind.record(self, s)
         if s.on_done is not None:
             s.on_done(s)
 
@@ -294,7 +296,7 @@ class SessionClass:
             if host is None:
                 host = self.hosts[replica.index] = HostTier(int(self.policy.host_gib * 2**30 // self.block_bytes))
             for sid in host.put(s.sid, s.history_blocks):
-                self.world.host_evicted(self, sid)
+                self.kind.host_evicted(sid)
             if host.get(s.sid):
                 s.host_blocks, s.host_since = s.history_blocks, self.env.now
 
@@ -343,3 +345,67 @@ class _Probe:
 
     def __init__(self, tokens: int, t: float):
         self.prompt_tokens, self.output_tokens, self.arrival_s, self.prefix = tokens, 0, t, None
+
+
+class SessionKind(WorkloadKind):
+    """Agent sessions (workload classes with ``session:``): one :class:`SessionClass` per class,
+    a row per session in the sessions table."""
+
+    key, table = "session", "sessions"
+
+    def __init__(self, world, classes: list):
+        super().__init__(world, classes)
+        self.by_class = {c.name: SessionClass(world, c, self) for c in classes}
+        self.open: dict = {}  # session id -> (SessionClass, Session) of the sessions not yet recorded
+
+    def start(self, cls, t: float, prompt: int, on_done=None) -> Session:
+        return self.by_class[cls.name].start(t, prompt, on_done)
+
+    def new_id(self) -> int:
+        self.created += 1
+        return self.created - 1
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.open)
+
+    def host_evicted(self, sid: int) -> None:
+        """Session ``sid`` lost its host-memory copy to another session's offload."""
+        entry = self.open.get(sid)
+        if entry is not None:
+            entry[0].lost_host_copy(entry[1])
+
+    def record(self, sc: SessionClass, s: Session) -> None:
+        """Write a session's row (it has ended, or the run has)."""
+        world = self.world
+        del self.open[s.sid]
+        spec = sc.pool
+        gib = sc.block_bytes / 2**30
+        devices = spec.devices_per_replica
+        # pinned KV keeps a share of its replica's devices from other work: that share of their
+        # idle power and hourly price is the session's
+        pinned_share_s = s.pinned_block_s / spec.kv_blocks * devices
+        energy = sum(c.energy_j for c in s.calls) + pinned_share_s * spec.power.idle_w
+        cost = (sum(world.call_cost_usd(c) for c in s.calls)
+                + pinned_share_s * world.rates.devices[spec.name].usd_per_hour / 3600)
+        ttft = np.array(s.ttfts) if s.ttfts else np.array([math.nan])
+        world.recorder.session((
+            s.sid, sc.cls.name, sc.cls.pool, sc.policy.kind, s.status, s.arrival_s, s.finish_s, s.finish_s - s.arrival_s,
+            s.turns, s.turns_done, float(ttft.mean()), float(ttft.max()), s.llm_s, s.tool_s, s.reload_s, s.prompt_tokens,
+            s.output_tokens, s.cached_tokens, s.recomputed_tokens, (s.device_block_s + s.pinned_block_s) * gib,
+            s.pinned_block_s * gib, s.host_block_s * gib, s.migrations, energy, cost,
+        ))
+        world.check_done()
+
+    def close(self) -> None:
+        """Sessions still running when the run ends are recorded as timed out."""
+        for sc, s in list(self.open.values()):
+            s.status = "timed-out"
+            s.finish_s = math.nan
+            sc.end(s)
+
+    def summarize(self, tables, calls, t0: float, t1: float, summary: dict) -> dict:
+        out = session_metrics(tables.table(self.table), calls, t0, t1)
+        if out["sessions_created"] != self.created:
+            raise RuntimeError(f"sessions table has {out['sessions_created']} rows but {self.created} sessions were created")
+        return out

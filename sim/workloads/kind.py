@@ -1,0 +1,55 @@
+"""A workload kind: work above single calls (reasoning jobs, agent sessions, image and video
+requests) as one plugin.
+
+A workload class names its kind by the section it carries (``job:``, ``session:``, ``video:``);
+a class with none sends plain calls. The world builds one :class:`WorkloadKind` per kind the
+scenario uses, hands it the classes of that kind, and asks it to start a unit at each arrival.
+The kind runs its units (SimPy processes over the world's calls), writes one row per unit to
+its own table, closes the units still open when the run ends, and adds its own columns to the
+run's summary (its ``summarize`` is the result hook): the world and ``run_point`` never branch
+on kinds. Adding a kind is one class and one entry in :data:`sim.workloads.WORKLOAD_KINDS`
+(docs/extending.md).
+"""
+
+from __future__ import annotations
+
+
+class WorkloadKind:
+    """Base of the workload kinds; ``key`` is the workload-class section naming the kind and
+    ``table`` the table its rows go to."""
+
+    key = ""
+    table = ""
+
+    def __init__(self, world, classes: list):
+        self.world = world
+        self.classes = classes
+        self.created = 0  # units started (the table must hold as many rows)
+
+    @classmethod
+    def claims(cls, workload_class) -> bool:
+        """Whether a workload class is of this kind (it carries the kind's section)."""
+        return getattr(workload_class, cls.key, None) is not None
+
+    def start(self, cls, t: float, prompt: int, on_done=None):
+        """Start a unit of class ``cls`` arriving at ``t`` (== now) with ``prompt`` tokens."""
+        raise NotImplementedError
+
+    @property
+    def busy(self) -> bool:
+        """Whether units are still open (the run waits for them before it ends)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """End the units still open when the run ends (recorded as timed out)."""
+
+    def wrote_rows(self) -> bool:
+        """Whether this run's table of the kind is to be read for the summary."""
+        return bool(self.classes)
+
+    def summarize(self, read, calls, t0: float, t1: float, summary: dict) -> dict:
+        """The kind's summary columns over the window ``[t0, t1)``: ``read()`` gives its table
+        (a ``pyarrow.parquet.ParquetFile``, closed by the caller), ``calls`` the calls table,
+        ``summary`` the columns so far (cost and energy of the window). Checks that the table
+        holds a row for every unit created."""
+        raise NotImplementedError
