@@ -32,10 +32,13 @@ from sim.output import storage
 from sim.config import Scenario
 from sim.output.summary import latency_metrics, resource_metrics
 from sim.config.sweep import point_id_of
-from sim.output.trace import Recorder
+from sim.output.trace import SCHEMAS as TRACE_SCHEMAS, Recorder
+from sim.workloads import WORKLOAD_KINDS
 from sim.cluster.world import build
 
-TABLES = ("calls", "steps", "events", "jobs", "sessions", "videos")
+# the engine's tables, then one per workload kind (jobs, videos, sessions, ...)
+TABLES = ("calls", "steps", "events") + tuple(k.table for k in WORKLOAD_KINDS.values())
+SCHEMAS = {**{t: TRACE_SCHEMAS[t] for t in ("calls", "steps", "events")}, **{k.table: k.schema for k in WORKLOAD_KINDS.values()}}
 
 
 def scenario_point_id(scenario: Scenario) -> str:
@@ -84,7 +87,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     fs, base = storage.open_output(out)
     paths = {t: storage.join(storage.partition_dir(base, t, point_id), "part-0.parquet") for t in TABLES}
     opts = scenario.trace
-    recorder = Recorder({t: (fs, p) for t, p in paths.items()}, opts.row_group_rows, opts.compression)
+    recorder = Recorder({t: (fs, p) for t, p in paths.items()}, opts.row_group_rows, opts.compression, SCHEMAS)
     try:
         world = build(scenario, recorder, source)
         with few_collections():
@@ -122,9 +125,8 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         summary.update(economics.class_summary(econ))
     calls.close()
     steps.close()
-    for table, keep in (("calls", opts.calls), ("steps", opts.steps), ("events", opts.events), ("jobs", opts.jobs),
-                        ("sessions", opts.sessions), ("videos", opts.videos)):
-        if not keep:
+    for table in TABLES:
+        if not getattr(opts, table, True):  # trace: {jobs: false, ...} leaves a table out
             fs.delete_file(paths[table])
     wall = time.perf_counter() - wall0
 

@@ -235,7 +235,7 @@ SRAM = ("groq-lpu", "cerebras-wse3")
 
 @pytest.fixture(scope="module")
 def fits():
-    from sim.tools.calibrate import fit_layer_latency
+    from sim.tools.validation_accel import fit_layer_latency
 
     return {hw: fit_layer_latency(hw) for hw in SRAM}
 

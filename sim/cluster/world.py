@@ -276,7 +276,7 @@ class World:
         recorder = self.recorder
         return DiffusionReplica(
             self.env, len(self.replicas), spec.name, spec.perf, spec.power, spec.devices_per_replica, pool.max_batch,
-            lambda row: recorder.video(row), lambda row: recorder.step(*row[:-1]),
+            lambda row: recorder.row("videos", row), lambda row: recorder.step(*row[:-1]),
             price_usd_per_device_s=self.rates.devices[spec.name].usd_per_hour / 3600,
             usd_per_j=self.rates.energy_usd(1.0, 0.0, self.scenario.duration_s))  # tariff's mean over the run
 

@@ -31,7 +31,7 @@ Per-layer latency. Read at these bandwidths, the weights alone would let one use
 fixed time per token that neither bandwidth nor FLOPs capture (dependent operations,
 synchronisation, the serving stack). ``kernel_latency_s`` is that time per layer per walk
 through the pipeline; ``dcsim calibrate --accelerator <card>`` fits it to all of the card's
-published per-user speeds (:func:`sim.tools.calibrate.fit_layer_latency`: least squares on log
+published per-user speeds (:func:`sim.tools.validation_accel.fit_layer_latency`: least squares on log
 time, with a leave-one-out check) into hardware/calibration/<card>.yaml, which every pool on
 the card loads; without a calibration it is 0 (the hardware alone).
 

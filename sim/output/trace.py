@@ -271,9 +271,11 @@ class Recorder:
     listed (or switched off in the trace options) is counted but not written.
     """
 
-    def __init__(self, tables: dict[str, tuple[pafs.FileSystem, str]], row_group_rows: int = 65536, compression: str = "zstd"):
+    def __init__(self, tables: dict[str, tuple[pafs.FileSystem, str]], row_group_rows: int = 65536, compression: str = "zstd",
+                 schemas: dict[str, pa.Schema] | None = None):
+        schemas = SCHEMAS if schemas is None else schemas  # a workload kind's own table joins these
         self.sinks = {
-            name: TableSink(*tables.get(name, (None, None)), schema, row_group_rows, compression) for name, schema in SCHEMAS.items()
+            name: TableSink(*tables.get(name, (None, None)), schema, row_group_rows, compression) for name, schema in schemas.items()
         }
         self._calls = self.sinks["calls"]
         self._steps = self.sinks["steps"]
@@ -308,20 +310,12 @@ class Recorder:
             return
         self._events.append((time_s, kind, pool, replica, call_id, detail))
 
-    def video(self, row: tuple) -> None:
-        """An image / video request ended (row in VIDEOS_SCHEMA order)."""
-        if self.sinks["videos"]._fs is not None:
-            self.sinks["videos"].append(row)
-
-    def session(self, row: tuple) -> None:
-        """A session ended (row in SESSIONS_SCHEMA order)."""
-        if self.sinks["sessions"]._fs is not None:
-            self.sinks["sessions"].append(row)
-
-    def job(self, row: tuple) -> None:
-        """A job ended (row in JOBS_SCHEMA order)."""
-        if self.sinks["jobs"]._fs is not None:
-            self.sinks["jobs"].append(row)
+    def row(self, table: str, row: tuple) -> None:
+        """A unit of a workload kind ended (a job, a session, a video): its row, in the order
+        of the table's schema."""
+        sink = self.sinks[table]
+        if sink._fs is not None:
+            sink.append(row)
 
     def close(self) -> None:
         for s in self.sinks.values():

@@ -308,92 +308,14 @@ def describe(fit: dict) -> str:
 
 
 # --------------------------------------------------------------------------- SRAM pipelines
-# SramPipelineModel's fixed time per layer per walk through the pipeline (sim/models/perf_sram.py).
-LAYER_LATENCY_KEY = "kernel_latency_s"
-LAYER_PROBE_S = 50e-6  # second simulation of each figure, to measure d(time per token)/d(latency)
-MAX_LAYER_LATENCY_S = 1e-3
-
-
-@dataclass(frozen=True)
-class LayerLatencyFit:
-    """The per-layer latency of an SRAM-pipeline accelerator fitted to its published per-user
-    decode speeds, and the leave-one-out check: every array is per figure, times per token (s)."""
-
-    accelerator: str
-    latency_s: float
-    keys: tuple[str, ...]
-    published_s: np.ndarray  # 1 / published tok/s per user
-    base_s: np.ndarray  # simulated with no per-layer latency: the hardware alone
-    layers: np.ndarray  # d(time per token) / d(latency): the layers a token walks
-    fitted_s: np.ndarray  # simulated with the fitted latency
-    loo_latency_s: np.ndarray  # fitted to every figure but this one (NaN with one figure)
-    loo_s: np.ndarray  # simulated with that latency: a prediction of a figure the fit did not see
-
-    @property
-    def fitted_ratio(self) -> np.ndarray:
-        """Simulated / published speed, with the fit to every figure."""
-        return self.published_s / self.fitted_s
-
-    @property
-    def loo_ratio(self) -> np.ndarray:
-        """Simulated / published speed of each held-out figure."""
-        return self.published_s / self.loo_s
-
-
-def solve_layer_latency(base_s: np.ndarray, layers: np.ndarray, published_s: np.ndarray) -> float:
-    """Least squares on log time per token: the latency ``x`` in [0, 1 ms] minimizing
-    ``sum (log(base + layers * x) - log(published))^2`` (the model is linear in ``x``)."""
-    fit = least_squares(lambda x: np.log(base_s + layers * x[0] * 1e-6) - np.log(published_s), x0=[10.0],
-                        bounds=([0.0], [MAX_LAYER_LATENCY_S * 1e6]))
-    return float(fit.x[0] * 1e-6)
-
-
-def fit_layer_latency(accelerator: str) -> LayerLatencyFit:
-    """Fit the per-layer latency of ``accelerator`` (``architecture: sram_pipeline``) to every
-    published per-user decode speed of it in :data:`sim.tools.validation_accel.POINTS`.
-
-    Each figure is simulated in the configuration it was published in (closed loop, one user,
-    :func:`sim.tools.validation_accel.simulate`) with no per-layer latency and with a probe latency:
-    the median inter-token time is linear in it, so two simulations give its base and slope.
-    The fit is least squares on log time over all the figures; leave-one-out refits without
-    each figure in turn and simulates the held-out one with that latency.
-    """
-    from sim.errors import ScenarioError
-    from sim.tools.validation_accel import POINTS, simulate
-
-    acc = catalog.accelerator(accelerator, "dcsim calibrate", "--accelerator")
-    if acc.architecture != "sram_pipeline":
-        raise ScenarioError("dcsim calibrate", "--accelerator", f"{accelerator} is not an SRAM-pipeline accelerator")
-    points = [p for p in POINTS if p.hardware == accelerator and p.metric == "user_tok_s" and p.published]
-    if not points:
-        raise ScenarioError("dcsim calibrate", "--accelerator", f"no published per-user speed of {accelerator} in "
-                                                                "sim/tools/validation_accel.py POINTS to fit")
-
-    def per_token(p, latency: float) -> float:
-        return float(simulate(p, performance={"kind": "roofline", LAYER_LATENCY_KEY: latency})["itl_p50_s"])
-
-    published = np.array([1.0 / p.published for p in points])
-    base = np.array([per_token(p, 0.0) for p in points])
-    layers = (np.array([per_token(p, LAYER_PROBE_S) for p in points]) - base) / LAYER_PROBE_S
-    lat = solve_layer_latency(base, layers, published)
-    fitted = np.array([per_token(p, lat) for p in points])
-    loo_lat = np.full(len(points), np.nan)
-    loo = np.full(len(points), np.nan)
-    for i, p in enumerate(points):
-        rest = np.arange(len(points)) != i
-        if rest.any():
-            loo_lat[i] = solve_layer_latency(base[rest], layers[rest], published[rest])
-            loo[i] = per_token(p, float(loo_lat[i]))
-    return LayerLatencyFit(accelerator, lat, tuple(p.key for p in points), published, base, layers, fitted,
-                           loo_lat, loo)
-
-
 def _span(r: np.ndarray) -> str:
     return f"{np.nanmin(r):.2f}-{np.nanmax(r):.2f}"
 
 
 def calibrate_sram(accelerator: str, log=print) -> tuple[dict, list[str], list[dict]]:
     """The per-layer latency of an SRAM-pipeline card with its source, notes and fit data."""
+    from sim.tools.validation_accel import LAYER_LATENCY_KEY, fit_layer_latency
+
     f = fit_layer_latency(accelerator)
     src = (f"fit to the {len(f.keys)} published per-user decode speeds of {accelerator} in sim/tools/validation_accel.py "
            f"({', '.join(f.keys)}): least squares on log time per token; simulated / published speed "

@@ -102,6 +102,11 @@ def bench_settings(kv_tokens: int, isl: int, osl: int) -> tuple[int, int]:
     return bs, tok
 
 
+def _round(v: float) -> float:
+    """Four significant figures (as the calibration cards keep them)."""
+    return float(f"{v:.4g}") if v else 0.0
+
+
 def _round_up(x: float, floor: int, tiers) -> int:
     """``x`` rounded up to the step of the first tier ``(below, step)`` with ``x < below``,
     and at least ``floor`` in the first tier (trtllm-bench's tuning rule)."""
@@ -243,7 +248,7 @@ def _fit_overheads(accelerator: str, rows: list[dict], dense_q: float, workers: 
     """
     from scipy.optimize import least_squares
 
-    from sim.tools.calibrate import DEFAULT_EFFICIENCY
+    from sim.models.perf import DEFAULT_EFFICIENCY
 
     cal = catalog.calibration(accelerator).perf
     x = {k: cal.get(k, DEFAULT_EFFICIENCY[k]) for k in OVERHEAD_KEYS}
@@ -283,7 +288,6 @@ def _simulated(accelerator: str, rows: list[dict], profile: dict, workers: int) 
 
 def write_profile(accelerator: str, fit: dict) -> Path:
     """Merge one accelerator's fitted profile into the profile card, with its source."""
-    from sim.tools.calibrate import _round
 
     f = profile_path()
     card = yaml.safe_load(f.read_text()) if f.is_file() else {}

@@ -1,11 +1,18 @@
 """Workloads: arrivals and lengths of calls, and the kinds of work above calls, each a plugin
-(:class:`~sim.workloads.kind.WorkloadKind`) named by the section a workload class carries."""
+(:class:`~sim.workloads.kind.WorkloadKind`) named by the section a workload class carries.
 
-from sim.workloads.jobs import JobKind
-from sim.workloads.sessions import SessionKind
-from sim.workloads.video import VideoKind
+Every module of this package is imported here, so a kind defined in a new module registers
+itself; :data:`WORKLOAD_KINDS` lists them by their ``order`` (jobs close before sessions, and
+summary columns keep their places)."""
 
-# in this order: their summary columns follow it, and open jobs close before open sessions
-WORKLOAD_KINDS = {"job": JobKind, "video": VideoKind, "session": SessionKind}
+import importlib
+import pkgutil
 
-__all__ = ["WORKLOAD_KINDS"]
+from sim.workloads.kind import WorkloadKind
+
+for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_m}")
+
+WORKLOAD_KINDS = {k: v for k, v in sorted(WorkloadKind._registry.items(), key=lambda kv: (kv[1].order, kv[0]))}
+
+__all__ = ["WORKLOAD_KINDS", "WorkloadKind"]

@@ -29,6 +29,7 @@ from sim.rng import MixedSeed, SeedMixer
 from sim.errors import ScenarioError
 from sim.engine.kvcache import Prefix
 from sim.output.summary import job_metrics
+from sim.output.trace import JOBS_SCHEMA
 from sim.workloads.arrivals import LengthSampler, _read_csv
 from sim.workloads.kind import WorkloadKind
 
@@ -459,7 +460,8 @@ class JobKind(WorkloadKind):
     """Reasoning jobs (workload classes with ``job:``): one :class:`JobClass` per class, a row
     per job in the jobs table."""
 
-    key, table = "job", "jobs"
+    key, table, schema = "job", "jobs", JOBS_SCHEMA
+    order = 10
 
     def __init__(self, world, classes: list):
         super().__init__(world, classes)
@@ -489,7 +491,7 @@ class JobKind(WorkloadKind):
                 kv_saved += c.cached_tokens * spec.kv_gib * GIB / (spec.kv_blocks * spec.block_size) * spec.devices_per_replica
         s = job.strategy
         budget = getattr(s, "thinking_budget", None) if s is not None else None
-        world.recorder.job((
+        world.recorder.row(self.table, (
             job.job_id, jc.cls.name, jc.cls.pool, s.kind if s is not None else "", job.level.name if job.level else "",
             job.predicted.name if job.predicted else "", strategy_width(s) if s is not None else 0,
             budget if budget is not None else -1, job.status, job.arrival_s, job.finish_s, job.finish_s - job.arrival_s,

@@ -8,7 +8,7 @@ The kind runs its units (SimPy processes over the world's calls), writes one row
 its own table, closes the units still open when the run ends, and adds its own columns to the
 run's summary (its ``summarize`` is the result hook): the world and ``run_point`` never branch
 on kinds. Adding a kind is one class and one entry in :data:`sim.workloads.WORKLOAD_KINDS`
-(docs/extending.md).
+(docs/extending.md): a subclass in a module of this package registers itself.
 """
 
 from __future__ import annotations
@@ -20,6 +20,15 @@ class WorkloadKind:
 
     key = ""
     table = ""
+    schema = None  # pyarrow schema of its table's rows
+    order = 100  # position among the kinds: their summary columns follow it
+    _registry: dict = {}
+
+    def __init_subclass__(cls, **kw):
+        """A subclass with a ``key`` is a kind: registered by defining it (no registry to edit)."""
+        super().__init_subclass__(**kw)
+        if cls.key:
+            WorkloadKind._registry[cls.key] = cls
 
     def __init__(self, world, classes: list):
         self.world = world

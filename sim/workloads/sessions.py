@@ -37,6 +37,7 @@ from sim import config as C
 from sim import rng as R
 from sim.engine.kvcache import Prefix
 from sim.output.summary import session_metrics
+from sim.output.trace import SESSIONS_SCHEMA
 from sim.workloads.arrivals import LengthSampler
 from sim.workloads.kind import WorkloadKind
 
@@ -351,7 +352,8 @@ class SessionKind(WorkloadKind):
     """Agent sessions (workload classes with ``session:``): one :class:`SessionClass` per class,
     a row per session in the sessions table."""
 
-    key, table = "session", "sessions"
+    key, table, schema = "session", "sessions", SESSIONS_SCHEMA
+    order = 30
 
     def __init__(self, world, classes: list):
         super().__init__(world, classes)
@@ -389,7 +391,7 @@ class SessionKind(WorkloadKind):
         cost = (sum(world.call_cost_usd(c) for c in s.calls)
                 + pinned_share_s * world.rates.devices[spec.name].usd_per_hour / 3600)
         ttft = np.array(s.ttfts) if s.ttfts else np.array([math.nan])
-        world.recorder.session((
+        world.recorder.row(self.table, (
             s.sid, sc.cls.name, sc.cls.pool, sc.policy.kind, s.status, s.arrival_s, s.finish_s, s.finish_s - s.arrival_s,
             s.turns, s.turns_done, float(ttft.mean()), float(ttft.max()), s.llm_s, s.tool_s, s.reload_s, s.prompt_tokens,
             s.output_tokens, s.cached_tokens, s.recomputed_tokens, (s.device_block_s + s.pinned_block_s) * gib,

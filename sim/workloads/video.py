@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sim.engine.diffusion import DiffusionJob
 from sim.output.summary import video_metrics
+from sim.output.trace import VIDEOS_SCHEMA
 from sim.workloads.kind import WorkloadKind
 
 
@@ -11,7 +12,8 @@ class VideoKind(WorkloadKind):
     """One :class:`~sim.engine.diffusion.DiffusionJob` per arrival, routed to a replica of its
     class's diffusion pool; the diffusion replicas write the videos table."""
 
-    key, table = "video", "videos"
+    key, table, schema = "video", "videos", VIDEOS_SCHEMA
+    order = 20  # (before sessions: the order summary columns had)
 
     def __init__(self, world, classes: list):
         super().__init__(world, classes)
