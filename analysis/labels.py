@@ -12,7 +12,7 @@ rather than two columns both called ``replicas``.
 
 from __future__ import annotations
 
-__all__ = ["metric_label", "short_names", "param_label", "unit_of"]
+__all__ = ["metric_label", "short_names", "param_label", "unit_of", "wrap"]
 
 # Metric -> label (with unit) for the columns the report and figures show most.
 _KNOWN = {
@@ -113,3 +113,16 @@ def param_label(short: str, values=()) -> str:
     if unit is None and values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         unit = "count"
     return f"{short} ({unit})" if unit else short
+
+
+def wrap(text: str, width: int = 28) -> str:
+    """``text`` on lines of about ``width`` characters, broken after dots and at spaces (long
+    dotted parameter names on a short axis)."""
+    lines, line = [], ""
+    for token in text.replace(".", ".\0").replace(" ", " \0").split("\0"):
+        if line and len(line) + len(token) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += token
+    lines.append(line.rstrip())
+    return "\n".join(lines)

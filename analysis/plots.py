@@ -26,7 +26,7 @@ from analysis import summary as read_summary  # noqa: E402
 from analysis.figstyle import colour_limits, keep_inside, log_axis  # noqa: E402
 from analysis.figstyle import legend as _legend  # noqa: E402
 from analysis.frontier import pareto_front  # noqa: E402
-from analysis.labels import metric_label, param_label, short_names  # noqa: E402
+from analysis.labels import metric_label, param_label, short_names, wrap  # noqa: E402
 from analysis.plots_run import last_point, latency_cdf, latency_cdfs, timelines  # noqa: E402
 from sim.output.headline import format_value  # noqa: E402
 
@@ -91,7 +91,7 @@ def _groups(rows: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def _label(keys: list[str], values: tuple, short: dict[str, str], width: int = 48) -> str:
+def _label(keys: list[str], values: tuple, short: dict[str, str], width: int = 72) -> str:
     text = ", ".join(f"{short.get(k, k)}={format_value(v)}" for k, v in zip(keys, values))
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -195,7 +195,7 @@ def heatmap(out: str, x: str, y: str, metric: str = "ttft_p90_s") -> Figure:
         vals = [v for v in vals if isinstance(v, (int, float)) and not math.isnan(v)]
         if vals:
             grid[i, j] = float(np.mean(vals))
-    fig = Figure(figsize=(min(1.1 * len(xs) + 3.5, 12), 0.5 * len(ys) + 2.6), layout="constrained")
+    fig = Figure(figsize=(min(1.1 * len(xs) + 3.5, 12), max(0.5 * len(ys) + 2.6, 4.2)), layout="constrained")
     ax = fig.subplots()
     vmin, vmax = colour_limits(grid)
     log = vmin > 0 and vmax / vmin > 20  # e.g. latencies from 0.5 s to 20 s: a log colour scale
@@ -204,8 +204,8 @@ def heatmap(out: str, x: str, y: str, metric: str = "ttft_p90_s") -> Figure:
     ax.set_xticks(range(len(xs)), [v[:24] for v in xs], rotation=30 if max(map(len, xs)) > 6 else 0,
                   ha="right" if max(map(len, xs)) > 6 else "center", fontsize=8)
     ax.set_yticks(range(len(ys)), [v[:40] for v in ys], fontsize=8)
-    ax.set_xlabel(param_label(short.get(x, x), [r[x] for r in rows]))
-    ax.set_ylabel(param_label(short.get(y, y), [r[y] for r in rows]))
+    ax.set_xlabel(wrap(param_label(short.get(x, x), [r[x] for r in rows]), 60))
+    ax.set_ylabel(wrap(param_label(short.get(y, y), [r[y] for r in rows])))
     for i, j in product(range(len(ys)), range(len(xs))):
         if not math.isnan(grid[i, j]):
             ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", color="w" if norm(grid[i, j]) < 0.6 else "k",
@@ -213,7 +213,7 @@ def heatmap(out: str, x: str, y: str, metric: str = "ttft_p90_s") -> Figure:
     bar = fig.colorbar(im, ax=ax, label=metric_label(metric))
     if log:
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.set_title(f"{metric_label(metric)} by {short.get(x, x)} and {short.get(y, y)}", fontsize=9)
+    ax.set_title(wrap(f"{metric_label(metric)} by {short.get(x, x)} and {short.get(y, y)}", 60), fontsize=9)
     return fig
 
 

@@ -33,7 +33,7 @@ p.note { color: #555; font-size: 13px; max-width: 60em; }
 div.scroll { max-width: 100%; overflow-x: auto; margin-bottom: 1.2em; }
 table { border-collapse: collapse; font-size: 12px; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
-th { background: #f0f0f0; font-weight: 600; vertical-align: bottom; max-width: 9em; }
+th { background: #f0f0f0; font-weight: 600; vertical-align: bottom; max-width: 9em; overflow-wrap: anywhere; }
 td.t, th.t { text-align: left; }
 table.kv td:first-child { text-align: left; }
 figure { margin: 1.2em 0 2em 0; max-width: 100%; }
@@ -147,7 +147,8 @@ def _table(rows: list[dict], cols: list[str], text_cols=(), headers: dict[str, s
 
     def th(c: str) -> str:
         cls = ' class="t"' if c in text_cols else ""
-        return f'<th{cls} title="{html.escape(c)}">{html.escape(headers.get(c) or metric_label(c))}</th>'
+        text = html.escape(headers.get(c) or metric_label(c)).replace(".", ".<wbr>")  # dotted names break after dots
+        return f'<th{cls} title="{html.escape(c)}">{text}</th>'
 
     head = "".join(th(c) for c in cols)
     body = "".join("<tr>" + "".join(f'<td class="t">{_cell(r.get(c))}</td>' if c in text_cols else f"<td>{_cell(r.get(c))}</td>"
