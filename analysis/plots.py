@@ -203,7 +203,7 @@ def heatmap(out: str, x: str, y: str, metric: str = "ttft_p90_s") -> Figure:
     im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis", norm=norm)
     ax.set_xticks(range(len(xs)), [v[:24] for v in xs], rotation=30 if max(map(len, xs)) > 6 else 0,
                   ha="right" if max(map(len, xs)) > 6 else "center", fontsize=8)
-    ax.set_yticks(range(len(ys)), [v[:40] for v in ys], fontsize=8)
+    ax.set_yticks(range(len(ys)), [wrap(v[:80], 32) for v in ys], fontsize=8)
     ax.set_xlabel(wrap(param_label(short.get(x, x), [r[x] for r in rows]), 60))
     ax.set_ylabel(wrap(param_label(short.get(y, y), [r[y] for r in rows])))
     for i, j in product(range(len(ys)), range(len(xs))):
@@ -242,7 +242,7 @@ def _front_plot(rows: list[dict], xk: str, yk: str, front: list[dict], title: st
     handles = []
     for n, r in enumerate(front, 1):
         ax.annotate(str(n), (r[xk], r[yk]), fontsize=7, color="C3", annotation_clip=True, **keep_inside(ax, r[xk], r[yk]))
-        text = _label(label_keys, tuple(format_value(r.get(k)) for k in label_keys), short, width=70) or r["point_id"]
+        text = _label(label_keys, tuple(format_value(r.get(k)) for k in label_keys), short, width=110) or r["point_id"]
         handles.append(Line2D([], [], linestyle="none", marker=f"${n}$", color="C3", label=text))
     if handles:
         fig.legend(handles=handles, loc="outside lower center", fontsize=7, ncols=1 if len(handles) > 4 else 2,
