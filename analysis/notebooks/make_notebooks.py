@@ -42,7 +42,7 @@ print("analysing", OUT)'''
 
 IMPORTS = '''import analysis
 from analysis import metrics as M, plots as P
-from analysis.notebook import plot, show, table  # show: a DataFrame of an Arrow table; plot: a Figure as PNG'''
+from analysis.notebook import plot, show  # show: an Arrow table as a DataFrame; plot: a Figure as PNG'''
 
 
 def quickstart() -> nbformat.NotebookNode:
