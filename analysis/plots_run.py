@@ -72,7 +72,7 @@ def timelines(out: str, point_id: str | None = None, bin_s: float | None = None)
     for j, kind in enumerate(k for k in _MARKED_EVENTS if k in events):
         axes[0].plot(events[kind], np.zeros(len(events[kind])), linestyle="none", marker="|", markersize=9,
                      color=f"C{len(pools) + j}", label=f"{kind} ({len(events[kind])})", clip_on=False)
-    axes[0].legend(fontsize=7, loc="upper left")
+    axes[0].legend(fontsize=7, loc="best")
     axes[-1].set_xlabel("simulated time (s)")
     fig.suptitle(f"queue, running batch, KV cache and power per pool, point {pid}", fontsize=10)
     return fig
