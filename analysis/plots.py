@@ -173,7 +173,7 @@ def utilization_timeline(out: str, point_id: str | None = None, bin_s: float | N
         ax.axvspan(t0, t1, color="grey", alpha=0.1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    ax1.set_ylabel("busy fraction")
+    ax1.set_ylabel("busy fraction (0-1)")
     ax1.set_ylim(-0.02, 1.05)
     ax2.set_ylabel("avg power per replica (W)")
     ax2.set_xlabel("simulated time (s)")
