@@ -31,28 +31,10 @@ from sim.output import storage
 from sim.output.summary import jobs_by_strategy
 
 __all__ = [
-    "ALL",
-    "points",
-    "swept_parameters",
-    "windows",
-    "scenario",
-    "class_slos",
-    "read",
-    "latency",
-    "goodput",
-    "throughput",
-    "utilization",
-    "step_timeline",
-    "waiting_times",
-    "wait_distribution",
-    "queue_length",
-    "littles_law",
-    "littles_law_table",
-    "energy_per_token",
-    "class_energy",
-    "per_job",
-    "per_session",
-    "jobs_by_strategy_table",
+    "ALL", "points", "swept_parameters", "windows", "scenario", "class_slos", "read", "read_calls", "latency",
+    "goodput", "throughput", "utilization", "step_timeline", "waiting_times", "wait_distribution",
+    "queue_length", "littles_law", "littles_law_table", "energy_per_token", "class_energy", "per_job",
+    "per_session", "jobs_by_strategy_table",
 ]
 
 ALL = "(all)"  # the class label of rows that aggregate every class
@@ -105,6 +87,13 @@ def read(out: str, table: str) -> pa.Table | None:
         return storage.read_table(out, table)
     except (FileNotFoundError, OSError):
         return None
+
+
+def read_calls(out: str) -> pa.Table | None:
+    """The calls table with one row per call, as the summary counts them: with disaggregation
+    the prefill half of a call (status ``prefilled``) is dropped, its own row kept."""
+    t = read(out, "calls")
+    return t.filter(pc.not_equal(t["status"], "prefilled")) if t is not None else None
 
 
 def _by_point(t: pa.Table | None, ids) -> Iterator[tuple[str, pa.Table]]:
@@ -180,7 +169,7 @@ def latency(out: str) -> pa.Table:
     latency (``e2e``) of finished calls, all over calls arriving in the window."""
     win = windows(out)
     rows = []
-    for pid, calls in _by_point(read(out, "calls"), win):
+    for pid, calls in _by_point(read_calls(out), win):
         rows += [{"point_id": pid, **r} for r in _latency_rows(calls, *win[pid])]
     return pa.Table.from_pylist(rows)
 
@@ -211,7 +200,7 @@ def goodput(out: str) -> pa.Table:
     finished calls per second). Targets come from each point's ``scenario.yaml``."""
     win = windows(out)
     rows = []
-    for pid, calls in _by_point(read(out, "calls"), win):
+    for pid, calls in _by_point(read_calls(out), win):
         t0, t1 = win[pid]
         slos = class_slos(out, pid)
         a = _np(calls, "arrival_s")
@@ -323,7 +312,7 @@ def wait_distribution(out: str) -> pa.Table:
     arrived in the window: count, mean, p50, p90, p99 and max."""
     win = windows(out)
     rows = []
-    for pid, calls in _by_point(read(out, "calls"), win):
+    for pid, calls in _by_point(read_calls(out), win):
         t0, t1 = win[pid]
         a = _np(calls, "arrival_s")
         w = _np(calls, "admitted_s") - a
@@ -392,7 +381,7 @@ def littles_law_table(out: str) -> pa.Table:
     ``lambda_W``, ``rel_error``) over its window."""
     win = windows(out)
     return pa.Table.from_pylist([{"point_id": pid, **littles_law(calls, *win[pid])}
-                                 for pid, calls in _by_point(read(out, "calls"), win)])
+                                 for pid, calls in _by_point(read_calls(out), win)])
 
 
 # --------------------------------------------------------------------------- energy, cost, carbon

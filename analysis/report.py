@@ -1,11 +1,14 @@
 """``dcsim report DIR``: one self-contained HTML page about a run or sweep.
 
-:func:`build_report` writes ``<out>/report.html`` (or ``path``): a table of the points (swept
-parameters and headline metrics), per-class latency and SLO tables, the figures of
-:mod:`analysis.plots` that apply to what the run contains (:func:`planned_figures` says
-which), and every point's resolved ``scenario.yaml`` in a collapsed ``<details>``. Figures are
-embedded as base64 PNG ``<img>`` elements whose ``id`` and ``alt`` name the figure; there is
-no external CSS or JavaScript, so the file opens from disk with no server.
+:func:`build_report` writes ``<out>/report.html`` (or ``path``): the headline metrics (a
+metric / value table for one point, a table of the points for a sweep, swept parameters named
+by their shortest unique trailing part), per-class latency and SLO tables, queueing and
+energy tables, the figures of :mod:`analysis.plots` that apply to what the run contains
+(:func:`planned_figures` says which, each with a one-line caption), and every point's resolved
+``scenario.yaml`` in a collapsed ``<details>``. Column headers and axes carry units. Figures
+are embedded as base64 PNG ``<img>`` elements whose ``id`` names the figure; there is no
+external CSS or JavaScript, so the file opens from disk with no server, and the page fits a
+1,280 px window (wide tables scroll inside their own box).
 """
 
 from __future__ import annotations
@@ -18,19 +21,25 @@ import sys
 from pathlib import Path
 
 from analysis import metrics as M
+from analysis.labels import metric_label, short_names
 from sim.output import storage
 
 __all__ = ["planned_figures", "build_report", "cmd_report"]
 
 STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; font-size: 12px; margin-bottom: 1.5em; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #f0f0f0; }
+body { font-family: sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1180px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; }
+p.note { color: #555; font-size: 13px; max-width: 60em; }
+div.scroll { max-width: 100%; overflow-x: auto; margin-bottom: 1.2em; }
+table { border-collapse: collapse; font-size: 12px; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+th { background: #f0f0f0; font-weight: 600; vertical-align: bottom; max-width: 9em; overflow-wrap: anywhere; }
 td.t, th.t { text-align: left; }
-figure { margin: 1em 0; }
-img { max-width: 100%; }
-pre { background: #f7f7f7; padding: 0.5em; font-size: 11px; }
+table.kv td:first-child { text-align: left; }
+figure { margin: 1.2em 0 2em 0; max-width: 100%; }
+figure img { max-width: 100%; height: auto; display: block; border: 1px solid #eee; }
+figcaption { font-size: 13px; color: #444; margin-top: 0.3em; }
+pre { background: #f7f7f7; padding: 0.5em; font-size: 11px; overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -62,14 +71,15 @@ def _heatmap_metric(rows: list[dict]) -> str:
     return "utilization"
 
 
-def planned_figures(out: str) -> dict[str, tuple]:
-    """``{figure id: (plot function name, keyword arguments)}`` of the figures that apply to
-    the run at ``out``, in page order:
+def planned_figures(out: str) -> dict[str, tuple[str, dict, str]]:
+    """``{figure id: (plot function name, keyword arguments, caption)}`` of the figures that
+    apply to the run at ``out``, in page order:
 
     * ``latency-vs-load`` and ``slo-attainment-vs-load``: a numeric swept axis with more than
       one value (SLO attainment also needs a class with an SLO target);
-    * ``utilization-timeline``: engine steps were recorded;
-    * ``ttft-cdf``: finished calls were recorded;
+    * ``timelines``: queue, running batch, KV cache and power per pool of the last point
+      (engine steps or calls were recorded);
+    * ``latency-cdfs``: TTFT, TPOT and end-to-end CDFs per class of the last point (finished calls);
     * ``heatmap``: two swept axes with more than one value each;
     * ``pareto-cost-latency``: more than one point with calls;
     * ``pareto-accuracy-cost``: the run has test-time-compute jobs (an ``accuracy`` summary)."""
@@ -77,31 +87,48 @@ def planned_figures(out: str) -> dict[str, tuple]:
 
     rows = P.sweep_rows(out)
     cols = set().union(*(r.keys() for r in rows)) if rows else set()
+    short = P.names(out)
     figs: dict[str, tuple] = {}
     axes = P.numeric_axes(out)
     has_calls = any(r.get("calls_measured", 0) > 0 for r in rows)
+    last = rows[-1]["point_id"] if rows else None
+    which = f"point {last}" if len(rows) > 1 else "the run"
     if axes and has_calls:
-        figs["latency-vs-load"] = ("latency_vs_load", {"x": axes[0]})
+        x = short.get(axes[0], axes[0])
+        figs["latency-vs-load"] = ("latency_vs_load", {"x": axes[0]},
+                                   f"TTFT p90 and end-to-end p90 latency of every point against {x}.")
         if any(any(v is not None for v in slo.values()) for slo in M.class_slos(out, rows[0]["point_id"]).values()):
-            figs["slo-attainment-vs-load"] = ("slo_attainment_vs_load", {"x": axes[0]})
-    steps = M.read(out, "steps")
-    if steps is not None and steps.num_rows:
-        figs["utilization-timeline"] = ("utilization_timeline", {})
+            figs["slo-attainment-vs-load"] = ("slo_attainment_vs_load", {"x": axes[0]},
+                                              f"Share of each class's calls that met all its SLO targets, against {x}.")
+    steps, calls = M.read(out, "steps"), M.read(out, "calls")
+    if (steps is not None and steps.num_rows) or (calls is not None and calls.num_rows):
+        figs["timelines"] = ("timelines", {"point_id": last},
+                             f"Calls waiting, sequences running, KV cache in use and device power of each pool "
+                             f"over the simulated time of {which} (grey band: measurement window).")
     if has_calls:
-        figs["ttft-cdf"] = ("latency_cdf", {"metric": "ttft"})
+        figs["latency-cdfs"] = ("latency_cdfs", {"point_id": last},
+                                f"Distribution of TTFT, time per output token and end-to-end latency per class "
+                                f"in {which} (dashed: the class's SLO target).")
     varied = _varied_axes(out)
     if len(varied) >= 2:
-        figs["heatmap"] = ("heatmap", {"x": varied[0], "y": varied[1], "metric": _heatmap_metric(rows)})
+        metric = _heatmap_metric(rows)
+        figs["heatmap"] = ("heatmap", {"x": varied[0], "y": varied[1], "metric": metric},
+                           f"{metric_label(metric)} of every combination of {short.get(varied[0])} and "
+                           f"{short.get(varied[1])} (mean over replications).")
     if len(rows) > 1 and has_calls:
-        figs["pareto-cost-latency"] = ("pareto_cost_latency", {})
+        figs["pareto-cost-latency"] = ("pareto_cost_latency", {},
+                                       "Cost per million output tokens against end-to-end p90 latency of every point; "
+                                       "red: the points no other beats on both.")
     if "accuracy" in cols and any(not math.isnan(r.get("accuracy", math.nan)) for r in rows):
-        figs["pareto-accuracy-cost"] = ("pareto_accuracy_cost", {})
+        figs["pareto-accuracy-cost"] = ("pareto_accuracy_cost", {},
+                                        "Job accuracy against cost per 1k jobs of every point; red: the accuracy-vs-cost "
+                                        "frontier.")
     return figs
 
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=100)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -111,17 +138,47 @@ def _cell(v) -> str:
     return html.escape("" if v is None else str(v))
 
 
-def _table(rows: list[dict], cols: list[str], text_cols=()) -> str:
+def _table(rows: list[dict], cols: list[str], text_cols=(), headers: dict[str, str] | None = None) -> str:
+    """An HTML table of ``rows`` in its own horizontally scrolling box. Headers are
+    ``headers[col]`` or :func:`metric_label` of the column; the column name is the tooltip."""
     if not rows:
         return "<p>(none)</p>"
-    head = "".join(f'<th class="t">{html.escape(c)}</th>' if c in text_cols else f"<th>{html.escape(c)}</th>" for c in cols)
+    headers = headers or {}
+
+    def th(c: str) -> str:
+        cls = ' class="t"' if c in text_cols else ""
+        text = html.escape(headers.get(c) or metric_label(c)).replace(".", ".<wbr>")  # dotted names break after dots
+        return f'<th{cls} title="{html.escape(c)}">{text}</th>'
+
+    head = "".join(th(c) for c in cols)
     body = "".join("<tr>" + "".join(f'<td class="t">{_cell(r.get(c))}</td>' if c in text_cols else f"<td>{_cell(r.get(c))}</td>"
                                     for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
 
-def _short(k: str) -> str:
-    return k.rsplit(".", 1)[-1]
+def _metric_rows(s: dict) -> str:
+    """The headline metrics of one point as metric / value rows (as ``dcsim run`` prints them)."""
+    from sim.output.headline import ECON_HEADLINE, HEADLINE, JOB_HEADLINE, SESSION_HEADLINE
+
+    spec = list(HEADLINE)
+    if "jobs_created" in s:
+        s = {**s, "energy_per_correct_kj": s.get("energy_per_correct_j", math.nan) / 1000}
+        spec += JOB_HEADLINE
+    if "sessions_created" in s:
+        s = {**s, "session_energy_kj_mean": s.get("session_energy_j_mean", math.nan) / 1000}
+        spec += SESSION_HEADLINE
+    if "capex_usd_per_hour" in s:
+        spec += ECON_HEADLINE
+    out = []
+    for label, keys, fmt in spec:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        vals = [s.get(k) for k in keys]
+        if all(v is None for v in vals):
+            continue
+        text = " / ".join("" if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v))
+                          else fmt.format(v) for v in vals)
+        out.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(text)}</td></tr>")
+    return f'<div class="scroll"><table class="kv"><tr><th class="t">metric</th><th>value</th></tr>{"".join(out)}</table></div>'
 
 
 def build_report(out: str, path: str | Path | None = None) -> Path:
@@ -134,36 +191,47 @@ def build_report(out: str, path: str | Path | None = None) -> Path:
         raise ValueError(f"{out}: no summarised points")
     cols = set().union(*(r.keys() for r in rows))
     swept = [k for k in M.swept_parameters(out) if k != "run" or len({r["run"] for r in rows}) > 1]
-    shown = [{**{_short(k): r.get(k) for k in swept}, **r} for r in rows]
+    short = short_names(swept)
+    shown = [{**{short[k]: r.get(k) for k in swept}, **r} for r in rows]
+    t0, t1 = rows[0].get("warmup_s"), rows[0].get("duration_s")
     parts = [f"<h1>dcsim report: {html.escape(str(rows[0].get('scenario', '')))}</h1>",
-             f"<p>{len(rows)} point(s) from <code>{html.escape(str(out))}</code>; metrics over each point's "
-             f"measurement window [warmup_s, duration_s).</p>",
-             "<h2>Points</h2>", _table(shown, ["point_id", *[_short(k) for k in swept], *_summary_metrics(cols)],
-                                       text_cols={"point_id", *[_short(k) for k in swept]})]
+             f'<p class="note">{len(rows)} point(s) from <code>{html.escape(str(out))}</code>; metrics over each '
+             f"point's measurement window, simulated time [{_cell(t0)} s, {_cell(t1)} s) "
+             f"(warmup excluded). Hover a column header for its name in the Parquet tables.</p>"]
+    if len(rows) == 1:
+        parts += [f"<h2>Summary of point {html.escape(rows[0]['point_id'])}</h2>", _metric_rows(rows[0])]
+    else:
+        parts += ["<h2>Points</h2>",
+                  _table(shown, ["point_id", *[short[k] for k in swept], *_summary_metrics(cols)],
+                         text_cols={"point_id", *short.values()}, headers={"point_id": "point", **{v: v for v in short.values()}})]
     if any(r.get("calls_measured", 0) for r in rows):
         lat = {(r["point_id"], r["class"]): r for r in M.latency(out).to_pylist()}
         per_class = [{**lat.get((g["point_id"], g["class"]), {}), **g} for g in M.goodput(out).to_pylist()]
+        pcols = (["point_id"] if len(rows) > 1 else []) + [
+            "class", "calls_measured", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s",
+            "e2e_p50_s", "e2e_p90_s", "slo_ttft_s", "slo_tpot_s", "slo_e2e_s", "slo_attainment", "goodput_per_s"]
         parts += ["<h2>Latency and SLOs per class</h2>",
-                  _table(per_class, ["point_id", "class", "calls_measured", "ttft_p50_s", "ttft_p90_s", "tpot_p50_s",
-                                     "e2e_p90_s", "slo_ttft_s", "slo_tpot_s", "slo_e2e_s", "slo_attainment",
-                                     "goodput_per_s"], text_cols={"point_id", "class"}),
+                  _table(per_class, pcols, text_cols={"point_id", "class"}, headers={"point_id": "point"}),
                   "<h2>Queueing (Little's law: L against lambda x W)</h2>",
                   _table(M.littles_law_table(out).to_pylist(), ["point_id", "L", "lambda_per_s", "W_s", "lambda_W",
-                                                                "rel_error"], text_cols={"point_id"})]
+                                                                "rel_error"], text_cols={"point_id"},
+                         headers={"point_id": "point"})]
     parts += ["<h2>Energy, cost and carbon per output token</h2>",
               _table(M.energy_per_token(out).to_pylist(), ["point_id", "output_tokens", "energy_per_output_token_j",
                                                            "device_energy_per_output_token_j", "usd_per_million_output_tokens",
-                                                           "carbon_g_per_output_token"], text_cols={"point_id"})]
+                                                           "carbon_g_per_output_token"], text_cols={"point_id"},
+                     headers={"point_id": "point"})]
     strat = M.jobs_by_strategy_table(out)
     if strat is not None and strat.num_rows:
         parts += ["<h2>Jobs by strategy</h2>",
                   _table(strat.to_pylist(), ["point_id", "strategy", "width", "jobs", "accuracy", "usd_per_1k_jobs",
-                                             "accuracy_per_usd", "latency_p90_s"], text_cols={"point_id", "strategy"})]
+                                             "accuracy_per_usd", "latency_p90_s"], text_cols={"point_id", "strategy"},
+                         headers={"point_id": "point", "strategy": "strategy", "latency_p90_s": "job latency p90 (s)"})]
     parts.append("<h2>Figures</h2>")
-    for fig_id, (fn, kwargs) in planned_figures(out).items():
+    for fig_id, (fn, kwargs, caption) in planned_figures(out).items():
         fig = getattr(P, fn)(out, **kwargs)
-        parts.append(f'<figure><img id="{fig_id}" alt="{fig_id}" src="data:image/png;base64,{_png(fig)}">'
-                     f"<figcaption>{html.escape(fig_id)}</figcaption></figure>")
+        parts.append(f'<figure><img id="{fig_id}" alt="{html.escape(caption)}" src="data:image/png;base64,{_png(fig)}">'
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     parts.append("<h2>Configuration</h2>")
     fs, base = storage.open_output(out)
     for r in rows:
@@ -172,7 +240,8 @@ def build_report(out: str, path: str | Path | None = None) -> Path:
         except OSError:
             text = "(scenario.yaml missing)"
         parts.append(f"<details><summary>{html.escape(r['point_id'])}</summary><pre>{html.escape(text)}</pre></details>")
-    page = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>dcsim report</title>"
+    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>dcsim report</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     target = Path(path) if path else Path(base) / "report.html"
     target.write_text(page, encoding="utf-8")

@@ -1,8 +1,10 @@
 """Write the analysis notebooks of this folder (run ``python analysis/notebooks/make_notebooks.py``).
 
 Each notebook's first cell reads ``DCSIM_NOTEBOOK_OUT`` (an output folder of ``dcsim sweep``
-to analyse); when it is unset, it runs a shortened sweep of the shipped scenario into a
-temporary folder (serial executor, a few seconds), so every notebook runs as it stands.
+to analyse; a relative path is taken from where Jupyter was started, see
+:func:`analysis.notebook.find_output`); when it is unset, it runs a shortened sweep of the
+shipped scenario into a temporary folder (serial executor, a few seconds), so every notebook
+runs as it stands, from any working directory. Tables show as pandas DataFrames.
 """
 
 from __future__ import annotations
@@ -17,42 +19,30 @@ HERE = Path(__file__).resolve().parent
 SETUP = '''import os, sys, tempfile
 from pathlib import Path
 
-# Repository root (for scenarios/ and, when not installed, the sim and analysis packages)
-ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "scenarios" / "{scenario}").exists())
-sys.path.insert(0, str(ROOT))
+# The project, importable from a clone even when it is not installed (Jupyter runs this cell in
+# the notebook's folder, analysis/notebooks/)
+for folder in (Path.cwd(), *Path.cwd().parents):
+    if (folder / "analysis" / "notebook.py").is_file():
+        sys.path.insert(0, str(folder))
+        break
+from analysis.notebook import find_output, scenario_path
 
-OUT = os.environ.get("DCSIM_NOTEBOOK_OUT")
-if not OUT:  # no sweep given: run a short one of the shipped scenario
+# A relative DCSIM_NOTEBOOK_OUT is read from the directory where you started Jupyter ($PWD)
+OUT = find_output(os.environ.get("DCSIM_NOTEBOOK_OUT"))
+if OUT is None:  # no sweep given: run a short one of the shipped scenario
     import yaml
     from sim.sweep import run_sweep
 
-    raw = yaml.safe_load((ROOT / "scenarios" / "{scenario}").read_text())
+    source = scenario_path("{scenario}")
+    raw = yaml.safe_load(source.read_text())
 {shorten}
     OUT = str(Path(tempfile.mkdtemp(prefix="dcsim-nb-")) / "out")
-    run_sweep(raw, OUT, source=str(ROOT / "scenarios" / "{scenario}"), executor="serial", progress=False)
+    run_sweep(raw, OUT, source=str(source), executor="serial", progress=False)
 print("analysing", OUT)'''
 
 IMPORTS = '''import analysis
 from analysis import metrics as M, plots as P
-
-def show(table, cols=None, n=30):
-    """Print an Arrow table or list of dicts as aligned text (no pandas needed)."""
-    rows = table.to_pylist() if hasattr(table, "to_pylist") else list(table)
-    cols = cols or (list(rows[0]) if rows else [])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
-    text = [[fmt(r.get(c)) for c in cols] for r in rows[:n]]
-    width = [max([len(c)] + [len(t[i]) for t in text]) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, width)))
-    for t in text:
-        print("  ".join(v.rjust(w) for v, w in zip(t, width)))
-
-def plot(fig):
-    """Show a matplotlib Figure of analysis.plots as a PNG (works with any backend)."""
-    import io
-    from IPython.display import Image, display
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    display(Image(data=buf.getvalue()))'''
+from analysis.notebook import plot, show  # show: an Arrow table as a DataFrame; plot: a Figure as PNG'''
 
 
 def quickstart() -> nbformat.NotebookNode:
@@ -81,9 +71,9 @@ def quickstart() -> nbformat.NotebookNode:
                       'import pyarrow.compute as pc\n'
                       'times, lengths = analysis.queue_length(calls.filter(pc.equal(calls["point_id"], pid)))\n'
                       'print(f"point {pid}: longest queue {lengths.max()} calls")'),
-        new_code_cell('plot(P.latency_cdf(OUT, "ttft"))'),
+        new_code_cell('plot(P.latency_cdfs(OUT))'),
         new_markdown_cell("## Utilization, power and energy"),
-        new_code_cell('plot(P.utilization_timeline(OUT))'),
+        new_code_cell('plot(P.timelines(OUT))'),
         new_code_cell('show(analysis.utilization(OUT))\nshow(analysis.energy_per_token(OUT))\n'
                       'show(analysis.class_energy(OUT))'),
         new_code_cell('plot(P.pareto_cost_latency(OUT))'),
@@ -113,13 +103,10 @@ def test_time_compute() -> nbformat.NotebookNode:
         new_markdown_cell("## Strategies: accuracy per dollar, energy and carbon per token"),
         new_code_cell('show(analysis.jobs_by_strategy_table(OUT), ["point_id", "strategy", "width", "jobs", "accuracy", '
                       '"usd_per_1k_jobs", "accuracy_per_usd", "latency_p90_s"])'),
-        new_code_cell('jobs = analysis.per_job(OUT)\n'
-                      'import numpy as np\n'
-                      'for s in sorted(set(jobs["strategy"].to_pylist())):\n'
-                      '    m = np.array(jobs["strategy"].to_pylist()) == s\n'
-                      '    e = jobs["energy_per_output_token_j"].to_numpy()[m]\n'
-                      '    c = jobs["carbon_g"].to_numpy()[m]\n'
-                      '    print(f"{s:18s} jobs {m.sum():4d}  J/token {np.nanmean(e):.3f}  g CO2/job {np.nanmean(c):.2f}")'),
+        new_code_cell('jobs = analysis.per_job(OUT).to_pandas()\n'
+                      'jobs.groupby("strategy").agg(jobs=("job_id", "count"), '
+                      'J_per_token=("energy_per_output_token_j", "mean"), g_CO2_per_job=("carbon_g", "mean"), '
+                      'usd_per_job=("cost_usd", "mean")).round(4)'),
         new_code_cell('plot(P.heatmap(OUT, "datacenter.pools.reasoner.accelerator", "workload.classes.math.job.strategy", '
                       '"accuracy"))'),
     ])
@@ -145,25 +132,27 @@ def agent_kv() -> nbformat.NotebookNode:
                       '"workload.classes.agents.session.kv", "turn_ttft_p90_s"))'),
         new_code_cell('plot(P.latency_vs_load(OUT, metrics=("ttft_p90_s", "tpot_p50_s")))'),
         new_markdown_cell("## Per session: energy, cost and carbon per output token"),
-        new_code_cell('sessions = analysis.per_session(OUT)\n'
-                      'import numpy as np\n'
-                      'pol = np.array(sessions["kv_policy"].to_pylist())\n'
-                      'for p in sorted(set(pol)):\n'
-                      '    m = pol == p\n'
-                      '    print(f"{p:8s} sessions {m.sum():4d}  J/token {np.nanmean(sessions[\'energy_per_output_token_j\'].to_numpy()[m]):.3f}"\n'
-                      '          f"  $/Mtoken {1e6 * np.nanmean(sessions[\'usd_per_output_token\'].to_numpy()[m]):.3f}")'),
-        new_code_cell('plot(P.utilization_timeline(OUT))'),
+        new_code_cell('sessions = analysis.per_session(OUT).to_pandas()\n'
+                      'per = sessions.groupby("kv_policy").agg(sessions=("session_id", "count"), '
+                      'J_per_token=("energy_per_output_token_j", "mean"), usd_per_token=("usd_per_output_token", "mean"))\n'
+                      'per.assign(usd_per_million_tokens=1e6 * per.usd_per_token).drop(columns="usd_per_token").round(4)'),
+        new_code_cell('plot(P.timelines(OUT))'),
     ])
 
 
-def main() -> None:
+def main(folder: Path = HERE) -> None:
+    """Write the three notebooks into ``folder`` (cell ids numbered, so the files are reproducible)."""
     for name, make in (("quickstart_sweep", quickstart), ("test_time_compute", test_time_compute), ("agent_kv", agent_kv)):
         nb = make()
+        for i, cell in enumerate(nb.cells):
+            cell["id"] = f"{name}-{i}"
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
         nbformat.validate(nb)
-        nbformat.write(nb, HERE / f"{name}.ipynb")
+        nbformat.write(nb, Path(folder) / f"{name}.ipynb")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)

@@ -216,3 +216,14 @@ def cmd_report(args) -> int:
     from analysis.report import cmd_report as report
 
     return report(args)
+
+
+def cmd_export_trace(args) -> int:
+    """``dcsim export-trace DIR [--point ID] [--out FILE]``: Chrome trace JSON of one point."""
+    from sim.output.perfetto import export_trace
+
+    path, info = export_trace(args.dir, args.point, args.out, args.start_s, args.end_s, args.max_calls, args.max_steps)
+    cut = " (shortened by --max-calls / --max-steps)" if info["truncated"] else ""
+    print(f"{path}: point {info['point_id']}, simulated {info['window_start_s']:g} s to {info['window_end_s']:.6g} s{cut}; "
+          f"open it in ui.perfetto.dev or chrome://tracing")
+    return 0

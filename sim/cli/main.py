@@ -106,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir", help="output folder of dcsim run / sweep")
     rp.add_argument("--out", default=None, metavar="FILE", help="HTML file to write (default: DIR/report.html)")
     rp.set_defaults(func=commands.cmd_report)
+
+    xt = sub.add_parser("export-trace", help="write one point's timeline as Chrome trace JSON (ui.perfetto.dev, chrome://tracing)")
+    xt.add_argument("dir", help="output folder of dcsim run / sweep")
+    xt.add_argument("--point", default=None, metavar="ID", help="point id (default: the only point of a run)")
+    xt.add_argument("--out", default=None, metavar="FILE", help="JSON file to write (default: DIR/ID/trace.json)")
+    xt.add_argument("--start-s", type=float, default=None, help="start of the simulated-time window (default 0)")
+    xt.add_argument("--end-s", type=float, default=None, help="end of the window (default: the end of the run)")
+    xt.add_argument("--max-calls", type=int, default=10_000,
+                    help="end the window early so at most this many calls are in it (default 10000; 0: no cap)")
+    xt.add_argument("--max-steps", type=int, default=100_000,
+                    help="... and at most this many engine runs (default 100000; 0: no cap)")
+    xt.set_defaults(func=commands.cmd_export_trace)
     return p
 
 
