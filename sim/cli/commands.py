@@ -133,7 +133,7 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     from rich.console import Console
 
     from sim.config.sweep import expand
-    from sim.sweep import run_sweep
+    from sim.sweep import SweepTerminated, run_sweep
 
     console = Console()
     if not console.is_terminal:
@@ -169,6 +169,10 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished points are committed; rerun with --resume to run the rest", file=sys.stderr)
         return 130
+    except SweepTerminated:
+        print("terminated (SIGTERM): finished points are committed; rerun with --resume to run the rest",
+              file=sys.stderr)
+        return 143
     print_sweep_summary(result, console)
     console.print(
         f"{len(result.ran)} run, {len(result.points) - len(result.ran)} already done, {result.n_failed} failed "
