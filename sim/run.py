@@ -33,6 +33,7 @@ from sim.config.scenario import Scenario
 from sim.output.summary import job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
 from sim.config.sweep import point_id_of
 from sim.output.trace import Recorder
+from sim.cluster.check import require_known_power  # noqa: F401 - also sim.run's, as before
 from sim.cluster.world import build
 
 TABLES = ("calls", "steps", "events", "jobs", "sessions", "videos")
@@ -41,23 +42,6 @@ TABLES = ("calls", "steps", "events", "jobs", "sessions", "videos")
 def scenario_point_id(scenario: Scenario) -> str:
     """Stable id of a scenario from its resolved configuration."""
     return point_id_of(scenario.model_dump(mode="json", exclude={"sweep"}))
-
-
-def require_known_power(scenario: Scenario, source: str) -> None:
-    """ScenarioError naming the first pool whose accelerator card has no ``tdp_w`` (no public
-    figure: TPU v5e/v5p, Trainium2, Inferentia2): its power, energy and energy cost would
-    otherwise come out NaN in every summary. ``dcsim estimate`` still prices such cards' speed."""
-    from sim.errors import ScenarioError
-    from sim.cluster.world import pool_accelerator
-
-    for pool in scenario.datacenter.pools:
-        key = f"datacenter.pools.{pool.name}.accelerator"
-        acc = pool_accelerator(pool, source)
-        if acc.tdp_w != acc.tdp_w:  # NaN: the card leaves tdp_w out
-            raise ScenarioError(source, key, f"{acc.name} has no tdp_w (hardware/accelerators/{acc.name}.yaml: no "
-                                             "public figure), so this run's power, energy and energy cost would be "
-                                             f"unknown; give the pool power.tdp_w, add a cited tdp_w to the card or "
-                                             "use another accelerator")
 
 
 @contextlib.contextmanager

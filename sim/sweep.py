@@ -126,14 +126,28 @@ def _default_point_fn() -> PointFn:
 
 
 def _default_make_scenario(source: str) -> Callable[[Point], Any]:
+    """A point's raw scenario -> its validated Scenario, checked as fully as ``dcsim run``
+    checks one (sim.cluster.check), input files parsed once for all points."""
+    from sim.cluster.check import CheckCache, check_scenario
     from sim.config.scenario import validate
 
     base_dir = Path(source).parent if source else Path(".")
+    shown = source or "<scenario>"
+    cache = CheckCache()
 
     def make(point: Point) -> Any:
-        return validate(point.raw, source or "<scenario>", base_dir)
+        scenario = validate(point.raw, shown, base_dir)
+        check_scenario(scenario, shown, cache)
+        return scenario
 
     return make
+
+
+def check_points(points: list[Point], source: str) -> list[Any]:
+    """Every point validated and checked (what a sweep does before its first point runs);
+    the first bad one raises ScenarioError naming its swept values."""
+    make = _default_make_scenario(source)
+    return [_make(make, p) for p in points]
 
 
 # --------------------------------------------------------------------------- executors
