@@ -30,7 +30,7 @@ import sim
 from sim.models import economics
 from sim.output import storage
 from sim.config.scenario import Scenario
-from sim.output.summary import job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
+from sim.output.summary import finished_token_metrics, job_metrics, latency_metrics, resource_metrics, session_metrics, video_metrics
 from sim.config.sweep import point_id_of
 from sim.output.trace import Recorder
 from sim.cluster.check import require_known_power  # noqa: F401 - also sim.run's, as before
@@ -87,6 +87,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
                "engine_mode": scenario.engine_mode, "warmup_s": t0, "duration_s": t1, "sim_end_s": t_end}
     summary.update(latency_metrics(calls, t0, t1))
     summary.update(resource_metrics(steps, t0, t1, world.specs, world.tariff))
+    summary.update(finished_token_metrics(summary, t0, t1))
     if world.rates.configured:  # datacenter.economics: capex / facility / energy, time-of-day tariff
         pools = economics.pool_costs(pq.read_table(paths["steps"], filesystem=fs), t0, t1, world.specs, world.rates)
         summary.update(economics.fleet_metrics(pools, t0, t1, summary["output_tokens_per_s"] * (t1 - t0)))
