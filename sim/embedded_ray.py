@@ -105,8 +105,9 @@ def _refresh_ray_config() -> None:
     Config.initialize("")
 
 
-def start(address: str | None, num_cpus: int | None) -> EmbeddedRay:
-    """Connect to the Ray at ``address`` (or ``$RAY_ADDRESS``), else start an embedded one."""
+def start(address: str | None, num_cpus: int | None, **ray_options) -> EmbeddedRay:
+    """Connect to the Ray at ``address`` (or ``$RAY_ADDRESS``), else start an embedded one
+    (``ray_options``: further ``ray.init`` arguments for it, e.g. ``object_store_memory``)."""
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     address = address or os.environ.get("RAY_ADDRESS") or None
     import ray
@@ -117,10 +118,10 @@ def start(address: str | None, num_cpus: int | None) -> EmbeddedRay:
         # a cluster: its own operator decides binding and authentication (docs/sweeps.md)
         ray.init(address=address, logging_level=logging.WARNING)
         return EmbeddedRay(started=False)
-    return _start_embedded(num_cpus)
+    return _start_embedded(num_cpus, ray_options)
 
 
-def _start_embedded(num_cpus: int | None) -> EmbeddedRay:
+def _start_embedded(num_cpus: int | None, ray_options: dict) -> EmbeddedRay:
     import ray
     from ray._private import ray_constants
 
@@ -139,7 +140,7 @@ def _start_embedded(num_cpus: int | None) -> EmbeddedRay:
         _refresh_ray_config()
     try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
-                 logging_level=logging.WARNING)
+                 logging_level=logging.WARNING, **ray_options)
         node_ip = ray.util.get_node_ip_address()
         if not is_loopback(node_ip):
             raise RuntimeError(f"the embedded Ray came up on {node_ip}, not on loopback; refusing to run on it")
