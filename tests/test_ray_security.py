@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,9 +33,11 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def _listeners(procs: list[psutil.Process]) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP socket listening and UDP socket bound."""
     names = {p.pid: p.name() for p in procs}
-    return [(c.laddr.ip, c.laddr.port, names[c.pid]) for c in psutil.net_connections("all")
-            if c.status == psutil.CONN_LISTEN and c.pid in names and c.laddr]
+    return [(c.laddr.ip, c.laddr.port, names[c.pid]) for c in psutil.net_connections("inet")
+            if c.pid in names and c.laddr and (c.status == psutil.CONN_LISTEN or
+                                               (c.type == socket.SOCK_DGRAM and not c.raddr))]
 
 
 def _running_point(pid: int, timeout: float) -> list[psutil.Process]:
