@@ -133,12 +133,12 @@ def _start_embedded(num_cpus: int | None, ray_options: dict) -> EmbeddedRay:
             wanted["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     handle = EmbeddedRay(started=True, _env={k: os.environ.get(k) for k in wanted},
                          _constant=ray_constants.ENABLE_RAY_CLUSTER)
-    os.environ.update(wanted)
-    # the constant is read when ray is imported; this process may have imported it already
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    if "RAY_AUTH_MODE" in wanted:
-        _refresh_ray_config()
     try:
+        os.environ.update(wanted)
+        # the constant is read when ray is imported; this process may have imported it already
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        if "RAY_AUTH_MODE" in wanted:
+            _refresh_ray_config()
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
                  logging_level=logging.WARNING, **ray_options)
         node_ip = ray.util.get_node_ip_address()
