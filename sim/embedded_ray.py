@@ -37,6 +37,7 @@ import logging
 import os
 import secrets
 import signal
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +59,17 @@ def is_loopback(host: str) -> bool:
     return (mapped or ip).is_loopback
 
 
-def state_dir() -> Path:
-    """Folder (mode 0700) holding the records of this user's embedded Ray instances."""
+def state_dir() -> Path | None:
+    """Folder (mode 0700) holding the records of this user's embedded Ray instances; None if it
+    cannot be made, or is not this user's alone (someone else's folder could plant records)."""
     d = Path(tempfile.gettempdir()) / f"dcsim-{os.getuid()}"
-    d.mkdir(mode=0o700, exist_ok=True)
+    try:
+        d.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(d)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
     return d
 
 
@@ -155,10 +163,10 @@ def _start_embedded(num_cpus: int | None, ray_options: dict) -> EmbeddedRay:
 def _proc_start(pid: int) -> str | None:
     """The start time of process ``pid`` (clock ticks since boot, /proc/PID/stat field 22)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return text.rsplit(")", 1)[1].split()[19]
 
 
 def _descendants(pid: int) -> list[int]:
@@ -170,7 +178,7 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-def _write_record() -> Path:
+def _write_record() -> Path | None:
     """Record this driver and the Ray processes it started (gcs_server, raylet, agents, workers)."""
     import ray
 
@@ -182,7 +190,10 @@ def _write_record() -> Path:
         "session_dir": node.get_session_dir_path() if node is not None else None,
         "processes": [[p, _proc_start(p)] for p in pids],
     }
-    path = state_dir() / f"ray-{me}.json"
+    directory = state_dir()
+    if directory is None:
+        return None
+    path = directory / f"ray-{me}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(path)
@@ -214,6 +225,8 @@ def reap_stale(directory: Path | None = None) -> list[int]:
     recorded one."""
     directory = directory or state_dir()
     killed: list[int] = []
+    if directory is None:
+        return killed
     for path in sorted(directory.glob("ray-*.json")):
         try:
             record = json.loads(path.read_text())

@@ -146,6 +146,14 @@ def test_reap_stale_kills_only_the_processes_a_dead_driver_recorded(tmp_path):
             p.wait()
 
 
+def test_records_go_only_to_a_folder_of_this_user_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    d = embedded_ray.state_dir()
+    assert d == tmp_path / f"dcsim-{os.getuid()}" and (d.stat().st_mode & 0o777) == 0o700
+    d.chmod(0o777)  # a folder others can write to could hold planted records: not used
+    assert embedded_ray.state_dir() is None and embedded_ray.reap_stale() == []
+
+
 @pytest.mark.parametrize("host, loop", [("127.0.0.1", True), ("127.0.0.5", True), ("::1", True),
                                         ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("::", False),
                                         ("192.0.2.2", False), ("::ffff:10.0.0.1", False), ("fe80::1%eth0", False)])
