@@ -16,7 +16,6 @@ Figures:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import sys
@@ -67,16 +66,15 @@ def timed(raw, fn, executor, make=lambda p: p.raw) -> float:
 
 
 def with_ray(num_cpus: int, body):
-    import ray
+    from sim import embedded_ray  # the sweep's own loopback-only Ray
 
     t = time.perf_counter()
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-             object_store_memory=200 * 2**20)
+    handle = embedded_ray.start(None, num_cpus, object_store_memory=200 * 2**20)
     start = time.perf_counter() - t
     try:
         return start, body()
     finally:
-        ray.shutdown()
+        handle.stop()
 
 
 def main() -> int:

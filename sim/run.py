@@ -30,10 +30,11 @@ import sim
 from sim.output import economics
 from sim.output import storage
 from sim.config import Scenario
-from sim.output.summary import latency_metrics, resource_metrics
+from sim.output.summary import finished_token_metrics, latency_metrics, resource_metrics
 from sim.config.sweep import point_id_of
 from sim.output.trace import SCHEMAS as TRACE_SCHEMAS, Recorder
 from sim.workloads import WORKLOAD_KINDS
+from sim.cluster.check import require_known_power  # noqa: F401 - also sim.run's, as before
 from sim.cluster.world import build
 
 # the engine's tables, then one per workload kind (jobs, videos, sessions, ...)
@@ -44,23 +45,6 @@ SCHEMAS = {**{t: TRACE_SCHEMAS[t] for t in ("calls", "steps", "events")}, **{k.t
 def scenario_point_id(scenario: Scenario) -> str:
     """Stable id of a scenario from its resolved configuration."""
     return point_id_of(scenario.model_dump(mode="json", exclude={"sweep"}))
-
-
-def require_known_power(scenario: Scenario, source: str) -> None:
-    """ScenarioError naming the first pool whose accelerator card has no ``tdp_w`` (no public
-    figure: TPU v5e/v5p, Trainium2, Inferentia2): its power, energy and energy cost would
-    otherwise come out NaN in every summary. ``dcsim estimate`` still prices such cards' speed."""
-    from sim.errors import ScenarioError
-    from sim.cluster.pools import pool_accelerator
-
-    for pool in scenario.datacenter.pools:
-        key = f"datacenter.pools.{pool.name}.accelerator"
-        acc = pool_accelerator(pool, source)
-        if acc.tdp_w != acc.tdp_w:  # NaN: the card leaves tdp_w out
-            raise ScenarioError(source, key, f"{acc.name} has no tdp_w (hardware/accelerators/{acc.name}.yaml: no "
-                                             "public figure), so this run's power, energy and energy cost would be "
-                                             f"unknown; give the pool power.tdp_w, add a cited tdp_w to the card or "
-                                             "use another accelerator")
 
 
 @contextlib.contextmanager
@@ -106,6 +90,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
                "engine_mode": scenario.engine_mode, "warmup_s": t0, "duration_s": t1, "sim_end_s": t_end}
     summary.update(latency_metrics(calls, t0, t1))
     summary.update(resource_metrics(steps, t0, t1, world.specs, world.tariff))
+    summary.update(finished_token_metrics(summary, t0, t1))
     if world.rates.configured:  # datacenter.economics: capex / facility / energy, time-of-day tariff
         pools = economics.pool_costs(pq.read_table(paths["steps"], filesystem=fs), t0, t1, world.specs, world.rates)
         summary.update(economics.fleet_metrics(pools, t0, t1, summary["output_tokens_per_s"] * (t1 - t0)))

@@ -26,8 +26,9 @@ included) after deleting whatever they had partly written.
 from __future__ import annotations
 
 import json
-import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -43,6 +44,7 @@ from sim.config.sweep import Point, canonical_json, expand, parse_spec
 
 __all__ = [
     "SweepResult",
+    "SweepTerminated",
     "run_sweep",
     "run_points",
 ]
@@ -124,14 +126,28 @@ def _default_point_fn() -> PointFn:
 
 
 def _default_make_scenario(source: str) -> Callable[[Point], Any]:
+    """A point's raw scenario -> its validated Scenario, checked as fully as ``dcsim run``
+    checks one (sim.cluster.check), input files parsed once for all points."""
+    from sim.cluster.check import CheckCache, check_scenario
     from sim.config import validate
 
     base_dir = Path(source).parent if source else Path(".")
+    shown = source or "<scenario>"
+    cache = CheckCache()
 
     def make(point: Point) -> Any:
-        return validate(point.raw, source or "<scenario>", base_dir)
+        scenario = validate(point.raw, shown, base_dir)
+        check_scenario(scenario, shown, cache)
+        return scenario
 
     return make
+
+
+def check_points(points: list[Point], source: str) -> list[Any]:
+    """Every point validated and checked (what a sweep does before its first point runs);
+    the first bad one raises ScenarioError naming its swept values."""
+    make = _default_make_scenario(source)
+    return [_make(make, p) for p in points]
 
 
 # --------------------------------------------------------------------------- executors
@@ -155,6 +171,7 @@ def _run_ray(
     *,
     max_in_flight: int | None,
     max_retries: int,
+    tick: Callable[[], None] = lambda: None,
 ) -> None:
     import ray
     from ray.exceptions import RayError
@@ -171,7 +188,8 @@ def _run_ray(
         while pending and len(in_flight) < limit:
             point, scenario = pending.popleft()
             in_flight[task.remote(fn_ref, scenario, out, point.point_id)] = point
-        done, _ = ray.wait(list(in_flight), num_returns=1)
+        done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+        tick()
         for ref in done:
             point = in_flight.pop(ref)
             try:
@@ -192,23 +210,72 @@ def _run_ray(
             next_check = time.monotonic() + 5.0
 
 
-def _init_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Connect to Ray (or start an embedded one). Returns True if this call started it."""
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    import logging
+def _init_ray(address: str | None, num_cpus: int | None):
+    """Connect to Ray at ``address`` or start an embedded, loopback-only one (sim.embedded_ray)."""
+    from sim import embedded_ray
 
-    import ray
+    return embedded_ray.start(address, num_cpus)
 
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        # an embedded instance on this machine only: no token needed between its own processes
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    return True
+
+def _tick(handle, sigterm: "_SigtermGuard") -> None:
+    """Between two waits for Ray: stop on SIGTERM, record workers Ray has started since."""
+    if sigterm.received:
+        raise SweepTerminated()
+    from sim import embedded_ray
+
+    embedded_ray.update_record(handle)
+
+
+# --------------------------------------------------------------------------- SIGTERM
+class SweepTerminated(BaseException):
+    """SIGTERM reached the sweep driver. Raised in the main thread, like KeyboardInterrupt (not
+    an Exception: a point cut short by it is not a failed point). Finished points stay
+    committed; ``--resume`` runs the rest."""
+
+
+class _SigtermGuard:
+    """While a sweep runs, SIGTERM stops it with :class:`SweepTerminated` in the main thread, so
+    the driver stops submitting, shuts its Ray down and exits 143, instead of Ray's own
+    handler tearing the process down mid-call (a C++ stack dump and orphaned agents). Serial
+    points are cut short at once (the exception is raised in the handler); on Ray the handler
+    only sets ``received`` and the driver loop raises within a second. A SIGTERM during the
+    shutdown is remembered, not raised. The previous handler is restored afterwards. Outside
+    the main thread (where Python cannot take signals) it does nothing."""
+
+    def __init__(self):
+        self.received = False
+        self._armed = False
+        self._previous = None
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def _handler(self, signum, frame) -> None:
+        first = not self.received
+        self.received = True
+        if self._armed and first:
+            self._armed = False
+            raise SweepTerminated()
+
+    def install(self, raise_at_once: bool = True) -> None:
+        if self._active:
+            signal.signal(signal.SIGTERM, self._handler)
+            self._armed = raise_at_once
+
+    def __enter__(self):
+        if self._active:
+            self._previous = signal.getsignal(signal.SIGTERM)
+            self.install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def restore(self) -> None:
+        if self._active and self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 # --------------------------------------------------------------------------- tables
@@ -331,9 +398,10 @@ def run_points(
         return f"ok {counts['ok']} failed {counts['failed']}"
 
     ran: list[str] = []
-    started_ray = False
+    ray_handle = None
+    sigterm = _SigtermGuard()
     try:
-        with bar:
+        with sigterm, bar:
             tid = bar.add_task(describe(), total=len(points), completed=len(committed))
 
             def on_done(point: Point, record: dict) -> None:
@@ -345,13 +413,19 @@ def run_points(
             if executor == "serial" or not todo:
                 _run_serial(todo, out, point_fn, on_done)
             else:
-                started_ray = _init_ray(address, num_cpus)
-                _run_ray(todo, out, point_fn, on_done, max_in_flight=max_in_flight, max_retries=max_retries)
+                ray_handle = _init_ray(address, num_cpus)
+                # again (ray.init installs handlers of its own), and as a flag: an exception raised
+                # inside ray.wait comes out as a SystemError, so _run_ray checks between waits
+                sigterm.install(raise_at_once=False)
+                _run_ray(todo, out, point_fn, on_done, max_in_flight=max_in_flight, max_retries=max_retries,
+                         tick=lambda: _tick(ray_handle, sigterm))
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        sigterm.disarm()  # a second SIGTERM must not cut the shutdown short
+        if ray_handle is not None:
+            ray_handle.stop()
+        sigterm.restore()
+    if sigterm.received:
+        raise SweepTerminated()
 
     ordered = [records[p.point_id] for p in points]
     points_table = _points_table(points, ordered, swept)

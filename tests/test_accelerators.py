@@ -307,10 +307,13 @@ def test_estimate_cli_runs_groq_and_explains_too_few_chips():
 
 
 def test_dcsim_validate_accepts_every_new_card(tmp_path):
-    pools = [{"name": "v5e", "accelerator": "tpu-v5e", "model": "llama-3.1-8b", "tp": 4},
-             {"name": "v5p", "accelerator": "tpu-v5p", "model": "llama-3.1-70b", "tp": 4},
-             {"name": "trn2", "accelerator": "trainium2", "model": "llama-3.1-70b", "tp": 4},
-             {"name": "inf2", "accelerator": "inferentia2", "model": "llama-3.1-8b", "tp": 2},
+    # validate refuses what run refuses: cards without a public TDP need the pool's power.tdp_w
+    # (test_run_without_a_tdp_is_one_line_naming_card_and_tdp_w)
+    tdp = {"power": {"tdp_w": 300.0}}
+    pools = [{"name": "v5e", "accelerator": "tpu-v5e", "model": "llama-3.1-8b", "tp": 4, **tdp},
+             {"name": "v5p", "accelerator": "tpu-v5p", "model": "llama-3.1-70b", "tp": 4, **tdp},
+             {"name": "trn2", "accelerator": "trainium2", "model": "llama-3.1-70b", "tp": 4, **tdp},
+             {"name": "inf2", "accelerator": "inferentia2", "model": "llama-3.1-8b", "tp": 2, **tdp},
              {"name": "groq", "accelerator": "groq-lpu", "model": "llama-3.1-8b", "tp": 80},
              {"name": "wse", "accelerator": "cerebras-wse3", "model": "llama-3.1-8b", "tp": 1}]
     classes = [{"name": f"c{i}", "pool": p["name"], "arrival": {"kind": "poisson", "rate_per_s": 1},
@@ -341,10 +344,12 @@ def _scenario_file(tmp_path, acc, model, tp):
     return f
 
 
-@pytest.mark.parametrize("acc", ["tpu-v5e", "tpu-v5p", "trainium2", "inferentia2"])
-def test_run_without_a_tdp_is_one_line_naming_card_and_tdp_w(tmp_path, acc):
+@pytest.mark.parametrize("acc, command", [("tpu-v5e", "run"), ("tpu-v5p", "run"), ("trainium2", "run"),
+                                          ("inferentia2", "run"), ("tpu-v5e", "validate")])
+def test_run_without_a_tdp_is_one_line_naming_card_and_tdp_w(tmp_path, acc, command):
     f = _scenario_file(tmp_path, acc, "llama-3.1-8b", 2)
-    res = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(f), "--out", str(tmp_path / "out")],
+    out = ["--out", str(tmp_path / "out")] if command == "run" else []
+    res = subprocess.run([sys.executable, "-m", "sim.cli", command, str(f), *out],
                          capture_output=True, text=True, timeout=120)
     err = res.stderr.strip()
     assert res.returncode == 2 and "\n" not in err, res.stderr

@@ -17,7 +17,7 @@ LAYERS = [
     ("sim.workloads",),
     ("sim.cluster",),
     ("sim.run",),
-    ("sim.sweep",),
+    ("sim.sweep", "sim.embedded_ray"),
     ("sim.tools",),
     ("sim.plan",),
     ("analysis",),

@@ -40,19 +40,18 @@ def _load(path: str, sets: list[str] | None = None, mode: str | None = None):
 
 
 def cmd_validate(args) -> int:
-    from sim.cluster.pools import resolve_pool
+    from sim import config
+    from sim.cluster.check import check_scenario
     from sim.config.sweep import expand
+    from sim.sweep import check_points
 
     for path in args.files:
-        from sim import config as config
-
         raw = config.load_raw(path)
         sc = config.validate(raw, path, Path(path).parent)
-        specs = [resolve_pool(sc, i, path) for i in range(len(sc.datacenter.pools))]
-        from sim.models.economics import resolve as resolve_economics
-
-        resolve_economics(sc, specs, path)  # prices with a source for every device (datacenter.economics)
-        n = len(expand(raw, path)) if raw.get("sweep") else 1
+        specs = check_scenario(sc, path)  # what `run` checks: pools, memory, prices, input files
+        n = 1
+        if raw.get("sweep"):  # every point, as `sweep` checks them before the first one runs
+            n = len(check_points(expand(raw, path), path))
         for sp in specs:
             if sp.model is None:  # diffusion
                 print(f"{path}: pool {sp.name}: {sp.replicas} x {sp.perf.card.name} (diffusion) on {sp.tp} x {sp.acc.name}: "
@@ -68,7 +67,10 @@ def cmd_run(args) -> int:
     from sim.output import storage
     from sim.run import run_point, scenario_point_id
 
+    from sim.cluster.check import check_scenario
+
     sc = _load(args.scenario, args.set or [], args.mode)
+    check_scenario(sc, args.scenario)  # refused before anything is written
     out = storage.normalize_out(args.out)
     t0 = time.perf_counter()
     summary = run_point(sc, out, scenario_point_id(sc), source=args.scenario)
@@ -133,7 +135,7 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     from rich.console import Console
 
     from sim.config.sweep import expand
-    from sim.sweep import run_sweep
+    from sim.sweep import SweepTerminated, run_sweep
 
     console = Console()
     if not console.is_terminal:
@@ -169,6 +171,10 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished points are committed; rerun with --resume to run the rest", file=sys.stderr)
         return 130
+    except SweepTerminated:
+        print("terminated (SIGTERM): finished points are committed; rerun with --resume to run the rest",
+              file=sys.stderr)
+        return 143
     print_sweep_summary(result, console)
     console.print(
         f"{len(result.ran)} run, {len(result.points) - len(result.ran)} already done, {result.n_failed} failed "

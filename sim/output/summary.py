@@ -66,7 +66,7 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
     or an open Parquet file)."""
     counts = dict.fromkeys(STATUSES, 0)
     rows = measured = prefilled_rows = 0
-    prompt_sum = cached_sum = np.int64(0)
+    prompt_sum = cached_sum = finished_tokens = np.int64(0)
     kept = {"ttft": [], "tpot": [], "e2e": [], "wait": [], "moved": []}
     unmoved = 0  # leading parts whose KV transfer times were not kept (no prefill row seen yet)
     for part in _parts(calls, CALL_COLUMNS):
@@ -84,6 +84,7 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
         finish = part["finish_s"].to_numpy()[fin]
         admitted = part["admitted_s"].to_numpy()[fin]
         gen = part["generated_tokens"].to_numpy()[fin]
+        finished_tokens += gen.sum()
         kept["ttft"].append(first - a)
         kept["e2e"].append(finish - a)
         kept["wait"].append(admitted - a)
@@ -105,6 +106,8 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
         "calls_measured": measured,
     }
     out["completed_per_s"] = sum(len(x) for x in kept["ttft"]) / (t1 - t0)
+    # useful throughput: only calls that finished (output_tokens_per_s counts every generated token)
+    out["finished_output_tokens_per_s"] = float(finished_tokens) / (t1 - t0)
     for name in ("ttft", "tpot", "e2e"):
         x = _cat(kept.pop(name))  # one metric's values at a time: its parts are let go
         out[f"{name}_mean_s"] = _mean(x)
@@ -239,6 +242,17 @@ def resource_metrics(steps, t0: float, t1: float, pools: list, tariff) -> dict:
         "facility_overhead_energy_j": facility_j - it_j,  # cooling and power delivery (PUE - 1)
         "carbon_g": _carbon(device_carbon, device_j, host_j / span, t0, t1, tariff),  # hosts at their mean power
     }
+
+
+def finished_token_metrics(summary: dict, t0: float, t1: float) -> dict:
+    """Energy and cost per output token of a *finished* call (``finished_output_tokens_per_s``),
+    next to the per-generated-token ones of :func:`resource_metrics`: under faults, timeouts
+    or cancellations the tokens of lost attempts still cost energy and device time, and these
+    charge them to the tokens that were delivered."""
+    tokens = summary["finished_output_tokens_per_s"] * (t1 - t0)
+    per = lambda x: x / tokens if tokens > 0 else math.nan
+    return {"energy_per_finished_output_token_j": per(summary["facility_energy_j"]),
+            "usd_per_million_finished_output_tokens": per(summary["cost_usd"]) * 1e6}
 
 
 JOB_COLUMNS = ["arrival_s", "status", "correct", "latency_s", "expected_accuracy", "cost_usd", "energy_j", "output_tokens"]
