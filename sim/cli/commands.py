@@ -7,23 +7,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
-
-import yaml
 
 from sim.cli.display import BURST_ROWS, ROWS, print_metrics, print_run_summary, print_sweep_summary
 from sim.errors import ScenarioError
 
 def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
     from sim.config.sweep import set_path
+    from sim.config.yamlio import YamlError, load_yaml
 
     for item in sets or []:
         if "=" not in item:
-            raise ScenarioError(source, item, "--set expects KEY.PATH=VALUE")
+            raise ScenarioError(source, "--set", "expects KEY.PATH=VALUE")
         path, value = item.split("=", 1)
-        raw = set_path(raw, path, yaml.safe_load(value), source=source)
+        try:
+            parsed = load_yaml(value)
+        except YamlError as e:
+            raise ScenarioError(source, path, f"--set value: {e}") from None
+        raw = set_path(raw, path, parsed, source=source)
     return raw
 
 
@@ -49,6 +54,7 @@ def cmd_validate(args) -> int:
         raw = config.load_raw(path)
         sc = config.validate(raw, path, Path(path).parent)
         specs = [W.resolve_pool(sc, i, path) for i in range(len(sc.datacenter.pools))]
+        check_kv_fits(sc, specs, path)
         from sim.models.economics import resolve as resolve_economics
 
         resolve_economics(sc, specs, path)  # prices with a source for every device (datacenter.economics)
@@ -64,16 +70,39 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def check_kv_fits(scenario, specs, source: str) -> None:
+    """A pool's ``engine.num_gpu_blocks`` override must fit beside the weights in the device's
+    memory (the engine would otherwise cache more than the device holds)."""
+    for pool, sp in zip(scenario.datacenter.pools, specs):
+        if pool.engine.num_gpu_blocks is None or sp.model is None:
+            continue
+        need = sp.kv_gib + sp.weight_gib
+        if need > sp.acc.memory_gib:
+            raise ScenarioError(source, f"datacenter.pools.{pool.name}.engine.num_gpu_blocks",
+                                f"{pool.engine.num_gpu_blocks} blocks need {sp.kv_gib:.1f} GiB per device beside "
+                                f"{sp.weight_gib:.1f} GiB of weights, but {sp.acc.name} has {sp.acc.memory_gib:g} GiB")
+
+
 def cmd_run(args) -> int:
     from sim.output import storage
     from sim.run import run_point, scenario_point_id
 
     sc = _load(args.scenario, args.set or [], args.mode)
+    from sim.cluster.world import resolve_pool
+
+    check_kv_fits(sc, [resolve_pool(sc, i, args.scenario) for i in range(len(sc.datacenter.pools))], args.scenario)
+    storage.check_out_target(args.out)
     out = storage.normalize_out(args.out)
+    fresh = "://" not in out and not os.path.lexists(out)
     t0 = time.perf_counter()
-    summary = run_point(sc, out, scenario_point_id(sc), source=args.scenario)
-    wall = time.perf_counter() - t0
-    _write_single_tables(out, summary, wall)
+    try:
+        summary = run_point(sc, out, scenario_point_id(sc), source=args.scenario)
+        wall = time.perf_counter() - t0
+        _write_single_tables(out, summary, wall)
+    except BaseException:
+        if fresh:  # a run that fails leaves no folder it made (a point's files are only ever half a run)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print_run_summary(summary, args.scenario, args.out, wall)
     return 0
 
@@ -94,7 +123,28 @@ def _write_single_tables(out: str, summary: dict, wall: float) -> None:
 
 
 
+# Options of ``dcsim estimate`` and their (low, high) bounds: what a replica can be asked to serve.
+ESTIMATE_BOUNDS = {
+    "tp": (1, 4096), "pp": (1, 1024), "concurrency": (1, 10**6), "prompt_tokens": (1, 10**8),
+    "output_tokens": (1, 10**8), "max_num_seqs": (1, 10**6), "max_num_batched_tokens": (1, 10**9),
+    "power_cap_w": (1e-9, 1e5), "duration_s": (1e-9, 3.2e7), "warmup_s": (0, 3.2e7), "requests": (1, 10**6),
+    "gpu_memory_utilization": (1e-9, 1), "seed": (0, 2**63 - 1),
+}
+
+
+def _check_estimate_args(args) -> None:
+    """Finite numbers within :data:`ESTIMATE_BOUNDS` (argparse takes ``inf`` and ``nan`` as floats)."""
+    for name, (lo, hi) in ESTIMATE_BOUNDS.items():
+        v = getattr(args, name, None)
+        if v is None:
+            continue
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise ScenarioError("dcsim estimate", "--" + name.replace("_", "-"), f"must be a number from {lo:g} to {hi:g}, "
+                                                                              f"got {v!r}")
+
+
 def cmd_estimate(args) -> int:
+    _check_estimate_args(args)
     names = ("tp", "pp", "weight_dtype", "kv_dtype", "output_dist", "max_num_batched_tokens", "power_cap_w",
              "expert_parallel", "attention_dp", "seed")
     opts = {n: getattr(args, n) for n in names}
@@ -139,10 +189,13 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     if not console.is_terminal:
         console = Console(width=200)
     try:
-        if args.max_in_flight is not None and args.max_in_flight < 1:
-            raise ScenarioError("", "--max-in-flight", "must be >= 1")
-        if args.max_retries < 0:
-            raise ScenarioError("", "--max-retries", "must be >= 0")
+        from sim.sweep import check_options
+
+        check_options(args.executor, args.address, args.num_cpus, args.max_in_flight, args.max_retries)
+        if not args.dry_run:
+            from sim.output.storage import check_out_target
+
+            check_out_target(args.out)
         if args.dry_run:
             from sim.config import load_raw
 
@@ -213,6 +266,27 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import pyarrow as pa
+
     from analysis.report import cmd_report as report
 
-    return report(args)
+    if args.out is not None:
+        from sim.output.storage import check_out_target
+
+        parent = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out):
+            raise ScenarioError("", "--out", f"{args.out} is a folder; give the HTML file to write")
+        check_out_target(parent)
+    if not os.path.isdir(args.dir):
+        raise ScenarioError(args.dir, "", "not a folder written by dcsim run or dcsim sweep")
+    try:
+        return report(args)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as e:  # a corrupt or foreign table in the folder
+        raise ScenarioError(args.dir, "", f"cannot read the run's tables ({_one_line(e)})") from None
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message``, cut at ``limit`` characters."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

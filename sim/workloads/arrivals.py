@@ -9,6 +9,7 @@ class or one distribution leaves every other stream untouched.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from datetime import datetime
@@ -17,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from sim import config as C
+from sim.config.base import MAX_TOKENS
+from sim.config.files import read_user_text
+from sim.config.limits import env_limit, limit_message
 from sim.errors import ScenarioError
 
 CHUNK = 1024
@@ -59,10 +63,11 @@ class LengthSampler:
         if isinstance(d, C.UniformLength):
             return rng.integers(d.low, d.high + 1, size=n)
         if isinstance(d, C.LognormalLength):
-            x = np.rint(rng.lognormal(math.log(d.median), d.sigma, size=n)).astype(np.int64)
-            return np.clip(x, d.min, d.max if d.max else np.iinfo(np.int64).max)
+            # clipped before the cast: a far tail draw must not wrap around int64
+            x = np.clip(np.rint(rng.lognormal(math.log(d.median), d.sigma, size=n)), d.min, d.max or MAX_TOKENS)
+            return x.astype(np.int64)
         if isinstance(d, C.ExponentialLength):
-            x = np.ceil(rng.exponential(d.mean, size=n)).astype(np.int64)
+            x = np.minimum(np.ceil(rng.exponential(d.mean, size=n)), MAX_TOKENS).astype(np.int64)
             x = np.maximum(x, 1)
             return np.minimum(x, d.max) if d.max else x
         if self._cdf is not None:
@@ -83,33 +88,56 @@ def _empirical(d: C.EmpiricalLength, base_dir: Path, key: str):
             w = w / w.sum()
         return vals, w
     rows = _read_csv(base_dir, d.path, key)
+    src = str(base_dir / d.path)
+    for col in (d.column, d.weight_column):
+        if col and rows and col not in rows[0]:
+            raise ScenarioError(src, key, f"no column {col!r} in the CSV header")
     vals, weights = [], []
     for i, row in enumerate(rows):
         try:
-            v = int(round(float(row[d.column])))
-            w = float(row[d.weight_column]) if d.weight_column else 1.0
-        except KeyError as e:
-            raise ScenarioError(str(base_dir / d.path), key, f"no column {e.args[0]!r} in the CSV header") from None
+            v = round(_finite(row[d.column]))
+            w = _finite(row[d.weight_column]) if d.weight_column else 1.0
         except ValueError:
-            raise ScenarioError(str(base_dir / d.path), key, f"row {i + 2}: not a number") from None
+            raise ScenarioError(src, key, f"row {i + 2}: not a finite number") from None
+        if v > MAX_TOKENS or w < 0:
+            raise ScenarioError(src, key, f"row {i + 2}: lengths must be at most {MAX_TOKENS:.0e} tokens and "
+                                          "weights non-negative")
         if v >= 1 and w > 0:
             vals.append(v)
             weights.append(w)
     if not vals:
         raise ScenarioError(str(base_dir / d.path), key, "no positive values in the column")
     w = np.asarray(weights)
+    if not np.isfinite(w.sum()):
+        raise ScenarioError(src, key, "the weights' sum is not finite")
     return np.asarray(vals, dtype=np.int64), w / w.sum()
 
 
-def _read_csv(base_dir: Path, path: str, key: str) -> list[dict]:
+def _finite(value) -> float:
+    """A cell as a finite float; ValueError for text, null, lists, booleans, inf and NaN."""
+    if value is None or isinstance(value, (bool, list, dict)):
+        raise ValueError("not a number")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError("not finite")
+    return x
+
+
+def _user_path(base_dir: Path, path: str) -> Path:
     p = Path(path)
-    if not p.is_absolute():
-        p = base_dir / p
+    return p if p.is_absolute() else base_dir / p
+
+
+def _read_csv(base_dir: Path, path: str, key: str) -> list[dict]:
+    """Rows of a CSV file named by the scenario (a regular UTF-8 file within DCSIM_MAX_FILE_MB);
+    a short row's missing cells read as empty. Errors name the file and the row, never a cell."""
+    p = _user_path(base_dir, path)
+    text = read_user_text(p, key, "trace file")
     try:
-        with open(p, newline="") as fh:
-            return list(csv.DictReader(fh))
-    except OSError as e:
-        raise ScenarioError(str(p), key, f"cannot read trace file ({e.strerror})") from None
+        return list(csv.DictReader(io.StringIO(text, newline=""), restval=""))
+    except csv.Error as e:
+        line = getattr(e, "line_num", None)
+        raise ScenarioError(str(p), key, "not a well-formed CSV file" + (f" (line {line})" if line else "")) from None
 
 
 # --------------------------------------------------------------------------- arrivals
@@ -149,12 +177,12 @@ class RateSchedule:
                 raise ScenarioError(src, key, "rate schedule has no rows")
             for col in (arrival.time_column, arrival.rate_column):
                 if col not in rows[0]:
-                    raise ScenarioError(src, key, f"no column {col!r} in the rate schedule (columns: {', '.join(rows[0])})")
+                    raise ScenarioError(src, key, f"no column {col!r} in the rate schedule's header")
             try:
-                times = [float(r[arrival.time_column]) for r in rows]
-                rates = [float(r[arrival.rate_column]) for r in rows]
+                times = [_finite(r[arrival.time_column]) for r in rows]
+                rates = [_finite(r[arrival.rate_column]) for r in rows]
             except ValueError:
-                raise ScenarioError(src, key, "the rate schedule has a non-numeric value") from None
+                raise ScenarioError(src, key, "the rate schedule has a value that is not a finite number") from None
             if times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])) or min(rates) < 0:
                 raise ScenarioError(src, key, "times must start at 0 and increase, rates must not be negative")
         t = np.asarray(times) * arrival.time_scale
@@ -205,30 +233,32 @@ def load_trace_with_hashes(arrival: C.TraceArrivals, base_dir: Path, key: str):
     """(times_s, prompt_tokens or None, output_tokens or None, prefix hashes or None) of a
     trace (CSV, or JSON lines for a ``.jsonl`` path), in time order, times from start_s."""
     rows = _read_rows(base_dir, arrival.path, key)[: arrival.limit]
-    src = str(base_dir / arrival.path)
+    src = str(_user_path(base_dir, arrival.path))
     if not rows:
         raise ScenarioError(src, key, "trace has no rows")
     for col in (arrival.time_column, arrival.prompt_column, arrival.output_column, arrival.hash_column):
         if col and col not in rows[0]:
-            raise ScenarioError(src, key, f"no column {col!r} in the trace (columns: {', '.join(rows[0])})")
-    raw_t = [r[arrival.time_column] for r in rows]
-    try:
-        t = np.array([float(x) for x in raw_t])
-    except ValueError:
-        try:
-            t = np.array([_parse_time(x) for x in raw_t])
-        except ValueError:
-            raise ScenarioError(src, key, f"column {arrival.time_column!r} holds neither seconds nor date-times") from None
+            # the header is not shown: a file that is no trace would have its first line printed
+            raise ScenarioError(src, key, f"no column {col!r} in the trace's header ({len(rows[0])} columns)")
+    t = _trace_times(rows, arrival.time_column, src, key)
     order = np.argsort(t, kind="stable")
     t = (t[order] - t[order][0]) * arrival.time_scale + arrival.start_s
+    if not np.isfinite(t).all():
+        raise ScenarioError(src, f"{key}.time_scale", "the trace's times, scaled, are out of range")
 
     def col(name):
         if not name:
             return None
-        try:
-            v = np.array([max(1, int(round(float(r[name])))) for r in rows], dtype=np.int64)
-        except ValueError:
-            raise ScenarioError(src, key, f"column {name!r} has a non-numeric value") from None
+        v = np.empty(len(rows), dtype=np.int64)
+        for i, r in enumerate(rows):
+            try:
+                x = round(_finite(r[name]))
+            except ValueError:
+                raise ScenarioError(src, key, f"row {i + 1}: column {name!r} is not a finite number") from None
+            if not 0 <= x <= MAX_TOKENS:
+                raise ScenarioError(src, key, f"row {i + 1}: column {name!r} must be a token count from 0 to "
+                                              f"{MAX_TOKENS:.0e}")
+            v[i] = max(1, x)  # an empty prompt or output still takes one token
         return v[order]
 
     hashes = None
@@ -241,6 +271,28 @@ def load_trace_with_hashes(arrival: C.TraceArrivals, base_dir: Path, key: str):
         except TypeError:
             raise ScenarioError(src, key, f"column {arrival.hash_column!r} must hold lists of numbers or strings") from None
     return t, col(arrival.prompt_column), col(arrival.output_column), hashes
+
+
+def _trace_times(rows: list[dict], column: str, src: str, key: str) -> np.ndarray:
+    """The time column as seconds (numbers) or, if any value is not a number, date-times;
+    every value finite. Errors name the row, not the value."""
+    t = np.empty(len(rows))
+    try:
+        for i, r in enumerate(rows):
+            t[i] = _finite(r[column])
+        return t
+    except ValueError:
+        pass
+    for i, r in enumerate(rows):
+        x = r[column]
+        try:
+            t[i] = _finite(x) if isinstance(x, (int, float)) else _parse_time(x)
+        except (ValueError, TypeError, AttributeError, OverflowError, OSError):
+            raise ScenarioError(src, key, f"row {i + 1}: column {column!r} holds neither finite seconds nor a "
+                                          "date-time") from None
+        if not math.isfinite(t[i]):
+            raise ScenarioError(src, key, f"row {i + 1}: column {column!r} is not finite")
+    return t
 
 
 def chain_block_ids(rows: list[list]) -> list[tuple[int, ...]]:
@@ -264,12 +316,8 @@ def _read_rows(base_dir: Path, path: str, key: str) -> list[dict]:
     """Rows of a CSV file, or of a JSON-lines file (``.jsonl``)."""
     if not path.endswith(".jsonl"):
         return _read_csv(base_dir, path, key)
-    p = Path(path) if Path(path).is_absolute() else base_dir / path
-    try:
-        with open(p) as fh:
-            lines = fh.readlines()
-    except OSError as e:
-        raise ScenarioError(str(p), key, f"cannot read trace file ({e.strerror})") from None
+    p = _user_path(base_dir, path)
+    lines = read_user_text(p, key, "trace file").splitlines()
     rows = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -278,6 +326,8 @@ def _read_rows(base_dir: Path, path: str, key: str) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ScenarioError(str(p), key, f"line {i}: not JSON ({e.msg})") from None
+        except RecursionError:
+            raise ScenarioError(str(p), key, f"line {i}: JSON nested too deeply") from None
         if not isinstance(row, dict):
             raise ScenarioError(str(p), key, f"line {i}: expected a JSON object")
         rows.append(row)
@@ -426,6 +476,11 @@ def _closed(env, cls, stop, prompt, output, make_call, key):
 def _replay(env, cls, base_dir, stop, prompt, output, make_call, key):
     times, tp, to, hashes = load_trace_with_hashes(cls.arrival, base_dir, f"{key}.arrival")
     span = times[-1] - times[0] + (times[-1] - times[0]) / max(1, len(times) - 1)
+    if cls.arrival.loop and span > 0:  # a looped trace's calls, counted before the first is made
+        calls = len(times) * max(1.0, (stop - times[0]) / span)
+        if not calls <= env_limit("max_calls"):
+            raise ScenarioError("", f"{key}.arrival.loop", limit_message(calls, "the looped trace's calls over the "
+                                                                                "run", "max_calls"))
     offset = 0.0
     while True:
         n = len(times)
