@@ -75,8 +75,17 @@ def add_calibrate_arguments(ap) -> None:
                          "(hardware/calibration/trtllm.yaml) to its 'fit' rows of trtllm_throughput.csv")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``error: dcsim run: ...``), exit 2, like
+    every other bad input; ``--help`` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message.splitlines()[0] if message else 'bad arguments'} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dcsim", description="Discrete-event simulator of AI-inference datacenters")
+    p = _Parser(prog="dcsim", description="Discrete-event simulator of AI-inference datacenters")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="check scenario files (schema, hardware and model names, memory fit)")

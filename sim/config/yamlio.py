@@ -48,8 +48,8 @@ class YamlError(ValueError):
         return f"line {self.line}: {self.message}" if self.line else self.message
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and reads ``1e9`` as a float."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml parses, if installed
+    """Safe loader that refuses duplicate keys and reads ``1e9`` as a float."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, MappingNode):
@@ -126,10 +126,10 @@ def load_yaml(text: str) -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or "not valid YAML"
+        problem = _short(str(getattr(e, "problem", None) or "not valid YAML"))
         if isinstance(e, yaml.reader.ReaderError):
             problem = "the text holds a character YAML does not allow (binary data?)"
-        raise YamlError(f"invalid YAML ({_short(str(problem))})", mark.line + 1 if mark is not None else None) from None
+        raise YamlError(f"invalid YAML ({problem})", mark.line + 1 if mark is not None else None) from None
     except RecursionError:
         raise YamlError("invalid YAML (nested too deeply)") from None
     finally:

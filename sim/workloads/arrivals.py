@@ -277,21 +277,26 @@ def _trace_times(rows: list[dict], column: str, src: str, key: str) -> np.ndarra
     """The time column as seconds (numbers) or, if any value is not a number, date-times;
     every value finite. Errors name the row, not the value."""
     t = np.empty(len(rows))
-    try:
-        for i, r in enumerate(rows):
-            t[i] = _finite(r[column])
-        return t
-    except ValueError:
-        pass
     for i, r in enumerate(rows):
         x = r[column]
         try:
-            t[i] = _finite(x) if isinstance(x, (int, float)) else _parse_time(x)
+            v = None if x is None or isinstance(x, (bool, list, dict)) else float(x)
+        except ValueError:
+            v = None
+        if v is None:
+            break  # not seconds: date-times
+        if not math.isfinite(v):
+            raise ScenarioError(src, key, f"row {i + 1}: column {column!r} is not a finite number")
+        t[i] = v
+    else:
+        return t
+    for i, r in enumerate(rows):
+        x = r[column]
+        try:
+            t[i] = _finite(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else _parse_time(x)
         except (ValueError, TypeError, AttributeError, OverflowError, OSError):
             raise ScenarioError(src, key, f"row {i + 1}: column {column!r} holds neither finite seconds nor a "
                                           "date-time") from None
-        if not math.isfinite(t[i]):
-            raise ScenarioError(src, key, f"row {i + 1}: column {column!r} is not finite")
     return t
 
 
