@@ -108,7 +108,9 @@ def _empirical(d: C.EmpiricalLength, base_dir: Path, key: str):
     if not vals:
         raise ScenarioError(str(base_dir / d.path), key, "no positive values in the column")
     w = np.asarray(weights)
-    if not np.isfinite(w.sum()):
+    with np.errstate(over="ignore"):
+        total = w.sum()
+    if not np.isfinite(total):
         raise ScenarioError(src, key, "the weights' sum is not finite")
     return np.asarray(vals, dtype=np.int64), w / w.sum()
 
