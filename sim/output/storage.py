@@ -106,6 +106,7 @@ def check_out_target(out: str, key: str = "--out") -> None:
     Raises ScenarioError naming ``key``; creates nothing."""
     from sim.errors import ScenarioError
 
+    out = os.fspath(out) if isinstance(out, os.PathLike) else out
     if not isinstance(out, str) or not out.strip() or "\0" in out:
         raise ScenarioError("", key, "must be a folder path or an object-store URI")
     if "://" in out:
