@@ -232,6 +232,12 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from sim.config.files import check_user_file
+
+    for flag, paths in (("--profiles", args.profiles or []), ("--network", [args.network] if args.network else []),
+                        ("--measurements", [args.measurements] if args.measurements else [])):
+        for path in paths:  # regular files within DCSIM_MAX_FILE_MB: a device or FIFO would be read forever
+            check_user_file(path, flag, "table")
     from sim.hardware import catalog
     from sim.tools.calibrate import calibrate, calibrate_sram, default_tables, write_calibration
     from sim.tools.validation import measurements_path

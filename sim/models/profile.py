@@ -29,6 +29,7 @@ from pathlib import Path
 
 import os
 import re
+import stat
 
 import numpy as np
 import pyarrow as pa
@@ -114,10 +115,12 @@ def _parse_problem(e: Exception) -> str:
 
 def _read(path: str, required: list[str]) -> dict[str, np.ndarray]:
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
     except OSError as e:
         raise TableError(f"cannot read profile table {path} ({e.strerror})") from None
-    if size > max_file_bytes():
+    if not stat.S_ISREG(st.st_mode):  # a device or FIFO would be read forever
+        raise TableError(f"profile table {path} is not a regular file")
+    if st.st_size > max_file_bytes():
         raise TableError(f"profile table {path} is larger than the limit of {max_file_bytes() >> 20} MiB "
                          "(set DCSIM_MAX_FILE_MB to raise it)")
     try:
