@@ -6,8 +6,6 @@ subprocesses at the end."""
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import socket
 import subprocess

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from sim.config.base import Auc, Frozen, KeyedError, PosFloat, PosInt, Prob, Tokens, check_unique
+from sim.config.base import Auc, Frozen, KeyedError, PosInt, Prob, Tokens, check_unique
 from sim.config.distributions import LengthDist, ShareDist
 
 # the default difficulty mix's level names (sim.models.quality.DEFAULT_LEVELS has the figures)
