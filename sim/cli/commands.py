@@ -191,7 +191,9 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     try:
         from sim.sweep import check_options
 
-        check_options(args.executor, args.address, args.num_cpus, args.max_in_flight, args.max_retries)
+        # (a dry run starts nothing: its Ray address is not tried)
+        check_options("serial" if args.dry_run else args.executor, args.address, args.num_cpus, args.max_in_flight,
+                      args.max_retries)
         if not args.dry_run:
             from sim.output.storage import check_out_target
 
