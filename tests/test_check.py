@@ -31,7 +31,7 @@ CASES = {  # what `run` refuses -> (the scenario change, a sweep axis reaching i
     "missing_trace": (_missing_trace, None, ("absent.csv", "workload.classes.chat.arrival", "cannot read")),
     "missing_length_csv": (_missing_length_csv, None, ("nolens.csv", "workload.classes.long.output_tokens", "cannot read")),
     "tp_3": (_bad_tp, {"datacenter.pools.main.tp": [1, 3]}, ("datacenter.pools.main.tp", "not divisible by tp=3")),
-    "seed_-1": (_negative_seed, {"seed": [1, -1]}, ("seed", "out of range")),
+    "seed_-1": (_negative_seed, {"seed": [1, -1]}, ("seed", "greater than or equal to 0")),
 }
 
 

@@ -7,23 +7,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
-
-import yaml
 
 from sim.cli.display import BURST_ROWS, ROWS, print_metrics, print_run_summary, print_sweep_summary
 from sim.errors import ScenarioError
 
 def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
     from sim.config.sweep import set_path
+    from sim.config.yamlio import YamlError, load_yaml
 
     for item in sets or []:
         if "=" not in item:
-            raise ScenarioError(source, item, "--set expects KEY.PATH=VALUE")
+            raise ScenarioError(source, "--set", "expects KEY.PATH=VALUE")
         path, value = item.split("=", 1)
-        raw = set_path(raw, path, yaml.safe_load(value), source=source)
+        try:
+            parsed = load_yaml(value)
+        except YamlError as e:
+            raise ScenarioError(source, path, f"--set value: {e}") from None
+        raw = set_path(raw, path, parsed, source=source)
     return raw
 
 
@@ -71,11 +76,18 @@ def cmd_run(args) -> int:
 
     sc = _load(args.scenario, args.set or [], args.mode)
     check_scenario(sc, args.scenario)  # refused before anything is written
+    storage.check_out_target(args.out)
     out = storage.normalize_out(args.out)
+    fresh = "://" not in out and not os.path.lexists(out)
     t0 = time.perf_counter()
-    summary = run_point(sc, out, scenario_point_id(sc), source=args.scenario)
-    wall = time.perf_counter() - t0
-    _write_single_tables(out, summary, wall)
+    try:
+        summary = run_point(sc, out, scenario_point_id(sc), source=args.scenario)
+        wall = time.perf_counter() - t0
+        _write_single_tables(out, summary, wall)
+    except BaseException:
+        if fresh:  # a run that fails leaves no folder it made (a point's files are only ever half a run)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print_run_summary(summary, args.scenario, args.out, wall)
     return 0
 
@@ -96,7 +108,28 @@ def _write_single_tables(out: str, summary: dict, wall: float) -> None:
 
 
 
+# Options of ``dcsim estimate`` and their (low, high) bounds: what a replica can be asked to serve.
+ESTIMATE_BOUNDS = {
+    "tp": (1, 4096), "pp": (1, 1024), "concurrency": (1, 10**6), "prompt_tokens": (1, 10**8),
+    "output_tokens": (1, 10**8), "max_num_seqs": (1, 10**6), "max_num_batched_tokens": (1, 10**9),
+    "power_cap_w": (1e-9, 1e5), "duration_s": (1e-9, 3.2e7), "warmup_s": (0, 3.2e7), "requests": (1, 10**6),
+    "gpu_memory_utilization": (1e-9, 1), "seed": (0, 2**63 - 1),
+}
+
+
+def _check_estimate_args(args) -> None:
+    """Finite numbers within :data:`ESTIMATE_BOUNDS` (argparse takes ``inf`` and ``nan`` as floats)."""
+    for name, (lo, hi) in ESTIMATE_BOUNDS.items():
+        v = getattr(args, name, None)
+        if v is None:
+            continue
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise ScenarioError("dcsim estimate", "--" + name.replace("_", "-"), f"must be a number from {lo:g} to {hi:g}, "
+                                                                              f"got {v!r}")
+
+
 def cmd_estimate(args) -> int:
+    _check_estimate_args(args)
     names = ("tp", "pp", "weight_dtype", "kv_dtype", "output_dist", "max_num_batched_tokens", "power_cap_w",
              "expert_parallel", "attention_dp", "seed")
     opts = {n: getattr(args, n) for n in names}
@@ -141,10 +174,15 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     if not console.is_terminal:
         console = Console(width=200)
     try:
-        if args.max_in_flight is not None and args.max_in_flight < 1:
-            raise ScenarioError("", "--max-in-flight", "must be >= 1")
-        if args.max_retries < 0:
-            raise ScenarioError("", "--max-retries", "must be >= 0")
+        from sim.sweep import check_options
+
+        # (a dry run starts nothing: its Ray address is not tried)
+        check_options("serial" if args.dry_run else args.executor, args.address, args.num_cpus, args.max_in_flight,
+                      args.max_retries)
+        if not args.dry_run:
+            from sim.output.storage import check_out_target
+
+            check_out_target(args.out)
         if args.dry_run:
             from sim.config import load_raw
 
@@ -185,6 +223,12 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from sim.config.files import check_user_file
+
+    for flag, paths in (("--profiles", args.profiles or []), ("--network", [args.network] if args.network else []),
+                        ("--measurements", [args.measurements] if args.measurements else [])):
+        for path in paths:  # regular files within DCSIM_MAX_FILE_MB: a device or FIFO would be read forever
+            check_user_file(path, flag, "table")
     from sim.hardware import catalog
     from sim.tools.calibrate import calibrate, calibrate_sram, default_tables, write_calibration
     from sim.tools.validation import measurements_path
@@ -219,9 +263,30 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import pyarrow as pa
+
     from analysis.report import cmd_report as report
 
-    return report(args)
+    if args.out is not None:
+        from sim.output.storage import check_out_target
+
+        parent = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out):
+            raise ScenarioError("", "--out", f"{args.out} is a folder; give the HTML file to write")
+        check_out_target(parent)
+    if not os.path.isdir(args.dir):
+        raise ScenarioError(args.dir, "", "not a folder written by dcsim run or dcsim sweep")
+    try:
+        return report(args)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as e:  # a corrupt or foreign table in the folder
+        raise ScenarioError(args.dir, "", f"cannot read the run's tables ({_one_line(e)})") from None
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message``, cut at ``limit`` characters."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def cmd_export_trace(args) -> int:

@@ -75,8 +75,17 @@ def add_calibrate_arguments(ap) -> None:
                          "(hardware/calibration/trtllm.yaml) to its 'fit' rows of trtllm_throughput.csv")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``error: dcsim run: ...``), exit 2, like
+    every other bad input; ``--help`` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message.splitlines()[0] if message else 'bad arguments'} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dcsim", description="Discrete-event simulator of AI-inference datacenters")
+    p = _Parser(prog="dcsim", description="Discrete-event simulator of AI-inference datacenters")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="check scenario files (schema, hardware and model names, memory fit)")
@@ -126,11 +135,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ScenarioError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {str(e).replace(chr(10), chr(92) + 'n')[:2000]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("error: out of memory; see 'Limits' in README.md for the bounds on a run's size", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: input nested too deeply", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        # what precise checks at the source missed (a file that went away, a disk that filled up):
+        # still one line, never a traceback
+        text = str(e).strip()
+        print(f"error: {type(e).__name__}: {_one_line(text) if text else 'failed'}", file=sys.stderr)
+        return 2
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    """The first line of ``text``, cut at ``limit`` characters."""
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 if __name__ == "__main__":

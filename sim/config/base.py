@@ -1,6 +1,11 @@
 """Building blocks of the scenario schema shared by sim.config.scenario and sim.models.economics (which
 sim.config.scenario imports, so they live apart from both): the frozen base model, number types, and
-the step-function schedules' check and lookup (carbon intensity, tariffs, replica plans)."""
+the step-function schedules' check and lookup (carbon intensity, tariffs, replica plans).
+
+Numbers are strict and finite everywhere: :class:`Frozen` turns on pydantic's strict mode (a YAML
+``true`` is not the integer 1, a string is not a number; an integer still validates where a float is
+expected) and refuses ``inf`` and ``nan`` in every float field. The bounded types below keep counts
+and token lengths within what the engine's int64 and int32 columns hold."""
 
 from __future__ import annotations
 
@@ -9,17 +14,31 @@ from typing import Annotated, Optional, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+# Largest count of anything (replicas, samples, blocks, budgets) a scenario may name: far above any
+# real fleet or engine, far below int64 overflow. What a run may afford is sim.config.limits' business.
+MAX_COUNT = 10**9
+# Longest call or length a distribution may draw, in tokens: no model has a context of 100M tokens.
+MAX_TOKENS = 10**8
+# Seeds and run numbers: numpy's SeedSequence takes non-negative integers; int64 in the tables.
+MAX_SEED = 2**63 - 1
+# Priorities are written as int32.
+MAX_PRIORITY = 10**6
+
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
-PosInt = Annotated[int, Field(ge=1)]
+PosInt = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Prob = Annotated[float, Field(ge=0, le=1)]
 Auc = Annotated[float, Field(ge=0.5, lt=1)]
 
 
 class Frozen(BaseModel):
-    """Base of every config object: immutable, strict about unknown keys."""
+    """Base of every config object: immutable, strict about unknown keys, strict about types
+    (no bool or string as a number) and finite floats only."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def check_step_function(times: Sequence[float], values: Sequence, period: Optional[float], values_key: str) -> None:

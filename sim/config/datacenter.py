@@ -7,7 +7,13 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from sim.config.base import Frozen, NonNegFloat, PosFloat, PosInt, check_step_function, check_unique, step_at
+from sim.config.base import Frozen, NonNegFloat, NonNegInt, PosFloat, PosInt, check_step_function, check_unique, step_at
+
+# Power of one device, W: the largest accelerator boards draw ~1-2 kW; 100 kW is no device.
+Watts = Annotated[float, Field(ge=0, le=1e5)]
+PosWatts = Annotated[float, Field(gt=0, le=1e5)]
+# Seconds of one engine iteration or per-token cost: an hour is no iteration.
+IterSeconds = Annotated[float, Field(ge=0, le=3600)]
 from sim.config.economics import Economics
 
 
@@ -77,7 +83,7 @@ class PrefixAffinityRouter(Frozen):
     kind: Literal["prefix_affinity"]
     max_load: Annotated[float, Field(gt=0, le=1)] = 0.9
     # SGLang router's balance_abs_threshold default
-    balance_abs: Annotated[int, Field(ge=0)] = 32
+    balance_abs: NonNegInt = 32
 
 
 class LeastWorkRouter(Frozen):
@@ -123,8 +129,8 @@ class FixedPerf(Frozen):
     checks and for users who measured their own engine."""
 
     kind: Literal["fixed"]
-    iteration_s: PosFloat
-    per_token_s: NonNegFloat = 0.0
+    iteration_s: Annotated[float, Field(gt=0, le=3600)]
+    per_token_s: IterSeconds = 0.0
 
 
 class ProfilePerf(Frozen):
@@ -170,14 +176,15 @@ class Speculative(Frozen):
 class EngineParams(Frozen):
     """KV-cache and memory parameters of the serving engine (vLLM names and defaults)."""
 
-    block_size: PosInt = 16
+    block_size: Annotated[int, Field(ge=1, le=65536)] = 16
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     # Activation workspace and CUDA-graph memory set aside per device before the KV pool
     # is sized; None estimates it from the batch token budget and the model width.
     activation_reserve_gib: Optional[NonNegFloat] = None
     # Override the KV pool size (blocks per replica), e.g. to match a real engine's log line
     # "# GPU blocks: N".
-    num_gpu_blocks: Optional[PosInt] = None
+    # (at most 1e8: 1.6 billion tokens at block size 16; the memory check is the pool's)
+    num_gpu_blocks: Optional[Annotated[int, Field(ge=1, le=10**8)]] = None
     # Automatic prefix caching (vLLM's enable_prefix_caching, on by default in v1): blocks of
     # ended calls stay cached, reclaimed least-recently-used first, for later calls with the
     # same prefix (job samples, session turns, traces with prefix hashes) to find.
@@ -188,15 +195,15 @@ class PowerParams(Frozen):
     """Overrides of the device power model (sim/models/power.py); None keeps the accelerator's
     calibrated value (hardware/calibration) or the default."""
 
-    idle_w: Optional[NonNegFloat] = None  # bare idle, nothing loaded
-    resident_w: Optional[NonNegFloat] = None  # added while a model is resident
-    compute_weight: Optional[NonNegFloat] = None
-    memory_weight: Optional[NonNegFloat] = None
-    active_w: Optional[NonNegFloat] = None  # added while an iteration runs
-    link_active_w: Optional[NonNegFloat] = None  # per device of a multi-device replica, while busy
+    idle_w: Optional[Watts] = None  # bare idle, nothing loaded
+    resident_w: Optional[Watts] = None  # added while a model is resident
+    compute_weight: Optional[Watts] = None
+    memory_weight: Optional[Watts] = None
+    active_w: Optional[Watts] = None  # added while an iteration runs
+    link_active_w: Optional[Watts] = None  # per device of a multi-device replica, while busy
     # Board power limit in place of the card's: for cards with no public TDP (TPU, Trainium,
     # Inferentia), or another SKU's limit. Your own figure: the run's energy rests on it.
-    tdp_w: Optional[PosFloat] = None
+    tdp_w: Optional[PosWatts] = None
 
 
 class Faults(Frozen):
@@ -208,7 +215,7 @@ class Faults(Frozen):
     mtbf_s: PosFloat
     mttr_s: PosFloat
     distribution: Literal["exponential", "weibull"] = "exponential"
-    weibull_shape: PosFloat = 1.0
+    weibull_shape: Annotated[float, Field(ge=0.01, le=100)] = 1.0
     on_failure: Literal["retry", "fail"] = "retry"
 
 
@@ -217,7 +224,7 @@ class Stragglers(Frozen):
     times slower (thermal throttling, a bad link, a noisy neighbour)."""
 
     fraction: Annotated[float, Field(ge=0, le=1)]
-    slowdown: Annotated[float, Field(ge=1)]
+    slowdown: Annotated[float, Field(ge=1, le=1000)]
 
 
 class KvTransfer(Frozen):
@@ -236,7 +243,7 @@ class ReplicaSchedule(Frozen):
     ``replicas[i]`` from ``times_s[i]``; repeated every ``period_s`` if given."""
 
     times_s: list[NonNegFloat] = Field(min_length=1)
-    replicas: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    replicas: list[NonNegInt] = Field(min_length=1)
     period_s: Optional[PosFloat] = None
 
     @model_validator(mode="after")
@@ -265,7 +272,8 @@ class Autoscale(Frozen):
     policy: Literal["queue", "utilization", "latency", "schedule", "rate"]
     min_replicas: PosInt = 1
     initial_replicas: Optional[PosInt] = None  # serving at t=0 (default: min_replicas, schedule/rate: their t=0 value)
-    interval_s: PosFloat = 30.0
+    # 1 ms: a control loop faster than the engine's iterations decides nothing
+    interval_s: Annotated[float, Field(ge=1e-3)] = 30.0
     boot_s: Optional[NonNegFloat] = None
     # vLLM engine start (process, CUDA context, profiling run, CUDA-graph capture): tens of
     # seconds; an assumption to override with a measured figure.
@@ -340,7 +348,7 @@ class Pool(Frozen):
     router: Router = RoundRobinRouter(kind="round_robin")
     performance: Performance = RooflinePerf(kind="roofline")
     # Board power limit per device (nvidia-smi -pl); None runs at TDP.
-    power_cap_w: Optional[PosFloat] = None
+    power_cap_w: Optional[PosWatts] = None
     power: PowerParams = PowerParams()
     speculative: Optional[Speculative] = None
 
@@ -351,7 +359,7 @@ class CarbonSchedule(Frozen):
     daily profile, e.g. from a grid operator's hourly data)."""
 
     times_s: list[NonNegFloat] = Field(min_length=1)
-    g_per_kwh: list[NonNegFloat] = Field(min_length=1)
+    g_per_kwh: list[Annotated[float, Field(ge=0, le=1e5)]] = Field(min_length=1)
     period_s: Optional[PosFloat] = None
 
     @model_validator(mode="after")
@@ -371,16 +379,16 @@ class Datacenter(Frozen):
     # Power usage effectiveness: facility energy / IT energy. 1.2 is typical of new
     # hyperscale halls (Uptime Institute Global Data Center Survey 2024 reports 1.56
     # as the industry average; hyperscalers publish 1.1-1.2).
-    pue: Annotated[float, Field(ge=1)] = 1.2
+    pue: Annotated[float, Field(ge=1, le=10)] = 1.2
     # Industrial electricity price, US average 2024 ~0.08 $/kWh (EIA Electric Power Monthly).
-    energy_usd_per_kwh: NonNegFloat = 0.08
+    energy_usd_per_kwh: Annotated[float, Field(ge=0, le=1e3)] = 0.08
     # Grid carbon intensity; US average ~370 gCO2/kWh (EIA 2023).
-    carbon_g_per_kwh: NonNegFloat = 370.0
+    carbon_g_per_kwh: Annotated[float, Field(ge=0, le=1e5)] = 370.0
     # Carbon intensity over time (overrides carbon_g_per_kwh): a step function.
     carbon_schedule: Optional[CarbonSchedule] = None
     # Host (CPU, NIC, fans, switches) power per device; None derives it from the
     # accelerator card: half of (node max power - devices x TDP) / devices.
-    host_w_per_device: Optional[NonNegFloat] = None
+    host_w_per_device: Optional[Watts] = None
     # Power budget of the accelerators (a row's or rack's share for GPUs), enforced by power
     # capping: each device is capped at the budget's share in proportion to its TDP (or its
     # pool's own power_cap_w if lower), so the accelerators never draw more than the budget.

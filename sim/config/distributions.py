@@ -7,7 +7,13 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from sim.config.base import Frozen, NonNegFloat, PosFloat, PosInt, Prob, check_step_function
+from sim.config.base import MAX_TOKENS, Frozen, NonNegFloat, PosFloat, PosInt, Prob, Tokens, check_step_function
+
+# A lognormal's log-space spread: sigma 10 puts the 99th percentile e^23 times above the median,
+# far past any length or time a workload has; more only overflows the draws.
+Sigma = Annotated[float, Field(ge=0, le=10)]
+# Length medians and means, in tokens.
+TokenFloat = Annotated[float, Field(gt=0, le=MAX_TOKENS)]
 
 
 class LowHigh(Frozen):
@@ -25,33 +31,39 @@ class FixedLength(Frozen):
     """Every call has exactly ``value`` tokens."""
 
     kind: Literal["fixed"]
-    value: PosInt
+    value: Tokens
 
 
 class UniformLength(LowHigh):
     """Integers uniform on ``[low, high]`` inclusive."""
 
     kind: Literal["uniform"]
-    low: PosInt
-    high: PosInt
+    low: Tokens
+    high: Tokens
 
 
 class LognormalLength(Frozen):
     """Lognormal with the given median and log-space sigma, rounded, clipped to [min, max]."""
 
     kind: Literal["lognormal"]
-    median: PosFloat
-    sigma: NonNegFloat
-    min: PosInt = 1
-    max: Optional[PosInt] = None
+    median: TokenFloat
+    sigma: Sigma
+    min: Tokens = 1
+    max: Optional[Tokens] = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
 
 
 class ExponentialLength(Frozen):
     """Ceil of an exponential with the given mean: a geometric law on 1, 2, ..."""
 
     kind: Literal["exponential"]
-    mean: Annotated[float, Field(ge=1)]
-    max: Optional[PosInt] = None
+    mean: Annotated[float, Field(ge=1, le=MAX_TOKENS)]
+    max: Optional[Tokens] = None
 
 
 class EmpiricalLength(Frozen):
@@ -63,12 +75,12 @@ class EmpiricalLength(Frozen):
     """
 
     kind: Literal["empirical"]
-    values: Optional[list[PosInt]] = None
+    values: Optional[list[Tokens]] = None
     weights: Optional[list[NonNegFloat]] = None
     path: Optional[str] = None
     column: Optional[str] = None
     weight_column: Optional[str] = None
-    max: Optional[PosInt] = None
+    max: Optional[Tokens] = None
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -76,8 +88,8 @@ class EmpiricalLength(Frozen):
         if self.values is not None and self.weights is not None:
             if len(self.weights) != len(self.values):
                 raise ValueError("'weights' must have as many entries as 'values'")
-            if sum(self.weights) <= 0:
-                raise ValueError("'weights' must not all be zero")
+            if not 0 < sum(self.weights) < float("inf"):
+                raise ValueError("'weights' must not all be zero, and their sum must be finite")
         if self.values is not None and len(self.values) == 0:
             raise ValueError("'values' must not be empty")
         return self
@@ -118,7 +130,8 @@ class GammaArrivals(Frozen):
 
     kind: Literal["gamma"]
     rate_per_s: PosFloat
-    cv: PosFloat
+    # 1/cv^2 is the gamma shape: cv 1e-3 is a clock (shape 1e6), cv 1e3 all burst
+    cv: Annotated[float, Field(ge=1e-3, le=1e3)]
 
 
 class TraceArrivals(Frozen):
@@ -141,8 +154,9 @@ class TraceArrivals(Frozen):
     prompt_column: Optional[str] = None
     output_column: Optional[str] = None
     hash_column: Optional[str] = None
-    hash_tokens: PosInt = 512
-    time_scale: PosFloat = 1.0
+    hash_tokens: Tokens = 512
+    # 1e-6 replays microseconds as seconds; a smaller scale squeezes a trace to nothing
+    time_scale: Annotated[float, Field(ge=1e-6, le=1e6)] = 1.0
     start_s: NonNegFloat = 0.0
     loop: bool = False
     limit: Optional[PosInt] = None  # replay only the first rows
@@ -181,8 +195,8 @@ class ScheduleArrivals(Frozen):
     path: Optional[str] = None
     time_column: str = "timestamp_s"
     rate_column: str = "rate_per_s"
-    time_scale: PosFloat = 1.0
-    rate_scale: PosFloat = 1.0
+    time_scale: Annotated[float, Field(ge=1e-6, le=1e6)] = 1.0
+    rate_scale: Annotated[float, Field(gt=0, le=1e6)] = 1.0
     period_s: Optional[PosFloat] = None
 
     @model_validator(mode="after")
@@ -217,8 +231,8 @@ class UniformShare(LowHigh):
 
 class BetaShare(Frozen):
     kind: Literal["beta"]
-    a: PosFloat
-    b: PosFloat
+    a: Annotated[float, Field(ge=1e-3, le=1e6)]
+    b: Annotated[float, Field(ge=1e-3, le=1e6)]
 
 
 class EmpiricalShare(Frozen):
@@ -237,6 +251,8 @@ class EmpiricalShare(Frozen):
         values_or_path(self)
         if self.values is not None and (not self.values or (self.weights is not None and len(self.weights) != len(self.values))):
             raise ValueError("'values' must be non-empty, with as many 'weights' if given")
+        if self.weights is not None and not 0 < sum(self.weights) < float("inf"):
+            raise ValueError("'weights' must not all be zero, and their sum must be finite")
         return self
 
 
@@ -259,7 +275,7 @@ class LognormalTime(Frozen):
 
     kind: Literal["lognormal"]
     median: PosFloat
-    sigma: NonNegFloat
+    sigma: Sigma
     max: Optional[PosFloat] = None
 
 

@@ -10,11 +10,18 @@ from typing import Annotated, Literal, Optional, Union
 import numpy as np
 from pydantic import Field, model_validator
 
-from sim.config.base import Frozen, KeyedError, NonNegFloat, PosFloat, check_step_function, step_at
+from sim.config.base import Frozen, KeyedError, NonNegFloat, PosFloat, Tokens, check_step_function, step_at
 
 KEY = "datacenter.economics"
 NonNeg = NonNegFloat
 Pos = PosFloat
+# Depreciation and facility lives, years: a quarter to a century.
+Years = Annotated[float, Field(ge=0.25, le=100)]
+# Financing rates per year: 0 to 1000%.
+Rate = Annotated[float, Field(ge=0, le=10)]
+# Prices, USD: finite, and below a trillion.
+Usd = Annotated[float, Field(ge=0, le=1e12)]
+PosUsd = Annotated[float, Field(gt=0, le=1e12)]
 
 # --------------------------------------------------------------------------- defaults and sources
 # Depreciation life of accelerator servers. Amazon's 10-K for 2024: "changing the useful lives of a
@@ -52,7 +59,7 @@ class TariffSchedule(Frozen):
     tariff: e.g. ``times_s: [0, 25200, 75600]``, ``usd_per_kwh: [0.06, 0.11, 0.06]``)."""
 
     times_s: list[NonNeg] = Field(min_length=1)
-    usd_per_kwh: list[NonNeg] = Field(min_length=1)
+    usd_per_kwh: list[Annotated[float, Field(ge=0, le=1e3)]] = Field(min_length=1)
     period_s: Optional[Pos] = None
 
     @model_validator(mode="after")
@@ -90,7 +97,7 @@ class CloudCapex(Frozen):
     power in the hourly price: set it false for them."""
 
     kind: Literal["cloud"]
-    usd_per_device_hour: dict[str, NonNeg] = {}
+    usd_per_device_hour: dict[str, Usd] = {}
     energy_billed: bool = True
 
 
@@ -104,15 +111,15 @@ class OwnedCapex(Frozen):
     constants of sim/models/economics.py and docs/economics.md."""
 
     kind: Literal["owned"]
-    purchase_usd: dict[str, Pos] = {}
-    node_overhead_usd: dict[str, NonNeg] = {}
-    node_overhead_share: NonNeg = NODE_OVERHEAD_SHARE
-    life_years: Pos = DEVICE_LIFE_YEARS
-    financing_rate: NonNeg = DEVICE_FINANCING_RATE
-    it_w_per_device: dict[str, Pos] = {}
-    facility_usd_per_mw: NonNeg = FACILITY_USD_PER_MW
-    facility_life_years: Pos = FACILITY_LIFE_YEARS
-    facility_financing_rate: NonNeg = FACILITY_FINANCING_RATE
+    purchase_usd: dict[str, PosUsd] = {}
+    node_overhead_usd: dict[str, Usd] = {}
+    node_overhead_share: Annotated[float, Field(ge=0, le=100)] = NODE_OVERHEAD_SHARE
+    life_years: Years = DEVICE_LIFE_YEARS
+    financing_rate: Rate = DEVICE_FINANCING_RATE
+    it_w_per_device: dict[str, Annotated[float, Field(gt=0, le=1e6)]] = {}
+    facility_usd_per_mw: Usd = FACILITY_USD_PER_MW
+    facility_life_years: Years = FACILITY_LIFE_YEARS
+    facility_financing_rate: Rate = FACILITY_FINANCING_RATE
 
 
 Capex = Annotated[Union[CloudCapex, OwnedCapex], Field(discriminator="kind")]
@@ -123,10 +130,10 @@ _PRICE_FIELDS = ("input_usd_per_mtok", "cached_input_usd_per_mtok", "output_usd_
 class TierPrices(Frozen):
     """Prices of one reasoning-effort tier of a class; a field left out keeps the class's price."""
 
-    input_usd_per_mtok: Optional[NonNeg] = None
-    cached_input_usd_per_mtok: Optional[NonNeg] = None
-    output_usd_per_mtok: Optional[NonNeg] = None
-    per_request_usd: Optional[NonNeg] = None
+    input_usd_per_mtok: Optional[Usd] = None
+    cached_input_usd_per_mtok: Optional[Usd] = None
+    output_usd_per_mtok: Optional[Usd] = None
+    per_request_usd: Optional[Usd] = None
 
 
 class ClassPrices(Frozen):
@@ -136,10 +143,10 @@ class ClassPrices(Frozen):
     them) and per request (a call, a job, a session or a video, whichever the class sends);
     ``tiers`` override them per reasoning-effort tier."""
 
-    input_usd_per_mtok: NonNeg = 0.0
-    cached_input_usd_per_mtok: Optional[NonNeg] = None
-    output_usd_per_mtok: NonNeg = 0.0
-    per_request_usd: NonNeg = 0.0
+    input_usd_per_mtok: Usd = 0.0
+    cached_input_usd_per_mtok: Optional[Usd] = None
+    output_usd_per_mtok: Usd = 0.0
+    per_request_usd: Usd = 0.0
     tiers: dict[str, TierPrices] = {}
 
     def effective(self, tier: str) -> tuple[float, float, float, float]:
@@ -159,7 +166,7 @@ class Pricing(Frozen):
     (``null``: any budget, and jobs without one). A job takes the first tier, in increasing budget
     order, that covers its budget; jobs no tier covers stay untiered (``""``)."""
 
-    effort_tiers: dict[str, Optional[Annotated[int, Field(ge=1)]]] = {}
+    effort_tiers: dict[str, Optional[Tokens]] = {}
     classes: dict[str, ClassPrices] = {}
 
     @model_validator(mode="after")

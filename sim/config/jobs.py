@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from sim.config.base import Auc, Frozen, KeyedError, PosFloat, PosInt, Prob, check_unique
+from sim.config.base import Auc, Frozen, KeyedError, PosInt, Prob, Tokens, check_unique
 from sim.config.distributions import LengthDist, ShareDist
 
 # the default difficulty mix's level names (sim.models.quality.DEFAULT_LEVELS has the figures)
@@ -29,7 +29,7 @@ class Level(Frozen):
     such as ServeGen's DeepSeek-R1 data report them)."""
 
     name: str = Field(min_length=1)
-    weight: PosFloat = 1.0
+    weight: Annotated[float, Field(gt=0, le=1e6)] = 1.0
     accuracy: Prob  # one sample that thinks as long as it wants
     truncated_accuracy: Prob  # one sample whose thinking the budget cut off (forced to answer)
     thinking_tokens: Optional[LengthDist] = None
@@ -62,7 +62,7 @@ class Verifier(Frozen):
 
     pool: Optional[str] = None
     auc: Optional[Auc] = None
-    output_tokens: PosInt = 1
+    output_tokens: Tokens = 1
     reads: Literal["answers", "outputs"] = "answers"
 
 
@@ -70,7 +70,7 @@ class SingleStrategy(Frozen):
     """One sample; its answer is the job's answer."""
 
     kind: Literal["single"]
-    thinking_budget: Optional[PosInt] = None
+    thinking_budget: Optional[Tokens] = None
 
 
 class BestOfN(Frozen):
@@ -80,7 +80,7 @@ class BestOfN(Frozen):
     kind: Literal["best_of_n"]
     n: PosInt
     verifier: Verifier = Verifier()
-    thinking_budget: Optional[PosInt] = None
+    thinking_budget: Optional[Tokens] = None
 
 
 class SelfConsistency(Frozen):
@@ -90,7 +90,7 @@ class SelfConsistency(Frozen):
     kind: Literal["self_consistency"]
     n: PosInt
     early_stop: bool = False
-    thinking_budget: Optional[PosInt] = None
+    thinking_budget: Optional[Tokens] = None
 
 
 class Revision(Frozen):
@@ -99,11 +99,11 @@ class Revision(Frozen):
     is fixed with ``p_fix`` per round, a right one broken with ``p_break`` (None: fitted defaults)."""
 
     kind: Literal["revision"]
-    rounds: Annotated[int, Field(ge=1)]
+    rounds: PosInt
     p_fix: Optional[Prob] = None
     p_break: Optional[Prob] = None
     carry: Literal["answer", "output"] = "answer"
-    thinking_budget: Optional[PosInt] = None
+    thinking_budget: Optional[Tokens] = None
 
 
 class BeamSearch(Frozen):
@@ -115,7 +115,7 @@ class BeamSearch(Frozen):
     width: PosInt
     expansions: PosInt
     depth: PosInt
-    step_tokens: PosInt
+    step_tokens: Tokens
     prm: Verifier = Verifier()
 
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from sim.errors import ScenarioError
-from sim.config.base import Frozen, KeyedError, NonNegFloat, PosFloat
+from sim.config.base import Frozen, KeyedError, NonNegFloat, PosFloat, Seed
 from sim.config.datacenter import Datacenter, Pool
 from sim.config.jobs import verifier_pools
 from sim.config.workload import Workload
 from sim.config.sweep import SweepSpec
+from sim.config import limits
+from sim.config.files import read_user_text
+from sim.config.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 
 
 class TraceOptions(Frozen):
@@ -33,7 +35,7 @@ class TraceOptions(Frozen):
     jobs: bool = True
     sessions: bool = True
     videos: bool = True
-    row_group_rows: Annotated[int, Field(ge=1024)] = 65536
+    row_group_rows: Annotated[int, Field(ge=1024, le=2**24)] = 65536
     compression: Literal["zstd", "snappy", "none"] = "zstd"
 
 
@@ -42,8 +44,8 @@ class Scenario(Frozen):
 
     name: str = "scenario"
     description: str = ""
-    seed: int = 0
-    run: Annotated[int, Field(ge=0)] = 0
+    seed: Seed = 0
+    run: Seed = 0
     duration_s: PosFloat
     warmup_s: NonNegFloat = 0.0
     # After arrivals stop at duration_s, in-flight calls may finish for at most this long;
@@ -139,18 +141,14 @@ class Scenario(Frozen):
 
 # --------------------------------------------------------------------------- loading
 def load_raw(path: str | Path) -> dict:
-    """Read a scenario file as a plain dict (no validation)."""
-    p = Path(path)
+    """Read a scenario file as a plain dict (no validation): a regular UTF-8 file of at most
+    MAX_YAML_BYTES, read by the bounded loader of sim.config.yamlio (no duplicate keys, no alias
+    bombs)."""
+    text = read_user_text(path, "", "file", limit=MAX_YAML_BYTES)
     try:
-        text = p.read_text()
-    except OSError as e:
-        raise ScenarioError(str(path), "", f"cannot read file ({e.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ScenarioError(str(path), "", f"{where}invalid YAML ({getattr(e, 'problem', e)})") from None
+        raw = load_yaml(text)
+    except YamlError as e:
+        raise ScenarioError(str(path), "", str(e)) from None
     if not isinstance(raw, dict):
         raise ScenarioError(str(path), "", "a scenario must be a YAML mapping of keys to values")
     return raw
@@ -163,6 +161,7 @@ def validate(raw: dict, source: str = "<scenario>", base_dir: str | Path | None 
     except ValidationError as e:
         raise _to_scenario_error(e, raw, source) from None
     scenario._base_dir = str(base_dir if base_dir is not None else Path(source).parent)
+    limits.check_scenario(scenario, source)
     return scenario
 
 
@@ -190,7 +189,8 @@ def _to_scenario_error(err: ValidationError, raw: dict, source: str) -> Scenario
     elif first["type"] == "union_tag_not_found":
         msg = "missing 'kind' (which variant this is)"
     elif "input" in first and not isinstance(first["input"], (dict, list)):
-        msg = f"{msg} (got {first['input']!r})"
+        shown = repr(first["input"])
+        msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
     more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     return ScenarioError(source, path, msg + more)
 

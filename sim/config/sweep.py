@@ -41,15 +41,18 @@ import math
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
+from sim.config.limits import check_points
 from sim.errors import ScenarioError
 
 __all__ = ["Distribution", "RandomSpec", "SweepSpec", "Point", "set_path", "get_path", "expand", "point_id_of"]
 
+# randint draws int64 values (numpy's Generator.integers)
+RANDINT_BOUND = 2**62
 _PATH_TOKEN = re.compile(r"^([^.\[\]]+)((?:\[\d+\])*)$")
 
 
@@ -65,12 +68,19 @@ def _check_path(path: str) -> str:
 class Distribution(BaseModel):
     """One random parameter: exactly one of the four kinds."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None
     randint: tuple[int, int] | None = None
     choice: tuple[Any, ...] | None = None
+
+    @field_validator("uniform", "loguniform", "randint", mode="before")
+    @classmethod
+    def _no_bools(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v):
+            raise ValueError("bounds must be numbers, not true/false")
+        return v
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Distribution":
@@ -87,6 +97,8 @@ class Distribution(BaseModel):
             raise ValueError(f"{kind}: need finite bounds with lo <= hi, got [{lo}, {hi}]")
         if kind == "loguniform" and lo <= 0:
             raise ValueError(f"loguniform: bounds must be > 0, got [{lo}, {hi}]")
+        if kind == "randint" and max(abs(lo), abs(hi)) > RANDINT_BOUND:
+            raise ValueError(f"randint: bounds must lie within +-2**62, got [{lo:.3g}, {hi:.3g}]")
         return self
 
     @property
@@ -112,8 +124,8 @@ class Distribution(BaseModel):
 class RandomSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    samples: int = Field(ge=1)
-    seed: int = Field(default=0, ge=0)
+    samples: Annotated[int, Strict()] = Field(ge=1)
+    seed: Annotated[int, Strict()] = Field(default=0, ge=0, le=2**63 - 1)
     params: dict[str, Distribution] = Field(min_length=1)
 
     @field_validator("params")
@@ -132,7 +144,7 @@ class SweepSpec(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     zip: dict[str, list[Any]] = Field(default_factory=dict)
     random: RandomSpec | None = None
-    replications: int = Field(default=1, ge=1)
+    replications: Annotated[int, Strict()] = Field(default=1, ge=1)
 
     @field_validator("grid", "zip")
     @classmethod
@@ -292,7 +304,8 @@ def parse_spec(raw_sweep: Any, source: str = "") -> SweepSpec:
         loc = ".".join(str(p) for p in ("sweep", *err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
         if "input" in err and err["type"] not in ("value_error", "missing"):
-            msg = f"{msg} (got {err['input']!r})"
+            shown = repr(err["input"])
+            msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
         raise ScenarioError(source, loc, msg) from None
 
 
@@ -317,6 +330,7 @@ def expand(raw: dict, source: str = "") -> list[Point]:
     if not isinstance(raw, dict):
         raise ScenarioError(source, "", "a scenario must be a mapping")
     spec = parse_spec(raw.get("sweep"), source)
+    check_points(spec.size(), source)  # counted before anything is expanded
     base = {k: v for k, v in raw.items() if k != "sweep"}
     base_run = base.get("run", 0)
     if not isinstance(base_run, int) or isinstance(base_run, bool):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from sim.config.base import Frozen, NonNegFloat, PosFloat, PosInt, check_unique
+from sim.config.base import MAX_PRIORITY, Frozen, KeyedError, NonNegFloat, PosFloat, PosInt, check_unique
 from sim.config.distributions import Arrivals, FixedTime, LengthDist, TimeDist, TraceArrivals
 from sim.config.jobs import JobSpec
 
@@ -27,7 +27,7 @@ class Tool(Frozen):
     """One kind of tool an agent calls between turns, how often, and how long it runs."""
 
     name: str = Field(min_length=1)
-    weight: PosFloat = 1.0
+    weight: Annotated[float, Field(gt=0, le=1e6)] = 1.0
     latency_s: TimeDist
 
 
@@ -103,7 +103,7 @@ class VideoSpec(Frozen):
 
     frames: Optional[PosInt] = None
     steps: Optional[PosInt] = None
-    resolution_scale: PosFloat = 1.0
+    resolution_scale: Annotated[float, Field(gt=0, le=1e3)] = 1.0
 
 
 class WorkloadClass(Frozen):
@@ -116,7 +116,7 @@ class WorkloadClass(Frozen):
     arrival: Arrivals
     prompt_tokens: Optional[LengthDist] = None
     output_tokens: Optional[LengthDist] = None
-    priority: int = 0
+    priority: Annotated[int, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY)] = 0
     slo: Slo = Slo()
     start_s: NonNegFloat = 0.0
     stop_s: Optional[PosFloat] = None
@@ -127,6 +127,9 @@ class WorkloadClass(Frozen):
     @model_validator(mode="after")
     def _lengths_known(self):
         from_trace = isinstance(self.arrival, TraceArrivals)
+        if self.stop_s is not None and self.stop_s <= self.start_s:
+            raise KeyedError(f"workload.classes.{self.name}.stop_s",
+                              f"stop_s ({self.stop_s:g}) must be > start_s ({self.start_s:g})")
         if self.video is not None:
             if self.job is not None or self.session is not None or self.output_tokens is not None:
                 raise ValueError("a 'video' class sends generation requests: drop 'job', 'session' and 'output_tokens'")

@@ -27,8 +27,15 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import os
+import re
+import stat
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from sim.config.files import max_file_bytes
 
 from sim.hardware.catalog import hardware_dir
 from sim.errors import ScenarioError
@@ -93,15 +100,43 @@ class TableError(ValueError):
     """A profile table that cannot be used; the caller adds the file and key path."""
 
 
+def _parse_problem(e: Exception) -> str:
+    """What is wrong with a CSV pyarrow could not read, without the row it quotes: pyarrow's
+    messages end in the offending line or value, which must not reach an error message."""
+    text = str(e)
+    row = re.search(r"[Rr]ow #(\d+)", text)
+    where = f" (row {row.group(1)})" if row else ""
+    if "Expected" in text and "columns" in text:
+        return "rows with differing numbers of columns" + where
+    if "conversion error" in text or "invalid value" in text:
+        return "a value that is not a number" + where
+    return "not a well-formed CSV table" + where
+
+
 def _read(path: str, required: list[str]) -> dict[str, np.ndarray]:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise TableError(f"cannot read profile table {path} ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):  # a device or FIFO would be read forever
+        raise TableError(f"profile table {path} is not a regular file")
+    if st.st_size > max_file_bytes():
+        raise TableError(f"profile table {path} is larger than the limit of {max_file_bytes() >> 20} MiB "
+                         "(set DCSIM_MAX_FILE_MB to raise it)")
     try:
         t = pacsv.read_csv(path)
     except Exception as e:  # pyarrow raises several types for malformed files
-        raise TableError(f"cannot read profile table {path}: {e}") from None
+        raise TableError(f"cannot read profile table {path}: {_parse_problem(e)}") from None
     missing = [c for c in required if c not in t.column_names]
     if missing:
         raise TableError(f"profile table {path} lacks column(s) {', '.join(missing)}")
-    return {c: t[c].to_numpy() for c in required}
+    try:
+        cols = {c: t[c].to_numpy(zero_copy_only=False).astype(float) for c in required}
+    except (TypeError, ValueError, pa.ArrowException):
+        raise TableError(f"profile table {path}: a value of a required column is not a number") from None
+    if not all(np.isfinite(v).all() for v in cols.values()):
+        raise TableError(f"profile table {path}: a required column holds an empty, infinite or NaN value")
+    return cols
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,7 +148,7 @@ def load_compute_table(path: str) -> ComputeTable:
     for c in MODEL_DIMS:
         vals = np.unique(cols[c])
         if len(vals) != 1:
-            raise TableError(f"profile table {path} mixes models: {c} takes values {vals.tolist()}")
+            raise TableError(f"profile table {path} mixes models: {c} takes {len(vals)} different values")
         dims[c] = int(vals[0])
     tp = cols["num_tensor_parallel_workers"].astype(int)
     tokens = cols["num_tokens"].astype(float)

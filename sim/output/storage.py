@@ -34,6 +34,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 __all__ = [
+    "check_out_target",
     "COMMITS_DIR",
     "FAILURES_DIR",
     "open_output",
@@ -53,6 +54,13 @@ __all__ = [
     "read_table",
 ]
 
+# Kernel and virtual filesystems: nothing a run writes belongs there.
+PSEUDO_FILESYSTEMS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs", "tracefs",
+                      "configfs", "fusectl", "pstore", "bpf", "mqueue", "binfmt_misc", "autofs", "efivarfs"}
+
+# Schemes pyarrow.fs.FileSystem.from_uri opens.
+URI_SCHEMES = {"file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"}
+
 COMMITS_DIR = "_commits"
 FAILURES_DIR = "_failures"
 PARQUET_COMPRESSION = "zstd"
@@ -69,6 +77,66 @@ def open_output(out: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(out))
     fs, path = pafs.FileSystem.from_uri(out)
     return fs, path.rstrip("/") or path
+
+
+def _mount_of(path: str) -> tuple[str, str, set[str]] | None:
+    """(mount point, filesystem type, options) of the mount holding ``path``, from
+    /proc/self/mounts (None where that file does not exist: not Linux)."""
+    try:
+        with open("/proc/self/mounts") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    best = None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if path == point or path.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= len(best[0]):
+                best = (point, parts[2], set(parts[3].split(",")))
+    return best
+
+
+def check_out_target(out: str, key: str = "--out") -> None:
+    """Refuse an output location that cannot hold a run's folder, before anything is written:
+    a URI whose scheme pyarrow does not know, a path that is (or lies under) a file or device, a
+    folder on a read-only or kernel filesystem (/proc, /sys, /dev) or one this user cannot write.
+    Raises ScenarioError naming ``key``; creates nothing."""
+    from sim.errors import ScenarioError
+
+    out = os.fspath(out) if isinstance(out, os.PathLike) else out
+    if not isinstance(out, str) or not out.strip() or "\0" in out:
+        raise ScenarioError("", key, "must be a folder path or an object-store URI")
+    if "://" in out:
+        scheme = out.split("://", 1)[0]
+        if scheme == "file":
+            out = out[len("file://"):]
+        elif scheme in URI_SCHEMES:
+            return  # reached (and its credentials checked) when the run opens it
+        else:
+            raise ScenarioError("", key, f"unknown URL scheme {scheme[:20]!r}; give a local folder or an object-store "
+                                         f"URI ({', '.join(s + '://' for s in sorted(URI_SCHEMES))})")
+    path = os.path.abspath(os.path.expanduser(out))
+    probe = path
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        what = "is" if probe == path else f"lies under {probe}, which is"
+        raise ScenarioError("", key, f"{out} {what} not a folder")
+    mount = _mount_of(os.path.realpath(probe))
+    if mount is not None:
+        point, fstype, options = mount
+        if fstype in PSEUDO_FILESYSTEMS:
+            raise ScenarioError("", key, f"{out} is on {point}, a {fstype} kernel filesystem; choose a folder on a disk")
+        if "ro" in options:
+            raise ScenarioError("", key, f"{out} is on {point}, which is mounted read-only")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ScenarioError("", key, f"{out}: {probe} is not writable by this user")
 
 
 def normalize_out(out: str) -> str:

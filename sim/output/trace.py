@@ -254,14 +254,21 @@ class TableSink:
         self._writer = pq.ParquetWriter(self._tmp, self.schema, filesystem=self._fs, compression=self._compression)
 
     def abort(self) -> None:
-        """Drop a partly written file (after an error)."""
-        if self._writer is not None:
-            try:
-                self._writer.close()
+        """Drop a partly written file (after an error). The delete does not depend on the close:
+        on a full disk closing the writer fails too (its footer cannot be written), and the
+        temporary file must still go."""
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - the file is being dropped; whatever the close says
+            pass
+        try:
+            if storage.exists(self._fs, self._tmp):
                 self._fs.delete_file(self._tmp)
-            except OSError:
-                pass
-            self._writer = None
+        except OSError:
+            pass
 
 
 class Recorder:

@@ -1,5 +1,6 @@
 """Workload: arrival processes and token-length distributions, and the SimPy
-process that turns a workload class into calls.
+process that turns a workload class into calls. The data files a class names (traces, CSV
+tables) are read by sim.workloads.tracefile, whose readers are re-exported here.
 
 Samplers draw in vectorized chunks from the class's own random streams
 (``workload/<class>/arrival``, ``.../prompt``, ``.../output``), so a change to one
@@ -8,16 +9,16 @@ class or one distribution leaves every other stream untouched.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from sim import config as C
+from sim.config.base import MAX_TOKENS
+from sim.config.limits import env_limit, limit_message
 from sim.errors import ScenarioError
+from sim.workloads.tracefile import _finite, _read_csv, chain_block_ids, load_trace, load_trace_with_hashes  # noqa: F401
 
 CHUNK = 1024
 
@@ -59,10 +60,11 @@ class LengthSampler:
         if isinstance(d, C.UniformLength):
             return rng.integers(d.low, d.high + 1, size=n)
         if isinstance(d, C.LognormalLength):
-            x = np.rint(rng.lognormal(math.log(d.median), d.sigma, size=n)).astype(np.int64)
-            return np.clip(x, d.min, d.max if d.max else np.iinfo(np.int64).max)
+            # clipped before the cast: a far tail draw must not wrap around int64
+            x = np.clip(np.rint(rng.lognormal(math.log(d.median), d.sigma, size=n)), d.min, d.max or MAX_TOKENS)
+            return x.astype(np.int64)
         if isinstance(d, C.ExponentialLength):
-            x = np.ceil(rng.exponential(d.mean, size=n)).astype(np.int64)
+            x = np.minimum(np.ceil(rng.exponential(d.mean, size=n)), MAX_TOKENS).astype(np.int64)
             x = np.maximum(x, 1)
             return np.minimum(x, d.max) if d.max else x
         if self._cdf is not None:
@@ -83,33 +85,31 @@ def _empirical(d: C.EmpiricalLength, base_dir: Path, key: str):
             w = w / w.sum()
         return vals, w
     rows = _read_csv(base_dir, d.path, key)
+    src = str(base_dir / d.path)
+    for col in (d.column, d.weight_column):
+        if col and rows and col not in rows[0]:
+            raise ScenarioError(src, key, f"no column {col!r} in the CSV header")
     vals, weights = [], []
     for i, row in enumerate(rows):
         try:
-            v = int(round(float(row[d.column])))
-            w = float(row[d.weight_column]) if d.weight_column else 1.0
-        except KeyError as e:
-            raise ScenarioError(str(base_dir / d.path), key, f"no column {e.args[0]!r} in the CSV header") from None
+            v = round(_finite(row[d.column]))
+            w = _finite(row[d.weight_column]) if d.weight_column else 1.0
         except ValueError:
-            raise ScenarioError(str(base_dir / d.path), key, f"row {i + 2}: not a number") from None
+            raise ScenarioError(src, key, f"row {i + 2}: not a finite number") from None
+        if v > MAX_TOKENS or w < 0:
+            raise ScenarioError(src, key, f"row {i + 2}: lengths must be at most {MAX_TOKENS:.0e} tokens and "
+                                          "weights non-negative")
         if v >= 1 and w > 0:
             vals.append(v)
             weights.append(w)
     if not vals:
         raise ScenarioError(str(base_dir / d.path), key, "no positive values in the column")
     w = np.asarray(weights)
+    with np.errstate(over="ignore"):
+        total = w.sum()
+    if not np.isfinite(total):
+        raise ScenarioError(src, key, "the weights' sum is not finite")
     return np.asarray(vals, dtype=np.int64), w / w.sum()
-
-
-def _read_csv(base_dir: Path, path: str, key: str) -> list[dict]:
-    p = Path(path)
-    if not p.is_absolute():
-        p = base_dir / p
-    try:
-        with open(p, newline="") as fh:
-            return list(csv.DictReader(fh))
-    except OSError as e:
-        raise ScenarioError(str(p), key, f"cannot read trace file ({e.strerror})") from None
 
 
 # --------------------------------------------------------------------------- arrivals
@@ -149,12 +149,12 @@ class RateSchedule:
                 raise ScenarioError(src, key, "rate schedule has no rows")
             for col in (arrival.time_column, arrival.rate_column):
                 if col not in rows[0]:
-                    raise ScenarioError(src, key, f"no column {col!r} in the rate schedule (columns: {', '.join(rows[0])})")
+                    raise ScenarioError(src, key, f"no column {col!r} in the rate schedule's header")
             try:
-                times = [float(r[arrival.time_column]) for r in rows]
-                rates = [float(r[arrival.rate_column]) for r in rows]
+                times = [_finite(r[arrival.time_column]) for r in rows]
+                rates = [_finite(r[arrival.rate_column]) for r in rows]
             except ValueError:
-                raise ScenarioError(src, key, "the rate schedule has a non-numeric value") from None
+                raise ScenarioError(src, key, "the rate schedule has a value that is not a finite number") from None
             if times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])) or min(rates) < 0:
                 raise ScenarioError(src, key, "times must start at 0 and increase, rates must not be negative")
         t = np.asarray(times) * arrival.time_scale
@@ -194,105 +194,6 @@ class RateSchedule:
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(r > 0, self.times[i] + (y - self.cum[i]) / r, np.inf)
         return base + t
-
-
-def load_trace(arrival: C.TraceArrivals, base_dir: Path, key: str):
-    """(times_s, prompt_tokens or None, output_tokens or None) of a trace, times from start_s."""
-    return load_trace_with_hashes(arrival, base_dir, key)[:3]
-
-
-def load_trace_with_hashes(arrival: C.TraceArrivals, base_dir: Path, key: str):
-    """(times_s, prompt_tokens or None, output_tokens or None, prefix hashes or None) of a
-    trace (CSV, or JSON lines for a ``.jsonl`` path), in time order, times from start_s."""
-    rows = _read_rows(base_dir, arrival.path, key)[: arrival.limit]
-    src = str(base_dir / arrival.path)
-    if not rows:
-        raise ScenarioError(src, key, "trace has no rows")
-    for col in (arrival.time_column, arrival.prompt_column, arrival.output_column, arrival.hash_column):
-        if col and col not in rows[0]:
-            raise ScenarioError(src, key, f"no column {col!r} in the trace (columns: {', '.join(rows[0])})")
-    raw_t = [r[arrival.time_column] for r in rows]
-    try:
-        t = np.array([float(x) for x in raw_t])
-    except ValueError:
-        try:
-            t = np.array([_parse_time(x) for x in raw_t])
-        except ValueError:
-            raise ScenarioError(src, key, f"column {arrival.time_column!r} holds neither seconds nor date-times") from None
-    order = np.argsort(t, kind="stable")
-    t = (t[order] - t[order][0]) * arrival.time_scale + arrival.start_s
-
-    def col(name):
-        if not name:
-            return None
-        try:
-            v = np.array([max(1, int(round(float(r[name])))) for r in rows], dtype=np.int64)
-        except ValueError:
-            raise ScenarioError(src, key, f"column {name!r} has a non-numeric value") from None
-        return v[order]
-
-    hashes = None
-    if arrival.hash_column:
-        h = [r[arrival.hash_column] for r in rows]
-        if not all(isinstance(x, list) for x in h):
-            raise ScenarioError(src, key, f"column {arrival.hash_column!r} must hold lists of prefix-block hashes")
-        try:
-            hashes = chain_block_ids([h[i] for i in order])
-        except TypeError:
-            raise ScenarioError(src, key, f"column {arrival.hash_column!r} must hold lists of numbers or strings") from None
-    return t, col(arrival.prompt_column), col(arrival.output_column), hashes
-
-
-def chain_block_ids(rows: list[list]) -> list[tuple[int, ...]]:
-    """Each request's per-block ids made into prefix keys, as vLLM chains its block hashes: a
-    block's key stands for its id and every id before it, so two requests share a cached block
-    only where they agree on all blocks up to it. Ids that are already chained (the Mooncake
-    traces') keep their sharing exactly; ids that are not (one repeated within a request, or
-    reused at another position) would otherwise alias unrelated cache blocks."""
-    table: dict = {}
-    out = []
-    for ids in rows:
-        prev, keys = -1, []
-        for h in ids:
-            prev = table.setdefault((prev, h), len(table))
-            keys.append(prev)
-        out.append(tuple(keys))
-    return out
-
-
-def _read_rows(base_dir: Path, path: str, key: str) -> list[dict]:
-    """Rows of a CSV file, or of a JSON-lines file (``.jsonl``)."""
-    if not path.endswith(".jsonl"):
-        return _read_csv(base_dir, path, key)
-    p = Path(path) if Path(path).is_absolute() else base_dir / path
-    try:
-        with open(p) as fh:
-            lines = fh.readlines()
-    except OSError as e:
-        raise ScenarioError(str(p), key, f"cannot read trace file ({e.strerror})") from None
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ScenarioError(str(p), key, f"line {i}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ScenarioError(str(p), key, f"line {i}: expected a JSON object")
-        rows.append(row)
-    return rows
-
-
-def _parse_time(s: str) -> float:
-    s = s.strip()
-    # Azure traces carry 7 fractional digits; datetime takes at most 6.
-    if "." in s:
-        head, frac = s.split(".", 1)
-        digits = "".join(ch for ch in frac if ch.isdigit())
-        tail = frac[len(digits):]
-        s = f"{head}.{digits[:6]}{tail}"
-    return datetime.fromisoformat(s).timestamp()
 
 
 def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: float, make_call, key: str):
@@ -426,6 +327,11 @@ def _closed(env, cls, stop, prompt, output, make_call, key):
 def _replay(env, cls, base_dir, stop, prompt, output, make_call, key):
     times, tp, to, hashes = load_trace_with_hashes(cls.arrival, base_dir, f"{key}.arrival")
     span = times[-1] - times[0] + (times[-1] - times[0]) / max(1, len(times) - 1)
+    if cls.arrival.loop and span > 0:  # a looped trace's calls, counted before the first is made
+        calls = len(times) * max(1.0, (stop - times[0]) / span)
+        if not calls <= env_limit("max_calls"):
+            raise ScenarioError("", f"{key}.arrival.loop", limit_message(calls, "the looped trace's calls over the "
+                                                                                "run", "max_calls"))
     offset = 0.0
     while True:
         n = len(times)

@@ -72,7 +72,8 @@ def _empirical_share(d: C.EmpiricalShare, base_dir, key: str):
         raise ScenarioError(d.path, key, f"no column {e.args[0]!r} in the CSV header") from None
     except ValueError:
         raise ScenarioError(d.path, key, "a value is not a number") from None
-    if not len(vals) or np.any((vals < 0) | (vals > 1)) or np.any(w < 0) or w.sum() <= 0:
+    if (not len(vals) or not np.isfinite(vals).all() or not np.isfinite(w).all() or np.any((vals < 0) | (vals > 1))
+            or np.any(w < 0) or not 0 < w.sum() < np.inf):
         raise ScenarioError(d.path, key, "shares must lie in [0, 1] with non-negative weights, not all zero")
     return vals, w / w.sum()
 
