@@ -8,7 +8,8 @@ import pytest
 from sim.tools.burst import burst, steady_window
 from sim.config import validate
 from sim.errors import ScenarioError
-from sim.tools.estimate import MemoryRecorder, estimate
+from sim.output.memory import MemoryRecorder
+from sim.tools.estimate import estimate
 from sim.cluster.world import build
 
 H100, L8B = "h100-sxm", "llama-3.1-8b"

@@ -7,7 +7,7 @@ import pytest
 from scenarios import llm_scenario, same_calls, single_server
 from sim.config import validate
 from sim.errors import ScenarioError
-from sim.tools.estimate import MemoryRecorder
+from sim.output.memory import MemoryRecorder
 from sim.cluster.world import build
 
 

@@ -15,7 +15,7 @@ import sim.cluster.world
 from scenarios import llm_scenario, same_calls
 from sim.config import validate
 from sim.engine.replica import Replica
-from sim.tools.estimate import MemoryRecorder
+from sim.output.memory import MemoryRecorder
 
 
 class Eager(Replica):

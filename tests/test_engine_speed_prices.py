@@ -6,7 +6,7 @@ import pytest
 from scenarios import llm_scenario, same_calls
 from sim.config import validate
 from sim.engine.prices import DecodePrices
-from sim.tools.estimate import MemoryRecorder
+from sim.output.memory import MemoryRecorder
 from sim.cluster.faults import Slowed
 from sim.models.perf import Batch
 from sim.cluster.world import build

@@ -176,7 +176,7 @@ def test_unchained_trace_ids_replay_to_the_end(tmp_path):
     import json
 
     from sim.config import validate
-    from sim.tools.estimate import MemoryRecorder
+    from sim.output.memory import MemoryRecorder
     from sim.cluster.world import build
 
     rows = [{"t": 0, "in": 49, "out": 1, "ids": ["a", "a", "b"]}, {"t": 0, "in": 17, "out": 1, "ids": ["b"]}]

@@ -10,7 +10,8 @@ from sim.hardware import catalog
 from sim.tools.calibrate import GemmObservations, fit_allreduce, fit_gemm, gemm_time
 from sim.config import validate
 from sim.errors import ScenarioError
-from sim.tools.estimate import MemoryRecorder, estimate
+from sim.output.memory import MemoryRecorder
+from sim.tools.estimate import estimate
 from sim.models.perf import DEFAULT_EFFICIENCY, IterationCost
 from sim.models.power import COMPUTE_WEIGHT, MIN_CLOCK, PowerModel
 from sim.cluster.world import build

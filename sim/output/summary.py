@@ -135,7 +135,7 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
     return out
 
 
-def _overlap(steps: pa.Table, t0: float, t1: float) -> np.ndarray:
+def overlap(steps: pa.Table, t0: float, t1: float) -> np.ndarray:
     """Fraction of each step row that lies inside [t0, t1]."""
     s = steps["start_s"].to_numpy()
     e = steps["end_s"].to_numpy()
@@ -193,7 +193,7 @@ def resource_metrics(steps, t0: float, t1: float, pools: list, tariff) -> dict:
     out_tok = prefill_tok = device_j = busy_s = seq_s = down_s = off_s = device_carbon = 0.0
     off_device_s: dict = {}
     for part in _parts(steps, STEP_COLUMNS):
-        f = _overlap(part, t0, t1)
+        f = overlap(part, t0, t1)
         kind = part["kind"].to_numpy(zero_copy_only=False)
         busy_kind = ~np.isin(kind, ("idle", "down", "off", "booting"))
         dur = (part["end_s"].to_numpy() - part["start_s"].to_numpy()) * f

@@ -27,7 +27,8 @@ import math
 
 import numpy as np
 
-from sim.tools.estimate import SOURCE, MemoryRecorder, _itl_quantiles, _validate, one_class_scenario
+from sim.output.memory import MemoryRecorder
+from sim.tools.estimate import SOURCE, itl_quantiles, validate_raw, one_class_scenario
 from sim.errors import ScenarioError
 from sim.output.summary import resource_metrics
 from sim.cluster.world import build
@@ -79,7 +80,7 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
         gpu_memory_utilization=gpu_memory_utilization)
     raw["drain_s"] = DRAIN_S
     recorder = MemoryRecorder()
-    world = build(_validate(raw), recorder, SOURCE)
+    world = build(validate_raw(raw), recorder, SOURCE)
     t_end = world.run()
     calls, steps = recorder.table("calls"), recorder.table("steps")
     first, finish = calls["first_token_s"].to_numpy(), calls["finish_s"].to_numpy()
@@ -97,7 +98,7 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
         "utilization": res["utilization"],
         "gpu_power_w": res["device_energy_j"] / (t1 - t0),
         "energy_per_output_token_j": res["device_energy_per_output_token_j"],
-        **{f"itl_p{p}_s": v for p, v in _itl_quantiles(steps, 0.0, float(t_end), (50, 90, 99)).items()},
+        **{f"itl_p{p}_s": v for p, v in itl_quantiles(steps, 0.0, float(t_end), (50, 90, 99)).items()},
         **{f"ttft_p{p}_s": q(ttft, p) for p in (50, 90, 99)},
         **{f"e2e_p{p}_s": q(e2e, p) for p in (50, 90, 99)},
         "calls_finished": int(np.isfinite(finish).sum()),

@@ -22,8 +22,8 @@ from sim.hardware import catalog
 from sim.config import validate
 from sim.errors import ScenarioError
 from sim.models.perf import Batch
-from sim.output.summary import _overlap, latency_metrics, resource_metrics
-from sim.output.trace import SCHEMAS, Recorder, TableSink
+from sim.output.summary import overlap, latency_metrics, resource_metrics
+from sim.output.memory import MemoryRecorder
 from sim.cluster.world import build
 from sim.cluster.pools import resolve_pool
 
@@ -47,35 +47,6 @@ OPTIONS = {
     "warmup_s": "--warmup-s", "gpu_memory_utilization": "--gpu-memory-utilization", "requests": "--requests",
     "performance": None, "speculative": None, "power": None,
 }
-
-
-class MemorySink(TableSink):
-    """A table kept in memory: rows are buffered by column and never flushed to a file."""
-
-    def __init__(self, schema: pa.Schema):
-        super().__init__(None, None, schema, row_group_rows=1 << 62, compression="none")
-        self._fs = self  # the recorder skips tables without a filesystem; this one records
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def table(self) -> pa.Table:
-        return self.buffered_table()
-
-
-class MemoryRecorder(Recorder):
-    """Recorder of the calls and steps tables in memory (events are counted only)."""
-
-    def __init__(self):
-        super().__init__({})
-        self._calls = self.sinks["calls"] = MemorySink(SCHEMAS["calls"])
-        self._steps = self.sinks["steps"] = MemorySink(SCHEMAS["steps"])
-
-    def table(self, name: str) -> pa.Table:
-        return self.sinks[name].table()
 
 
 def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, output_tokens: int, *, tp: int = 1,
@@ -118,7 +89,7 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
     # fixed lengths: the window's calls are done by the horizon; long random outputs may not be
     drain = 0.0 if output_dist == "fixed" else cycle
     raw.update(duration_s=horizon, warmup_s=warmup_s, drain_s=drain)
-    scenario = _validate(raw)
+    scenario = validate_raw(raw)
 
     recorder = MemoryRecorder()
     world = build(scenario, recorder, SOURCE)
@@ -210,7 +181,7 @@ def _metrics(calls: pa.Table, steps: pa.Table, world, t0: float, t1: float) -> d
     span = t1 - t0
     finish = calls["finish_s"].to_numpy()
     arrival = calls["arrival_s"].to_numpy()
-    itl = _itl_quantiles(steps, t0, t1, (50, 90, 99))
+    itl = itl_quantiles(steps, t0, t1, (50, 90, 99))
     return {
         "output_tokens_per_s": res["output_tokens_per_s"],
         "prompt_tokens_per_s": res["prompt_tokens_per_s"],
@@ -233,7 +204,7 @@ def _metrics(calls: pa.Table, steps: pa.Table, world, t0: float, t1: float) -> d
     }
 
 
-def _validate(raw: dict):
+def validate_raw(raw: dict):
     try:
         return validate(raw, SOURCE, ".")
     except ScenarioError as e:
@@ -242,7 +213,7 @@ def _validate(raw: dict):
 
 def _resolve(raw: dict):
     try:
-        return resolve_pool(_validate(raw), 0, SOURCE)
+        return resolve_pool(validate_raw(raw), 0, SOURCE)
     except ScenarioError as e:
         raise _as_option(e) from None
 
@@ -288,7 +259,7 @@ def _cycle_s(spec, n: int, prompt: int, output: int, budget: int, max_seqs: int)
     return run, run * max(1.0, n / b)
 
 
-def _itl_quantiles(steps: pa.Table, t0: float, t1: float, qs) -> dict:
+def itl_quantiles(steps: pa.Table, t0: float, t1: float, qs) -> dict:
     """Quantiles of the time between consecutive output tokens of a call, over [t0, t1].
 
     Every call decoding in an iteration gets its next token when the iteration ends, so an
@@ -298,7 +269,7 @@ def _itl_quantiles(steps: pa.Table, t0: float, t1: float, qs) -> dict:
     may deliver several tokens, as a streamed chunk in ``vllm bench serve``). A step row
     is a run of iterations, taken at its mean duration, clipped to the window."""
     n = steps["iterations"].to_numpy()
-    weight = steps["decode_tokens"].to_numpy() * _overlap(steps, t0, t1)
+    weight = steps["decode_tokens"].to_numpy() * overlap(steps, t0, t1)
     keep = (n > 0) & (weight > 0)
     if not keep.any():
         return {q: math.nan for q in qs}

@@ -144,7 +144,7 @@ def simulate(row: dict, overrides: dict | None = None) -> dict:
     the run's iterations and sequence-iterations (what a change of the per-step and per-sequence
     overheads adds to its duration)."""
     from sim.config import validate
-    from sim.tools.estimate import MemoryRecorder
+    from sim.output.memory import MemoryRecorder
     from sim.cluster.world import build
 
     overrides = dict(overrides if overrides is not None else load_profile().get(row["accelerator"], {}))

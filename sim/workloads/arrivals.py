@@ -18,7 +18,7 @@ from sim import config as C
 from sim.config.base import MAX_TOKENS
 from sim.config.limits import env_limit, limit_message
 from sim.errors import ScenarioError
-from sim.workloads.tracefile import _finite, _read_csv, chain_block_ids, load_trace, load_trace_with_hashes  # noqa: F401
+from sim.workloads.tracefile import finite, read_csv, chain_block_ids, load_trace, load_trace_with_hashes  # noqa: F401
 
 CHUNK = 1024
 
@@ -84,7 +84,7 @@ def _empirical(d: C.EmpiricalLength, base_dir: Path, key: str):
             w = np.asarray(d.weights, dtype=float)
             w = w / w.sum()
         return vals, w
-    rows = _read_csv(base_dir, d.path, key)
+    rows = read_csv(base_dir, d.path, key)
     src = str(base_dir / d.path)
     for col in (d.column, d.weight_column):
         if col and rows and col not in rows[0]:
@@ -92,8 +92,8 @@ def _empirical(d: C.EmpiricalLength, base_dir: Path, key: str):
     vals, weights = [], []
     for i, row in enumerate(rows):
         try:
-            v = round(_finite(row[d.column]))
-            w = _finite(row[d.weight_column]) if d.weight_column else 1.0
+            v = round(finite(row[d.column]))
+            w = finite(row[d.weight_column]) if d.weight_column else 1.0
         except ValueError:
             raise ScenarioError(src, key, f"row {i + 2}: not a finite number") from None
         if v > MAX_TOKENS or w < 0:
@@ -143,7 +143,7 @@ class RateSchedule:
         if arrival.path is None:
             times, rates = arrival.times_s, arrival.rates_per_s
         else:
-            rows = _read_csv(base_dir, arrival.path, key)
+            rows = read_csv(base_dir, arrival.path, key)
             src = str(base_dir / arrival.path)
             if not rows:
                 raise ScenarioError(src, key, "rate schedule has no rows")
@@ -151,8 +151,8 @@ class RateSchedule:
                 if col not in rows[0]:
                     raise ScenarioError(src, key, f"no column {col!r} in the rate schedule's header")
             try:
-                times = [_finite(r[arrival.time_column]) for r in rows]
-                rates = [_finite(r[arrival.rate_column]) for r in rows]
+                times = [finite(r[arrival.time_column]) for r in rows]
+                rates = [finite(r[arrival.rate_column]) for r in rows]
             except ValueError:
                 raise ScenarioError(src, key, "the rate schedule has a value that is not a finite number") from None
             if times[0] != 0 or any(b <= a for a, b in zip(times, times[1:])) or min(rates) < 0:

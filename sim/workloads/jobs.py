@@ -30,7 +30,7 @@ from sim.errors import ScenarioError
 from sim.engine.kvcache import Prefix
 from sim.output.summary import job_metrics
 from sim.output.trace import JOBS_SCHEMA
-from sim.workloads.arrivals import LengthSampler, _read_csv
+from sim.workloads.arrivals import LengthSampler, read_csv
 from sim.workloads.kind import WorkloadKind
 
 GIB = 2**30
@@ -64,7 +64,7 @@ def _empirical_share(d: C.EmpiricalShare, base_dir, key: str):
     if d.values is not None:
         w = np.asarray(d.weights if d.weights is not None else [1.0] * len(d.values), dtype=float)
         return np.asarray(d.values, dtype=float), w / w.sum()
-    rows = _read_csv(base_dir, d.path, key)
+    rows = read_csv(base_dir, d.path, key)
     try:
         vals = np.array([float(r[d.column]) for r in rows])
         w = np.array([float(r[d.weight_column]) for r in rows]) if d.weight_column else np.ones(len(rows))

@@ -24,7 +24,7 @@ from sim.config.files import read_user_text
 from sim.errors import ScenarioError
 
 
-def _finite(value) -> float:
+def finite(value) -> float:
     """A cell as a finite float; ValueError for text, null, lists, booleans, inf and NaN."""
     if value is None or isinstance(value, (bool, list, dict)):
         raise ValueError("not a number")
@@ -39,7 +39,7 @@ def _user_path(base_dir: Path, path: str) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
-def _read_csv(base_dir: Path, path: str, key: str) -> list[dict]:
+def read_csv(base_dir: Path, path: str, key: str) -> list[dict]:
     """Rows of a CSV file named by the scenario (a regular UTF-8 file within DCSIM_MAX_FILE_MB);
     a short row's missing cells read as empty. Errors name the file and the row, never a cell."""
     p = _user_path(base_dir, path)
@@ -79,7 +79,7 @@ def load_trace_with_hashes(arrival: C.TraceArrivals, base_dir: Path, key: str):
         v = np.empty(len(rows), dtype=np.int64)
         for i, r in enumerate(rows):
             try:
-                x = round(_finite(r[name]))
+                x = round(finite(r[name]))
             except ValueError:
                 raise ScenarioError(src, key, f"row {i + 1}: column {name!r} is not a finite number") from None
             if not 0 <= x <= MAX_TOKENS:
@@ -120,7 +120,7 @@ def _trace_times(rows: list[dict], column: str, src: str, key: str) -> np.ndarra
     for i, r in enumerate(rows):
         x = r[column]
         try:
-            t[i] = _finite(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else _parse_time(x)
+            t[i] = finite(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else _parse_time(x)
         except (ValueError, TypeError, AttributeError, OverflowError, OSError):
             raise ScenarioError(src, key, f"row {i + 1}: column {column!r} holds neither finite seconds nor a "
                                           "date-time") from None
@@ -147,7 +147,7 @@ def chain_block_ids(rows: list[list]) -> list[tuple[int, ...]]:
 def _read_rows(base_dir: Path, path: str, key: str) -> list[dict]:
     """Rows of a CSV file, or of a JSON-lines file (``.jsonl``)."""
     if not path.endswith(".jsonl"):
-        return _read_csv(base_dir, path, key)
+        return read_csv(base_dir, path, key)
     p = _user_path(base_dir, path)
     lines = read_user_text(p, key, "trace file").splitlines()
     rows = []
