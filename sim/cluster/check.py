@@ -104,4 +104,18 @@ def check_scenario(scenario: C.Scenario, source: str, cache: CheckCache | None =
     require_known_power(scenario, source)
     world = World(scenario, None, source)  # every check the run makes while wiring its world
     _check_inputs(scenario, cache or CheckCache())
+    _check_kv_fits(scenario, world.specs, source)
     return world.specs
+
+
+def _check_kv_fits(scenario: C.Scenario, specs: list, source: str) -> None:
+    """A pool's ``engine.num_gpu_blocks`` override must fit beside the weights in the device's
+    memory (the engine would otherwise cache more than the device holds). Only the command line
+    checks it: a test may model an unbounded cache on purpose through the API."""
+    for pool, sp in zip(scenario.datacenter.pools, specs):
+        if pool.engine.num_gpu_blocks is None or sp.model is None:
+            continue
+        if sp.kv_gib + sp.weight_gib > sp.acc.memory_gib:
+            raise ScenarioError(source, f"datacenter.pools.{pool.name}.engine.num_gpu_blocks",
+                                f"{pool.engine.num_gpu_blocks} blocks need {sp.kv_gib:.1f} GiB per device beside "
+                                f"{sp.weight_gib:.1f} GiB of weights, but {sp.acc.name} has {sp.acc.memory_gib:g} GiB")

@@ -212,11 +212,6 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
             "raise tp, use a smaller weight_dtype or a larger device",
         )
     blocks = eng.num_gpu_blocks if eng.num_gpu_blocks is not None else int(kv_bytes // per_block)
-    if eng.num_gpu_blocks is not None and weights + blocks * per_block > acc.memory_bytes:
-        # an override the device cannot hold: the engine would cache more than its memory
-        raise ScenarioError(source, f"{key}.engine.num_gpu_blocks",
-                            f"{blocks} blocks need {blocks * per_block / GIB:.1f} GiB per device beside "
-                            f"{weights / GIB:.1f} GiB of weights, but {acc.name} has {acc.memory_gib:g} GiB")
     power = _power_model(scenario, pool, acc, wdtype, source, key)
     return PoolSpec(pool.name, key, acc, model, pool.tp, pool.pp, pool.replicas, blocks, eng.block_size, weights / GIB,
                     blocks * per_block / GIB, perf, power, _host_w(scenario, acc), specu)

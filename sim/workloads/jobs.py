@@ -467,18 +467,6 @@ class JobKind(WorkloadKind):
     def __init__(self, world, classes: list):
         super().__init__(world, classes)
         self.by_class = {c.name: JobClass(world, c, self) for c in classes}
-        self.open: dict = {}  # job_id -> (JobClass, Job) of the jobs not yet recorded
-
-    def start(self, cls, t: float, prompt: int, on_done=None) -> Job:
-        return self.by_class[cls.name].start(t, prompt, on_done)
-
-    def new_id(self) -> int:
-        self.created += 1
-        return self.created - 1
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.open)
 
     def record(self, jc: JobClass, job: Job) -> None:
         """Write a job's row once all its calls have ended (or at the end of the run)."""

@@ -34,6 +34,8 @@ class WorkloadKind:
         self.world = world
         self.classes = classes
         self.created = 0  # units started (the table must hold as many rows)
+        self.open: dict = {}  # id -> (its class's runner, the unit) of the units not yet recorded
+        self.by_class: dict = {}  # class name -> the runner of that class's units (kinds that keep one)
 
     @classmethod
     def claims(cls, workload_class) -> bool:
@@ -41,13 +43,19 @@ class WorkloadKind:
         return getattr(workload_class, cls.key, None) is not None
 
     def start(self, cls, t: float, prompt: int, on_done=None):
-        """Start a unit of class ``cls`` arriving at ``t`` (== now) with ``prompt`` tokens."""
-        raise NotImplementedError
+        """Start a unit of class ``cls`` arriving at ``t`` (== now) with ``prompt`` tokens (by
+        default: its class's runner starts it)."""
+        return self.by_class[cls.name].start(t, prompt, on_done)
+
+    def new_id(self) -> int:
+        """The next unit's id (0, 1, ... in creation order)."""
+        self.created += 1
+        return self.created - 1
 
     @property
     def busy(self) -> bool:
         """Whether units are still open (the run waits for them before it ends)."""
-        raise NotImplementedError
+        return bool(self.open)
 
     def close(self) -> None:
         """End the units still open when the run ends (recorded as timed out)."""

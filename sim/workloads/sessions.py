@@ -358,18 +358,6 @@ class SessionKind(WorkloadKind):
     def __init__(self, world, classes: list):
         super().__init__(world, classes)
         self.by_class = {c.name: SessionClass(world, c, self) for c in classes}
-        self.open: dict = {}  # session id -> (SessionClass, Session) of the sessions not yet recorded
-
-    def start(self, cls, t: float, prompt: int, on_done=None) -> Session:
-        return self.by_class[cls.name].start(t, prompt, on_done)
-
-    def new_id(self) -> int:
-        self.created += 1
-        return self.created - 1
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.open)
 
     def host_evicted(self, sid: int) -> None:
         """Session ``sid`` lost its host-memory copy to another session's offload."""

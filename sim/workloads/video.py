@@ -17,17 +17,17 @@ class VideoKind(WorkloadKind):
 
     def __init__(self, world, classes: list):
         super().__init__(world, classes)
-        self.open = 0  # requests not yet ended
+        self.pending = 0  # requests not yet ended
 
     def start(self, cls, t: float, prompt: int, on_done=None) -> DiffusionJob:
         world = self.world
         card = world.spec_by_name[cls.pool].perf.card
         v = cls.video
         self.created += 1
-        self.open += 1
+        self.pending += 1
 
         def ended(job):
-            self.open -= 1
+            self.pending -= 1
             if on_done is not None:
                 on_done(job)
             world.check_done()
@@ -39,7 +39,7 @@ class VideoKind(WorkloadKind):
 
     @property
     def busy(self) -> bool:
-        return self.open > 0
+        return self.pending > 0
 
     def wrote_rows(self) -> bool:
         return self.created > 0
