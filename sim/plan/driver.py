@@ -190,7 +190,7 @@ def _search(ctx: TrialContext, concurrency: int, progress: bool) -> list[dict]:
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"cpu": 1}),
                 tune_config=tune.TuneConfig(search_alg=limiter, scheduler=scheduler, num_samples=spec.search.trials,
-                                            max_concurrent_trials=concurrency, reuse_actors=True),
+                                            reuse_actors=True),
                 run_config=tune.RunConfig(name="plan", storage_path=storage_dir, verbose=1 if progress else 0,
                                           log_to_file=False, callbacks=[_LastResult(last)]),
             )

@@ -50,7 +50,8 @@ def frontiers(spec: PlanSpec, trials: list[dict]) -> dict[str, tuple[list[Object
     ok = feasible(spec, trials)
     out = {"cost": (spec.frontier_axes, pareto(ok, spec.frontier_axes))}
     if any(not math.isnan(metrics.metric_value(t["row"], "accuracy")) for t in ok):
-        axes = [spec.objective, Objective(metric="accuracy", goal="max")]
+        cost = next((a for a in [spec.objective, *spec.frontier_axes] if a.metric != "accuracy"), None)
+        axes = [a for a in (cost, Objective(metric="accuracy", goal="max")) if a is not None]
         out["accuracy"] = (axes, pareto(ok, axes))
     return out
 

@@ -83,13 +83,12 @@ def check(spec: PlanSpec, row: dict) -> dict[str, Any]:
     violation = 0.0
     for c in spec.constraints:
         v = metric_value(row, c.label)
-        m = math.inf
+        sides = []
         if c.max is not None:
-            m = min(m, (c.max - v) / abs(c.max) if c.max else -v)
+            sides.append((c.max - v) / abs(c.max) if c.max else -v)
         if c.min is not None:
-            m = min(m, (v - c.min) / abs(c.min) if c.min else v)
-        if math.isnan(m):
-            m = -1.0
+            sides.append((v - c.min) / abs(c.min) if c.min else v)
+        m = -1.0 if math.isnan(v) else min(sides)
         margins[c.label] = m
         violation += max(0.0, -m)
     return {"feasible": violation == 0.0, "violation": violation, "margins": margins}

@@ -84,6 +84,12 @@ class ScreeningSearcher(_searcher_base()):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
+    def save(self, checkpoint_path: str) -> None:
+        pass  # a plan resumes from its commit markers (the search replays), not from Tune's state
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
     def _inner_id(self) -> str:
         self._n += 1
         return f"s{self._n}"
@@ -202,7 +208,7 @@ def make_searcher(space: Space, screen, on_screened, concurrency: int):
     else:
         sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup, multivariate=True)
     params = tune_space(space)
-    inner = OptunaSearch(space=params, metric="score", mode="min", sampler=sampler)
+    inner = OptunaSearch(space=OptunaSearch.convert_search_space(params), metric="score", mode="min", sampler=sampler)
     sizes = [len(v) for v in space.values]
     ordered = [not hasattr(params[f"a{i}"], "categories") for i in range(len(sizes))]
     wrapped = ScreeningSearcher(inner, screen, on_screened, sizes, ordered, startup, search.seed)
