@@ -220,3 +220,30 @@ def test_an_interrupted_plan_resumes_to_the_same_tables(ray_local, tmp_path):
     other["workload"]["classes"][0]["arrival"]["rate_per_s"] = 5.0
     with pytest.raises(ScenarioError, match="different scenario"):
         run_plan(other, str(cut), source="p.yaml", point_fn=S.point, resume=True)
+
+
+@pytest.mark.parametrize("name", ["plan_chat.yaml", "plan_reasoning.yaml"])
+def test_shipped_plans_validate_and_every_axis_value_applies(name):
+    path = REPO / "scenarios" / name
+    raw, spec, src = load_plan(path)
+    space = Space(raw, spec, src, str(path.parent))
+    first = space.candidate((0,) * len(space.paths))
+    last = space.candidate(tuple(len(v) - 1 for v in space.values))
+    for cand in (first, last):
+        space.scenario(cand.raw)  # every axis value is a valid scenario key
+
+
+def test_cli_plan_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    from sim.cli.main import main
+
+    scn = tmp_path / "s.yaml"
+    import yaml
+
+    raw = S.base_scenario()
+    raw["plan"]["search"]["trials"] = 0
+    scn.write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(scn), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plan.search.trials" in err[0] and str(scn) in err[0]
+    assert main(["plan", str(scn), "--out", str(tmp_path / "o"), "--trials", "0"]) == 2
+    assert not (tmp_path / "o").exists()
