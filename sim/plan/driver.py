@@ -250,7 +250,8 @@ def _sensitivity(ctx: TrialContext, spec: PlanSpec, trials: list[dict], rec: dic
 
     from sim.sweep import execute_point
 
-    ok = sorted(F.feasible(spec, trials), key=lambda t: F._key(t["row"], spec.objective))[: spec.sensitivity.top]
+    axes = [spec.objective, *spec.frontier_axes]
+    ok = sorted(F.feasible(spec, trials), key=lambda t: tuple(F._key(t["row"], a) for a in axes))[: spec.sensitivity.top]
     if rec not in ok:
         ok = [rec, *ok[:-1]]
     task = ray.remote(execute_point).options(num_cpus=1, name="dcsim-plan-load")

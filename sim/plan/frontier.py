@@ -49,19 +49,22 @@ def frontiers(spec: PlanSpec, trials: list[dict]) -> dict[str, tuple[list[Object
     ``accuracy`` (the objective against answer accuracy) when the runs had jobs."""
     ok = feasible(spec, trials)
     out = {"cost": (spec.frontier_axes, pareto(ok, spec.frontier_axes))}
-    if any(not math.isnan(metrics.metric_value(t["row"], "accuracy")) for t in ok):
-        cost = next((a for a in [spec.objective, *spec.frontier_axes] if a.metric != "accuracy"), None)
-        axes = [a for a in (cost, Objective(metric="accuracy", goal="max")) if a is not None]
+    named = [a.metric for a in [spec.objective, *spec.frontier_axes]]
+    acc = "expected_accuracy" if "expected_accuracy" in named else "accuracy"
+    if any(not math.isnan(metrics.metric_value(t["row"], acc)) for t in ok):
+        cost = next((a for a in [spec.objective, *spec.frontier_axes] if a.goal == "min"), None)
+        axes = [a for a in (cost, Objective(metric=acc, goal="max")) if a is not None]
         out["accuracy"] = (axes, pareto(ok, axes))
     return out
 
 
 def recommend(spec: PlanSpec, trials: list[dict]) -> dict | None:
-    """The feasible trial with the best objective (first in search order on ties), or None."""
+    """The feasible trial with the best objective, ties broken by the frontier axes in order (the
+    cheaper of two equally accurate configurations), then by search order; None if none is feasible."""
     ok = feasible(spec, trials)
     if not ok:
         return None
-    return min(ok, key=lambda t: _key(t["row"], spec.objective))
+    return min(ok, key=lambda t: tuple(_key(t["row"], a) for a in [spec.objective, *spec.frontier_axes]))
 
 
 def _describe(params: dict) -> str:
@@ -85,7 +88,7 @@ def sensitivity_line(spec: PlanSpec, rec: dict, top: list[dict], at: dict[float,
         head = f"at {f:g}x load: the recommendation " + (
             "still meets every constraint" if still else f"misses {worst[0]} (margin {worst[1]:+.0%})")
         if best is None:
-            tail = f"; none of the top {len(top)} candidates meets them; more capacity is needed"
+            tail = f"; none of the top {len(top)} candidates meets them at this load"
         elif best == rec_i:
             tail = f" and stays the best of the top {len(top)} ({obj} {metrics.metric_value(rows[best], obj):.4g})"
         else:
