@@ -24,6 +24,7 @@ def _key(row: dict, axis: Objective) -> float:
     v = metrics.metric_value(row, axis.metric)
     if math.isnan(v):
         return math.inf
+    v = float(f"{v:.12g}")  # equal up to summation order (the same questions' mean accuracy) ties
     return v if axis.goal == "min" else -v
 
 
@@ -84,7 +85,8 @@ def sensitivity_line(spec: PlanSpec, rec: dict, top: list[dict], at: dict[float,
         still = checks[rec_i]["feasible"]
         worst = min(checks[rec_i]["margins"].items(), key=lambda kv: kv[1]) if checks[rec_i]["margins"] else None
         ok = [i for i, c in enumerate(checks) if c["feasible"]]
-        best = min(ok, key=lambda i: _key(rows[i], spec.objective)) if ok else None
+        axes = [spec.objective, *spec.frontier_axes]
+        best = min(ok, key=lambda i: tuple(_key(rows[i], a) for a in axes)) if ok else None
         head = f"at {f:g}x load: the recommendation " + (
             "still meets every constraint" if still else f"misses {worst[0]} (margin {worst[1]:+.0%})")
         if best is None:
