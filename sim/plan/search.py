@@ -68,6 +68,7 @@ class ScreeningSearcher(_searcher_base()):
         self.ordered = ordered
         self.startup = startup  # trials before the incumbent's neighbours are tried
         self.incumbent: tuple | None = None  # (objective, index) of the best feasible full run
+        self.closest: tuple | None = None  # (score, index) of the lowest-scored trial
         self.rng = np.random.default_rng(seed)
         self.completed = 0
         self.inner = inner
@@ -169,11 +170,13 @@ class ScreeningSearcher(_searcher_base()):
         return None
 
     def _next_neighbour(self) -> tuple | None:
-        """The incumbent's first neighbour not yet known or running, once the start-up is over."""
-        if self.incumbent is None or self.completed < self.startup:
+        """Once the start-up is over, the first neighbour not yet known or running of the incumbent
+        (the best feasible trial), or while none is feasible, of the trial closest to feasible
+        (lowest score)."""
+        centre = self.incumbent or self.closest
+        if centre is None or self.completed < self.startup:
             return None
-        return next((nb for nb in self.neighbours(self.incumbent[1]) if nb not in self.known and nb not in self.waiting),
-                    None)
+        return next((nb for nb in self.neighbours(centre[1]) if nb not in self.known and nb not in self.waiting), None)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # the searcher learns a trial's final score only
@@ -185,6 +188,8 @@ class ScreeningSearcher(_searcher_base()):
         score = float(result[self.metric]) if result and self.metric in result else INFEASIBLE_SCORE / 100
         self.known[index] = score
         self.completed += 1
+        if self.closest is None or (score, index) < self.closest:
+            self.closest = (score, index)
         if result and result.get("feasible") and result.get("stage") == 2:
             self.best = min(self.best, float(result["objective"]))
             key = (float(result["objective"]), index)  # ties: the lower index (not the finish order)
