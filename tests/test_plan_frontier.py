@@ -3,8 +3,6 @@ sensitivity lines, and the searcher's screening and neighbour moves (no Ray need
 
 from __future__ import annotations
 
-import pytest
-
 import plan_surrogate as S
 from sim.plan import frontier as F
 from sim.plan.driver import load_plan

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from sim.config.scenario import validate
-from sim.config.sweep import canonical_json, get_path, point_id_of, set_path
+from sim.config.sweep import canonical_json, point_id_of, set_path
 from sim.errors import ScenarioError
 from sim.plan.spec import PlanSpec
 
@@ -185,7 +185,7 @@ class Space:
             raise ScenarioError(self.source, "plan.capacity", f"class {cap.class_!r} has no simple mean prompt / "
                                 "output length; give plan.capacity.prompt_tokens and output_tokens")
         batcher = pool.get("batcher", {})
-        conc = cap.concurrency or min(256, batcher.get("max_num_seqs", 256))
+        conc = cap.concurrency or batcher.get("max_num_seqs", 256)  # a full batch: the most it serves
         args = dict(hardware=pool["accelerator"], model=pool["model"], tp=pool.get("tp", 1), pp=pool.get("pp", 1),
                     weight_dtype=pool.get("weight_dtype"), kv_dtype=pool.get("kv_dtype", "bf16"),
                     max_num_seqs=batcher.get("max_num_seqs", 256),
@@ -209,6 +209,3 @@ def _estimate_replica(args: dict, prompt: int, output: int, concurrency: int) ->
     return {"requests_per_s": busy["requests_per_s"], "unloaded_ttft_s": idle["ttft_p50_s"],
             "unloaded_tpot_s": idle["tpot_p50_s"], "unloaded_e2e_s": idle["e2e_p50_s"]}
 
-
-def axis_value(raw: dict, path: str, source: str = "") -> Any:
-    return get_path(raw, path, source=source)

@@ -104,7 +104,7 @@ class Capacity(Frozen):
     class_: str = Field(alias="class", min_length=1)
     prompt_tokens: Optional[PosInt] = None
     output_tokens: Optional[PosInt] = None
-    # the estimate's closed-loop concurrency (default: the pool's max_num_seqs, at most 256)
+    # the estimate's closed-loop concurrency (default: the pool's max_num_seqs, a full batch)
     concurrency: Optional[PosInt] = None
 
 
