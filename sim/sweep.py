@@ -248,7 +248,7 @@ def check_options(executor: str, address: str | None, num_cpus: int | None, max_
                                      f"{CONNECT_TIMEOUT_S:g} s)") from None
 
 
-def _init_ray(address: str | None, num_cpus: int | None):
+def init_ray(address: str | None, num_cpus: int | None):
     """Connect to Ray at ``address`` or start an embedded, loopback-only one (sim.embedded_ray)."""
     from sim import embedded_ray
 
@@ -317,7 +317,7 @@ class _SigtermGuard:
 
 
 # --------------------------------------------------------------------------- tables
-def _column(values: list[Any]) -> pa.Array:
+def arrow_column(values: list[Any]) -> pa.Array:
     """An Arrow column from Python values; mixed or nested values become JSON strings."""
     plain = [canonical_json(v) if isinstance(v, (dict, list, tuple)) else v for v in values]
     try:
@@ -326,13 +326,13 @@ def _column(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else (v if isinstance(v, str) else canonical_json(v)) for v in plain], pa.string())
 
 
-def _points_table(points: list[Point], records: list[dict], swept: list[str]) -> pa.Table:
+def points_table(points: list[Point], records: list[dict], swept: list[str]) -> pa.Table:
     cols: dict[str, pa.Array] = {"point_id": pa.array([p.point_id for p in points], pa.string())}
     for path in swept:
-        cols[path] = _column([p.params.get(path) for p in points])
+        cols[path] = arrow_column([p.params.get(path) for p in points])
     cols["run"] = pa.array([p.params["run"] for p in points], pa.int64())
     if "seed" not in swept:
-        cols["seed"] = _column([p.raw.get("seed") for p in points])
+        cols["seed"] = arrow_column([p.raw.get("seed") for p in points])
     cols["status"] = pa.array([r["status"] for r in records], pa.string())
     cols["error"] = pa.array([r.get("error") for r in records], pa.string())
     cols["node_id"] = pa.array([r.get("node_id") for r in records], pa.string())
@@ -340,7 +340,7 @@ def _points_table(points: list[Point], records: list[dict], swept: list[str]) ->
     return pa.table(cols)
 
 
-def _summary_table(points: list[Point], records: list[dict]) -> pa.Table:
+def summary_table(points: list[Point], records: list[dict]) -> pa.Table:
     ok = [(p, r) for p, r in zip(points, records) if r["status"] == "ok"]
     names: list[str] = []
     for _, r in ok:
@@ -349,7 +349,7 @@ def _summary_table(points: list[Point], records: list[dict]) -> pa.Table:
                 names.append(k)
     cols: dict[str, pa.Array] = {"point_id": pa.array([p.point_id for p, _ in ok], pa.string())}
     for k in names:
-        cols[k] = _column([r["summary"].get(k) for _, r in ok])
+        cols[k] = arrow_column([r["summary"].get(k) for _, r in ok])
     return pa.table(cols)
 
 
@@ -451,7 +451,7 @@ def run_points(
             if executor == "serial" or not todo:
                 _run_serial(todo, out, point_fn, on_done)
             else:
-                ray_handle = _init_ray(address, num_cpus)
+                ray_handle = init_ray(address, num_cpus)
                 # again (ray.init installs handlers of its own), and as a flag: an exception raised
                 # inside ray.wait comes out as a SystemError, so _run_ray checks between waits
                 sigterm.install(raise_at_once=False)
@@ -466,11 +466,11 @@ def run_points(
         raise SweepTerminated()
 
     ordered = [records[p.point_id] for p in points]
-    points_table = _points_table(points, ordered, swept)
-    summary_table = _summary_table(points, ordered)
-    storage.atomic_write_table(fs, storage.join(base, "points.parquet"), points_table)
-    storage.atomic_write_table(fs, storage.join(base, "summary.parquet"), summary_table)
-    result = SweepResult(out, points, ordered, points_table, summary_table, ran, time.perf_counter() - t_start)
+    points_t = points_table(points, ordered, swept)
+    summary_t = summary_table(points, ordered)
+    storage.atomic_write_table(fs, storage.join(base, "points.parquet"), points_t)
+    storage.atomic_write_table(fs, storage.join(base, "summary.parquet"), summary_t)
+    result = SweepResult(out, points, ordered, points_t, summary_t, ran, time.perf_counter() - t_start)
     return result
 
 

@@ -222,6 +222,29 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     return 1 if result.n_failed else 0
 
 
+def cmd_plan(args) -> int:
+    """``dcsim plan``: 0 with a recommendation, 1 if no candidate met the constraints, 2 on bad input."""
+    from rich.console import Console
+
+    console = Console() if Console().is_terminal else Console(width=200)
+    try:
+        if args.trials is not None and args.trials < 1:
+            raise ScenarioError("", "--trials", "must be >= 1")
+        from sim.plan import run_plan
+        from sim.plan.display import print_plan
+
+        result = run_plan(args.scenario, args.out, address=args.address, num_cpus=args.num_cpus, resume=args.resume,
+                          trials=args.trials)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are committed; rerun with --resume to go on", file=sys.stderr)
+        return 130
+    print_plan(result, console)
+    return 0 if result.recommendation is not None else 1
+
+
 def cmd_calibrate(args) -> int:
     from sim.config.files import check_user_file
 

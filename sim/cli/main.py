@@ -107,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_arguments(s)
     s.set_defaults(func=commands.cmd_sweep)
 
+    pl = sub.add_parser("plan", help="search a scenario's plan: section for the cheapest configuration that meets its "
+                                     "constraints (Ray Tune; docs/planning.md)")
+    pl.add_argument("scenario", help="scenario YAML with a plan: section")
+    pl.add_argument("--out", required=True, help="output folder or object-store URI (laid out as a sweep's)")
+    pl.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
+    pl.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
+    pl.add_argument("--trials", type=int, default=None, help="simulated candidates at most (default: plan.search.trials)")
+    pl.add_argument("--resume", action="store_true", help="finish an interrupted plan: committed runs are read back")
+    pl.set_defaults(func=commands.cmd_plan)
+
     c = sub.add_parser("calibrate", help="fit an accelerator's performance and power parameters to measurements")
     add_calibrate_arguments(c)
     c.set_defaults(func=commands.cmd_calibrate)

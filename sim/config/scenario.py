@@ -57,6 +57,8 @@ class Scenario(Frozen):
     workload: Workload
     trace: TraceOptions = TraceOptions()
     sweep: Optional[SweepSpec] = None
+    # dcsim plan's search (sim/plan/spec.py validates it); run, sweep and validate ignore it
+    plan: Optional[dict[str, Any]] = Field(default=None, exclude=True)  # (not in dumps: point ids unchanged)
 
     _base_dir: str = PrivateAttr(default=".")
 
