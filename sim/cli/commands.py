@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
@@ -13,8 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from sim.cli.display import BURST_ROWS, ROWS, print_metrics, print_run_summary, print_sweep_summary
+from sim.cli.display import (BURST_ROWS, ROWS, print_metrics, print_next_step, print_run_summary,
+                             print_sweep_summary)
 from sim.errors import ScenarioError
+from sim.resources import scenario_path
+
+log = logging.getLogger(__name__)
+
 
 def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
     from sim.config.sweep import set_path
@@ -43,9 +49,10 @@ def cmd_validate(args) -> int:
     from sim.cluster import world as W
     from sim.config.sweep import expand
 
-    for path in args.files:
+    for name in args.files:
         from sim.config import scenario as config
 
+        path = scenario_path(name)
         raw = config.load_raw(path)
         sc = config.validate(raw, path, Path(path).parent)
         specs = [W.resolve_pool(sc, i, path) for i in range(len(sc.datacenter.pools))]
@@ -65,16 +72,24 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from sim.cli.outdir import prepare_run_out
     from sim.output import storage
     from sim.run import run_point, scenario_point_id
 
-    sc = _load(args.scenario, args.set or [], args.mode)
+    path = scenario_path(args.scenario)
+    sc = _load(path, args.set or [], args.mode)
     out = storage.normalize_out(args.out)
+    prepare_run_out(out, args.out, getattr(args, "overwrite", False), path)
+    pid = scenario_point_id(sc)
+    log.info("simulating %s (%s), point %s, %.0f simulated s, into %s", sc.name, path, pid, sc.duration_s, args.out)
     t0 = time.perf_counter()
-    summary = run_point(sc, out, scenario_point_id(sc), source=args.scenario)
+    summary = run_point(sc, out, pid, source=path)
     wall = time.perf_counter() - t0
     _write_single_tables(out, summary, wall)
-    print_run_summary(summary, args.scenario, args.out, wall)
+    log.info("point %s: %d calls simulated in %.2f s wall", pid, summary["calls_created"], wall)
+    if getattr(args, "verbosity", 0) >= 0:
+        print_run_summary(summary, args.scenario, args.out, wall)
+        print_next_step(args.out)
     return 0
 
 
@@ -136,9 +151,9 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     from sim.sweep import run_sweep
 
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)
+    quiet = getattr(args, "verbosity", 0) < 0
     try:
+        args.scenario = scenario_path(args.scenario)
         if args.max_in_flight is not None and args.max_in_flight < 1:
             raise ScenarioError("", "--max-in-flight", "must be >= 1")
         if args.max_retries < 0:
@@ -160,7 +175,7 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
             resume=args.resume,
             max_in_flight=args.max_in_flight,
             max_retries=args.max_retries,
-            progress=not args.no_progress,
+            progress=not (args.no_progress or quiet),
             point_fn=point_fn,
         )
     except ScenarioError as e:
@@ -169,12 +184,14 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished points are committed; rerun with --resume to run the rest", file=sys.stderr)
         return 130
-    print_sweep_summary(result, console)
-    console.print(
-        f"{len(result.ran)} run, {len(result.points) - len(result.ran)} already done, {result.n_failed} failed "
-        f"in {result.wall_s:.1f} s; tables in {result.out}",
-        highlight=False,
-    )
+    if not quiet:
+        print_sweep_summary(result, console)
+        console.print(
+            f"{len(result.ran)} run, {len(result.points) - len(result.ran)} already done, {result.n_failed} failed "
+            f"in {result.wall_s:.1f} s; tables in {args.out}",
+            highlight=False,
+        )
+        print_next_step(args.out, console)
     return 1 if result.n_failed else 0
 
 
