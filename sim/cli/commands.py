@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,11 +34,38 @@ def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
     return raw
 
 
+MAX_DURATION_ENV = "DCSIM_MAX_DURATION_S"
+
+
+def cap_duration(raw: dict, source: str) -> dict:
+    """``raw`` with ``duration_s`` cut to ``$DCSIM_MAX_DURATION_S`` (when set and shorter) and
+    ``warmup_s`` scaled with it, so the measured window keeps its share: a quick smoke run of a
+    long scenario or sweep (the README's own test uses it). Unchanged when the variable is unset."""
+    text = os.environ.get(MAX_DURATION_ENV)
+    if not text:
+        return raw
+    try:
+        cap = float(text)
+    except ValueError:
+        cap = math.nan
+    if not (math.isfinite(cap) and cap > 0):
+        raise ScenarioError(MAX_DURATION_ENV, "", f"must be a positive number of seconds, not {text!r}")
+    duration = raw.get("duration_s")
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not duration > cap:
+        return raw
+    warmup = raw.get("warmup_s", 0)
+    scaled = {**raw, "duration_s": cap}
+    if isinstance(warmup, (int, float)) and not isinstance(warmup, bool):
+        scaled["warmup_s"] = warmup * cap / duration
+    log.warning("%s: duration_s %g s cut to %g s by %s", source, duration, cap, MAX_DURATION_ENV)
+    return scaled
+
+
 def _load(path: str, sets: list[str] | None = None, mode: str | None = None):
     """The scenario at ``path`` with ``--set`` overrides, without its sweep section."""
     from sim.config import scenario as config
 
-    raw = config.load_raw(path)
+    raw = cap_duration(config.load_raw(path), path)
     raw = _apply_sets(raw, sets or [], path)
     if mode:
         raw = {**raw, "engine_mode": mode}
@@ -166,9 +194,15 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
                 console.print(p.point_id, json.dumps(p.params, sort_keys=False), highlight=False)
             console.print(f"{len(points)} points", highlight=False)
             return 0
+        scenario = args.scenario
+        if os.environ.get(MAX_DURATION_ENV):
+            from sim.config.scenario import load_raw
+
+            scenario = cap_duration(load_raw(args.scenario), args.scenario)
         result = run_sweep(
-            args.scenario,
+            scenario,
             args.out,
+            source=args.scenario,
             executor=args.executor,
             address=args.address,
             num_cpus=args.num_cpus,
@@ -185,7 +219,7 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
         print("interrupted: finished points are committed; rerun with --resume to run the rest", file=sys.stderr)
         return 130
     if not quiet:
-        print_sweep_summary(result, console)
+        print_sweep_summary(result, console, shown=args.out)
         console.print(
             f"{len(result.ran)} run, {len(result.points) - len(result.ran)} already done, {result.n_failed} failed "
             f"in {result.wall_s:.1f} s; tables in {args.out}",

@@ -56,8 +56,9 @@ def print_next_step(out: str, console=None) -> None:
     """The last line of a run or sweep: the command that turns its folder into a report."""
     from rich.console import Console
 
-    (console or Console()).print(f"next: dcsim report {out}   (writes {out.rstrip('/')}/report.html)",
-                                 highlight=False, soft_wrap=True)
+    # one line however long the folder's name, so the command copies whole
+    (console or Console()).print(f"next: dcsim report {out}   -> {out.rstrip('/')}/report.html", highlight=False,
+                                 soft_wrap=True)
 
 
 
@@ -142,10 +143,10 @@ def print_strategies(out: str, point_id: str, t0: float, t1: float) -> None:
 
 
 
-def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: int = 9) -> None:
+def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: int = 9, shown: str | None = None) -> None:
     """Print one table: a row per point with its swept parameters, status and as many headline
     metrics as fit the console's width (80 columns when piped), then a note naming the file that
-    holds every metric."""
+    holds every metric (under ``shown``, the output as the user wrote it)."""
     import pyarrow as pa
     from rich.console import Console
     from rich.measure import Measurement
@@ -178,7 +179,7 @@ def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: i
     if len(pts) > max_rows:
         console.print(f"... {len(pts) - max_rows} more points in points.parquet / summary.parquet", highlight=False)
     console.print(f"{max(fits, 1)} headline metrics shown; all {len(columns)} summary columns of each point are in "
-                  f"{result.out.rstrip('/')}/summary.parquet", highlight=False)
+                  f"{(shown or result.out).rstrip('/')}/summary.parquet", highlight=False)
     for row in pts:
         if row["status"] != "ok":
             console.print(Text.assemble((row["point_id"], "red"), f": {row['error']}"))

@@ -53,7 +53,6 @@ def setup_logging(level: int) -> None:
             log.removeHandler(old)  # main() called again in one process (tests)
         log.addHandler(handler)
         log.setLevel(threshold)
-        log.propagate = False
 
 
 def _verbosity_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
