@@ -4,7 +4,8 @@ so the README cannot drift from the code.
 The blocks run as written in one bash session, with three shortcuts the README names or that
 leave the commands unchanged: ``DCSIM_MAX_DURATION_S`` cuts each simulated run to a few seconds;
 the clone's ``.venv`` is prepared beforehand to reuse this venv's installed packages (through a
-``.pth`` line) so ``pip install`` finds everything installed and works offline; and the test
+``.pth`` line) so ``pip install`` finds every dependency installed (it still fetches setuptools
+for its isolated build, as for a user); and the test
 command collects the suite (``PYTEST_ADDOPTS=--collect-only``) instead of running it inside
 itself. The ```bash cluster block (``ray up`` on AWS) is left out, as the README says.
 """
@@ -72,8 +73,8 @@ def test_readme_shell_blocks_run_in_order_in_a_fresh_clone(tmp_path):
 
     ray_tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "RAY_ADDRESS", "DCSIM_HARDWARE")}
-    env.update(PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}", DCSIM_MAX_DURATION_S="20",
-               PYTEST_ADDOPTS="--collect-only -q -p no:cacheprovider", PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0",
+    env.update(PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}", DCSIM_MAX_DURATION_S="10",
+               PYTEST_ADDOPTS="--collect-only -q -p no:cacheprovider",
                PIP_DISABLE_PIP_VERSION_CHECK="1", RAY_TMPDIR=ray_tmp, RAY_DISABLE_USAGE_STATS="1", COLUMNS="80")
     script = "set -euo pipefail\n" + "".join(f"echo '### README block {i}' >&2\n{body}"
                                             for i, body in enumerate(shell_blocks((clone / "README.md").read_text())))
@@ -87,5 +88,5 @@ def test_readme_shell_blocks_run_in_order_in_a_fresh_clone(tmp_path):
     assert pq.read_table(res / "quickstart" / "summary.parquet").num_rows == 3
     assert pq.read_table(res / "one" / "points.parquet").num_rows == 1
     assert (res / "sw" / "report.html").stat().st_size > 0
-    assert "tests collected" in proc.stdout or "test collected" in proc.stdout
+    assert "tests/test_readme.py::test_readme_shell_blocks_run_in_order_in_a_fresh_clone" in proc.stdout  # collected
     assert '"output_tokens_per_s"' in proc.stdout  # dcsim estimate --json

@@ -167,14 +167,14 @@ def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: i
     metrics = metrics[:max_metrics]
     show_run = len({r["run"] for r in pts}) > 1
     show_status = any(r["status"] != "ok" for r in pts)
-    shown = pts[:max_rows]
+    rows = pts[:max_rows]
     fits = 0  # as many metric columns as fit the width (at least one)
     for k in range(len(metrics), 0, -1):
-        table = _sweep_table(result, shown, summ, swept, metrics[:k], show_run, show_status)
+        table = _sweep_table(result, rows, summ, swept, metrics[:k], show_run, show_status)
         if Measurement.get(console, console.options.update_width(10**4), table).maximum <= console.width:
             fits = k
             break
-    table = _sweep_table(result, shown, summ, swept, metrics[:max(fits, 1)], show_run, show_status)
+    table = _sweep_table(result, rows, summ, swept, metrics[:max(fits, 1)], show_run, show_status)
     console.print(table)
     if len(pts) > max_rows:
         console.print(f"... {len(pts) - max_rows} more points in points.parquet / summary.parquet", highlight=False)
