@@ -143,7 +143,8 @@ def print_strategies(out: str, point_id: str, t0: float, t1: float) -> None:
 
 
 
-def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: int = 9, shown: str | None = None) -> None:
+def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: int = 9,
+                        shown: str | None = None) -> None:
     """Print one table: a row per point with its swept parameters, status and as many headline
     metrics as fit the console's width (80 columns when piped), then a note naming the file that
     holds every metric (under ``shown``, the output as the user wrote it)."""
