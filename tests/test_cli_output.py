@@ -2,8 +2,11 @@
 refuses a folder holding another run or a sweep unless --overwrite, and tables that read at 80
 columns (in a terminal or piped) ending with the next command to run."""
 
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -45,7 +48,13 @@ def test_run_by_name_reads_at_80_columns_and_points_at_the_report(tmp_path, caps
         assert label in text, label
     assert "utilization (busy share of replica time)" in text
     assert lines[-1] == f"next: dcsim report {out}   -> {out}/report.html"
-    assert pq.read_table(tmp_path / out / "points.parquet").num_rows == 1
+    (pid,) = pq.read_table(tmp_path / out / "points.parquet")["point_id"].to_pylist()
+    source = json.loads((tmp_path / out / pid / "manifest.json").read_text())["source"]
+    repo = Path(sim.__file__).resolve().parents[1]
+    if (repo / ".git").exists() and shutil.which("git"):  # provenance: the commit this checkout is at
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert source["kind"] == "git checkout" and source["git_commit"] == head.strip()
+        assert isinstance(source["git_dirty"], bool)
 
 
 def test_verbose_logs_progress_and_quiet_prints_nothing(tmp_path, capsys):
