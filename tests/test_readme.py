@@ -10,7 +10,7 @@ command collects the suite (``PYTEST_ADDOPTS=--collect-only``) instead of runnin
 itself. The ```bash cluster block (``ray up`` on AWS) is left out, as the README says.
 
 Cost: about 3 minutes of CPU (ten embedded-Ray sweeps and two venvs); on a shared, loaded
-2-core machine it took 12.5 minutes of wall time, hence the generous timeout.
+2-core machine it took 10 to 12.5 minutes of wall time, hence the generous timeout.
 """
 
 import os
@@ -91,5 +91,5 @@ def test_readme_shell_blocks_run_in_order_in_a_fresh_clone(tmp_path):
     assert pq.read_table(res / "quickstart" / "summary.parquet").num_rows == 3
     assert pq.read_table(res / "one" / "points.parquet").num_rows == 1
     assert (res / "sw" / "report.html").stat().st_size > 0
-    assert "tests/test_readme.py::test_readme_shell_blocks_run_in_order_in_a_fresh_clone" in proc.stdout  # collected
+    assert re.search(r"^tests/test_readme\.py: 2$", proc.stdout, re.M), proc.stdout[-2000:]  # the suite collected
     assert '"output_tokens_per_s"' in proc.stdout  # dcsim estimate --json
