@@ -16,10 +16,13 @@ and returns the summary row (a flat dict of scalars).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import platform
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -120,6 +123,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         "scenario": scenario.name,
         "versions": {"dcsim": sim.__version__, "python": platform.python_version(), "numpy": np.__version__,
                      "pyarrow": pa.__version__, "simpy": _version("simpy"), "pydantic": _version("pydantic")},
+        "source": source_provenance(),
         "timings": {"simulate_s": sim_wall, "total_s": wall},
         "engine": {"mode": scenario.engine_mode, "calls": world.calls_created, "jobs": world.units_created("job"),
                    "iterations": sum(getattr(r, "iterations", 0) for r in world.replicas),
@@ -146,6 +150,26 @@ class _Tables:
 
     def table(self, name: str):
         return pq.read_table(self.paths[name], filesystem=self.fs)
+
+
+@functools.lru_cache(maxsize=1)
+def source_provenance() -> dict:
+    """Which dcsim made a run: the git commit (and whether tracked files differ from it) when
+    ``sim`` is imported from a git checkout of the project, else the installed distribution's
+    version. Never fails: where git is missing or slow the commit is None."""
+    root = Path(sim.__file__).resolve().parents[1]
+    if (root / ".git").exists() and (root / "pyproject.toml").is_file():  # a checkout, not a venv inside one
+        def git(*args: str) -> str | None:
+            try:
+                done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+            except (OSError, subprocess.SubprocessError):
+                return None
+            return done.stdout.strip() if done.returncode == 0 else None
+
+        commit = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+        return {"kind": "git checkout", "git_commit": commit, "git_dirty": None if status is None else bool(status)}
+    return {"kind": "installed package", "distribution_version": _version("dcsim"), "git_commit": None}
 
 
 def _version(mod: str) -> str:

@@ -26,6 +26,7 @@ included) after deleting whatever they had partly written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -43,6 +44,8 @@ import pyarrow as pa
 from sim.output import storage
 from sim.errors import ScenarioError
 from sim.config.sweep import Point, canonical_json, expand, parse_spec
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SweepResult",
@@ -447,7 +450,11 @@ def run_points(
                 ran.append(point.point_id)
                 counts["ok" if record["status"] == "ok" else "failed"] += 1
                 bar.update(tid, advance=1, description=describe())
+                log.info("point %s %s in %.1f s (%d of %d done)", point.point_id, record["status"],
+                         record.get("wall_s", float("nan")), len(ran) + len(committed), len(points))
 
+            log.info("%d points to run (%d already committed) into %s, executor %s", len(todo), len(committed), out,
+                     executor if todo else "none")
             if executor == "serial" or not todo:
                 _run_serial(todo, out, point_fn, on_done)
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import shutil
@@ -13,8 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from sim.cli.display import BURST_ROWS, ROWS, print_metrics, print_run_summary, print_sweep_summary
+
+from sim.cli.display import (BURST_ROWS, ROWS, print_metrics, print_next_step, print_run_summary,
+                             print_sweep_summary)
 from sim.errors import ScenarioError
+from sim.resources import scenario_path
+
+log = logging.getLogger(__name__)
+
 
 def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
     from sim.config.sweep import set_path
@@ -32,11 +39,38 @@ def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
     return raw
 
 
+MAX_DURATION_ENV = "DCSIM_QUICK_DURATION_S"
+
+
+def cap_duration(raw: dict, source: str) -> dict:
+    """``raw`` with ``duration_s`` cut to ``$DCSIM_QUICK_DURATION_S`` (when set and shorter) and
+    ``warmup_s`` scaled with it, so the measured window keeps its share: a quick smoke run of a
+    long scenario or sweep (the README's own test uses it). Unchanged when the variable is unset."""
+    text = os.environ.get(MAX_DURATION_ENV)
+    if not text:
+        return raw
+    try:
+        cap = float(text)
+    except ValueError:
+        cap = math.nan
+    if not (math.isfinite(cap) and cap > 0):
+        raise ScenarioError(MAX_DURATION_ENV, "", f"must be a positive number of seconds, not {text!r}")
+    duration = raw.get("duration_s")
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not duration > cap:
+        return raw
+    warmup = raw.get("warmup_s", 0)
+    scaled = {**raw, "duration_s": cap}
+    if isinstance(warmup, (int, float)) and not isinstance(warmup, bool):
+        scaled["warmup_s"] = warmup * cap / duration
+    log.warning("%s: duration_s %g s cut to %g s by %s", source, duration, cap, MAX_DURATION_ENV)
+    return scaled
+
+
 def _load(path: str, sets: list[str] | None = None, mode: str | None = None):
     """The scenario at ``path`` with ``--set`` overrides, without its sweep section."""
     from sim import config as config
 
-    raw = config.load_raw(path)
+    raw = cap_duration(config.load_raw(path), path)
     raw = _apply_sets(raw, sets or [], path)
     if mode:
         raw = {**raw, "engine_mode": mode}
@@ -50,7 +84,8 @@ def cmd_validate(args) -> int:
     from sim.config.sweep import expand
     from sim.sweep import check_points
 
-    for path in args.files:
+    for name in args.files:
+        path = scenario_path(name)
         raw = config.load_raw(path)
         sc = config.validate(raw, path, Path(path).parent)
         specs = check_scenario(sc, path)  # what `run` checks: pools, memory, prices, input files
@@ -69,26 +104,34 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from sim.cli.outdir import prepare_run_out
     from sim.output import storage
     from sim.run import run_point, scenario_point_id
 
     from sim.cluster.check import check_scenario
 
-    sc = _load(args.scenario, args.set or [], args.mode)
-    check_scenario(sc, args.scenario)  # refused before anything is written
+    path = scenario_path(args.scenario)
+    sc = _load(path, args.set or [], args.mode)
+    check_scenario(sc, path)  # refused before anything is written
     storage.check_out_target(args.out)
     out = storage.normalize_out(args.out)
     fresh = "://" not in out and not os.path.lexists(out)
+    prepare_run_out(out, args.out, getattr(args, "overwrite", False), path)
+    pid = scenario_point_id(sc)
+    log.info("simulating %s (%s), point %s, %.0f simulated s, into %s", sc.name, path, pid, sc.duration_s, args.out)
     t0 = time.perf_counter()
     try:
-        summary = run_point(sc, out, scenario_point_id(sc), source=args.scenario)
+        summary = run_point(sc, out, pid, source=path)
         wall = time.perf_counter() - t0
         _write_single_tables(out, summary, wall)
     except BaseException:
         if fresh:  # a run that fails leaves no folder it made (a point's files are only ever half a run)
             shutil.rmtree(out, ignore_errors=True)
         raise
-    print_run_summary(summary, args.scenario, args.out, wall)
+    log.info("point %s: %d calls simulated in %.2f s wall", pid, summary["calls_created"], wall)
+    if getattr(args, "verbosity", 0) >= 0:
+        print_run_summary(summary, args.scenario, args.out, wall)
+        print_next_step(args.out)
     return 0
 
 
@@ -171,9 +214,9 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
     from sim.sweep import SweepTerminated, run_sweep
 
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)
+    quiet = getattr(args, "verbosity", 0) < 0
     try:
+        args.scenario = scenario_path(args.scenario)
         from sim.sweep import check_options
 
         # (a dry run starts nothing: its Ray address is not tried)
@@ -191,16 +234,22 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
                 console.print(p.point_id, json.dumps(p.params, sort_keys=False), highlight=False)
             console.print(f"{len(points)} points", highlight=False)
             return 0
+        scenario = args.scenario
+        if os.environ.get(MAX_DURATION_ENV):
+            from sim.config.scenario import load_raw
+
+            scenario = cap_duration(load_raw(args.scenario), args.scenario)
         result = run_sweep(
-            args.scenario,
+            scenario,
             args.out,
+            source=args.scenario,
             executor=args.executor,
             address=args.address,
             num_cpus=args.num_cpus,
             resume=args.resume,
             max_in_flight=args.max_in_flight,
             max_retries=args.max_retries,
-            progress=not args.no_progress,
+            progress=not (args.no_progress or quiet),
             point_fn=point_fn,
         )
     except ScenarioError as e:
@@ -213,12 +262,14 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
         print("terminated (SIGTERM): finished points are committed; rerun with --resume to run the rest",
               file=sys.stderr)
         return 143
-    print_sweep_summary(result, console)
-    console.print(
-        f"{len(result.ran)} run, {len(result.points) - len(result.ran)} already done, {result.n_failed} failed "
-        f"in {result.wall_s:.1f} s; tables in {result.out}",
-        highlight=False,
-    )
+    if not quiet:
+        print_sweep_summary(result, console, shown=args.out)
+        console.print(
+            f"{len(result.ran)} run, {len(result.points) - len(result.ran)} already done, {result.n_failed} failed "
+            f"in {result.wall_s:.1f} s; tables in {args.out}",
+            highlight=False,
+        )
+        print_next_step(args.out, console)
     return 1 if result.n_failed else 0
 
 

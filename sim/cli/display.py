@@ -1,10 +1,16 @@
 """What the command line prints: two-column metric tables, a run's summary, its economics and
-strategy tables, a sweep's table of points. Reads summaries and tables; simulates nothing."""
+strategy tables, a sweep's table of points, and the next command to run. Reads summaries and
+tables; simulates nothing.
+
+Everything reads at 80 columns, in a terminal or piped (rich then assumes 80): a run is metric /
+value rows; a sweep shows its points with as many headline columns as fit the width, and says
+where the rest are (summary.parquet). Nothing is cut with an ellipsis: a long value wraps.
+"""
 
 from __future__ import annotations
 
 from sim.output.headline import (ECON_HEADLINE, HEADLINE, HEADLINE_METRICS, JOB_HEADLINE, JOB_METRICS, P50_90_99,
-                                 SESSION_HEADLINE, SESSION_METRICS, format_value, short_labels)
+                                 SESSION_HEADLINE, SESSION_METRICS, format_value, metric_label, short_labels)
 
 ROWS = [  # (label, key, format)
     ("output tokens/s", "output_tokens_per_s", "{:,.0f}"),
@@ -36,14 +42,23 @@ def print_metrics(title: str, rows: list, values: dict, footer: str) -> None:
     from rich.table import Table
 
     t = Table(title=title, show_header=False)
-    t.add_column("metric")
-    t.add_column("value", justify="right")
+    t.add_column("metric", overflow="fold")
+    t.add_column("value", justify="right", overflow="fold")
     for label, keys, fmt in rows:
         keys = keys if isinstance(keys, tuple) else (keys,)
         t.add_row(label, " / ".join(fmt.format(values[k]) for k in keys))
     console = Console()
     console.print(t)
-    console.print(footer)
+    console.print(footer, highlight=False)
+
+
+def print_next_step(out: str, console=None) -> None:
+    """The last line of a run or sweep: the command that turns its folder into a report."""
+    from rich.console import Console
+
+    # one line however long the folder's name, so the command copies whole
+    (console or Console()).print(f"next: dcsim report {out}   -> {out.rstrip('/')}/report.html", highlight=False,
+                                 soft_wrap=True)
 
 
 
@@ -102,7 +117,7 @@ def print_economics(out: str, point_id: str) -> None:
         t.add_row(r["class"], r["tier"], str(r["units"]), f"{r['revenue_usd']:.4f}", f"{r['cost_usd']:.4f}",
                   f"{r['idle_cost_usd']:.4f}", f"{r['margin_usd']:.4f}", f"{r['cost_per_unit_usd']:.5f}",
                   f"{r['cost_per_million_output_tokens_usd']:.3f}")
-    Console(width=120).print(t)
+    Console().print(t)
 
 
 def print_strategies(out: str, point_id: str, t0: float, t1: float) -> None:
@@ -124,23 +139,23 @@ def print_strategies(out: str, point_id: str, t0: float, t1: float) -> None:
         t.add_row(r["strategy"], str(r["width"]), str(r["jobs"]), f"{r['accuracy']:.1%}", f"{r['expected_accuracy']:.1%}",
                   f"{r['usd_per_1k_jobs']:.3f}", f"{r['usd_per_correct']:.5f}", f"{r['latency_p50_s']:.1f}",
                   f"{r['latency_p90_s']:.1f}")
-    Console(width=120).print(t)
+    Console().print(t)
 
 
 
-def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: int = 9) -> None:
-    """Print one table: a row per point with its parameters, status and headline metrics."""
+def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: int = 9,
+                        shown: str | None = None) -> None:
+    """Print one table: a row per point with its swept parameters, status and as many headline
+    metrics as fit the console's width (80 columns when piped), then a note naming the file that
+    holds every metric (under ``shown``, the output as the user wrote it)."""
     import pyarrow as pa
     from rich.console import Console
-    from rich.table import Table
+    from rich.measure import Measurement
     from rich.text import Text
 
     from sim.sweep import NOT_SWEPT_COLUMNS
 
-    if console is None:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)
+    console = console or Console()
     pts = result.points_table.to_pylist()
     summ = {row["point_id"]: row for row in result.summary_table.to_pylist()}
     swept = [c for c in result.points_table.column_names if c not in NOT_SWEPT_COLUMNS]
@@ -151,22 +166,50 @@ def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: i
         numeric = [f.name for f in result.summary_table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]
         metrics = [c for c in columns if c in numeric and c not in ("seed", "run")]
     metrics = metrics[:max_metrics]
-    labels = short_labels(swept)
-    table = Table(title=f"sweep: {len(pts)} points, {result.n_failed} failed -> {result.out}")
-    table.add_column("point_id", no_wrap=True)
-    for c in swept:
-        table.add_column(labels[c], justify="right", no_wrap=True)
-    table.add_column("run", justify="right")
-    table.add_column("status")
-    for m in metrics:
-        table.add_column(m, justify="right")
-    for row in pts[:max_rows]:
-        s = summ.get(row["point_id"], {})
-        status = Text(row["status"], style=None if row["status"] == "ok" else "red")
-        table.add_row(row["point_id"], *(format_value(row[c]) for c in swept), format_value(row["run"]), status, *(format_value(s.get(m)) for m in metrics))
+    show_run = len({r["run"] for r in pts}) > 1
+    show_status = any(r["status"] != "ok" for r in pts)
+    rows = pts[:max_rows]
+    fits = 0  # as many metric columns as fit the width (at least one)
+    for k in range(len(metrics), 0, -1):
+        table = _sweep_table(result, rows, summ, swept, metrics[:k], show_run, show_status)
+        if Measurement.get(console, console.options.update_width(10**4), table).maximum <= console.width:
+            fits = k
+            break
+    table = _sweep_table(result, rows, summ, swept, metrics[:max(fits, 1)], show_run, show_status)
     console.print(table)
     if len(pts) > max_rows:
-        console.print(f"... {len(pts) - max_rows} more rows in points.parquet / summary.parquet")
+        console.print(f"... {len(pts) - max_rows} more points in points.parquet / summary.parquet", highlight=False)
+    console.print(f"{max(fits, 1)} headline metrics shown; all {len(columns)} summary columns of each point are in "
+                  f"{(shown or result.out).rstrip('/')}/summary.parquet", highlight=False)
     for row in pts:
         if row["status"] != "ok":
             console.print(Text.assemble((row["point_id"], "red"), f": {row['error']}"))
+
+
+def _sweep_table(result, pts: list, summ: dict, swept: list[str], metrics: list[str], show_run: bool,
+                 show_status: bool):
+    """The sweep's rich table with the given metric columns (run and status only where they vary)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    labels = short_labels(swept)
+    n_failed = sum(1 for r in result.points_table.column("status").to_pylist() if r != "ok")
+    table = Table(title=f"sweep: {result.points_table.num_rows} points, {n_failed} failed", box=box.SIMPLE_HEAD,
+                  padding=(0, 1))
+    table.add_column("point", no_wrap=True)
+    for c in swept:
+        table.add_column(labels[c], justify="right", overflow="fold")
+    if show_run:
+        table.add_column("run", justify="right")
+    if show_status:
+        table.add_column("status")
+    for m in metrics:
+        table.add_column(metric_label(m), justify="right", overflow="fold")
+    for row in pts:
+        s = summ.get(row["point_id"], {})
+        cells = [row["point_id"], *(format_value(row[c]) for c in swept)]
+        cells += [format_value(row["run"])] if show_run else []
+        cells += [Text(row["status"], style=None if row["status"] == "ok" else "red")] if show_status else []
+        table.add_row(*cells, *(format_value(s.get(m)) for m in metrics))
+    return table

@@ -2,15 +2,66 @@
 
 Bad input (a malformed scenario, unknown names, an impossible configuration)
 prints one line ``error: file: key.path: message`` and exits with status 2.
+``-v`` / ``-q`` (before or after the command) set the level of the stdlib ``logging`` of the
+``sim`` and ``analysis`` packages: warnings by default, progress lines with ``-v``, debugging
+with ``-vv``, errors only (and no tables or progress bars) with ``-q``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+import sim
 from sim.cli import commands
 from sim.errors import ScenarioError
+
+LOGGERS = ("sim", "analysis")  # our packages; other libraries' loggers stay at WARNING
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time, so lines go above a live progress bar
+    (rich redirects ``sys.stderr`` while one is shown) and into pytest's captured stream."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def verbosity(args) -> int:
+    """-1 quiet, 0 default, 1 progress (-v), 2 debugging (-vv)."""
+    return max(-1, min(2, getattr(args, "verbose", 0) - getattr(args, "quiet", 0)))
+
+
+def setup_logging(level: int) -> None:
+    """Route the ``sim`` and ``analysis`` loggers to stderr at the level ``-v`` / ``-q`` chose."""
+    handler = _StderrHandler()
+    fmt = "%(asctime)s %(name)s: %(message)s" if level > 0 else "%(levelname)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
+    threshold = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}[level]
+    for name in LOGGERS:
+        log = logging.getLogger(name)
+        for old in [h for h in log.handlers if isinstance(h, _StderrHandler)]:
+            log.removeHandler(old)  # main() called again in one process (tests)
+        log.addHandler(handler)
+        log.setLevel(threshold)
+
+
+def _verbosity_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """``-v`` / ``-q``; on a command's parser they default to SUPPRESS so the global value stays."""
+    default = argparse.SUPPRESS if suppress else 0
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="progress lines on stderr (-vv: debugging)")
+    parser.add_argument("-q", "--quiet", action="count", default=default,
+                        help="errors only: no tables, progress bars or warnings")
 
 
 def add_estimate_arguments(p) -> None:
@@ -45,7 +96,7 @@ def add_estimate_arguments(p) -> None:
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of ``dcsim sweep``."""
-    parser.add_argument("scenario", help="scenario YAML with a sweep: section")
+    parser.add_argument("scenario", help="scenario YAML with a sweep: section, or a shipped scenario's name")
     parser.add_argument("--out", required=True, help="output folder or object-store URI (s3://bucket/prefix)")
     parser.add_argument("--executor", choices=["ray", "serial"], default="ray", help="ray (default) or serial (in this process)")
     parser.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
@@ -85,16 +136,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dcsim", description="Discrete-event simulator of AI-inference datacenters")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="dcsim", description="Discrete-event simulator of AI-inference datacenters",
+                epilog="Shipped scenarios (pass a name or a path): " + ", ".join(shipped_scenarios()))
+    p.add_argument("--version", action="version", version=f"dcsim {sim.__version__}")
+    _verbosity_options(p, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _verbosity_options(common, suppress=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_parser_with(common))
 
     v = sub.add_parser("validate", help="check scenario files (schema, hardware and model names, memory fit)")
-    v.add_argument("files", nargs="+")
+    v.add_argument("files", nargs="+", help="scenario files or shipped scenario names")
     v.set_defaults(func=commands.cmd_validate)
 
     r = sub.add_parser("run", help="simulate one scenario (ignoring its sweep section) and print a summary")
-    r.add_argument("scenario")
-    r.add_argument("--out", required=True, help="output folder or object-store URI")
+    r.add_argument("scenario", help="scenario file, or the name of a shipped scenario (e.g. quickstart)")
+    r.add_argument("--out", required=True, help="output folder or object-store URI (must be new or empty)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="clear --out first when it holds an earlier run or sweep (never files dcsim did not write)")
     r.add_argument("--mode", choices=["macro", "per_iteration"], help="engine mode (default: the scenario's)")
     r.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a scenario key (repeatable)")
     r.set_defaults(func=commands.cmd_run)
@@ -140,8 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parser_with(common: argparse.ArgumentParser):
+    """The subparser class: every command also takes ``-v`` / ``-q`` after its name."""
+
+    class CommandParser(_Parser):
+        def __init__(self, *a, **kw):
+            kw.setdefault("parents", [common])
+            super().__init__(*a, **kw)
+
+    return CommandParser
+
+
+def shipped_scenarios() -> list[str]:
+    from sim.resources import shipped_scenarios as names
+
+    return names()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbosity = verbosity(args)
+    setup_logging(args.verbosity)
     try:
         return args.func(args)
     except ScenarioError as e:

@@ -1,4 +1,4 @@
-"""Hardware and model cards from ``hardware/``.
+"""Hardware and model cards from ``hardware/`` (shipped as package data, or ``$DCSIM_HARDWARE``).
 
 Cards are YAML files whose numbers are ``{value, source}`` mappings (see
 hardware/README.md). This module turns them into small frozen dataclasses of
@@ -11,21 +11,15 @@ from __future__ import annotations
 import difflib
 import functools
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
 from sim.errors import ScenarioError
+from sim.resources import hardware_dir  # noqa: F401  (callers find card files through the catalog)
+
 
 DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5}
-
-
-def hardware_dir() -> Path:
-    """The card folder: $DCSIM_HARDWARE, else ``hardware/`` at the project root."""
-    env = os.environ.get("DCSIM_HARDWARE")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "hardware"
 
 
 def _plain(card: dict) -> dict:

@@ -1,5 +1,10 @@
-"""Headline metrics: which summary columns a run's table and a sweep's table show first, and
-how a value is written. One place for both views, read by the CLI, the report and notebooks."""
+"""Headline metrics: which summary columns a run's table and a sweep's table show first, their
+labels, and how a value is written. One place for both views, read by the CLI, the report and
+notebooks.
+
+``utilization`` is the share of replica time spent running a batch (of any size): 100% says a
+replica was never idle, not that its batch was full; the mean running batch says how full.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ HEADLINE = [  # (label, key or keys shown " / "-joined, format)
     ("time per output token p50 / p90 / p99 (s)", tuple(f"tpot_{q}_s" for q in P50_90_99), "{:.4f}"),
     ("end-to-end p50 / p90 / p99 (s)", tuple(f"e2e_{q}_s" for q in P50_90_99), "{:.4f}"),
     ("queue wait mean (s)", "wait_mean_s", "{:.4f}"),
-    ("utilization (busy fraction)", "utilization", "{:.1%}"),
+    ("utilization (busy share of replica time)", "utilization", "{:.1%}"),
     ("mean running batch", "mean_batch_seqs", "{:.1f}"),
     ("avg power per device (W)", "avg_device_power_w", "{:.0f}"),
     ("energy per output token (J, facility)", "energy_per_output_token_j", "{:.3f}"),
@@ -91,6 +96,40 @@ SESSION_METRICS = (
     "utilization",
 )
 
+
+
+# Short column headers of the sweep table (the summary column names are long); the note under
+# the table points at summary.parquet for the full names and every other column.
+METRIC_LABELS = {  # two lines at most, so columns stay as narrow as their values
+    "completed_per_s": "calls/s",
+    "ttft_p50_s": "TTFT\np50 s",
+    "ttft_p99_s": "TTFT\np99 s",
+    "tpot_p50_s": "TPOT\np50 s",
+    "e2e_p99_s": "e2e\np99 s",
+    "utilization": "busy\nshare",
+    "energy_per_output_token_j": "J per\nout tok",
+    "usd_per_million_output_tokens": "$ per M\nout tok",
+    "prompt_cached_share": "cached\nshare",
+    "accuracy": "accuracy",
+    "expected_accuracy": "expected\naccuracy",
+    "usd_per_1k_jobs_attributed": "$/1k jobs\nattributed",
+    "usd_per_1k_jobs": "$ per\n1k jobs",
+    "job_latency_p50_s": "job\np50 s",
+    "job_latency_p90_s": "job\np90 s",
+    "job_output_tokens_mean": "out tok\nper job",
+    "session_e2e_p50_s": "session\np50 s",
+    "session_e2e_p90_s": "session\np90 s",
+    "turn_ttft_p50_s": "turn TTFT\np50 s",
+    "turn_ttft_p90_s": "turn TTFT\np90 s",
+    "session_kv_device_gib_s_mean": "KV GiB-s\nper session",
+    "session_recomputed_tokens_mean": "recomputed\ntok/session",
+    "session_energy_j_mean": "J per\nsession",
+}
+
+
+def metric_label(key: str) -> str:
+    """The sweep table's header of summary column ``key`` (the key itself where none is set)."""
+    return METRIC_LABELS.get(key, key)
 
 
 def format_value(v: Any) -> str:
