@@ -37,10 +37,13 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sim.errors import ScenarioError
 
 __all__ = ["EmbeddedRay", "start", "is_loopback", "state_dir", "reap_stale"]
 
@@ -248,3 +251,39 @@ def reap_stale(directory: Path | None = None) -> list[int]:
     if killed:
         log.warning("stopped %d process(es) left by an embedded Ray whose sweep driver was killed", len(killed))
     return killed
+
+
+# How long a sweep waits to reach a Ray cluster's address before it says it cannot.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_options(executor: str, address: str | None, num_cpus: int | None, max_in_flight: int | None,
+                  max_retries: int) -> None:
+    """Refuse impossible sweep options before anything is written or started: ScenarioError
+    naming the option. With Ray and an address (``--address`` or ``$RAY_ADDRESS``), that address
+    must accept a TCP connection within CONNECT_TIMEOUT_S (Ray itself retries for minutes)."""
+    if executor not in ("ray", "serial"):
+        raise ScenarioError("", "--executor", f"unknown executor {executor!r} (ray or serial)")
+    if num_cpus is not None and (isinstance(num_cpus, bool) or not 1 <= num_cpus <= 65536):
+        raise ScenarioError("", "--num-cpus", f"must be from 1 to 65536, got {num_cpus}")
+    if max_in_flight is not None and (isinstance(max_in_flight, bool) or not 1 <= max_in_flight <= 10**6):
+        raise ScenarioError("", "--max-in-flight", f"must be from 1 to 1000000, got {max_in_flight}")
+    if isinstance(max_retries, bool) or not 0 <= max_retries <= 100:
+        raise ScenarioError("", "--max-retries", f"must be from 0 to 100, got {max_retries}")
+    if executor != "ray":
+        return
+    key = "--address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None or address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = target.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ScenarioError("", key, f"expected HOST:PORT or ray://HOST:PORT, got {address[:80]!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, UnicodeError) as e:
+        why = "timed out" if isinstance(e, socket.timeout) else (getattr(e, "strerror", None) or type(e).__name__)
+        raise ScenarioError("", key, f"cannot reach Ray at {host}:{port} ({why}; waited at most "
+                                     f"{CONNECT_TIMEOUT_S:g} s)") from None

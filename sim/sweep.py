@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -43,6 +41,7 @@ import pyarrow as pa
 
 from sim.output import storage
 from sim.errors import ScenarioError
+from sim.embedded_ray import check_options
 from sim.config.sweep import Point, canonical_json, expand, parse_spec
 
 log = logging.getLogger(__name__)
@@ -213,42 +212,6 @@ def _run_ray(
         if max_in_flight is None and time.monotonic() > next_check:  # an autoscaling cluster grows
             limit = 2 * _cluster_cpus(ray)
             next_check = time.monotonic() + 5.0
-
-
-# How long a sweep waits to reach a Ray cluster's address before it says it cannot.
-CONNECT_TIMEOUT_S = 5.0
-
-
-def check_options(executor: str, address: str | None, num_cpus: int | None, max_in_flight: int | None,
-                  max_retries: int) -> None:
-    """Refuse impossible sweep options before anything is written or started: ScenarioError
-    naming the option. With Ray and an address (``--address`` or ``$RAY_ADDRESS``), that address
-    must accept a TCP connection within CONNECT_TIMEOUT_S (Ray itself retries for minutes)."""
-    if executor not in ("ray", "serial"):
-        raise ScenarioError("", "--executor", f"unknown executor {executor!r} (ray or serial)")
-    if num_cpus is not None and (isinstance(num_cpus, bool) or not 1 <= num_cpus <= 65536):
-        raise ScenarioError("", "--num-cpus", f"must be from 1 to 65536, got {num_cpus}")
-    if max_in_flight is not None and (isinstance(max_in_flight, bool) or not 1 <= max_in_flight <= 10**6):
-        raise ScenarioError("", "--max-in-flight", f"must be from 1 to 1000000, got {max_in_flight}")
-    if isinstance(max_retries, bool) or not 0 <= max_retries <= 100:
-        raise ScenarioError("", "--max-retries", f"must be from 0 to 100, got {max_retries}")
-    if executor != "ray":
-        return
-    key = "--address" if address else "RAY_ADDRESS"
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is None or address in ("auto", "local"):
-        return
-    target = address.split("://", 1)[1] if "://" in address else address
-    host, sep, port = target.rstrip("/").rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ScenarioError("", key, f"expected HOST:PORT or ray://HOST:PORT, got {address[:80]!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except (OSError, UnicodeError) as e:
-        why = "timed out" if isinstance(e, socket.timeout) else (getattr(e, "strerror", None) or type(e).__name__)
-        raise ScenarioError("", key, f"cannot reach Ray at {host}:{port} ({why}; waited at most "
-                                     f"{CONNECT_TIMEOUT_S:g} s)") from None
 
 
 def init_ray(address: str | None, num_cpus: int | None):

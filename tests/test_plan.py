@@ -19,6 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import plan_surrogate as S
+from ray import cloudpickle
+
+cloudpickle.register_pickle_by_value(S)  # Ray's workers do not have tests/ on their path
 from sim.errors import ScenarioError
 from sim.plan import metrics
 from sim.plan.driver import load_plan, run_plan
