@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from sim.cli.display import BURST_ROWS, ROWS, print_metrics, print_run_summary, print_sweep_summary
 from sim.errors import ScenarioError
 
 def _apply_sets(raw: dict, sets: list[str], source: str) -> dict:
+    import yaml
+
     from sim.config.sweep import set_path
 
     for item in sets or []:
