@@ -184,18 +184,23 @@ class ReplicaCore:
         still, done = [], []
         out = alloc = 0
         share_j, share_s = cost[0] / len(self.running), cost[1] / len(self.running)
+        keep, end_ = still.append, done.append
         for c in self.running:
             c.energy_j += share_j
             c.device_s += share_s
-            left = c.output_tokens - c.generated
+            generated = c.generated
+            left = c.output_tokens - generated
             g = grow if grow <= left else left
             out += g
             computed = c.computed = c.computed + g
-            c.generated += g
+            c.generated = generated + g
             blocks = -(-computed // bs)
             alloc += blocks - c.blocks
             c.blocks = blocks
-            (done if g == left else still).append(c)
+            if g == left:
+                end_(c)
+            else:
+                keep(c)
         # one allocation for all: every call only grows, so the LRU reclaims the same chunks as
         # allocating call by call
         if alloc:
