@@ -18,18 +18,20 @@ class DecodePrices:
     run priced at once equal its iterations priced one by one). A decode run's contexts
     ``S + n, S + 2n, ...`` are kept on *lines*: arithmetic progressions of contexts priced once
     over the range runs have reached (widened when a run goes beyond it) and then only sliced,
-    instead of evaluating the models' ~25 array operations for every run. A short run (its
-    contexts span fewer than ``DENSE_SPAN`` tokens) is sliced, every ``n``-th price, from the
-    line of *every* context for ``n`` calls (whatever ``S mod n``: one line per batch size,
-    where batches that change size often would otherwise price a new progression at nearly
-    every run); a longer one from its own progression ``ctx = r + n j`` (``r = S mod n``). The
+    instead of evaluating the models' ~25 array operations for every run. A short run of a
+    large batch (``DENSE_CALLS`` calls or more, contexts spanning at most ``DENSE_SPAN``
+    tokens) is sliced, every ``n``-th price, from the line of *every* context for ``n`` calls
+    (whatever ``S mod n``: one line per batch size, where batches that change size often
+    would otherwise price a new progression at nearly every run); any other run from its own
+    progression ``ctx = r + n j`` (``r = S mod n``). The
     values are those pricing the run alone gives, bit for bit: same inputs, same elementwise
     operations.
     """
 
     MAX_ITERATIONS = 1 << 21  # prices kept (16 bytes each: 32 MiB) before the cache starts afresh
     GROW = 4  # widening a line also adds a quarter of its length in that direction
-    DENSE_SPAN = 1 << 12  # runs whose contexts span at most this many tokens use the line of every context
+    DENSE_SPAN = 1 << 12  # runs whose contexts span at most this many tokens use the line of every context,
+    DENSE_CALLS = 16  # if they have at least this many calls (a small batch has few progressions, often reused)
 
     def __init__(self, perf, power, tp: int):
         self.perf, self.power, self.tp = perf, power, tp
@@ -40,7 +42,7 @@ class DecodePrices:
         """Durations and energies (read-only) of ``k`` decode iterations of ``n`` calls whose
         KV tokens read are ``start, start + n, ...``."""
         span = n * (k - 1) + 1
-        if span <= self.DENSE_SPAN:  # every context: this run is every n-th price from ``start``
+        if n >= self.DENSE_CALLS and span <= self.DENSE_SPAN:  # every context: every n-th price from ``start``
             key, j, stride = (n, 1, 0), start, n
         else:  # its own progression: consecutive prices
             key, j, stride, span = (n, n, start % n), start // n, 1, k
