@@ -115,7 +115,22 @@ def cluster_scenario(duration_s: float, mode: str = "macro") -> dict:
     }
 
 
+REFERENCE = ROOT / "scenarios" / "vidur_reference.yaml"
+
+
+def reference_scenario(duration_s: float, mode: str = "macro") -> dict:
+    """The Vidur reference workload (scenarios/vidur_reference.yaml: one A100-80GB replica of
+    Llama-2-7B, 512 / 256 tokens fixed, Poisson 6 calls/s) over ``duration_s`` simulated seconds."""
+    import yaml
+
+    raw = yaml.safe_load(REFERENCE.read_text())
+    raw.pop("sweep", None)
+    raw.update(duration_s=duration_s, engine_mode=mode)
+    return raw
+
+
 CONFIGS = {
+    "Vidur reference": reference_scenario,
     "1 replica, high load": lambda d, mode: scenario(1, d, mode, "closed"),
     "1 replica, reasoning": lambda d, mode: scenario(1, d, mode, "reasoning"),
     "1 replica, open": lambda d, mode: scenario(1, d, mode, "open"),

@@ -3,6 +3,7 @@
     python bench/run_all.py            # full suite (~25 minutes on 2 cores)
     python bench/run_all.py --quick    # shorter horizons (~5 minutes)
     python bench/run_all.py --only "1,024 accelerators"
+    python bench/run_all.py --only "Vidur reference"   # scenarios/vidur_reference.yaml
 
 Every configuration runs in a fresh subprocess (bench/bench_engine.py's child), so its peak
 RSS is its own, in the macro-step mode and, over a shorter horizon, in the per-iteration
@@ -10,7 +11,9 @@ reference mode. Printed per run: simulated calls per wall second, simulated seco
 wall second, SimPy events processed per call, engine iterations per planned run, peak RSS
 and Parquet rows written per wall second; then the speed-up of the macro-step mode, peak
 RSS against run length (a run 4x longer), the 1,024-accelerator hour's summary, and the
-Parquet writer alone (rows per second through sim.output.trace.Recorder).
+Parquet writer alone (rows per second through sim.output.trace.Recorder), and two whole
+processes: ``dcsim run`` on the Vidur reference workload (wall and CPU seconds, peak RSS)
+and ``dcsim --help``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_engine  # noqa: E402
 
+ROOT = bench_engine.ROOT
+
 # (configuration, macro horizon, per-iteration horizon) in simulated seconds: full, quick
 SUITE = {
+    "Vidur reference": ((1667, 300), (1667, 100)),
     "1 replica, high load": ((600, 60), (120, 15)),
     "1 replica, reasoning": ((3600, 600), (900, 150)),
     "64 replicas": ((600, 30), (120, 10)),
@@ -62,6 +70,40 @@ def row(name: str, mode: str, r: dict) -> str:
             f"{r['calls'] / r['wall_s']:>8.0f} {r['sim_s'] / r['wall_s']:>8.2f} {r['events']:>9} "
             f"{r['events'] / max(1, r['calls']):>7.1f} {r['iterations'] / max(1, r['runs']):>7.1f} {r['rss_mib']:>8.0f} "
             f"{r['rows'] / r['wall_s']:>8.0f}")
+
+
+def process_figures(args: list[str], repeat: int = 3) -> tuple[float, float, float]:
+    """Median wall seconds, median CPU seconds and largest peak RSS (MiB) of a whole command run
+    ``repeat`` times in a fresh process each (start-up, imports and writing included)."""
+    walls, cpus, rss = [], [], 0.0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(p.pid, 0)
+        walls.append(time.perf_counter() - t)
+        if status:
+            raise RuntimeError(f"{' '.join(args)} failed: {p.stderr.read().decode()[-2000:]}")
+        p.stderr.close()
+        cpus.append(usage.ru_utime + usage.ru_stime)
+        rss = max(rss, usage.ru_maxrss / 1024)
+    return statistics.median(walls), statistics.median(cpus), rss
+
+
+def whole_process() -> None:
+    """``dcsim run`` on the Vidur reference workload and ``dcsim --help``, as whole processes."""
+    dcsim = [sys.executable, "-m", "sim.cli"]
+    out = tempfile.mkdtemp(prefix="dcsim-bench-reference-")
+    runs = [dcsim + ["run", str(bench_engine.REFERENCE), "--out", f"{out}/{i}"] for i in range(3)]
+    figures = []
+    for args in runs:  # a fresh output folder each time
+        figures.append(process_figures(args, repeat=1))
+    wall = statistics.median(f[0] for f in figures)
+    cpu = statistics.median(f[1] for f in figures)
+    rss = max(f[2] for f in figures)
+    print(f"dcsim run scenarios/vidur_reference.yaml, whole process (median of 3): {wall:.2f} wall s, {cpu:.2f} CPU s, "
+          f"peak {rss:.0f} MiB")
+    wall, cpu, rss = process_figures(dcsim + ["--help"], repeat=5)
+    print(f"dcsim --help, whole process (median of 5): {wall:.2f} wall s, {cpu:.2f} CPU s, peak {rss:.0f} MiB")
 
 
 def recorder_rate(rows: int = 1_000_000) -> tuple[float, float]:
@@ -116,6 +158,9 @@ def main() -> int:
             if name == "1,024 accelerators" and mode == "macro":
                 cluster = r
             print(row(name, mode, r), flush=True)
+            if name == "Vidur reference" and mode == "macro":
+                print(f"  Vidur reference: {r['simulate_s']:.2f} s to build, simulate and write the tables, "
+                      f"{r['wall_s']:.2f} s with the summary; {1e6 * r['cpu_s'] / r['calls']:.0f} CPU us per call", flush=True)
     for name in SUITE:
         if (name, "macro") in rates and (name, "per_iteration") in rates:
             print(f"speed-up of the macro-step mode, {name}: "
@@ -133,6 +178,8 @@ def main() -> int:
             print(row(name, "macro", r))
         print(f"peak RSS against run length, {name}: {rs[0]['rss_mib']:.0f} MiB over {short} simulated s, "
               f"{rs[1]['rss_mib']:.0f} MiB over {4 * short} s ({100 * (rs[1]['rss_mib'] / rs[0]['rss_mib'] - 1):+.1f}%)")
+    if not a.only or "Vidur reference" in a.only:
+        whole_process()
     if not a.only:
         rate, mib = recorder_rate(200_000 if a.quick else 1_000_000)
         print(f"Parquet writer alone: {rate:,.0f} call rows per second (19 columns, zstd, {mib:.1f} MiB file)")

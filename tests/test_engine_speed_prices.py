@@ -35,6 +35,10 @@ def test_slices_equal_runs_priced_afresh(keys):
     runs = [(4, 4000, 50), (4, 4040, 10), (4, 4400, 300), (4, 1000, 20), (4, 200, 9000), (4, 4001, 30)]
     runs += [(int(n), int(s), int(k)) for n, s, k in zip(rng.integers(1, 9, 300), rng.integers(1, 60000, 300),
                                                           rng.integers(1, 3000, 300))]
+    # short runs of larger batches: every n-th price of the line of every context for n calls
+    runs += [(33, 21000, 8), (33, 21001, 8), (33, 20990, 40), (34, 21000, 8), (33, 25000, 3)]
+    runs += [(int(n), int(s), int(k)) for n, s, k in zip(rng.integers(9, 128, 300), rng.integers(1, 60000, 300),
+                                                          rng.integers(1, 40, 300))]
     for n, start, k in runs:
         start = max(start, n)
         time_s, energy = prices.run(n, start, k)

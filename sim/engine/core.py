@@ -184,18 +184,23 @@ class ReplicaCore:
         still, done = [], []
         out = alloc = 0
         share_j, share_s = cost[0] / len(self.running), cost[1] / len(self.running)
+        keep, end_ = still.append, done.append
         for c in self.running:
             c.energy_j += share_j
             c.device_s += share_s
-            left = c.output_tokens - c.generated
+            generated = c.generated
+            left = c.output_tokens - generated
             g = grow if grow <= left else left
             out += g
             computed = c.computed = c.computed + g
-            c.generated += g
+            c.generated = generated + g
             blocks = -(-computed // bs)
             alloc += blocks - c.blocks
             c.blocks = blocks
-            (done if g == left else still).append(c)
+            if g == left:
+                end_(c)
+            else:
+                keep(c)
         # one allocation for all: every call only grows, so the LRU reclaims the same chunks as
         # allocating call by call
         if alloc:
@@ -237,37 +242,43 @@ class ReplicaCore:
                 c.shared = c.blocks = self.kv.ref_cached(c.prefix, hit)
                 if hit > c.shared:
                     self.kv.spare(c.prefix, c.shared, hit)
-        still, done = [], []
-        worked = {id(c): n for c, n in d.work}
-        worked.update((id(c), n) for c, n in d.admit)
-        total = sum(worked.values())
+        # work items are the first running calls, in order (decide() gives each its tokens in
+        # turn); the calls kept after them ran nothing; the admitted ones come last
+        work = d.work
+        items = work if len(work) == len(running) else work + [(c, 0) for c in running[len(work): d.keep]] + d.admit
+        total = sum([n for _, n in work]) + sum([n for _, n in d.admit])
         share_j, share_s = (cost[0] / total, cost[1] / total) if total else (0.0, 0.0)
-        for c in running:
-            n = worked.get(id(c))
-            if n is not None:
+        kv, bs, gain = self.kv, self.block_size, d.gain
+        still, done = [], []
+        out = 0
+        for c, n in items:
+            if n:
                 c.energy_j += share_j * n
                 c.device_s += share_s * n
                 if joining and id(c) in joining:
                     self._join(c, joining[id(c)])
-                sample = n == c.remaining
+                generated, computed = c.generated, c.computed
+                sample = n == c.prompt_tokens + generated - computed  # n == c.remaining
                 gained = 1
-                if sample and n == 1 and c.generated > 0:  # a decode: speculation gains up to d.gain
-                    gained = n = min(d.gain, c.output_tokens - c.generated)
-                c.computed += n
-                blocks = -(-c.computed // self.block_size)
-                self.kv.take(blocks - c.blocks)
-                c.blocks = blocks
+                if sample and n == 1 and generated > 0:  # a decode: speculation gains up to d.gain
+                    gained = n = min(gain, c.output_tokens - generated)
+                computed = c.computed = computed + n
+                blocks = -(-computed // bs)
+                if blocks != c.blocks:
+                    kv.take(blocks - c.blocks)
+                    c.blocks = blocks
                 if c.prefix is not None:  # its full prefix blocks become cached, for others to find
-                    c.shared += self.kv.register(c.prefix, c.shared, c.computed // self.block_size)
+                    c.shared += kv.register(c.prefix, c.shared, computed // bs)
                 if sample:
-                    c.generated += gained
-                    self.output_tokens += gained
-                    if c.generated == 1:
+                    generated = c.generated = generated + gained
+                    out += gained
+                    if generated == 1:
                         c.first_token_s = end
-                    if c.generated >= c.output_tokens:
+                    if generated >= c.output_tokens:
                         done.append(c)
                         continue
             still.append(c)
+        self.output_tokens += out
         if self.batcher.priority:
             still.sort(key=lambda c: -c.priority)  # preemption takes the lowest, newest first
         self.running = still

@@ -104,24 +104,28 @@ class Planner:
         spec = self.spec
         spec_seqs = spec_ctx = spec_out = 0  # speculative decodes: count, KV tokens, tokens gained
         hits = d.hits
-        for c, n in d.work + d.admit:
-            if spec is not None and c.remaining == 1 and c.generated > 0:
+        bs = self.block_size
+        for c, n in (d.work + d.admit if d.admit else d.work):
+            generated, computed = c.generated, c.computed
+            remaining = c.prompt_tokens + generated - computed  # c.remaining
+            decoding = remaining == 1 and generated > 0
+            if spec is not None and decoding:
                 spec_seqs += 1
-                spec_ctx += c.computed
-                spec_out += min(d.gain, c.output_tokens - c.generated)
+                spec_ctx += computed
+                spec_out += min(d.gain, c.output_tokens - generated)
                 continue
-            hit = hits.get(id(c), 0) * self.block_size if hits else 0
-            computed = c.computed + hit
+            hit = hits.get(id(c), 0) * bs if hits else 0
+            computed += hit
             tokens += n
             seqs += 1
-            if n == c.remaining - hit:
+            if n == remaining - hit:
                 sampled += 1
             own = n * computed + n * (n + 1) // 2
             pairs += own
             kv += computed + n
             if n > longest:
                 longest, longest_pairs = n, own
-            if c.remaining == 1 and c.generated > 0:
+            if decoding:
                 decode += 1
             else:
                 prefill += n
@@ -187,11 +191,10 @@ class Planner:
         up = self.block_size - 1
         bs = self.block_size
         if len(comps) <= 64:  # exact integers either way; Python's are cheaper for small batches
-            held = sum([(c + up) // bs for c in comps])
 
             def need(it: int) -> int:  # blocks the first ``it`` iterations allocate (ceil is monotone)
                 more = it + up
-                return sum([(c + more) // bs for c in comps]) - held
+                return sum([(c + more) // bs - (c + up) // bs for c in comps])
         else:
             held = int(_sum((computed + up) // bs))
 

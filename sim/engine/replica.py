@@ -94,7 +94,7 @@ class Replica(ReplicaCore):
         used = self.kv.used()
         plan = self._plan
         if plan is not None and plan.steady and plan.computed is not None:
-            done = int(np.searchsorted(plan.bounds[1:], t, side="right"))
+            done = int(plan.bounds[1:].searchsorted(t, "right"))
             if done:
                 c = plan.computed
                 bs = self.block_size
@@ -147,7 +147,7 @@ class Replica(ReplicaCore):
                             or outranks):
             # The iteration boundary at or after the arrival is where it can be admitted (a
             # call behind a blocked queue cannot, unless it brings pinned KV and may pass).
-            i = int(np.searchsorted(plan.bounds, t, side="left"))
+            i = int(plan.bounds.searchsorted(t, "left"))
             if i == 0:
                 self._defer()  # arrived exactly as the run was decided: decide again
             elif i < self._target:
@@ -213,7 +213,7 @@ class Replica(ReplicaCore):
         plan = self._plan
         if plan is None or self._due is not None or not plan.steady:
             return
-        m = int(np.searchsorted(plan.bounds, self.env.now, side="right")) - 1  # boundaries <= now
+        m = int(plan.bounds.searchsorted(self.env.now, "right")) - 1  # boundaries <= now
         if m <= 0 or m >= self._target:
             return
         self._commit(plan, m)
@@ -258,7 +258,7 @@ class Replica(ReplicaCore):
 
     def _next_boundary(self) -> int:
         """Iterations of the current plan done by the first boundary at or after now."""
-        return int(np.searchsorted(self._plan.bounds, self.env.now, side="left"))
+        return int(self._plan.bounds.searchsorted(self.env.now, "left"))
 
     def _cut(self) -> None:
         """Decide again at the first iteration boundary at or after now (as a per-iteration
@@ -351,7 +351,7 @@ class Replica(ReplicaCore):
         t_end = t
         plan = self._plan
         if plan is not None:
-            m = int(np.searchsorted(plan.bounds, t_end, side="right")) - 1
+            m = int(plan.bounds.searchsorted(t_end, "right")) - 1
             m = max(0, min(m, plan.k))
             self._version += 1
             self._commit(plan, m)

@@ -79,16 +79,16 @@ class ContinuousScheduler:
         i = 0
         while not prefill_first and i < keep and budget > 0:
             c = running[i]
-            computed = c.computed
-            rem = c.prompt_tokens + c.generated - computed  # c.remaining
+            computed, generated = c.computed, c.generated
+            rem = c.prompt_tokens + generated - computed  # c.remaining
             n = (rem if rem <= budget else budget) if chunked else rem
             if n > 1 and c.prefix is not None:
                 self._pending(c, computed + n, pending)
             grow = charge = n
-            if w > 1 and rem == 1 and c.generated > 0:  # speculative decode: verifies w, gains up to g
+            if w > 1 and rem == 1 and generated > 0:  # speculative decode: verifies w, gains up to g
                 if chunked and budget < w:
                     break
-                grow, charge = min(g, c.output_tokens - c.generated), w
+                grow, charge = min(g, c.output_tokens - generated), w
             need = -(-(computed + grow) // bs) - c.blocks
             while need > free and keep > i + 1:
                 keep -= 1
@@ -104,7 +104,7 @@ class ContinuousScheduler:
             budget -= charge
             work.append((c, n))
             needs.append(need)
-            if decoding and (n != 1 or c.generated <= 0):
+            if decoding and (n != 1 or generated <= 0):
                 decoding = False
             i += 1
         if self.params.priority and waiting and keep and not preempt:
