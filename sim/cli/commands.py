@@ -78,6 +78,21 @@ def _load(path: str, sets: list[str] | None = None, mode: str | None = None):
     return config.validate(raw, path, Path(path).parent)
 
 
+def _validate_plan(raw: dict, path: str) -> int:
+    """Check a scenario's ``plan:`` section and the schema of every candidate it can make (what
+    ``dcsim plan`` would refuse at a trial); returns the candidates' count."""
+    from sim.plan.driver import load_plan
+    from sim.plan.space import Space
+
+    raw, spec, source = load_plan(raw, path)
+    space = Space(raw, spec, source, str(Path(path).parent))
+    n = 0
+    for index in space.all_indices():
+        space.scenario(space.candidate(index).raw)
+        n += 1
+    return n
+
+
 def cmd_validate(args) -> int:
     from sim import config
     from sim.cluster.check import check_scenario
@@ -92,6 +107,8 @@ def cmd_validate(args) -> int:
         n = 1
         if raw.get("sweep"):  # every point, as `sweep` checks them before the first one runs
             n = len(check_points(expand(raw, path), path))
+        if raw.get("plan") is not None:  # the plan section, and every candidate's schema
+            n = _validate_plan(raw, path)
         for sp in specs:
             if sp.model is None:  # diffusion
                 print(f"{path}: pool {sp.name}: {sp.replicas} x {sp.perf.card.name} (diffusion) on {sp.tp} x {sp.acc.name}: "
