@@ -320,22 +320,26 @@ def summary_table(points: list[Point], records: list[dict]) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- driver
-def _check_out(fs, base: str, meta: dict, resume: bool, shown: str) -> None:
-    meta_path = storage.join(base, SWEEP_META)
+def claim_out(fs, base: str, meta: dict, resume: bool, shown: str, kind: str = "sweep",
+              meta_name: str = SWEEP_META) -> None:
+    """Make ``base`` this ``kind``'s folder (a sweep's, a plan's): a folder that already holds one
+    needs ``resume`` and the same scenario; any other non-empty folder or a file is refused; else
+    ``meta`` is written to ``meta_name`` there."""
+    meta_path = storage.join(base, meta_name)
     if storage.exists(fs, meta_path):
         if not resume:
-            raise ScenarioError(meta["source"], "", f"{shown} already holds a sweep; pass --resume to finish it, or choose a new --out")
+            raise ScenarioError(meta["source"], "", f"{shown} already holds a {kind}; pass --resume to finish it, or choose a new --out")
         old = json.loads(storage.read_text(fs, meta_path))
         if old.get("scenario_sha256") != meta["scenario_sha256"]:
             raise ScenarioError(
-                meta["source"], "", f"{shown} holds a sweep of a different scenario ({old.get('source')}); cannot resume it with this one"
+                meta["source"], "", f"{shown} holds a {kind} of a different scenario ({old.get('source')}); cannot resume it with this one"
             )
         return
     info = fs.get_file_info(base)
     if info.type == storage.pafs.FileType.File:
         raise ScenarioError(meta["source"], "", f"--out {shown} is a file")
     if info.type == storage.pafs.FileType.Directory and fs.get_file_info(storage.pafs.FileSelector(base)):
-        raise ScenarioError(meta["source"], "", f"--out {shown} exists and is not empty (and is not a sweep folder)")
+        raise ScenarioError(meta["source"], "", f"--out {shown} exists and is not empty (and is not a {kind} folder)")
     storage.write_text_atomic(fs, meta_path, json.dumps(meta, indent=1, sort_keys=True))
 
 
@@ -374,7 +378,7 @@ def run_points(
     meta = meta or {"source": source, "scenario_sha256": _sha([p.point_id for p in points]), "n_points": len(points)}
     committed = storage.committed_point_ids(fs, base) if resume else set()
     todo = [(p, _make(make_scenario, p)) for p in points if p.point_id not in committed]
-    _check_out(fs, base, meta, resume, out)  # only now is anything written
+    claim_out(fs, base, meta, resume, out)  # only now is anything written
 
     records: dict[str, dict] = {}
     for p in points:

@@ -57,7 +57,7 @@ class Scenario(Frozen):
     workload: Workload
     trace: TraceOptions = TraceOptions()
     sweep: Optional[SweepSpec] = None
-    # dcsim plan's search (sim/plan/spec.py validates it); run, sweep and validate ignore it
+    # the search of `dcsim plan`, which validates it; run and sweep ignore it
     plan: Optional[dict[str, Any]] = Field(default=None, exclude=True)  # (not in dumps: point ids unchanged)
 
     _base_dir: str = PrivateAttr(default=".")

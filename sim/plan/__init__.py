@@ -2,7 +2,7 @@
 cheapest configuration that meets its constraints (docs/planning.md).
 
 Layer: above :mod:`sim.sweep` and :mod:`sim.tools` (it runs points as a sweep does and sizes
-replicas with ``estimate``), below :mod:`sim.cli`. Modules: :mod:`~sim.plan.spec` (the ``plan:``
+replicas with ``estimate``), below the command line. Modules: :mod:`~sim.plan.spec` (the ``plan:``
 schema), :mod:`~sim.plan.space` (candidates, memory fit, capacity stage), :mod:`~sim.plan.metrics`
 (constraints, margins, score), :mod:`~sim.plan.search` (Tune searcher), :mod:`~sim.plan.trial`
 (one trial), :mod:`~sim.plan.frontier` (Pareto, recommendation, sensitivity),

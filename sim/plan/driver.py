@@ -66,23 +66,6 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
 
 
-def _check_out(fs, base: str, meta: dict, resume: bool, shown: str) -> None:
-    """Refuse to mix plans: an existing plan folder needs ``resume`` and the same scenario."""
-    path = storage.join(base, PLAN_META)
-    if storage.exists(fs, path):
-        if not resume:
-            raise ScenarioError(meta["source"], "", f"{shown} already holds a plan; pass --resume to finish it, or choose a new --out")
-        if json.loads(storage.read_text(fs, path)).get("scenario_sha256") != meta["scenario_sha256"]:
-            raise ScenarioError(meta["source"], "", f"{shown} holds a plan of a different scenario; cannot resume it with this one")
-        return
-    info = fs.get_file_info(base)
-    if info.type == storage.pafs.FileType.File:
-        raise ScenarioError(meta["source"], "", f"--out {shown} is a file")
-    if info.type == storage.pafs.FileType.Directory and fs.get_file_info(storage.pafs.FileSelector(base)):
-        raise ScenarioError(meta["source"], "", f"--out {shown} exists and is not empty (and is not a plan folder)")
-    storage.write_text_atomic(fs, path, json.dumps(meta, indent=1, sort_keys=True))
-
-
 def _check_refs(raw: dict, spec: PlanSpec, source: str) -> dict[str, tuple]:
     """Classes and pools the plan names exist; returns the classes' (ttft, tpot) SLOs."""
     classes = {c.get("name"): c for c in raw["workload"]["classes"]}
@@ -135,7 +118,9 @@ def run_plan(scenario: str | Path | dict, out: str, *, source: str | None = None
     point_fn = point_fn or partial(plan_point, classes=classes, slos={c: slos[c] for c in classes})
     out = storage.normalize_out(out)
     fs, base = storage.open_output(out)
-    _check_out(fs, base, {"source": source, "scenario_sha256": _sha(raw), "kind": "plan"}, resume, out)
+    from sim.sweep import claim_out
+
+    claim_out(fs, base, {"source": source, "scenario_sha256": _sha(raw), "kind": "plan"}, resume, out, "plan", PLAN_META)
 
     from sim.sweep import init_ray
 

@@ -26,11 +26,10 @@ from sim import config as C
 from sim.models import quality as Q
 from sim import rng as R
 from sim.rng import MixedSeed, SeedMixer
-from sim.errors import ScenarioError
 from sim.engine.kvcache import Prefix
 from sim.output.summary import job_metrics
 from sim.output.trace import JOBS_SCHEMA
-from sim.workloads.arrivals import LengthSampler, read_csv
+from sim.workloads.arrivals import LengthSampler, ShareSampler
 from sim.workloads.kind import WorkloadKind
 
 GIB = 2**30
@@ -38,44 +37,6 @@ GIB = 2**30
 _LEVEL, _PREDICT, _THINK, _ANSWER, _EXIT, _RIGHT, _SELECT = range(7)
 # draws used to estimate the share of samples that finish thinking within a budget
 _WITHIN_DRAWS = 20000
-
-
-class ShareSampler:
-    """Draws fractions in [0, 1] from a share distribution."""
-
-    def __init__(self, dist, base_dir, key: str):
-        self.dist = dist
-        self.values = self.weights = None
-        if isinstance(dist, C.EmpiricalShare):
-            self.values, self.weights = _empirical_share(dist, base_dir, key)
-
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        d = self.dist
-        if isinstance(d, C.FixedShare):
-            return np.full(n, d.value)
-        if isinstance(d, C.UniformShare):
-            return rng.uniform(d.low, d.high, size=n)
-        if isinstance(d, C.BetaShare):
-            return rng.beta(d.a, d.b, size=n)
-        return rng.choice(self.values, size=n, p=self.weights)
-
-
-def _empirical_share(d: C.EmpiricalShare, base_dir, key: str):
-    if d.values is not None:
-        w = np.asarray(d.weights if d.weights is not None else [1.0] * len(d.values), dtype=float)
-        return np.asarray(d.values, dtype=float), w / w.sum()
-    rows = read_csv(base_dir, d.path, key)
-    try:
-        vals = np.array([float(r[d.column]) for r in rows])
-        w = np.array([float(r[d.weight_column]) for r in rows]) if d.weight_column else np.ones(len(rows))
-    except KeyError as e:
-        raise ScenarioError(d.path, key, f"no column {e.args[0]!r} in the CSV header") from None
-    except ValueError:
-        raise ScenarioError(d.path, key, "a value is not a number") from None
-    if (not len(vals) or not np.isfinite(vals).all() or not np.isfinite(w).all() or np.any((vals < 0) | (vals > 1))
-            or np.any(w < 0) or not 0 < w.sum() < np.inf):
-        raise ScenarioError(d.path, key, "shares must lie in [0, 1] with non-negative weights, not all zero")
-    return vals, w / w.sum()
 
 
 def default_levels() -> list[C.Level]:
