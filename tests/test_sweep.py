@@ -454,3 +454,46 @@ def test_a_point_the_schema_rejects_stops_the_sweep_before_anything_is_written(t
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "datacenter.pools.h100.replicas" in err and "replicas=0" in err
     assert not (tmp_path / "out").exists()
+
+
+def small_real_plan() -> dict:
+    """The quickstart pool, planned over accelerator x replicas (4 candidates, all simulated)."""
+    raw = small_real_scenario()
+    raw.pop("sweep")
+    raw["plan"] = {
+        "space": {"datacenter.pools.h100.accelerator": ["h100-sxm", "a100-80gb"],
+                  "datacenter.pools.h100.replicas": [1, 2]},
+        "constraints": [{"metric": "ttft_p99_s", "max": 2.0, "class": "chat"}],
+        "objective": "usd_per_million_output_tokens",
+        "search": {"trials": 4, "seed": 0},
+        "sensitivity": None,
+    }
+    return raw
+
+
+@pytest.mark.timeout(240, method="thread")
+def test_cli_plan_on_a_cluster_equals_the_embedded_plan(ray_cluster, tmp_path):
+    """`dcsim plan --address` spreads its trials over the cluster's nodes, and its tables equal
+    those of the same plan on the embedded Ray (a process of its own: this one holds the cluster)."""
+    scn = tmp_path / "plan.yaml"
+    scn.write_text(yaml.safe_dump(small_real_plan(), sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_ADDRESS", None)
+    base = [sys.executable, "-m", "sim.cli", "plan", str(scn), "--no-progress"]
+    on_cluster = subprocess.run(base + ["--out", str(tmp_path / "cluster"), "--address", ray_cluster.address],
+                                capture_output=True, text=True, timeout=200, env=env, cwd=tmp_path)
+    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+    nodes = set(pq.read_table(tmp_path / "cluster" / "points.parquet")["node_id"].to_pylist())
+    assert nodes == _alive_nodes()  # both of the fixture's nodes ran trials, no new local Ray
+    embedded = subprocess.run(base + ["--out", str(tmp_path / "embedded")],
+                              capture_output=True, text=True, timeout=200, env=env, cwd=tmp_path)
+    assert embedded.returncode == 0, embedded.stderr[-3000:]
+    for name in ("points.parquet", "summary.parquet", "plan_trials.parquet", "frontier.parquet"):
+        a, b = (pq.read_table(tmp_path / d / name) for d in ("cluster", "embedded"))
+        drop = [c for c in a.column_names if c in ("wall_s", "node_id")]
+        assert a.num_rows > 0 and a.drop(drop).equals(b.drop(drop)), name
+    for table in ("calls", "steps"):
+        a, b = (storage.read_table(str(tmp_path / d), table) for d in ("cluster", "embedded"))
+        assert a.num_rows > 0 and a.equals(b), table
+    rec = [json.loads((tmp_path / d / "recommendation.json").read_text()) for d in ("cluster", "embedded")]
+    assert rec[0]["recommendation"]["point_id"] == rec[1]["recommendation"]["point_id"]

@@ -295,14 +295,21 @@ def cmd_plan(args) -> int:
     from rich.console import Console
 
     console = Console() if Console().is_terminal else Console(width=200)
+    quiet = getattr(args, "verbosity", 0) < 0
     try:
         if args.trials is not None and args.trials < 1:
             raise ScenarioError("", "--trials", "must be >= 1")
+        args.scenario = scenario_path(args.scenario)
+        from sim.output.storage import check_out_target
+        from sim.sweep import check_options
+
+        check_options("ray", args.address, args.num_cpus, None, 0)
+        check_out_target(args.out)
         from sim.plan import run_plan
         from sim.plan.display import print_plan
 
         result = run_plan(args.scenario, args.out, address=args.address, num_cpus=args.num_cpus, resume=args.resume,
-                          trials=args.trials)
+                          trials=args.trials, progress=not (args.no_progress or quiet))
     except ScenarioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray (default: all)")
     pl.add_argument("--trials", type=int, default=None, help="simulated candidates at most (default: plan.search.trials)")
     pl.add_argument("--resume", action="store_true", help="finish an interrupted plan: committed runs are read back")
+    pl.add_argument("--no-progress", action="store_true", help="no trial progress from Ray Tune")
     pl.set_defaults(func=commands.cmd_plan)
 
     c = sub.add_parser("calibrate", help="fit an accelerator's performance and power parameters to measurements")

@@ -170,14 +170,15 @@ def _search(ctx: TrialContext, concurrency: int, progress: bool) -> list[dict]:
     last: dict[tuple, dict] = {}
     storage_dir = tempfile.mkdtemp(prefix="dcsim-plan-")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _progress_bar(progress) as bar:
             warnings.simplefilter("ignore")
+            task = bar.add_task("trials", total=spec.search.trials)
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(trainable, ctx=ctx), {"cpu": 1}),
                 tune_config=tune.TuneConfig(search_alg=limiter, scheduler=scheduler, num_samples=spec.search.trials,
                                             reuse_actors=True),
-                run_config=tune.RunConfig(name="plan", storage_path=storage_dir, verbose=1 if progress else 0,
-                                          log_to_file=False, callbacks=[_LastResult(last)]),
+                run_config=tune.RunConfig(name="plan", storage_path=storage_dir, verbose=0, log_to_file=False,
+                                          callbacks=[_LastResult(last, lambda: bar.advance(task))]),
             )
             tuner.fit()
     finally:
@@ -191,17 +192,38 @@ def _callback_base():
     return Callback
 
 
-class _LastResult(_callback_base()):
-    """Keeps each trial's last reported result (and error), keyed by its candidate index."""
+def _progress_bar(enabled: bool):
+    """A bar of simulated trials on stderr (Tune's own status tables stay off)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def __init__(self, last: dict):
+    return Progress(TextColumn("[bold]plan[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
+
+
+class _LastResult(_callback_base()):
+    """Keeps each trial's last reported result (and error), keyed by its candidate index, and
+    calls ``on_done`` as each trial ends."""
+
+    def __init__(self, last: dict, on_done: Callable[[], None] = lambda: None):
         self.last = last
+        self.on_done = on_done
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment; a bar does not pickle
+        return {"last": self.last}
+
+    def __setstate__(self, state):
+        self.__init__(state["last"])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last[tuple(trial.config["index"])] = dict(result)
 
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.on_done()
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self.last.setdefault(tuple(trial.config["index"]), {})["error"] = str(trial.error_file or "the trial failed")
+        self.on_done()
 
 
 def _trial_row(ctx: TrialContext, index: tuple, screened, result: dict | None) -> dict:
