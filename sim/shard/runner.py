@@ -94,7 +94,17 @@ class _Local:
         self.runners = runners
 
     def call(self, method: str, args: list[tuple]) -> list:
-        return [getattr(r, method)(*a) for r, a in zip(self.runners, args)]
+        out = []
+        for k, (r, a) in enumerate(zip(self.runners, args)):
+            try:
+                out.append(getattr(r, method)(*a))
+            except ScenarioError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a shard's failure is the run's, named as on Ray
+                text = str(exc).strip().splitlines()
+                raise ShardFailed(f"shard {k} of {len(args)} failed: {type(exc).__name__}"
+                                  f"{': ' + text[0][:300] if text else ''}") from exc
+        return out
 
     def close(self) -> None:
         pass
