@@ -6,7 +6,8 @@
 
 ``errors``: each seed's unsplit run, then the same scenario sharded in this process for every
 shard count and window; the relative error of each headline metric (TTFT / TPOT / e2e p50 and
-p99, output tokens/s, facility energy, cost, SLO attainment). ``speed``: on an embedded Ray,
+p99, output tokens/s, facility energy, cost, SLO attainment), beside the yardstick of how much
+each latency percentile moves when the unsplit run's own calls are resampled. ``speed``: on an embedded Ray,
 the unsplit run's wall time against 2 shards' (Ray already started, so its start is not
 counted), the arrival generation alone (each shard generates its pools' whole stream), and the
 round trip of one window's exchange with 1 to 8 stand-in actors (a report in, a report out).
@@ -65,7 +66,8 @@ def cmd_errors(args) -> dict:
             u = headline(run_point(sc, str(tmp / "u"), PID), tmp / "u", sc)
             wall_u = time.perf_counter() - t
             print(f"seed {seed}: unsplit {wall_u:.1f} s", flush=True)
-            rows.append({"seed": seed, "shards": 1, "window_s": 0.0, "unsplit": u})
+            rows.append({"seed": seed, "shards": 1, "window_s": 0.0, "unsplit": u,
+                         "bootstrap_cv": bootstrap_cv(tmp / "u", sc, seed)})
             for n in args.shards:
                 for w in args.windows:
                     shutil.rmtree(tmp / "s", ignore_errors=True)
@@ -87,39 +89,30 @@ def cmd_errors(args) -> dict:
     if len(base) > 1:  # what the metrics vary by between seeds of the unsplit run: the yardstick
         summary["seed_cv"] = {k: float(np.std([b[k] for b in base]) / abs(np.mean([b[k] for b in base])))
                               for k in METRICS}
+    boot = [r["bootstrap_cv"] for r in rows if "bootstrap_cv" in r]
+    summary["bootstrap_cv"] = {k: float(np.mean([b[k] for b in boot])) for k in boot[0]}
     print("mean |relative error| over seeds (shards/window):")
     for key, errs in summary.items():
         print(f"  {key:>8}: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in errs.items()))
     return {"scenario": args.scenario, "set": args.set, "seeds": args.seeds, "rows": rows, "mean_abs": summary}
 
 
-def cmd_noise(args) -> dict:
-    """The yardstick: how much each latency percentile of the unsplit run moves when its own
-    calls are resampled (bootstrap, 200 draws): the relative standard deviation per seed."""
+def bootstrap_cv(out: Path, sc, seed: int, draws: int = 200) -> dict:
+    """The yardstick: the relative standard deviation of each latency percentile of a run when
+    its own calls (those arriving in the window) are resampled with replacement."""
     from analysis.metrics import call_latencies
 
-    out = {}
-    tmp = Path(tempfile.mkdtemp(prefix="bench-shard-"))
-    try:
-        for seed in range(args.seeds):
-            sc = _load(args.scenario, [*args.set, f"seed={100 + seed}"], None)
-            run_point(sc, str(tmp / "u"), PID)
-            calls = pq.read_table(tmp / "u" / "calls")
-            a = calls["arrival_s"].to_numpy()
-            lat = call_latencies(calls.filter((a >= sc.warmup_s) & (a < sc.duration_s)))
-            g = np.random.default_rng(seed)
-            row = {}
-            for name in ("ttft", "tpot", "e2e"):
-                x = lat[name][~np.isnan(lat[name])]
-                for q in (50, 99):
-                    draws = [np.percentile(x[g.integers(0, len(x), len(x))], q) for _ in range(200)]
-                    row[f"{name}_p{q}_s"] = float(np.std(draws) / np.percentile(x, q))
-            out[seed] = row
-            print(f"seed {seed}: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in row.items()), flush=True)
-            shutil.rmtree(tmp / "u", ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    calls = pq.read_table(out / "calls")
+    a = calls["arrival_s"].to_numpy()
+    lat = call_latencies(calls.filter((a >= sc.warmup_s) & (a < sc.duration_s)))
+    g = np.random.default_rng(seed)
+    row = {}
+    for name in ("ttft", "tpot", "e2e"):
+        x = lat[name][~np.isnan(lat[name])]
+        for q in (50, 99):
+            est = [np.percentile(x[g.integers(0, len(x), len(x))], q) for _ in range(draws)]
+            row[f"{name}_p{q}_s"] = float(np.std(est) / np.percentile(x, q))
+    return row
 
 
 def generation_s(sc) -> tuple[float, int]:
@@ -276,9 +269,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("errors")
     s = sub.add_parser("speed")
-    nz = sub.add_parser("noise")
-    nz.add_argument("--seeds", type=int, default=3)
-    for p in (e, s, nz):
+    for p in (e, s):
         p.add_argument("--scenario", default=str(ROOT / "scenarios" / "region_day.yaml"))
         p.add_argument("--set", action="append", default=[])
         p.add_argument("--json", default=None)
@@ -294,7 +285,7 @@ def main() -> None:
     if args.cmd == "figure":
         cmd_figure(args)
         return
-    result = {"errors": cmd_errors, "speed": cmd_speed, "noise": cmd_noise}[args.cmd](args)
+    result = cmd_errors(args) if args.cmd == "errors" else cmd_speed(args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

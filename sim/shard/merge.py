@@ -6,7 +6,7 @@ an id ``i`` of shard ``k`` of ``N`` (``call_id``, ``job_id``, ``session_id``; -1
 becomes ``i * N + k``: unique over the run, and with one shard the id itself. The rows of shard
 0 come first, then shard 1's, and so on, so the merged files depend only on what the shards
 computed. Each table is written under a hidden name and moved into place whole
-(sim/output/storage.py), one shard's part in memory at a time.
+(sim/output/storage.py), one row group in memory at a time.
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ def merge_tables(fs, shard_paths: list[dict], out_paths: dict, replicas: list[li
         rows[table] = 0
         try:
             for k in range(n):
-                part = pq.read_table(shard_paths[k][table], filesystem=fs)
-                part = remap(part, k, n, maps[k])
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, part.schema, filesystem=fs, compression=trace.compression)
-                writer.write_table(part, row_group_size=trace.row_group_rows)
-                rows[table] += part.num_rows
+                with pq.ParquetFile(shard_paths[k][table], filesystem=fs) as src:
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, src.schema_arrow, filesystem=fs, compression=trace.compression)
+                    for i in range(src.num_row_groups):  # a row group at a time: memory bounded as the recorder's
+                        part = remap(src.read_row_group(i), k, n, maps[k])
+                        writer.write_table(part, row_group_size=trace.row_group_rows)
+                        rows[table] += part.num_rows
             writer.close()
             writer = None
             if tmp != path:

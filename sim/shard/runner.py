@@ -189,7 +189,11 @@ def run_sharded(scenario, out: str, point_id: str | None = None, *, shards: int,
             ray_handle = init_ray(address, num_cpus)
             import ray
 
-            actor = ray.remote(num_cpus=1, max_restarts=0)(_RayShard)
+            # one CPU a shard where the cluster has them, else a share (more shards than CPUs
+            # still run, taking turns); spread over the nodes
+            cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
+            actor = ray.remote(_RayShard).options(num_cpus=min(1.0, cpus / shards), max_restarts=0,
+                                                  scheduling_strategy="SPREAD")
             pool = _OnRay(ray, [actor.remote(*a) for a in args])
         else:
             pool = _Local([ShardRunner(*a) for a in args])
@@ -225,9 +229,9 @@ def run_sharded(scenario, out: str, point_id: str | None = None, *, shards: int,
 def _advance_all(pool, n: int, window_s: float, horizon: float, duration_s: float, observer):
     """Advance every shard window by window until all are done (or the horizon); return the end
     time, the windows taken and timing counters (computing vs waiting for the slowest shard)."""
-    reports = None
     windows, busiest, exchange = 0, 0.0, 0.0
     pids = pool.call("pid", [()] * n) if observer is not None else None
+    reports = [g[0] for g in pool.call("advance", [(0.0, None)] * n)]  # each shard's start: who serves
     while True:
         until = min(horizon, (windows + 1) * window_s)
         t0 = time.perf_counter()

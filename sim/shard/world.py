@@ -9,46 +9,52 @@ talking within a window. This is the "one arrival generator routing in batches p
 design, with the generator replicated instead of shipped: its cost is paid once per shard,
 and no call crosses the network (docs/sharding.md measures both the error and that cost).
 
-The router is a global join-shortest-queue on stale load: a call goes to the shard whose
-part of the pool has the fewest calls per serving replica, counting the calls outstanding at
-the last report plus those given to it since (ties: the lowest shard). A shard whose part of
-the pool has no serving replica is skipped while another has one.
+The router is a global join-shortest-queue on a stale snapshot (:class:`ShardRouter`); within
+the shard, the pool's own router picks the replica.
 """
 
 from __future__ import annotations
+
+import heapq
 
 from sim.cluster.world import World
 
 
 class ShardRouter:
-    """Which shard gets each call of each pool, from load reports at window boundaries."""
+    """Which shard gets each call of each pool, from load snapshots at window boundaries.
+
+    Global join-shortest-queue on the snapshot: every shard reports the calls outstanding at each
+    of its serving replicas; the router keeps them as one heap per shard and sends a call to the
+    shard holding the least-loaded replica (ties: the lowest shard), counting the call on that
+    replica. With fresh snapshots this is join-shortest-queue over the whole pool; between them it
+    misses only the calls that ended since (and replicas that failed since)."""
 
     def __init__(self, members: dict[str, list[int]]):
         self.members = members  # pool -> the shards holding part of it (ascending)
-        self.load: dict = {p: {k: 0 for k in ks} for p, ks in members.items()}
-        self.cap: dict = {p: {k: 1 for k in ks} for p, ks in members.items()}
-        self.sent: dict = {p: {k: 0 for k in ks} for p, ks in members.items()}
+        self.heaps: dict = {p: {k: [0] for k in ks} for p, ks in members.items()}
+        self._turn = 0
 
     def report(self, reports: list[dict]) -> None:
-        """Take every shard's report (``{pool: (outstanding, serving)}``) and reset the counts."""
+        """Take every shard's report (``{pool: sorted loads of its serving replicas}``)."""
         for pool, ks in self.members.items():
             for k in ks:
-                self.load[pool][k], self.cap[pool][k] = reports[k][pool]
-                self.sent[pool][k] = 0
+                self.heaps[pool][k] = list(reports[k][pool])  # sorted: already a heap
 
     def pick(self, pool: str) -> int:
         """The shard that serves the next call of ``pool``."""
         ks = self.members[pool]
         if len(ks) == 1:
             return ks[0]
-        load, cap, sent = self.load[pool], self.cap[pool], self.sent[pool]
-        best, best_score = None, None
+        heaps = self.heaps[pool]
+        best, best_load = None, None
         for k in ks:
-            c = cap[k]
-            score = (0, (load[k] + sent[k]) / c) if c > 0 else (1, load[k] + sent[k])
-            if best is None or score < best_score:
-                best, best_score = k, score
-        sent[best] += 1
+            h = heaps[k]
+            if h and (best is None or h[0] < best_load):
+                best, best_load = k, h[0]
+        if best is None:  # no replica serving anywhere (all down): in turn, to fail where they land
+            self._turn += 1
+            return ks[self._turn % len(ks)]
+        heapq.heapreplace(heaps[best], best_load + 1)
         return best
 
 
@@ -74,12 +80,10 @@ class ShardWorld(World):
         return super().make_call(cls, t, prompt, output, on_done, hashes)
 
     def report(self) -> dict:
-        """``{pool: (calls outstanding, replicas serving)}`` over this shard's part of each pool."""
-        out = {}
-        for pool, serving in self._serving.items():
-            up = [r for r in serving if r.down_since is None and not r.draining]
-            out[pool] = (sum(r.outstanding for r in serving), len(up))
-        return out
+        """``{pool: sorted calls outstanding at each serving replica that is up}`` over this
+        shard's part of each pool."""
+        return {pool: tuple(sorted(r.outstanding for r in serving if r.down_since is None and not r.draining))
+                for pool, serving in self._serving.items()}
 
     def advance(self, until: float) -> None:
         """Simulate up to ``until`` (or until this shard's work is done, whichever is first)."""
