@@ -27,7 +27,7 @@ from sim.output import storage
 from sim.output.trace import Recorder
 from sim.run import SCHEMAS, few_collections, require_known_power, scenario_point_id, table_paths, write_point
 from sim.shard.merge import merge_tables
-from sim.shard.split import global_replicas, plan_groups, shard_scenario
+from sim.shard.split import global_replicas, plan_groups, shard_scenario, shares
 from sim.shard.world import ShardRouter, ShardWorld
 
 MAX_WINDOWS = 10**8  # windows one run may take (a day at 1 ms)
@@ -51,8 +51,10 @@ class ShardRunner:
                                  SCHEMAS)
         self.horizon = scenario.duration_s + scenario.drain_s
         try:
-            self.world = ShardWorld(sc, self.recorder, source, k, ShardRouter({p: m for p, m in members.items()
-                                                                                if k in m}), scenario.seed)
+            router = ShardRouter({p: m for p, m in members.items() if k in m})
+            self.world = ShardWorld(sc, self.recorder, source, k, router, scenario.seed,
+                                    {p.name: p for p in scenario.datacenter.pools},
+                                    {p.name: shares(groups, p.name) for p in scenario.datacenter.pools})
             self.world.start()
         except BaseException:
             self.recorder.abort()

@@ -11,10 +11,11 @@ that holds no replica of a pool leaves that pool and its workload classes out. P
   scenario's seed in every shard (each shard generates its pools' whole arrival stream and keeps
   the calls the cross-shard router gives it: sim/shard/world.py).
 * the parts of the pool-wide settings that scale with the replicas: an autoscaler's
-  ``min_replicas``, ``initial_replicas`` and ``schedule`` apportioned over the groups (largest
-  remainder, so the shards' counts add up to the pool's), a ``rate`` policy's ``capacity_rps``
-  divided by the group's share of the pool; the fleet's ``power_budget_w`` as each pool's
-  per-device cap (the budget's share per device does not depend on how the fleet is cut).
+  ``min_replicas`` and ``initial_replicas`` apportioned over the groups (largest remainder, so
+  the shards' counts add up to the pool's; a ``schedule`` or ``rate`` policy's target is the
+  whole pool's, apportioned the same way, sim/shard/world.py); the fleet's ``power_budget_w``
+  as each pool's per-device cap (the budget's share per device does not depend on how the
+  fleet is cut).
 
 Refused (one-line ScenarioError naming the key): disaggregated pools, pools sharing devices,
 diffusion pools and closed-loop arrivals, whose calls cannot be split between independent
@@ -108,6 +109,11 @@ def shard_seed(scenario: Scenario, n: int, k: int) -> int:
     return int(rng.stream(scenario.seed, scenario.run, f"shard/{n}/{k}").integers(0, 2**62))
 
 
+def shares(shards: list[list[Group]], pool: str) -> list[int]:
+    """Replicas of ``pool`` in each shard."""
+    return [next((g.count for g in gs if g.pool == pool), 0) for gs in shards]
+
+
 def _autoscale(a, count: int, total: int, share: list[int], k: int):
     """The autoscaler of one group: the pool's counts apportioned, capacity per group."""
     if a is None:
@@ -116,11 +122,6 @@ def _autoscale(a, count: int, total: int, share: list[int], k: int):
     upd: dict = {"min_replicas": min(count, max(1, apportion(a.min_replicas, weights)[k]))}
     if a.initial_replicas is not None:
         upd["initial_replicas"] = min(count, max(1, apportion(a.initial_replicas, weights)[k]))
-    if a.schedule is not None:
-        upd["schedule"] = a.schedule.model_copy(update={"replicas": [min(count, apportion(v, weights)[k])
-                                                                     for v in a.schedule.replicas]})
-    if a.capacity_rps is not None:
-        upd["capacity_rps"] = a.capacity_rps * total / count
     return a.model_copy(update=upd)
 
 
@@ -136,7 +137,7 @@ def shard_scenario(scenario: Scenario, shards: list[list[Group]], k: int, source
         g = mine.get(p.name)
         if g is None:
             continue
-        share = [next((h.count for h in s if h.pool == p.name), 0) for s in shards]
+        share = shares(shards, p.name)
         upd: dict = {"replicas": g.count, "autoscale": _autoscale(p.autoscale, g.count, p.replicas, share, k)}
         if dc.power_budget_w is not None:  # the budget's share per device, as in the whole fleet
             cap = budget_cap_w(scenario, pool_accelerator(p, source), source)

@@ -16,8 +16,10 @@ the shard, the pool's own router picks the replica.
 from __future__ import annotations
 
 import heapq
+import math
 
 from sim.cluster.world import World
+from sim.shard.split import apportion
 
 
 class ShardRouter:
@@ -63,8 +65,12 @@ class ShardWorld(World):
 
     ``arrival_seed``: the unsplit scenario's seed (the arrival streams every shard shares)."""
 
-    def __init__(self, scenario, recorder, source: str, shard: int, router: ShardRouter, arrival_seed: int):
+    def __init__(self, scenario, recorder, source: str, shard: int, router: ShardRouter, arrival_seed: int,
+                 whole_pools: dict | None = None, shares: dict | None = None):
         super().__init__(scenario, recorder, source)
+        for name, scaler in self.autoscalers.items():  # a plan of the whole pool: its target, apportioned
+            if scaler.cfg.policy in ("schedule", "rate", "queue") and whole_pools is not None:
+                scaler.target = _apportioned(scaler, whole_pools[name], shares[name], shard, router)
         self.shard = shard
         self.router = router
         self.arrival_seed = arrival_seed
@@ -99,3 +105,24 @@ class ShardWorld(World):
         """When this shard's run ended (its work done, else the horizon), as World.run counts it."""
         t = self.done_at if self.done_at is not None else horizon
         return max(t, max((r.clock for r in self.replicas), default=0.0))
+
+
+def _apportioned(scaler, whole, share: list[int], k: int, router: ShardRouter):
+    """The target of shard ``k``'s autoscaler: the whole pool's, apportioned over the shards by
+    their replicas, so the shards together serve what the unsplit pool would. ``schedule`` and
+    ``rate`` read the pool's classes (every shard has them whole); ``queue`` the calls
+    outstanding in this shard now and in the others as the router counts them (their last
+    report plus the calls it gave them since)."""
+
+    def target() -> int:
+        if scaler.cfg.policy == "queue":
+            load = sum(r.outstanding for r in scaler.serving) + sum(r.outstanding for r in scaler.draining)
+            heaps = router.heaps.get(scaler.name, {})
+            load += sum(sum(h) for j, h in heaps.items() if j != k)
+            n = math.ceil(load / scaler.cfg.target_queue)
+        else:
+            n = scaler.demand()
+        n = max(whole.autoscale.min_replicas, min(whole.replicas, n))
+        return max(scaler.cfg.min_replicas, min(len(scaler.replicas), apportion(n, share)[k]))
+
+    return target
