@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -116,7 +117,7 @@ def bootstrap_cv(out: Path, sc, seed: int, draws: int = 200) -> dict:
 
 
 def generation_s(sc) -> tuple[float, int]:
-    """Wall seconds to generate the scenario's arrival streams alone (no calls created)."""
+    """CPU seconds to generate the scenario's arrival streams alone (no calls created)."""
     import simpy
 
     from sim.workloads.arrivals import generate_calls
@@ -130,9 +131,9 @@ def generation_s(sc) -> tuple[float, int]:
     for cls in sc.workload.classes:
         streams = lambda name, c=cls: rng.stream(sc.seed, sc.run, f"workload/{c.name}/{name}")
         env.process(generate_calls(env, cls, streams, sc.base_dir, sc.duration_s, make_call, cls.name))
-    t = time.perf_counter()
+    t = time.process_time()
     env.run()
-    return time.perf_counter() - t, count[0]
+    return time.process_time() - t, count[0]
 
 
 class _Echo:
@@ -175,11 +176,12 @@ def day_calls(sc) -> float:
 def day_model(sc, m: dict, window_s: float) -> dict:
     """The full day's wall time on N cores as a model of measured inputs:
     T(N) = G + E / N + (86,400 / W) (xa + xb N): G the arrival generation every shard repeats,
-    E the rest of the unsplit run's work (both per call, times the day's calls), xa + xb N one
+    E the rest of the unsplit run's work (both CPU seconds per call, so that other load on the
+    machine does not count, times the day's calls), xa + xb N one
     window's exchange (least squares over the stand-in actors' round trips)."""
     calls = day_calls(sc)
     gen = m["generation_s"] / m["generated_calls"]
-    engine = (m["unsplit_s"] - m["generation_s"]) / m["calls"]
+    engine = (m["unsplit_cpu_s"] - m["generation_s"]) / m["calls"]
     ns = np.array(sorted(m["exchange_s_per_window"]), dtype=float)
     xs = np.array([m["exchange_s_per_window"][int(n)] for n in ns])
     xb, xa = np.polyfit(ns, xs, 1)
@@ -204,17 +206,20 @@ def cmd_speed(args) -> dict:
     try:
         import ray
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         u = run_point(sc, str(tmp / "u"), PID)
-        wall_u = time.perf_counter() - t
-        out = {"scenario": args.scenario, "set": args.set, "calls": u["calls_created"], "unsplit_s": wall_u}
-        for n in (2,):
+        wall_u, cpu_u = time.perf_counter() - t, time.process_time() - c
+        out = {"scenario": args.scenario, "set": args.set, "calls": u["calls_created"], "unsplit_s": wall_u,
+               "unsplit_cpu_s": cpu_u, "loadavg_1min": os.getloadavg()[0]}
+        for w in sorted({args.window, 1.0}):
             t = time.perf_counter()
-            run_sharded(sc, str(tmp / f"s{n}"), PID, shards=n, window_s=args.window, executor="ray")
+            run_sharded(sc, str(tmp / f"s{w}"), PID, shards=2, window_s=w, executor="ray")
             wall = time.perf_counter() - t
-            man = json.loads((tmp / f"s{n}" / PID / "manifest.json").read_text())["shards"]
-            out[f"sharded_{n}_s"] = wall
-            out[f"sharded_{n}_manifest"] = {k: man[k] for k in ("windows", "busiest_shard_s", "exchange_s")}
+            man = json.loads((tmp / f"s{w}" / PID / "manifest.json").read_text())["shards"]
+            key = "sharded_2" if w == args.window else f"sharded_2_window_{w:g}"
+            out[f"{key}_s"] = wall
+            out[f"{key}_manifest"] = {k: man[k] for k in ("window_s", "windows", "busiest_shard_s", "busiest_shard_cpu_s",
+                                                          "shards_cpu_s", "exchange_s")}
         out["generation_s"], out["generated_calls"] = generation_s(sc)
         out["exchange_s_per_window"] = {n: exchange_s(ray, n) for n in (1, 2, 4, 8)}
         out["model"] = day_model(sc, out, args.window)
@@ -236,10 +241,14 @@ def cmd_figure(args) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     shards = sorted({r["shards"] for r in errors["rows"] if "error" in r})
     windows = sorted({r["window_s"] for r in errors["rows"] if "error" in r})
-    for n in shards:
-        for k, style in (("ttft_p99_s", "-o"), ("e2e_p99_s", "-s"), ("tpot_p99_s", "-^"), ("output_tokens_per_s", "--")):
+    colours = {"ttft_p99_s": "C0", "e2e_p99_s": "C1", "tpot_p99_s": "C2", "ttft_p50_s": "C3", "output_tokens_per_s": "C4"}
+    for n, style in zip(shards, ("-o", "--s", ":^")):
+        for k, colour in colours.items():
             ys = [100 * errors["mean_abs"][f"{n}/{w:g}"][k] for w in windows]
-            a.plot(windows, ys, style, label=f"{k} ({n} shards)", markersize=4)
+            a.plot(windows, ys, style, color=colour, label=f"{k} ({n} shards)", markersize=3)
+    boot = errors["mean_abs"].get("bootstrap_cv", {}).get("ttft_p99_s")
+    if boot:
+        a.axhline(100 * boot, color="C0", alpha=0.3, lw=4, label="ttft_p99_s bootstrap spread (unsplit)")
     a.set_xscale("log")
     a.set_xlabel("exchange window (simulated s)")
     a.set_ylabel("mean |error| vs unsplit (%)")
@@ -260,7 +269,7 @@ def cmd_figure(args) -> None:
     b.legend(fontsize=7)
     b.set_title("full region day: projected speed-up")
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
+    fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
 
 
@@ -276,7 +285,7 @@ def main() -> None:
     e.add_argument("--seeds", type=int, default=3)
     e.add_argument("--shards", type=lambda v: [int(x) for x in v.split(",")], default=[2, 4])
     e.add_argument("--windows", type=lambda v: [float(x) for x in v.split(",")], default=[0.1, 0.5, 1.0, 5.0, 30.0])
-    s.add_argument("--window", type=float, default=1.0)
+    s.add_argument("--window", type=float, default=0.1)
     f = sub.add_parser("figure")
     f.add_argument("errors")
     f.add_argument("speed")

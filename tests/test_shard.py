@@ -171,10 +171,11 @@ def test_a_failing_shard_fails_the_run_with_one_line_and_no_output(tmp_path, mon
 
 # ---------------------------------------------------------------- against the unsplit run
 
-# Headline metrics of a sharded run against the unsplit run, relative: docs/sharding.md measures
-# them over windows and shard counts; these bounds hold there with a margin.
-TOLERANCE = {"calls_created": 0.0, "output_tokens_per_s": 0.02, "facility_energy_j": 0.02, "cost_usd": 0.02,
-             "ttft_p50_s": 0.10, "tpot_p50_s": 0.05, "e2e_p50_s": 0.10, "ttft_p99_s": 0.35, "e2e_p99_s": 0.20}
+# Headline metrics of a sharded run (the default window, 0.1 s) against the unsplit run, relative.
+# docs/sharding.md measures them on region_day: at 0.1 s the p50s, throughput, energy and cost
+# within 1%, the p99s within 6% (a p99's own bootstrap spread there: ~9% for TTFT, ~7% for e2e).
+TOLERANCE = {"calls_created": 0.0, "output_tokens_per_s": 0.01, "facility_energy_j": 0.01, "cost_usd": 0.01,
+             "ttft_p50_s": 0.03, "tpot_p50_s": 0.03, "e2e_p50_s": 0.03, "ttft_p99_s": 0.15, "e2e_p99_s": 0.10}
 
 
 def assert_close(sharded: dict, unsplit: dict) -> None:
@@ -218,8 +219,8 @@ def ray_cluster():
 @pytest.mark.timeout(300, method="thread")
 def test_ray_shards_equal_in_process_shards_and_the_unsplit_run_within_tolerance(ray_cluster, tmp_path):
     sc = scenario(region(replicas=(48, 16), rate=220.0, duration=14.0))
-    s_ray = run_sharded(sc, str(tmp_path / "ray"), PID, shards=2, window_s=0.5, executor="ray")
-    s_mem = run_sharded(sc, str(tmp_path / "mem"), PID, shards=2, window_s=0.5, executor="serial")
+    s_ray = run_sharded(sc, str(tmp_path / "ray"), PID, shards=2, executor="ray")  # window 0.1 s
+    s_mem = run_sharded(sc, str(tmp_path / "mem"), PID, shards=2, executor="serial")
     assert files(tmp_path / "ray") == files(tmp_path / "mem")
     assert s_ray == s_mem
     manifest = (tmp_path / "ray" / PID / "manifest.json").read_text()
@@ -245,3 +246,19 @@ def test_killing_a_shards_worker_fails_the_run_cleanly(ray_cluster, tmp_path):
     assert not list(out.rglob(".shards.tmp-*"))
     with pytest.raises(ScenarioError):
         run_sharded(sc, str(out), PID, shards=2, window_s=-1.0, executor="ray")
+
+
+def test_a_power_budget_caps_each_shards_devices_as_in_the_whole_fleet():
+    from sim.cluster.pools import resolve_pool
+
+    raw = region()
+    raw["datacenter"]["power_budget_w"] = 16 * 550.0
+    sc = scenario(raw)
+    groups = plan_groups(sc, 3, "<test>")
+    whole = {s.name: s.power.cap_w for s in (resolve_pool(sc, i, "<test>") for i in range(2))}
+    assert all(abs(c - 550.0) < 1e-6 for c in whole.values())
+    for k in range(3):
+        part = shard_scenario(sc, groups, k, "<test>")
+        assert part.datacenter.power_budget_w is None
+        for i, p in enumerate(part.datacenter.pools):
+            assert resolve_pool(part, i, "<test>").power.cap_w == whole[p.name]

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a scenario key (repeatable)")
     r.add_argument("--shards", type=int, default=None, metavar="N",
                    help="split the datacenter into N shards exchanging load reports every --window-s (docs/sharding.md)")
-    r.add_argument("--window-s", type=float, default=1.0, help="sharded: simulated seconds between exchanges (default 1)")
+    r.add_argument("--window-s", type=float, default=0.1, help="sharded: simulated seconds between exchanges (default 0.1)")
     r.add_argument("--executor", choices=["ray", "serial"], default="ray",
                    help="sharded: an actor per shard on Ray (default) or every shard in this process")
     r.add_argument("--address", default=None, help="sharded: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")

@@ -27,14 +27,16 @@ class ShardRouter:
 
     Global join-shortest-queue on the snapshot: every shard reports the calls outstanding at each
     of its serving replicas; the router keeps them as one heap per shard and sends a call to the
-    shard holding the least-loaded replica (ties: the lowest shard), counting the call on that
-    replica. With fresh snapshots this is join-shortest-queue over the whole pool; between them it
+    shard holding the least-loaded replica, counting the call on that replica. Ties go to the
+    first shard after the last one picked: equal shards take calls in turn, so none receives the
+    window's arrivals in bursts (lowest-shard-first ties would hand each shard a run of
+    consecutive arrivals, and bursts queue). With fresh snapshots this is join-shortest-queue over the whole pool; between them it
     misses only the calls that ended since (and replicas that failed since)."""
 
     def __init__(self, members: dict[str, list[int]]):
         self.members = members  # pool -> the shards holding part of it (ascending)
         self.heaps: dict = {p: {k: [0] for k in ks} for p, ks in members.items()}
-        self._turn = 0
+        self._start = {p: 0 for p in members}  # ties go to the first shard after the last pick
 
     def report(self, reports: list[dict]) -> None:
         """Take every shard's report (``{pool: sorted loads of its serving replicas}``)."""
@@ -48,14 +50,18 @@ class ShardRouter:
         if len(ks) == 1:
             return ks[0]
         heaps = self.heaps[pool]
-        best, best_load = None, None
-        for k in ks:
-            h = heaps[k]
+        n = len(ks)
+        start = self._start[pool]
+        best, best_load, at = None, None, 0
+        for j in range(n):
+            i = (start + j) % n
+            h = heaps[ks[i]]
             if h and (best is None or h[0] < best_load):
-                best, best_load = k, h[0]
+                best, best_load, at = ks[i], h[0], i
         if best is None:  # no replica serving anywhere (all down): in turn, to fail where they land
-            self._turn += 1
-            return ks[self._turn % len(ks)]
+            self._start[pool] = (start + 1) % n
+            return ks[start]
+        self._start[pool] = (at + 1) % n
         heapq.heapreplace(heaps[best], best_load + 1)
         return best
 
