@@ -36,6 +36,7 @@ class ShardRouter:
     def __init__(self, members: dict[str, list[int]]):
         self.members = members  # pool -> the shards holding part of it (ascending)
         self.heaps: dict = {p: {k: [0] for k in ks} for p, ks in members.items()}
+        self.reported: dict = {p: {k: 0 for k in ks} for p, ks in members.items()}  # calls outstanding, as reported
         self._start = {p: 0 for p in members}  # ties go to the first shard after the last pick
 
     def report(self, reports: list[dict]) -> None:
@@ -43,6 +44,7 @@ class ShardRouter:
         for pool, ks in self.members.items():
             for k in ks:
                 self.heaps[pool][k] = list(reports[k][pool])  # sorted: already a heap
+                self.reported[pool][k] = sum(reports[k][pool])
 
     def pick(self, pool: str) -> int:
         """The shard that serves the next call of ``pool``."""
@@ -117,14 +119,12 @@ def _apportioned(scaler, whole, share: list[int], k: int, router: ShardRouter):
     """The target of shard ``k``'s autoscaler: the whole pool's, apportioned over the shards by
     their replicas, so the shards together serve what the unsplit pool would. ``schedule`` and
     ``rate`` read the pool's classes (every shard has them whole); ``queue`` the calls
-    outstanding in this shard now and in the others as the router counts them (their last
-    report plus the calls it gave them since)."""
+    outstanding in this shard now and in the others at their last report."""
 
     def target() -> int:
         if scaler.cfg.policy == "queue":
             load = sum(r.outstanding for r in scaler.serving) + sum(r.outstanding for r in scaler.draining)
-            heaps = router.heaps.get(scaler.name, {})
-            load += sum(sum(h) for j, h in heaps.items() if j != k)
+            load += sum(v for j, v in router.reported.get(scaler.name, {}).items() if j != k)
             n = math.ceil(load / scaler.cfg.target_queue)
         else:
             n = scaler.demand()
