@@ -241,7 +241,7 @@ def test_ray_shards_equal_in_process_shards_and_the_unsplit_run_within_tolerance
     manifest = (tmp_path / "ray" / PID / "manifest.json").read_text()
     assert '"executor": "ray"' in manifest and not list((tmp_path / "ray").rglob(".shards.tmp-*"))
     unsplit = run_point(sc, str(tmp_path / "u"), PID)
-    assert unsplit["calls_created"] > 2500
+    assert unsplit["calls_created"] > 2000
     assert_close(s_mem, unsplit, ttft_p99_noise(tmp_path / "u", sc.warmup_s, sc.duration_s))
 
 
