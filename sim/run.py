@@ -72,7 +72,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     wall0 = time.perf_counter()
     point_id = point_id or scenario_point_id(scenario)
     fs, base = storage.open_output(out)
-    paths = {t: storage.join(storage.partition_dir(base, t, point_id), "part-0.parquet") for t in TABLES}
+    paths = table_paths(base, point_id)
     opts = scenario.trace
     recorder = Recorder({t: (fs, p) for t, p in paths.items()}, opts.row_group_rows, opts.compression, SCHEMAS)
     try:
@@ -83,8 +83,26 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     except BaseException:
         recorder.abort()
         raise
-    sim_wall = time.perf_counter() - wall0
+    engine = {"mode": scenario.engine_mode, "calls": world.calls_created, "jobs": world.units_created("job"),
+              "iterations": sum(getattr(r, "iterations", 0) for r in world.replicas),
+              "runs": sum(getattr(r, "runs", 0) for r in world.replicas)}
+    return write_point(scenario, fs, base, point_id, world, t_end, {t: recorder.sinks[t].rows for t in TABLES},
+                       engine, wall0, time.perf_counter() - wall0)
 
+
+def table_paths(base: str, point_id: str) -> dict:
+    """Where a point's tables go: ``<base>/<table>/point_id=<id>/part-0.parquet``."""
+    return {t: storage.join(storage.partition_dir(base, t, point_id), "part-0.parquet") for t in TABLES}
+
+
+def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: float, rows: dict, engine: dict,
+                wall0: float, sim_wall: float, extra: dict | None = None) -> dict:
+    """Summarize the tables a point wrote (and write its economics table, scenario.yaml and
+    manifest.json); return the summary row. ``world`` gives the pools, rates and workload kinds
+    and the count of calls created (checked against the calls table); ``rows`` the rows of each
+    table, ``engine`` the engine's counters, ``extra`` more manifest entries."""
+    paths = table_paths(base, point_id)
+    opts = scenario.trace
     t0, t1 = scenario.warmup_s, scenario.duration_s
     # the summary reads the tables a row group at a time: its memory does not grow with run length
     calls = pq.ParquetFile(paths["calls"], filesystem=fs)
@@ -125,12 +143,11 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
                      "pyarrow": pa.__version__, "simpy": _version("simpy"), "pydantic": _version("pydantic")},
         "source": source_provenance(),
         "timings": {"simulate_s": sim_wall, "total_s": wall},
-        "engine": {"mode": scenario.engine_mode, "calls": world.calls_created, "jobs": world.units_created("job"),
-                   "iterations": sum(getattr(r, "iterations", 0) for r in world.replicas),
-                   "runs": sum(getattr(r, "runs", 0) for r in world.replicas)},
+        "engine": engine,
         "pools": [{"name": s.name, "accelerator": s.acc.name, "model": s.model.name if s.model else s.perf.card.name, "tp": s.tp, "pp": s.pp, "replicas": s.replicas,
                    "kv_blocks": s.kv_blocks, "kv_gib": s.kv_gib, "weight_gib": s.weight_gib} for s in world.specs],
-        "rows": {t: recorder.sinks[t].rows for t in TABLES},
+        "rows": rows,
+        **(extra or {}),
     }
     storage.write_text_atomic(fs, storage.join(base, point_id, "scenario.yaml"),
                               yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))

@@ -18,6 +18,7 @@ LAYERS = [
     ("sim.cluster",),
     ("sim.run",),
     ("sim.sweep", "sim.embedded_ray"),
+    ("sim.shard",),
     ("sim.tools",),
     ("sim.plan",),
     ("analysis",),

@@ -137,13 +137,30 @@ def cmd_run(args) -> int:
     pid = scenario_point_id(sc)
     log.info("simulating %s (%s), point %s, %.0f simulated s, into %s", sc.name, path, pid, sc.duration_s, args.out)
     t0 = time.perf_counter()
+    shards = getattr(args, "shards", None)
+    if shards is not None:
+        from sim.shard import ShardFailed, run_sharded
+        from sim.shard.runner import check_window
+        from sim.shard.split import plan_groups
+        from sim.embedded_ray import check_options
+
+        plan_groups(sc, shards, path)
+        check_window(args.window_s, path)  # what cannot be split is refused before anything is written
+        check_options("serial" if args.executor == "serial" else "ray", args.address, args.num_cpus, None, 0)
     try:
-        summary = run_point(sc, out, pid, source=path)
+        if shards is None:
+            summary = run_point(sc, out, pid, source=path)
+        else:
+            summary = run_sharded(sc, out, pid, shards=shards, window_s=args.window_s, executor=args.executor,
+                                  address=args.address, num_cpus=args.num_cpus, source=path)
         wall = time.perf_counter() - t0
         _write_single_tables(out, summary, wall)
-    except BaseException:
+    except BaseException as exc:
         if fresh:  # a run that fails leaves no folder it made (a point's files are only ever half a run)
             shutil.rmtree(out, ignore_errors=True)
+        if shards is not None and isinstance(exc, ShardFailed):
+            print(f"error: {path}: {exc}; no output written", file=sys.stderr)
+            return 1
         raise
     log.info("point %s: %d calls simulated in %.2f s wall", pid, summary["calls_created"], wall)
     if getattr(args, "verbosity", 0) >= 0:

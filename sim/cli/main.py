@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clear --out first when it holds an earlier run or sweep (never files dcsim did not write)")
     r.add_argument("--mode", choices=["macro", "per_iteration"], help="engine mode (default: the scenario's)")
     r.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a scenario key (repeatable)")
+    r.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="split the datacenter into N shards exchanging load reports every --window-s (docs/sharding.md)")
+    r.add_argument("--window-s", type=float, default=0.1, help="sharded: simulated seconds between exchanges (default 0.1)")
+    r.add_argument("--executor", choices=["ray", "serial"], default="ray",
+                   help="sharded: an actor per shard on Ray (default) or every shard in this process")
+    r.add_argument("--address", default=None, help="sharded: Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--num-cpus", type=int, default=None, help="sharded: CPUs of the embedded local Ray (default: all)")
     r.set_defaults(func=commands.cmd_run)
 
     e = sub.add_parser("estimate", help="steady state of one replica under a fixed concurrency (closed loop, no files)")

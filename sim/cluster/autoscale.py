@@ -91,6 +91,10 @@ class Autoscaler:
     # ------------------------------------------------------------------ policy
     def target(self) -> int:
         """Replicas that should serve now, by the policy, within [min_replicas, replicas]."""
+        return max(self.cfg.min_replicas, min(len(self.replicas), self.demand()))
+
+    def demand(self) -> int:
+        """Replicas the policy asks for now (not yet clamped to the pool's bounds)."""
         cfg, now = self.cfg, self.env.now
         live = len(self.serving) + len(self.booting)
         p = cfg.policy
@@ -122,7 +126,7 @@ class Autoscaler:
             inside = self.rate.times[(self.rate.times > now) & (self.rate.times < end)]
             peak = float(np.max(self.rate.rate(np.append(inside, now))))
             n = math.ceil(peak / cfg.capacity_rps - 1e-9)
-        return max(cfg.min_replicas, min(len(self.replicas), n))
+        return n
 
     # ------------------------------------------------------------------ loop
     def start(self) -> None:

@@ -111,6 +111,7 @@ class World:
         self.injectors = {p.name: FaultInjector(self, p.name, p.faults, rng.stream(scenario.seed, scenario.run,
                                                                                     f"faults/{p.name}"))
                           for p in dc.pools if p.faults is not None}
+        self.arrival_seed = scenario.seed  # seeds the arrival streams (a part of a split world keeps the whole's)
         self.calls_created = 0
         self.calls_ended = 0
         self._generators_left = 0
@@ -282,7 +283,8 @@ class World:
 
     def _generator(self, cls, stop_s: float):
         key = f"workload.classes.{cls.name}"
-        streams = lambda name: rng.stream(self.scenario.seed, self.scenario.run, f"workload/{cls.name}/{name}")
+        seed = self.arrival_seed
+        streams = lambda name: rng.stream(seed, self.scenario.run, f"workload/{cls.name}/{name}")
         yield from generate_calls(self.env, cls, streams, self.scenario.base_dir, stop_s, self.make_call, key)
         self._generators_left -= 1
         self.check_done()
@@ -300,6 +302,18 @@ class World:
     # ------------------------------------------------------------------ run
     def run(self) -> float:
         """Run to the end (all calls done after arrivals stop, or the drain limit); returns the end time."""
+        self.start()
+        sc = self.scenario
+        horizon = sc.duration_s + sc.drain_s
+        self.env.run(until=self.env.any_of([self._done, self.env.timeout(horizon)]))
+        t_end = self.env.now if self._done.triggered else horizon
+        t_end = max(t_end, max((r.clock for r in self.replicas), default=0.0))
+        t_end = max(t_end, sc.duration_s)
+        self.finish(t_end)
+        return t_end
+
+    def start(self) -> None:
+        """Start the arrival processes, the fault injectors and the autoscalers (at time 0)."""
         sc = self.scenario
         classes = sc.workload.classes
         self._generators_left = len(classes)
@@ -310,11 +324,9 @@ class World:
                 self.env.process(injector.run(r))
         for scaler in self.autoscalers.values():
             scaler.start()
-        horizon = sc.duration_s + sc.drain_s
-        self.env.run(until=self.env.any_of([self._done, self.env.timeout(horizon)]))
-        t_end = self.env.now if self._done.triggered else horizon
-        t_end = max(t_end, max((r.clock for r in self.replicas), default=0.0))
-        t_end = max(t_end, sc.duration_s)
+
+    def finish(self, t_end: float) -> None:
+        """Close every replica at ``t_end``; calls still moving and units still open end as timed out."""
         for r in self.replicas:
             r.finish(t_end)
         for call in list(self._in_transfer.values()):  # KV still on its way
@@ -322,7 +334,6 @@ class World:
         self._in_transfer.clear()
         for kind in self.kinds:  # units still open end as timed out
             kind.close()
-        return t_end
 
 
 def build(scenario: Scenario, recorder, source: str = "<scenario>") -> World:
