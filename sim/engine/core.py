@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from sim.engine.call import Call
+from sim.engine.dclock import DecodeClock
 from sim.engine.kvcache import KvPool, Pin
 from sim.engine.plan import Plan
 from sim.engine.scheduler import BatcherParams, Decision
@@ -52,11 +53,16 @@ class ReplicaCore:
         self.plans = 0  # decisions made (committed, cut or dropped)
         self.output_tokens = 0
         self._idle_w = idle_w  # the whole replica's devices, idle
+        self.dc = DecodeClock(block_size, False)  # running calls' decode progress, kept once (enabled by the engine)
 
     @property
     def outstanding(self) -> int:
         return len(self.waiting) + len(self.running)
 
+    def sync_calls(self) -> None:
+        """Bring every running call's tokens, blocks and energy up to date (see
+        :class:`~sim.engine.dclock.DecodeClock`), for a reader outside the engine."""
+        self.dc.sync_all(self.running)
 
     def _enqueue(self, call: Call, front: bool = False) -> None:
         """Queue a call: at the back (``front``: the front, for a preempted call); with priority
@@ -92,6 +98,8 @@ class ReplicaCore:
         gone = [c for c in self.running if c.cancelled] + [c for c in self.waiting if c.cancelled]
         if not gone:
             return
+        self.dc.sync_all(self.running)
+        self.dc.ok = False
         self.running = [c for c in self.running if not c.cancelled]
         self.waiting = deque(c for c in self.waiting if not c.cancelled)
         for c in gone:
@@ -134,13 +142,23 @@ class ReplicaCore:
         used_before = self.kv.used()
         waiting_before = len(self.waiting)
         d = plan.decision
-        seqs = len(d.work) + len(d.admit)
+        seqs = (d.ones or len(d.work)) + len(d.admit)
         energy_m = float(_sum(plan.energy_j[:m])) if m > 1 else float(plan.energy_j[0])  # (the same value)
         cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
-        if plan.steady:
+        if plan.phase is not None:  # planned in aggregate
+            self._commit_decode_lazy(m, end, cost)
+            kind = "decode"
+        elif plan.steady:
+            self.dc.sync_all(self.running)
+            self.dc.ok = False
             self._commit_decode(m if plan.gains is None else int(plan.gains[m]), end, cost)
             kind = "decode"
+        elif d.ones:
+            self._commit_single_lazy(d, start, end, cost)
+            kind = "decode" if plan.prefill_tokens == 0 else "mixed"
         else:
+            self.dc.sync_all(self.running)
+            self.dc.ok = False
             self._commit_single(d, start, end, cost)
             kind = "prefill" if plan.decode_tokens == 0 else ("decode" if plan.prefill_tokens == 0 else "mixed")
         self.clock = end
@@ -213,17 +231,27 @@ class ReplicaCore:
             self._release(c, final=True)
             self._end_call(c, c.done_status, end)
 
-    def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
-        """Apply one decided iteration; each call worked gets a share of its energy and device
-        time in proportion to the tokens it ran."""
-        # preemptions (newest first): free blocks, recompute from scratch, back to the queue front
-        for c in d.preempt:
-            self._release(c, final=False)
-            c.computed = 0
-            c.preemptions += 1
-            self._enqueue(c, front=True)
-            self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
-        running = self.running[: d.keep]
+    def _commit_decode_lazy(self, m: int, end: float, cost: tuple[float, float]) -> None:
+        """:meth:`_commit_decode` on the decode clock: the calls gain their tokens and shares in
+        aggregate; only those finishing are touched."""
+        running = self.running
+        n = len(running)
+        dc = self.dc
+        alloc = dc.need(m)
+        done = dc.advance(m, n, cost[0] / n, cost[1] / n, running)
+        if alloc:
+            self.kv.take(alloc)
+        self.output_tokens += n * m
+        if done:
+            gone = {id(c) for c in done}
+            self.running = [c for c in running if id(c) not in gone]
+            for c in done:
+                self._release(c, final=True)
+                self._end_call(c, c.done_status, end)
+
+    def _admit(self, d: Decision, start: float, running: list) -> dict:
+        """Take the admitted calls off the queue into ``running``; those with a prefix hold the
+        cached blocks they found. Returns id(call) -> blocks found, for calls with a prefix."""
         joining = {}
         if d.admit and d.admit[-1][0] is not self.waiting[len(d.admit) - 1]:  # some were passed over
             taken = {id(c) for c, _ in d.admit}
@@ -242,6 +270,75 @@ class ReplicaCore:
                 c.shared = c.blocks = self.kv.ref_cached(c.prefix, hit)
                 if hit > c.shared:
                     self.kv.spare(c.prefix, c.shared, hit)
+        return joining
+
+    def _commit_single_lazy(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
+        """:meth:`_commit_single` for a decision made in aggregate: every running call decodes one
+        token (on the decode clock), then the admitted calls run their tokens one by one."""
+        dc, kv, bs = self.dc, self.kv, self.block_size
+        n = d.ones
+        running = self.running
+        joining = self._admit(d, start, [])
+        total = n + sum([k for _, k in d.admit])
+        share_j, share_s = cost[0] / total, cost[1] / total
+        alloc = dc.need(1)
+        done = dc.advance(1, n, share_j, share_s, running)
+        if alloc:
+            kv.take(alloc)
+        if done:
+            gone = {id(c) for c in done}
+            still = [c for c in running if id(c) not in gone]
+        else:
+            still = list(running)
+        out = n
+        for c, k in d.admit:  # as in _commit_single's loop (no speculation here)
+            dc.join(c)
+            c.energy_j += share_j * k
+            c.device_s += share_s * k
+            if joining and id(c) in joining:
+                self._join(c, joining[id(c)])
+            generated, computed = c.generated, c.computed
+            sample = k == c.prompt_tokens + generated - computed
+            computed = c.computed = computed + k
+            blocks = -(-computed // bs)
+            if blocks != c.blocks:
+                kv.take(blocks - c.blocks)
+                c.blocks = blocks
+            if c.prefix is not None:
+                c.shared += kv.register(c.prefix, c.shared, computed // bs)
+            if sample:
+                generated = c.generated = generated + 1
+                out += 1
+                if generated == 1:
+                    c.first_token_s = end
+                if generated >= c.output_tokens:
+                    done.append(c)
+                    continue
+            still.append(c)
+            if sample and c.prefix is None and dc.ok:
+                dc.add(c)  # decoding from now on
+            else:
+                dc.ok = False
+        self.output_tokens += out
+        self.running = still
+        for c in done:
+            self._release(c, final=True)
+            self._end_call(c, c.done_status, end)
+
+    def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
+        """Apply one decided iteration; each call worked gets a share of its energy and device
+        time in proportion to the tokens it ran."""
+        # preemptions (newest first): free blocks, recompute from scratch, back to the queue front
+        for c in d.preempt:
+            self._release(c, final=False)
+            c.computed = 0
+            c.preemptions += 1
+            self._enqueue(c, front=True)
+            self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
+        running = self.running[: d.keep]
+        for c, _ in d.admit:
+            self.dc.join(c)
+        joining = self._admit(d, start, running)
         # work items are the first running calls, in order (decide() gives each its tokens in
         # turn); the calls kept after them ran nothing; the admitted ones come last
         work = d.work
