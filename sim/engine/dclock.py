@@ -20,8 +20,10 @@ A decode run's commit is then O(1) plus O(finishing calls).
 
 from __future__ import annotations
 
+from functools import reduce
 from heapq import heapify, heappop, heappush
 from itertools import count
+from operator import add
 
 
 def phase_need(phase, block_size: int, m: int) -> int:
@@ -76,15 +78,9 @@ class DecodeClock:
             c.d0 = self.tokens
         lj = self.log_j
         i = c.m0 - self.base
-        if i < len(lj):
-            e = c.energy_j
-            for x in lj[i:]:
-                e += x
-            c.energy_j = e
-            s = c.device_s
-            for x in self.log_s[i:]:
-                s += x
-            c.device_s = s
+        if i < len(lj):  # one addition per share, in order (a left fold, as the per-call additions)
+            c.energy_j = reduce(add, lj[i:], c.energy_j)
+            c.device_s = reduce(add, self.log_s[i:], c.device_s)
             c.m0 = self.base + len(lj)
 
     def sync_all(self, running: list) -> None:

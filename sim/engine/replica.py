@@ -67,8 +67,7 @@ class Replica(ReplicaCore):
         self.env = env
         self.scheduler = BATCHERS[batcher.kind](batcher, block_size, speculative)
         self.planner = Planner(perf, power, tp, block_size, max_run, speculative, prices)
-        # the running batch kept in aggregate where the scheduler can use it: chunked continuous
-        # batching in arrival order, one token per decode
+        # the running batch kept in aggregate where the scheduler can use it (arrival order, one token per decode)
         self.dc.enabled = batcher.kind == "continuous" and speculative is None and not batcher.priority
         self._plan: Optional[Plan] = None
         self._due: Optional[Due] = None  # a decision put off to the end of this instant
@@ -439,8 +438,7 @@ class Replica(ReplicaCore):
         self.plans += 1
         decide = self.scheduler.decide
         running, dc = self.running, self.dc
-        # every running call decodes and its next token fits the budget and the pool: decided and
-        # planned from the decode clock's aggregates; else call by call, with the calls up to date
+        # all running calls decode and fit: decided from the decode clock's aggregates, else call by call
         if not (dc.enabled and dc.ready(running) and len(running) <= self.batcher.max_num_batched_tokens
                 and dc.need(1) <= self.kv.allocatable()):
             dc.sync_all(running)
