@@ -16,6 +16,7 @@ import numpy as np
 
 from sim.engine.call import Call
 from sim.engine.dclock import DecodeClock
+from sim.engine.lazy import ClockCommits
 from sim.engine.kvcache import KvPool, Pin
 from sim.engine.plan import Plan
 from sim.engine.scheduler import BatcherParams, Decision
@@ -23,7 +24,7 @@ from sim.engine.scheduler import BatcherParams, Decision
 _sum = np.add.reduce  # ndarray.sum() without its Python wrapper (the same reduction)
 
 
-class ReplicaCore:
+class ReplicaCore(ClockCommits):
     """Calls, KV pool and accounting of one model instance on ``tp`` devices."""
 
     def __init__(self, index: int, pool: str, tp: int, kv_blocks: int, block_size: int, batcher: BatcherParams,
@@ -145,8 +146,8 @@ class ReplicaCore:
         seqs = (d.ones or len(d.work)) + len(d.admit)
         energy_m = float(_sum(plan.energy_j[:m])) if m > 1 else float(plan.energy_j[0])  # (the same value)
         cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
-        if plan.phase is not None:  # planned in aggregate
-            self._commit_decode_lazy(m, end, cost)
+        if plan.phase is not None:  # planned in aggregate (blocks for all k iterations known)
+            self._commit_decode_lazy(m, end, cost, plan.kv_need if m == plan.k else None)
             kind = "decode"
         elif plan.steady:
             self.dc.sync_all(self.running)
@@ -167,6 +168,16 @@ class ReplicaCore:
         if plan.decode_tokens:
             self.spec_step += m
         first = float(plan.bounds[0])
+        for cut in self.cuts:
+            if first < cut < end:
+                break
+        else:  # no report cut inside: one step row (nearly every commit)
+            self.energy_j += energy_m
+            self.busy_s += end - first
+            self.recorder.step(self.pool, self.index, kind, first, end, m, seqs, plan.prefill_tokens * m,
+                               plan.decode_tokens * m, plan.sampled * m if plan.gained is None else int(plan.gained[:m].sum()),
+                               waiting_before, used_before, energy_m)
+            return
         for a, b in self._segments(plan.bounds, m, first, end):
             if a == 0 and b == m:  # (the usual single row)
                 energy, t_a, t_b = energy_m, first, end
@@ -231,24 +242,6 @@ class ReplicaCore:
             self._release(c, final=True)
             self._end_call(c, c.done_status, end)
 
-    def _commit_decode_lazy(self, m: int, end: float, cost: tuple[float, float]) -> None:
-        """:meth:`_commit_decode` on the decode clock: the calls gain their tokens and shares in
-        aggregate; only those finishing are touched."""
-        running = self.running
-        n = len(running)
-        dc = self.dc
-        alloc = dc.need(m)
-        done = dc.advance(m, n, cost[0] / n, cost[1] / n, running)
-        if alloc:
-            self.kv.take(alloc)
-        self.output_tokens += n * m
-        if done:
-            gone = {id(c) for c in done}
-            self.running = [c for c in running if id(c) not in gone]
-            for c in done:
-                self._release(c, final=True)
-                self._end_call(c, c.done_status, end)
-
     def _admit(self, d: Decision, start: float, running: list) -> dict:
         """Take the admitted calls off the queue into ``running``; those with a prefix hold the
         cached blocks they found. Returns id(call) -> blocks found, for calls with a prefix."""
@@ -271,59 +264,6 @@ class ReplicaCore:
                 if hit > c.shared:
                     self.kv.spare(c.prefix, c.shared, hit)
         return joining
-
-    def _commit_single_lazy(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
-        """:meth:`_commit_single` for a decision made in aggregate: every running call decodes one
-        token (on the decode clock), then the admitted calls run their tokens one by one."""
-        dc, kv, bs = self.dc, self.kv, self.block_size
-        n = d.ones
-        running = self.running
-        joining = self._admit(d, start, [])
-        total = n + sum([k for _, k in d.admit])
-        share_j, share_s = cost[0] / total, cost[1] / total
-        alloc = dc.need(1)
-        done = dc.advance(1, n, share_j, share_s, running)
-        if alloc:
-            kv.take(alloc)
-        if done:
-            gone = {id(c) for c in done}
-            still = [c for c in running if id(c) not in gone]
-        else:
-            still = list(running)
-        out = n
-        for c, k in d.admit:  # as in _commit_single's loop (no speculation here)
-            dc.join(c)
-            c.energy_j += share_j * k
-            c.device_s += share_s * k
-            if joining and id(c) in joining:
-                self._join(c, joining[id(c)])
-            generated, computed = c.generated, c.computed
-            sample = k == c.prompt_tokens + generated - computed
-            computed = c.computed = computed + k
-            blocks = -(-computed // bs)
-            if blocks != c.blocks:
-                kv.take(blocks - c.blocks)
-                c.blocks = blocks
-            if c.prefix is not None:
-                c.shared += kv.register(c.prefix, c.shared, computed // bs)
-            if sample:
-                generated = c.generated = generated + 1
-                out += 1
-                if generated == 1:
-                    c.first_token_s = end
-                if generated >= c.output_tokens:
-                    done.append(c)
-                    continue
-            still.append(c)
-            if sample and c.prefix is None and dc.ok:
-                dc.add(c)  # decoding from now on
-            else:
-                dc.ok = False
-        self.output_tokens += out
-        self.running = still
-        for c in done:
-            self._release(c, final=True)
-            self._end_call(c, c.done_status, end)
 
     def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
         """Apply one decided iteration; each call worked gets a share of its energy and device
