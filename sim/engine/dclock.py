@@ -10,7 +10,7 @@ only where it is read: when it finishes, is preempted or cancelled, fails, and b
 of the engine that reads calls one by one. The shares are added in the order they were logged,
 each as one addition, so a call's energy is the same float the per-call additions gave.
 
-While every running call decodes (no prompt chunk left, no prefix blocks to register, no
+While every running call decodes (no prompt chunk left, no prefix blocks left to register, no
 speculation, no priority order), the clock also keeps what the scheduler and the planner need
 in aggregate: the running calls' KV tokens (``S``), how many sit at each offset in their last
 KV block (the blocks a run needs by iteration ``k`` follow from these counts), and the clock
@@ -34,6 +34,13 @@ def phase_need(phase, block_size: int, m: int) -> int:
         if phase[t]:
             need += phase[t] * ((t + m - 1) // block_size)
     return need
+
+
+def settled(c, block_size: int) -> bool:
+    """Whether decoding changes nothing in the prefix cache for ``c``: it has no prefix, or all
+    its prefix's chunks are already cached blocks it references (registering is then a no-op)."""
+    p = c.prefix
+    return p is None or c.shared // p.chunk >= p.chunks(block_size)
 
 
 def rotate(phase, m: int, block_size: int) -> list:
@@ -92,7 +99,7 @@ class DecodeClock:
     # ------------------------------------------------------------------ the batch in aggregate
     def ready(self, running: list) -> bool:
         """Whether the aggregates hold for ``running`` (rebuilt if they were invalidated):
-        every call decodes, has no prefix and its blocks match its KV tokens."""
+        every call decodes, has no prefix blocks left to register and its blocks match its KV tokens."""
         if self.ok:
             return True
         if not self.enabled or not running:
@@ -105,7 +112,7 @@ class DecodeClock:
         for c in running:
             g = d - c.d0
             generated, computed = c.generated + g, c.computed + g
-            if (generated <= 0 or computed != c.prompt_tokens + generated - 1 or c.prefix is not None
+            if (generated <= 0 or computed != c.prompt_tokens + generated - 1 or not settled(c, bs)
                     or c.blocks != -(-(c.computed) // bs) or generated >= c.output_tokens):
                 return False
             total += computed
@@ -116,7 +123,7 @@ class DecodeClock:
         return True
 
     def add(self, c) -> None:
-        """An up-to-date decoding call without prefix joins the aggregates."""
+        """An up-to-date decoding call with no prefix blocks left to register joins the aggregates."""
         self.S += c.computed
         self.cnt[(c.computed - c.d0) % self.bs] += 1
         heappush(self.heap, (c.d0 + c.output_tokens - c.generated, next(self._seq), c))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from sim.engine.dclock import settled
 from sim.engine.scheduler import Decision
 
 
@@ -79,7 +80,7 @@ class ClockCommits:
                     done.append(c)
                     continue
             still.append(c)
-            if sample and c.prefix is None and dc.ok:
+            if sample and dc.ok and settled(c, bs):
                 dc.add(c)  # decoding from now on
             else:
                 dc.ok = False
