@@ -28,11 +28,14 @@ from operator import add
 
 def phase_need(phase, block_size: int, m: int) -> int:
     """Blocks that ``m`` more tokens per call allocate, ``phase[t]`` calls holding ``t`` KV
-    tokens modulo the block size (a call at 0 mod the block size has its last block full)."""
-    need = phase[0] * ((block_size + m - 1) // block_size)
-    for t in range(1, block_size):
-        if phase[t]:
-            need += phase[t] * ((t + m - 1) // block_size)
+    tokens modulo the block size (a call at 0 mod the block size has its last block full).
+
+    With ``m - 1 = q * block_size + r`` every call crosses ``q`` block boundaries, plus one
+    more if it has at most ``r`` free slots left in its last block (``t = 0`` or ``t >= bs - r``)."""
+    q, r = divmod(m - 1, block_size)
+    need = q * sum(phase) + phase[0]
+    if r:
+        need += sum(phase[block_size - r:])
     return need
 
 

@@ -31,8 +31,9 @@ class ClockCommits:
             self.kv.take(alloc)
         self.output_tokens += n * m
         if done:
-            gone = {id(c) for c in done}
-            self.running = [c for c in running if id(c) not in gone]
+            self.running = still = running.copy()
+            for c in done:
+                still.remove(c)  # (by identity: calls have no __eq__)
             for c in done:
                 self._release(c, final=True)
                 self._end_call(c, c.done_status, end)
@@ -50,11 +51,9 @@ class ClockCommits:
         done = dc.advance(1, n, share_j, share_s, running)
         if alloc:
             kv.take(alloc)
-        if done:
-            gone = {id(c) for c in done}
-            still = [c for c in running if id(c) not in gone]
-        else:
-            still = list(running)
+        still = running.copy()
+        for c in done:
+            still.remove(c)
         out = n
         for c, k in d.admit:  # as in _commit_single's loop (no speculation here)
             dc.join(c)
