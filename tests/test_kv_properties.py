@@ -27,6 +27,7 @@ class _Checker:
 
     def step(self, *row):
         r = self.replica
+        r.sync_calls()  # (running calls' decode progress is kept in aggregate between reads)
         kv = r.kv
         assert 0 <= kv.free <= r.total_blocks
         # every block is free, private to one running call, or one cached block

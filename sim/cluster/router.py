@@ -157,6 +157,9 @@ class LeastWork:
         """Tokens replica ``r`` is expected to run for its calls."""
         e = self.expected
         w = 0
+        sync = getattr(r, "sync_calls", None)  # running calls' decode progress is kept in aggregate
+        if sync is not None:
+            sync()
         for calls in (r.running, r.waiting):
             for c in calls:
                 w += c.prompt_tokens - min(c.computed, c.prompt_tokens) + max(1, e - c.generated)

@@ -25,7 +25,7 @@ class Call:
         "replica", "admitted_s", "first_token_s", "finish_s", "status", "preemptions",
         "computed", "generated", "blocks", "on_done", "prefix", "shared", "retain", "pin", "held",
         "cached_tokens", "cancelled", "energy_j", "device_s", "session_id", "pre", "kv_transfer_s",
-        "done_status",
+        "done_status", "d0", "m0",
     )
 
     def __init__(self, call_id: int, cls: str, pool: str, arrival_s: float, prompt_tokens: int, output_tokens: int,
@@ -63,6 +63,8 @@ class Call:
         self.pre: Optional["Call"] = None  # disaggregation: the call that prefilled this one on another pool
         self.kv_transfer_s = 0.0  # disaggregation: time its KV cache took to arrive from the prefill replica
         self.done_status = "finished"  # status once all its tokens are out ("prefilled": a prefill-only call)
+        self.d0 = 0  # running: the replica's decode clock when it was last brought up to date
+        self.m0 = 0  # running: the first entry of the replica's share log it has not added
 
     @property
     def remaining(self) -> int:

@@ -15,6 +15,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from sim.engine.call import Call
+from sim.engine.dclock import DecodeClock
+from sim.engine.lazy import ClockCommits
 from sim.engine.kvcache import KvPool, Pin
 from sim.engine.plan import Plan
 from sim.engine.scheduler import BatcherParams, Decision
@@ -22,7 +24,7 @@ from sim.engine.scheduler import BatcherParams, Decision
 _sum = np.add.reduce  # ndarray.sum() without its Python wrapper (the same reduction)
 
 
-class ReplicaCore:
+class ReplicaCore(ClockCommits):
     """Calls, KV pool and accounting of one model instance on ``tp`` devices."""
 
     def __init__(self, index: int, pool: str, tp: int, kv_blocks: int, block_size: int, batcher: BatcherParams,
@@ -52,11 +54,16 @@ class ReplicaCore:
         self.plans = 0  # decisions made (committed, cut or dropped)
         self.output_tokens = 0
         self._idle_w = idle_w  # the whole replica's devices, idle
+        self.dc = DecodeClock(block_size, False)  # running calls' decode progress, kept once (enabled by the engine)
 
     @property
     def outstanding(self) -> int:
         return len(self.waiting) + len(self.running)
 
+    def sync_calls(self) -> None:
+        """Bring every running call's tokens, blocks and energy up to date (see
+        :class:`~sim.engine.dclock.DecodeClock`), for a reader outside the engine."""
+        self.dc.sync_all(self.running)
 
     def _enqueue(self, call: Call, front: bool = False) -> None:
         """Queue a call: at the back (``front``: the front, for a preempted call); with priority
@@ -92,6 +99,8 @@ class ReplicaCore:
         gone = [c for c in self.running if c.cancelled] + [c for c in self.waiting if c.cancelled]
         if not gone:
             return
+        self.dc.sync_all(self.running)
+        self.dc.ok = False
         self.running = [c for c in self.running if not c.cancelled]
         self.waiting = deque(c for c in self.waiting if not c.cancelled)
         for c in gone:
@@ -134,13 +143,23 @@ class ReplicaCore:
         used_before = self.kv.used()
         waiting_before = len(self.waiting)
         d = plan.decision
-        seqs = len(d.work) + len(d.admit)
+        seqs = (d.ones or len(d.work)) + len(d.admit)
         energy_m = float(_sum(plan.energy_j[:m])) if m > 1 else float(plan.energy_j[0])  # (the same value)
         cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
-        if plan.steady:
+        if plan.phase is not None:  # planned in aggregate (blocks for all k iterations known)
+            self._commit_decode_lazy(m, end, cost, plan.kv_need if m == plan.k else None)
+            kind = "decode"
+        elif plan.steady:
+            self.dc.sync_all(self.running)
+            self.dc.ok = False
             self._commit_decode(m if plan.gains is None else int(plan.gains[m]), end, cost)
             kind = "decode"
+        elif d.ones:
+            self._commit_single_lazy(d, start, end, cost)
+            kind = "decode" if plan.prefill_tokens == 0 else "mixed"
         else:
+            self.dc.sync_all(self.running)
+            self.dc.ok = False
             self._commit_single(d, start, end, cost)
             kind = "prefill" if plan.decode_tokens == 0 else ("decode" if plan.prefill_tokens == 0 else "mixed")
         self.clock = end
@@ -149,6 +168,16 @@ class ReplicaCore:
         if plan.decode_tokens:
             self.spec_step += m
         first = float(plan.bounds[0])
+        for cut in self.cuts:
+            if first < cut < end:
+                break
+        else:  # no report cut inside: one step row (nearly every commit)
+            self.energy_j += energy_m
+            self.busy_s += end - first
+            self.recorder.step(self.pool, self.index, kind, first, end, m, seqs, plan.prefill_tokens * m,
+                               plan.decode_tokens * m, plan.sampled * m if plan.gained is None else int(plan.gained[:m].sum()),
+                               waiting_before, used_before, energy_m)
+            return
         for a, b in self._segments(plan.bounds, m, first, end):
             if a == 0 and b == m:  # (the usual single row)
                 energy, t_a, t_b = energy_m, first, end
@@ -213,17 +242,9 @@ class ReplicaCore:
             self._release(c, final=True)
             self._end_call(c, c.done_status, end)
 
-    def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
-        """Apply one decided iteration; each call worked gets a share of its energy and device
-        time in proportion to the tokens it ran."""
-        # preemptions (newest first): free blocks, recompute from scratch, back to the queue front
-        for c in d.preempt:
-            self._release(c, final=False)
-            c.computed = 0
-            c.preemptions += 1
-            self._enqueue(c, front=True)
-            self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
-        running = self.running[: d.keep]
+    def _admit(self, d: Decision, start: float, running: list) -> dict:
+        """Take the admitted calls off the queue into ``running``; those with a prefix hold the
+        cached blocks they found. Returns id(call) -> blocks found, for calls with a prefix."""
         joining = {}
         if d.admit and d.admit[-1][0] is not self.waiting[len(d.admit) - 1]:  # some were passed over
             taken = {id(c) for c, _ in d.admit}
@@ -242,6 +263,22 @@ class ReplicaCore:
                 c.shared = c.blocks = self.kv.ref_cached(c.prefix, hit)
                 if hit > c.shared:
                     self.kv.spare(c.prefix, c.shared, hit)
+        return joining
+
+    def _commit_single(self, d: Decision, start: float, end: float, cost: tuple[float, float]) -> None:
+        """Apply one decided iteration; each call worked gets a share of its energy and device
+        time in proportion to the tokens it ran."""
+        # preemptions (newest first): free blocks, recompute from scratch, back to the queue front
+        for c in d.preempt:
+            self._release(c, final=False)
+            c.computed = 0
+            c.preemptions += 1
+            self._enqueue(c, front=True)
+            self.recorder.event(start, "preempted", self.pool, self.index, c.call_id, f"generated={c.generated}")
+        running = self.running[: d.keep]
+        for c, _ in d.admit:
+            self.dc.join(c)
+        joining = self._admit(d, start, running)
         # work items are the first running calls, in order (decide() gives each its tokens in
         # turn); the calls kept after them ran nothing; the admitted ones come last
         work = d.work

@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from sim.engine.dclock import phase_need, rotate
 from sim.engine.prices import DecodePrices
 from sim.engine.scheduler import Decision
 from sim.models.perf import Batch, IterationCost
@@ -44,6 +45,7 @@ class Plan:
     remaining: Optional[np.ndarray] = None
     gained: Optional[np.ndarray] = None
     kv_need: int = 0  # blocks its iterations will allocate (held back from pins restored meanwhile)
+    phase: Optional[list] = None  # decode runs planned in aggregate: calls by KV tokens mod block size, at the start
 
     @property
     def k(self) -> int:
@@ -56,6 +58,13 @@ def run_need(block_size: int, computed: np.ndarray, k: int, gains: Optional[np.n
     bs = block_size
     grow = k if gains is None else np.minimum(gains[k], remaining)
     return int(np.maximum(0, -(-(computed + grow) // bs) - -(-computed // bs)).sum())
+
+
+def plan_need(block_size: int, plan: Plan, k: int) -> int:
+    """Blocks beyond those held that the first ``k`` iterations of a decode ``plan`` allocate."""
+    if plan.phase is not None:
+        return phase_need(plan.phase, block_size, k)
+    return run_need(block_size, plan.computed, k, plan.gains, plan.remaining)
 
 
 class Planner:
@@ -71,22 +80,29 @@ class Planner:
         self.spec_width = speculative.query_tokens if speculative is not None else 1  # tokens a decode verifies
         self.prices = prices  # decode-run prices shared with the pool's other replicas (made if None)
 
-    def plan(self, clock: float, d: Decision, running: list, waiting_empty: bool, kv, spec_step: int) -> Plan:
+    def plan(self, clock: float, d: Decision, running: list, waiting_empty: bool, kv, spec_step: int,
+             dclock=None) -> Plan:
         """The run that decision ``d`` starts at ``clock``: many decode iterations when every running
-        call just decodes (and ``max_run`` allows), else one iteration."""
+        call just decodes (and ``max_run`` allows), else one iteration. ``dclock``: the replica's
+        decode clock, for decisions made in aggregate (``d.ones``)."""
         steady = (
-            self.max_run > 1 and not d.admit and not d.preempt and len(d.work) == len(running)
+            self.max_run > 1 and not d.admit and not d.preempt and (d.ones or len(d.work)) == len(running)
             and (d.decoding if d.decoding is not None else all(n == 1 and c.generated > 0 for c, n in d.work))
         )
         if steady:
+            if d.ones:
+                return self._plan_decode_aggregate(clock, d, len(running), waiting_empty, kv, dclock)
             return self._plan_decode_run(clock, d, running, waiting_empty, kv, spec_step)
-        return self._plan_single(clock, d, waiting_empty)
+        return self._plan_single(clock, d, waiting_empty, running, dclock)
 
     def rest_of_run(self, plan: Plan, m: int) -> Plan:
         """The iterations of a decode run after its first ``m`` (which were committed)."""
         rest = Plan(plan.decision, True, plan.bounds[m:], plan.energy_j[m:], plan.waiting_empty, plan.prefill_tokens,
                     plan.decode_tokens, plan.sampled)
-        if plan.gains is None:
+        if plan.phase is not None:
+            rest.phase = rotate(plan.phase, m, self.block_size)
+            rest.kv_need = phase_need(rest.phase, self.block_size, rest.k)
+        elif plan.gains is None:
             rest.computed = plan.computed + m
             rest.kv_need = run_need(self.block_size, rest.computed, rest.k)
         else:
@@ -96,11 +112,16 @@ class Planner:
             rest.kv_need = run_need(self.block_size, rest.computed, rest.k, rest.gains, rest.remaining)
         return rest
 
-    def _plan_single(self, clock: float, d: Decision, waiting_empty: bool) -> Plan:
+    def _plan_single(self, clock: float, d: Decision, waiting_empty: bool, running: list, dclock) -> Plan:
         tokens = seqs = sampled = 0
         pairs = kv = 0
         prefill = decode = 0
         longest = longest_pairs = 0  # the sequence with the most new tokens (data-parallel attention)
+        if d.ones:  # the first ``ones`` running calls decode one token each: their sums at once
+            n = d.ones
+            tokens = seqs = sampled = decode = n
+            pairs = kv = dclock.S + n  # each reads its KV tokens and its new one
+            longest, longest_pairs = 1, dclock.first_computed(running[0]) + 1
         spec = self.spec
         spec_seqs = spec_ctx = spec_out = 0  # speculative decodes: count, KV tokens, tokens gained
         hits = d.hits
@@ -166,6 +187,26 @@ class Planner:
         plan.computed, plan.gains, plan.remaining, plan.gained = computed, gains[: k + 1], remaining_out, gained
         plan.kv_need = run_need(self.block_size, computed, k, gains, remaining_out)
         return plan
+
+    def _plan_decode_aggregate(self, clock: float, d: Decision, n: int, waiting_empty: bool, kv, dclock) -> Plan:
+        """:meth:`_plan_decode_run` from the decode clock's aggregates (no speculation): the run
+        ends where the first call finishes or the pool runs out, found without a pass over the calls."""
+        k = min(dclock.left(), self.max_run)
+        phase = dclock.phase()
+        bs = self.block_size
+        free = kv.allocatable()
+        need = phase_need(phase, bs, k)
+        if need > free:
+            lo, hi = 0, k - 1  # need(lo + 1) <= free < need(hi + 1), as in _decode_fit
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if phase_need(phase, bs, mid + 1) <= free:
+                    lo = mid
+                else:
+                    hi = mid
+            k, need = lo + 1, phase_need(phase, bs, lo + 1)
+        time_s, energy = self._decode_prices().run(n, dclock.S + n, k)  # KV tokens read: S + n i
+        return Plan(d, True, self._bounds(clock, time_s), energy, waiting_empty, 0, n, n, kv_need=need, phase=phase)
 
     def _decode_prices(self) -> DecodePrices:
         """The decode prices it was given (its pool's), or prices of its own if it was given none

@@ -41,13 +41,12 @@ import math
 from collections import deque
 from typing import Callable, Optional
 
-import numpy as np
 
 from sim.engine.call import Call
 from sim.engine.core import ReplicaCore
 from sim.engine.instant import Due, at_end_of_instant, event_id, timeout_in_slot
 from sim.engine.kvcache import KvPool, Pin, Prefix
-from sim.engine.plan import Plan, Planner, run_need
+from sim.engine.plan import Plan, Planner, plan_need
 from sim.engine.prices import DecodePrices
 from sim.engine.scheduler import BATCHERS, BatcherParams
 from sim.models.speculative import SpeculativeCost
@@ -68,6 +67,8 @@ class Replica(ReplicaCore):
         self.env = env
         self.scheduler = BATCHERS[batcher.kind](batcher, block_size, speculative)
         self.planner = Planner(perf, power, tp, block_size, max_run, speculative, prices)
+        # the running batch kept in aggregate where the scheduler can use it (arrival order, one token per decode)
+        self.dc.enabled = batcher.kind == "continuous" and speculative is None and not batcher.priority
         self._plan: Optional[Plan] = None
         self._due: Optional[Due] = None  # a decision put off to the end of this instant
         self._target = 0
@@ -93,13 +94,10 @@ class Replica(ReplicaCore):
         """
         used = self.kv.used()
         plan = self._plan
-        if plan is not None and plan.steady and plan.computed is not None:
+        if plan is not None and plan.steady and (plan.computed is not None or plan.phase is not None):
             done = int(plan.bounds[1:].searchsorted(t, "right"))
             if done:
-                c = plan.computed
-                bs = self.block_size
-                grow = done if plan.gains is None else np.minimum(plan.gains[done], plan.remaining)
-                used += int((-(-(c + grow) // bs) - -(-c // bs)).sum())
+                used += plan_need(self.block_size, plan, done)
         need = sum(self._blocks_for(c.prompt_tokens + c.generated) for c in self.waiting)
         return (used + need) / self.total_blocks
 
@@ -233,7 +231,7 @@ class Replica(ReplicaCore):
             self._defer()
             return pin
         if plan.steady:
-            need = run_need(self.block_size, plan.computed, j, plan.gains, plan.remaining)
+            need = plan_need(self.block_size, plan, j)
         else:
             need = plan.kv_need
         pin = self.kv.restore(prefix, blocks, keep=need, protect=plan.decision.revived)
@@ -276,6 +274,8 @@ class Replica(ReplicaCore):
             return
         self._stop(t_end)
         self._advance_idle(t_end)
+        self.dc.sync_all(self.running)
+        self.dc.ok = False
         for c in list(self.running) + list(self.waiting):
             self._release(c, final=True)
             self._end_call(c, "cancelled" if c.cancelled else "timed-out", math.nan)
@@ -290,6 +290,8 @@ class Replica(ReplicaCore):
         self._stop(now)
         self._advance_idle(now)  # up (idle) until now; down from now
         self._lend = None
+        self.dc.sync_all(self.running)
+        self.dc.ok = False
         calls = list(self.running) + list(self.waiting)
         for c in calls:
             c.computed = c.blocks = c.shared = c.generated = 0
@@ -435,11 +437,17 @@ class Replica(ReplicaCore):
         waiting call fits, because pinned KV holds the blocks (see :meth:`release_pin`)."""
         self.plans += 1
         decide = self.scheduler.decide
-        d = decide(self.running, self.waiting, self.kv, self.spec_step)
-        if not d.work and not d.admit and not d.preempt:
-            if self.running or not self._unpin_waiting():
+        running, dc = self.running, self.dc
+        # all running calls decode and fit: decided from the decode clock's aggregates, else call by call
+        if not (dc.enabled and dc.ready(running) and len(running) <= self.batcher.max_num_batched_tokens
+                and dc.need(1) <= self.kv.allocatable()):
+            dc.sync_all(running)
+            dc = None
+        d = decide(running, self.waiting, self.kv, self.spec_step, dc)
+        if not d.work and not d.ones and not d.admit and not d.preempt:
+            if running or not self._unpin_waiting():
                 return None
-            d = decide(self.running, self.waiting, self.kv, self.spec_step)
+            d = decide(running, self.waiting, self.kv, self.spec_step)
             if not d.work and not d.admit:
                 return None
-        return self.planner.plan(self.clock, d, self.running, not self.waiting, self.kv, self.spec_step)
+        return self.planner.plan(self.clock, d, running, not self.waiting, self.kv, self.spec_step, dc)

@@ -40,6 +40,7 @@ class Decision:
     kv_need: int = 0  # blocks it allocates
     revived: frozenset = frozenset()  # reclaimable cached chunks its admissions take
     decoding: Optional[bool] = None  # every work item is one token of a call past its first (None: not known)
+    ones: int = 0  # >0: ``work`` is left empty and the first ``ones`` running calls each decode one token
 
 class ContinuousScheduler:
     """vLLM v1 (the default): every iteration first gives each running call its next tokens (a
@@ -59,13 +60,21 @@ class ContinuousScheduler:
     def _blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
 
-    def decide(self, running: list, waiting, kv, spec_step: int) -> Decision:
+    def decide(self, running: list, waiting, kv, spec_step: int, clock=None) -> Decision:
         """The next iteration's schedule for the ``running`` calls (in order) and the ``waiting``
-        queue over the KV pool ``kv``, at the replica's ``spec_step``-th decode step; nothing changes."""
+        queue over the KV pool ``kv``, at the replica's ``spec_step``-th decode step; nothing changes.
+
+        ``clock``: the replica's decode clock, given when every running call decodes, all fit
+        the budget and their next blocks fit the pool: they are then scheduled in aggregate."""
         budget = self.params.max_num_batched_tokens
         free = kv.allocatable()
         keep = len(running)
         work, preempt = [], []
+        ones = 0
+        if clock is not None:
+            ones = keep
+            budget -= keep
+            free -= clock.need(1)
         needs = []  # blocks each work item takes
         chunked = self.chunked
         prefill_first = not chunked and self._admissible_prefill(running, waiting, budget, free)
@@ -76,7 +85,7 @@ class ContinuousScheduler:
         revived: set = set()  # reclaimable cached blocks that admitted calls hit (no longer reclaimable)
         hits: dict = {}
         decoding = True
-        i = 0
+        i = ones
         while not prefill_first and i < keep and budget > 0:
             c = running[i]
             computed, generated = c.computed, c.generated
@@ -145,7 +154,7 @@ class ContinuousScheduler:
                 if c.prefix is not None:
                     self._pending(c, hit * bs + n, pending)
         return Decision(work, admit, preempt, keep, hits, g, max(0, kv.allocatable() - free), frozenset(revived),
-                        decoding)
+                        decoding, ones)
 
     def _preempt_for_priority(self, waiting, kv, running: list, keep: int, free: int, budget: int, work: list, needs: list,
                               preempt: list) -> tuple[int, int]:
