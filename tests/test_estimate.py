@@ -42,6 +42,9 @@ def test_cli_json_has_every_figure_and_writes_nothing(tmp_path):
     assert (out["hardware"], out["model"], out["concurrency"], out["prompt_tokens"]) == (H100, L8B, 64, 1000)
     for k in REQUIRED[:10]:
         assert isinstance(out[k], (int, float)) and math.isfinite(out[k]) and out[k] > 0, k
+    for k in ("output_tokens_per_s", "itl_p50_s", "gpu_power_w", "energy_per_output_token_j"):
+        lo, hi = out[f"{k}_p10_p90"]  # 80% prediction interval (docs/validation.md)
+        assert 0 < lo < hi and lo < 1.5 * out[k] and hi > out[k] / 1.5, k
     assert list(tmp_path.iterdir()) == []  # in memory: no tables written
 
 
@@ -50,6 +53,7 @@ def test_cli_table_output():
                  "--output-tokens", "100")
     assert res.returncode == 0, res.stderr
     assert "output tokens/s" in res.stdout and "inter-token latency" in res.stdout and "s wall" in res.stdout
+    assert "80% prediction interval" in res.stdout
 
 
 def test_littles_law_and_energy_identity():

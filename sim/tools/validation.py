@@ -10,9 +10,12 @@ steady-state window in which the batch stays full), and :func:`report` tabulates
 the points used by ``dcsim calibrate`` (role ``fit``) apart from the held-out ones.
 
 Regenerate with ``python -m sim.tools.validation --out docs/validation.md``; the sections on
-accelerators beyond NVIDIA (sim/tools/validation_accel.py) and on TensorRT-LLM's max-load
-throughput tables (sim/tools/validation_trtllm.py) are appended, and ``python -m
-sim.tools.validation_accel`` / ``python -m sim.tools.validation_trtllm`` rewrite only their section.
+accelerators beyond NVIDIA (sim/tools/validation_accel.py), on TensorRT-LLM's max-load
+throughput tables (sim/tools/validation_trtllm.py), on the prediction intervals fitted to the
+held-out errors (sim/tools/validation_intervals.py, which also rewrites the shipped
+hardware/calibration/intervals.json and residuals.csv) and on the sensitivity to the assumed
+inputs (sim/tools/validation_sensitivity.py) are appended, and each of those modules run with
+``python -m`` rewrites only its section.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def errors(points: list[dict], predictions: list[dict]) -> list[dict]:
     """Per point and metric: measured, predicted, signed relative error."""
     rows = []
     for p, pred in zip(points, predictions):
-        row = {"point": p, "error": pred.get("error")}
+        row = {"point": p, "error": pred.get("error"), "mean_batch_seqs": pred.get("mean_batch_seqs", math.nan)}
         for name, (mcol, pkey, _) in METRICS.items():
             meas, got = p[mcol], pred.get(pkey, math.nan)
             row[name] = (meas, got, got / meas - 1.0 if meas else math.nan)
@@ -260,12 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     text = validation_accel.replace_section(text, validation_accel.section(validation_accel.rows(),
                                                                           time.perf_counter() - t1))
+    trt = []
     if not args.skip_trtllm:
         from sim.tools import validation_trtllm  # TensorRT-LLM max-load throughput tables (its own section)
 
-        section, held = validation_trtllm.report_lines(args.workers)
+        section, held, trt = validation_trtllm.report_lines(args.workers)
         text = validation_trtllm.replace_section(text, section)
         print("trtllm holdout", f"mean {held['mean']:.1%} worst {held['worst']:.1%} (n={held['n']})")
+    if args.limit is None and args.max_concurrency is None and not args.skip_trtllm:
+        from sim.tools import validation_intervals as VI  # held-out errors -> the shipped prediction intervals
+
+        resid = VI.residual_rows(rows, trt)
+        table = VI.write(resid, VI.provenance())
+        text = VI.replace_section(text, VI.section(resid, table, VI.coverage(resid)))
+    if args.limit is None and args.max_concurrency is None:
+        from sim.tools import validation_sensitivity as VS  # the assumed inputs, one changed at a time
+
+        text = VS.replace_section(text, VS.report_lines(args.workers))
     Path(args.out).write_text(text)
     for role in ("holdout", "fit"):
         s = summarize([r for r in rows if r["point"]["role"] == role])
