@@ -29,8 +29,8 @@ from sim.hardware import catalog
 from sim.models import uncertainty as U
 
 BEGIN, END = "<!-- intervals:begin -->", "<!-- intervals:end -->"
-FIELDS = ("source", "id", "accelerator", "model", "params_billion", "mean_batch", "family", "size_band", "batch_band",
-          "metric", "measured", "predicted", "error")
+FIELDS = ("source", "id", "accelerator", "model", "tp", "params_billion", "mean_batch", "family", "size_band",
+          "batch_band", "metric", "measured", "predicted", "error")
 COVERAGE_SEEDS = 20
 
 
@@ -38,9 +38,10 @@ def residuals_path() -> Path:
     return catalog.hardware_dir() / "calibration" / "residuals.csv"
 
 
-def _keys(accelerator: str, model: str, batch: float) -> dict:
+def _keys(accelerator: str, model: str, tp: int, batch: float) -> dict:
     params = catalog.model(model).params_billion
-    return {"accelerator": accelerator, "model": model, "params_billion": params, "mean_batch": round(float(batch), 2),
+    return {"accelerator": accelerator, "model": model, "tp": int(tp), "params_billion": params,
+            "mean_batch": round(float(batch), 2),
             "family": U.family(accelerator), "size_band": U.size_band(params), "batch_band": U.batch_band(batch)}
 
 
@@ -52,7 +53,7 @@ def residual_rows(mlenergy: list[dict], trtllm: list[dict]) -> list[dict]:
         p = r["point"]
         if p["role"] != "holdout" or r["error"]:
             continue
-        keys = _keys(p["accelerator"], p["model"], r["mean_batch_seqs"])
+        keys = _keys(p["accelerator"], p["model"], p["tp"], r["mean_batch_seqs"])
         for metric in U.METRICS:
             meas, pred, err = r[metric]
             if math.isfinite(err):
@@ -62,7 +63,7 @@ def residual_rows(mlenergy: list[dict], trtllm: list[dict]) -> list[dict]:
         row, sim = x["row"], x["sim"]
         if row["role"] != "holdout" or x["error"] or not math.isfinite(x["rel"]):
             continue
-        keys = _keys(row["accelerator"], row["model"], sim["mean_batch_seqs"])
+        keys = _keys(row["accelerator"], row["model"], row["tp"], sim["mean_batch_seqs"])
         out.append({"source": "trtllm", "id": row["id"], **keys, "metric": "throughput",
                     "measured": row["output_tokens_per_s"], "predicted": sim["output_tokens_per_s"], "error": x["rel"]})
     return out
@@ -100,6 +101,7 @@ def load_residuals(path: Path | None = None) -> list[dict]:
     for r in rows:
         for k in ("params_billion", "mean_batch", "measured", "predicted", "error"):
             r[k] = float(r[k])
+        r["tp"] = int(r["tp"])
         r["family"] = r["family"] or None
     return rows
 
@@ -179,7 +181,33 @@ def section(rows: list[dict], table: dict, cov: dict) -> list[str]:
     for m in U.METRICS:
         for g, e in table[m].items():
             lines.append(f"| {labels[m]} | {g} | {e['n']} | {e['lo']:+.1%} | {e['hi']:+.1%} |")
-    return lines + ["", END, ""]
+    return lines + misses(rows) + ["", END, ""]
+
+
+def misses(rows: list[dict]) -> list[str]:
+    """Where the held-out errors concentrate: mean signed and absolute error per metric,
+    accelerator, one or several GPUs and batch band (the ML.ENERGY rows, which carry all four
+    metrics; groups of 4 rows or more)."""
+    labels = {"throughput": "output tok/s", "itl": "median ITL", "power": "GPU power", "energy": "J / output token"}
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r["source"] == "mlenergy":
+            key = (r["accelerator"], "1 GPU" if r["tp"] == 1 else "2-8 GPUs", r["batch_band"])
+            groups.setdefault(key, {m: [] for m in U.METRICS})[r["metric"]].append(r["error"])
+    lines = ["", "### Where the held-out errors concentrate", "",
+             "Mean signed error (mean |error|) of the ML.ENERGY held-out rows per accelerator, GPU count and batch "
+             "band: a systematic sign is a model miss, a large |error| with a small mean is scatter.", "",
+             "| accelerator | GPUs | batch | rows | " + " | ".join(labels[m] for m in U.METRICS) + " |",
+             "|---|---|---|---|" + "---|" * len(U.METRICS)]
+    order = {name: i for i, (_, name) in enumerate(U.BATCH_BANDS)}
+    for key in sorted(groups, key=lambda k: (k[0], k[1], order[k[2]])):
+        g = groups[key]
+        n = len(g["throughput"])
+        if n < 4:
+            continue
+        cells = [f"{np.mean(g[m]):+.0%} ({np.mean(np.abs(g[m])):.0%})" if g[m] else "" for m in U.METRICS]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {n} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def replace_section(text: str, new: list[str]) -> str:

@@ -9,16 +9,13 @@ re-simulates a spread of held-out rows with each assumption changed alone (promp
 x2, requests x0.5 and x2, fixed and geometric output lengths of the same mean) and reports
 how far each figure moves and what the row's error becomes.
 
-``python -m sim.tools.validation_sensitivity`` rewrites only this section of
-docs/validation.md; ``python -m sim.tools.validation`` regenerates it with the rest.
+``python -m sim.tools.validation`` simulates the variants and regenerates this section with the
+rest; ``--sensitivity-only`` rewrites only this one.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -33,57 +30,51 @@ VARIANTS = (
     ("fixed outputs", {"output": "fixed"}),
     ("geometric outputs", {"output": "exponential"}),
 )
-ROWS = 8  # held-out rows re-simulated (spread over the table)
+ROWS = 10  # held-out rows re-simulated (spread over the table)
 LABELS = {"throughput": "output tok/s", "itl": "median ITL", "power": "GPU power", "energy": "J / output token"}
 
 
 def sample(points: list[dict], n: int = ROWS) -> list[dict]:
-    """``n`` held-out rows spread over models, GPUs, tasks and batch caps (every k-th row of
-    the table sorted by task, batch cap and model), capped at batch 256 to stay quick."""
-    rows = sorted((p for p in points if p["role"] == "holdout" and p["concurrency"] <= 256),
-                  key=lambda p: (p["task"], p["concurrency"], p["model"], p["accelerator"]))
-    step = max(1, len(rows) // n)
-    return rows[step // 2::step][:n]
+    """Up to ``n`` held-out rows of distinct configurations (model, GPUs, precision, task), each
+    at the batch cap nearest 64 (batch caps up to 256, to stay quick), spread over the table."""
+    best: dict[tuple, dict] = {}
+    for p in points:
+        if p["role"] != "holdout" or p["concurrency"] > 256:
+            continue
+        key = (p["model"], p["accelerator"], p["tp"], p["weight_dtype"], p["task"])
+        if key not in best or abs(math.log(p["concurrency"] / 64)) < abs(math.log(best[key]["concurrency"] / 64)):
+            best[key] = p
+    rows = [best[k] for k in sorted(best)]
+    return [rows[int(i * len(rows) / n)] for i in range(min(n, len(rows)))]
 
 
-def _variant(point: dict, change: dict) -> dict:
-    from sim.tools.burst import burst
-    from sim.tools.validation import GPU_MEMORY_UTILIZATION, output_distribution
-
-    p = point
-    prompt = max(1, int(round(p["prompt_tokens"] * change.get("prompt_scale", 1.0))))
-    requests = max(p["concurrency"], int(round(p["requests"] * change.get("requests_scale", 1.0))))
-    mean = int(round(p["output_mean"]))
-    kind = change.get("output")
-    dist = (output_distribution(p["output_mean"], p["output_cv"]) if kind is None
-            else "fixed" if kind == "fixed" else {"kind": "exponential", "mean": p["output_mean"]})
-    try:
-        return burst(p["accelerator"], p["model"], requests, p["concurrency"], prompt, mean, tp=p["tp"],
-                     weight_dtype=p["weight_dtype"], expert_parallel=p["expert_parallel"],
-                     gpu_memory_utilization=GPU_MEMORY_UTILIZATION, output_dist=dist)
-    except Exception as e:  # reported, not hidden
-        return {"error": f"{type(e).__name__}: {e}"}
-
-
-def _one(args):
-    return _variant(*args)
+def variants(points: list[dict]) -> list[dict]:
+    """Every point under every variant, in order (a point's variants together): the point with
+    its prompt length, request count or output-length distribution (``output_dist``) changed."""
+    out = []
+    for p in points:
+        for _, change in VARIANTS:
+            q = dict(p)
+            q["prompt_tokens"] = max(1, int(round(p["prompt_tokens"] * change.get("prompt_scale", 1.0))))
+            q["requests"] = int(round(p["requests"] * change.get("requests_scale", 1.0)))
+            kind = change.get("output")
+            if kind == "fixed":
+                q["output_dist"] = "fixed"
+            elif kind == "exponential":
+                q["output_dist"] = {"kind": "exponential", "mean": p["output_mean"]}
+            out.append(q)
+    return out
 
 
-def simulate(points: list[dict], workers: int = 2) -> list[list[dict]]:
-    """Per point, the prediction under every variant."""
-    jobs = [(p, change) for p in points for _, change in VARIANTS]
-    if workers <= 1:
-        flat = [_one(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            flat = list(pool.map(_one, jobs))
+def regroup(points: list[dict], flat: list[dict]) -> list[list[dict]]:
+    """The predictions of :func:`variants` regrouped per point."""
     k = len(VARIANTS)
     return [flat[i * k:(i + 1) * k] for i in range(len(points))]
 
 
-def section(points: list[dict], preds: list[list[dict]]) -> list[str]:
-    from sim.tools.validation import METRICS
-
+def section(points: list[dict], preds: list[list[dict]], metrics: dict) -> list[str]:
+    """The section; ``metrics`` maps a metric to (measured column, predicted key, label)."""
+    METRICS = metrics
     lines = [BEGIN, "", "## Sensitivity to the assumed inputs", "",
              "The ML.ENERGY rows do not publish every input of their runs: the prompt length is assumed per task "
              "(200 tokens for lm-arena-chat, 300 for gpqa; hardware/calibration/derive_measurements.py), the request "
@@ -98,6 +89,10 @@ def section(points: list[dict], preds: list[list[dict]]) -> list[str]:
         base = runs[0]
         name = f"{p['model']} {p['tp']}x {p['accelerator']} {p['weight_dtype']} {p['task']} cap {p['concurrency']}"
         for (label, _), r in zip(VARIANTS, runs):
+            if p["requests"] * dict(VARIANTS)[label].get("requests_scale", 1.0) < 2 * p["concurrency"]:
+                lines.append(f"| {name} | {label} | n/a: fewer requests than twice the batch cap, no steady "
+                             "window |" + " |" * (len(METRICS) - 1))
+                continue
             if r.get("error") or base.get("error"):
                 lines.append(f"| {name} | {label} | error: {r.get('error') or base.get('error')} |" + " |" * (len(METRICS) - 1))
                 continue
@@ -114,7 +109,9 @@ def section(points: list[dict], preds: list[list[dict]]) -> list[str]:
     for label, _ in VARIANTS[1:]:
         lines.append(f"| {label} | " + " | ".join(
             f"{np.mean(moves.get((label, m), [math.nan])):.1%}" for m in METRICS) + " |")
-    lines += ["", "A variant's effect larger than the row's error says the assumption, not the model, may set "
+    lines += ["", "A variant with fewer requests than twice the batch cap is not run (the benchmark's steady "
+              "window, from the cap's worth of first tokens to the cap plus one unfinished, would be empty). "
+              "A variant's effect larger than the row's error says the assumption, not the model, may set "
               "that row's error; effects well below it say the row tests the model.", "", END, ""]
     return lines
 
@@ -123,24 +120,3 @@ def replace_section(text: str, new: list[str]) -> str:
     from sim.tools.validation_accel import replace_marked
 
     return replace_marked(text, new, BEGIN, END)
-
-
-def report_lines(workers: int = 2) -> list[str]:
-    from sim.tools.validation import load_points
-
-    points = sample(load_points())
-    return section(points, simulate(points, workers))
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim.tools.validation_sensitivity", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="docs/validation.md", help="report whose sensitivity section is rewritten")
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.write_text(replace_section(out.read_text() if out.exists() else "", report_lines(args.workers)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
