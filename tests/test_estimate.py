@@ -145,3 +145,12 @@ def test_pool_settings_and_length_distributions_pass_through():
     assert r["output_dist"]["kind"] == "lognormal" and r["e2e_p90_s"] > 1.5 * r["e2e_p50_s"]
     with pytest.raises(ScenarioError, match="performance.iteration_s"):
         estimate(H100, L8B, 4, 100, 10, performance={"kind": "fixed", "iteration_s": -1})
+
+
+def test_cli_json_without_validated_rows_has_null_intervals():
+    # another vendor's card has no held-out rows: no interval, and the output stays strict JSON
+    res = _dcsim("--hardware", "mi300x", "--model", L8B, "--concurrency", "4", "--prompt-tokens", "200",
+                 "--output-tokens", "50", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert out["output_tokens_per_s"] > 0 and out["output_tokens_per_s_p10_p90"] == [None, None]

@@ -129,3 +129,21 @@ def test_run_summary_carries_intervals_as_new_columns(tmp_path):
     # the new columns come after every existing one
     keys = list(s)
     assert keys.index("output_tokens_per_s_p10") > keys.index("energy_per_finished_output_token_j")
+
+
+def test_residual_rows_keep_held_out_rows_and_group_by_the_prediction():
+    point = {"id": "x", "role": "holdout", "accelerator": "h100-sxm", "model": "qwen3-8b", "tp": 1}
+    ml = [{"point": point, "error": None, "mean_batch_seqs": 40.0,
+           **{m: (1.0, 1.1, 0.1) for m in U.METRICS}},
+          {"point": {**point, "id": "y", "role": "fit"}, "error": None, "mean_batch_seqs": 40.0,
+           **{m: (1.0, 1.1, 0.1) for m in U.METRICS}}]
+    trt = [{"row": {"id": "t", "role": "holdout", "accelerator": "b200", "model": "llama-3.1-405b", "tp": 4,
+                    "output_tokens_per_s": 100.0},
+            "sim": {"output_tokens_per_s": 90.0, "mean_batch_seqs": 300.0}, "error": None, "rel": -0.1},
+           {"row": {"id": "u", "role": "holdout", "accelerator": "b200", "model": "llama-3.1-405b", "tp": 4,
+                    "output_tokens_per_s": 100.0}, "sim": {}, "error": "failed", "rel": math.nan}]
+    rows = VI.residual_rows(ml, trt)
+    assert [(r["id"], r["metric"]) for r in rows] == [("x", m) for m in U.METRICS] + [("t", "throughput")]
+    assert (rows[0]["family"], rows[0]["size_band"], rows[0]["batch_band"]) == ("hopper", "<20B", "33-256")
+    assert (rows[-1]["family"], rows[-1]["size_band"], rows[-1]["batch_band"], rows[-1]["tp"]) == \
+        ("blackwell", ">=150B", ">256", 4)

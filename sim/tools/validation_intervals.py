@@ -176,6 +176,17 @@ def section(rows: list[dict], table: dict, cov: dict) -> list[str]:
              "| metric | rows checked per split | coverage of the 80% interval |", "|---|---|---|"]
     for m in (*U.METRICS, "all"):
         lines.append(f"| {labels.get(m, 'all metrics')} | {cov[m]['rows']} | {cov[m]['coverage']:.1%} |")
+    lines += ["", "**Held-out rows, both sources** (ML.ENERGY and TensorRT-LLM), against the fidelity targets "
+              "(mean |error| <= 8% for throughput, ITL and power, <= 12% for J / token; worst row <= 25%):", "",
+              "| metric | rows | accelerators | mean abs error | worst abs error | worst row |", "|---|---|---|---|---|---|"]
+    for m in U.METRICS:
+        sub = [r for r in rows if r["metric"] == m]
+        if not sub:
+            continue
+        worst = max(sub, key=lambda r: abs(r["error"]))
+        lines.append(f"| {labels[m]} | {len(sub)} | {len({r['accelerator'] for r in sub})} | "
+                     f"{np.mean([abs(r['error']) for r in sub]):.1%} | {abs(worst['error']):.1%} | "
+                     f"{worst['id']} ({worst['error']:+.0%}) |")
     lines += ["", "Shipped intervals (error quantiles e10 / e90 per group):", "",
               "| metric | group | rows | e10 | e90 |", "|---|---|---|---|---|"]
     for m in U.METRICS:
