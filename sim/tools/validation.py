@@ -14,8 +14,9 @@ accelerators beyond NVIDIA (sim/tools/validation_accel.py), on TensorRT-LLM's ma
 throughput tables (sim/tools/validation_trtllm.py), on the prediction intervals fitted to the
 held-out errors (sim/tools/validation_intervals.py, which also rewrites the shipped
 hardware/calibration/intervals.json and residuals.csv) and on the sensitivity to the assumed
-inputs (sim/tools/validation_sensitivity.py) are appended, and each of those modules run with
-``python -m`` rewrites only its section.
+inputs (sim/tools/validation_sensitivity.py) are appended; ``python -m`` of the accelerator,
+TensorRT-LLM or interval module rewrites only its section (the interval one from the stored
+residuals, without simulating), and ``--sensitivity-only`` only the sensitivity section.
 """
 
 from __future__ import annotations
