@@ -147,3 +147,18 @@ def test_residual_rows_keep_held_out_rows_and_group_by_the_prediction():
     assert (rows[0]["family"], rows[0]["size_band"], rows[0]["batch_band"]) == ("hopper", "<20B", "33-256")
     assert (rows[-1]["family"], rows[-1]["size_band"], rows[-1]["batch_band"], rows[-1]["tp"]) == \
         ("blackwell", ">=150B", ">256", 4)
+
+
+def test_sensitivity_variants_change_one_assumed_input_each():
+    from sim.tools import validation_sensitivity as VS
+
+    points = VS.sample(load_points())
+    assert len(points) == VS.ROWS + VS.LARGE and len({p["id"] for p in points}) == len(points)
+    assert all(p["role"] == "holdout" for p in points) and max(p["concurrency"] for p in points) > 256
+    runs = VS.variants(points[:1])
+    assert len(runs) == len(VS.VARIANTS)
+    p = points[0]
+    changed = [{k for k in ("prompt_tokens", "requests", "output_dist") if q.get(k) != p.get(k)} for q in runs]
+    assert changed[0] == set() and all(len(c) == 1 for c in changed[1:])
+    assert VS.has_window(p["concurrency"] + 2, p["concurrency"]) and not VS.has_window(p["concurrency"] + 1,
+                                                                                        p["concurrency"])

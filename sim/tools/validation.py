@@ -246,7 +246,7 @@ def shape_section(rows: list[dict]) -> list[str]:
 def sensitivity_lines(workers: int) -> list[str]:
     """The section on the assumed inputs: a spread of held-out rows, each input changed alone."""
     points = VS.sample(load_points())
-    runs = [q if q["requests"] >= 2 * q["concurrency"] else {**q, "requests": 2 * q["concurrency"]}
+    runs = [q if VS.has_window(q["requests"], q["concurrency"]) else {**q, "requests": q["concurrency"] + 2}
             for q in VS.variants(points)]  # (too short a burst: reported n/a, simulated as the shortest valid one)
     return VS.section(points, VS.regroup(points, predict_all(runs, workers=workers)), METRICS)
 

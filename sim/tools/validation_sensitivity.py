@@ -30,22 +30,39 @@ VARIANTS = (
     ("fixed outputs", {"output": "fixed"}),
     ("geometric outputs", {"output": "exponential"}),
 )
-ROWS = 10  # held-out rows re-simulated (spread over the table)
+ROWS = 10  # held-out rows re-simulated (spread over the table) ...
+LARGE = 3  # ... and rows at large batch caps
 LABELS = {"throughput": "output tok/s", "itl": "median ITL", "power": "GPU power", "energy": "J / output token"}
 
 
-def sample(points: list[dict], n: int = ROWS) -> list[dict]:
-    """Up to ``n`` held-out rows of distinct configurations (model, GPUs, precision, task), each
-    at the batch cap nearest 64 (batch caps up to 256, to stay quick), spread over the table."""
+def _nearest(points: list[dict], target: int, keep) -> list[dict]:
+    """Per configuration (model, GPUs, precision, task), its held-out row kept by ``keep`` whose
+    batch cap is nearest ``target``, in table order."""
     best: dict[tuple, dict] = {}
     for p in points:
-        if p["role"] != "holdout" or p["concurrency"] > 256:
+        if p["role"] != "holdout" or not keep(p["concurrency"]):
             continue
         key = (p["model"], p["accelerator"], p["tp"], p["weight_dtype"], p["task"])
-        if key not in best or abs(math.log(p["concurrency"] / 64)) < abs(math.log(best[key]["concurrency"] / 64)):
+        if key not in best or abs(math.log(p["concurrency"] / target)) < abs(math.log(best[key]["concurrency"] / target)):
             best[key] = p
-    rows = [best[k] for k in sorted(best)]
+    return [best[k] for k in sorted(best)]
+
+
+def _spread(rows: list[dict], n: int) -> list[dict]:
     return [rows[int(i * len(rows) / n)] for i in range(min(n, len(rows)))]
+
+
+def sample(points: list[dict], n: int = ROWS, large: int = LARGE) -> list[dict]:
+    """Up to ``n`` held-out rows of distinct configurations (model, GPUs, precision, task), each
+    at the batch cap nearest 64, spread over the table, and ``large`` more at the cap nearest
+    1,024 among caps above 256 (where a call's prompt is prefilled while the most calls decode)."""
+    return _spread(_nearest(points, 64, lambda c: c <= 256), n) + \
+        _spread(_nearest(points, 1024, lambda c: c > 256), large)
+
+
+def has_window(requests: int, cap: int) -> bool:
+    """Whether a burst of ``requests`` calls under batch cap ``cap`` has a steady window."""
+    return requests > cap + 1
 
 
 def variants(points: list[dict]) -> list[dict]:
@@ -89,9 +106,9 @@ def section(points: list[dict], preds: list[list[dict]], metrics: dict) -> list[
         base = runs[0]
         name = f"{p['model']} {p['tp']}x {p['accelerator']} {p['weight_dtype']} {p['task']} cap {p['concurrency']}"
         for (label, _), r in zip(VARIANTS, runs):
-            if p["requests"] * dict(VARIANTS)[label].get("requests_scale", 1.0) < 2 * p["concurrency"]:
-                lines.append(f"| {name} | {label} | n/a: fewer requests than twice the batch cap, no steady "
-                             "window |" + " |" * (len(METRICS) - 1))
+            if not has_window(round(p["requests"] * dict(VARIANTS)[label].get("requests_scale", 1.0)), p["concurrency"]):
+                lines.append(f"| {name} | {label} | n/a: too few requests for a steady window |"
+                             + " |" * (len(METRICS) - 1))
                 continue
             if r.get("error") or base.get("error"):
                 lines.append(f"| {name} | {label} | error: {r.get('error') or base.get('error')} |" + " |" * (len(METRICS) - 1))
@@ -109,7 +126,7 @@ def section(points: list[dict], preds: list[list[dict]], metrics: dict) -> list[
     for label, _ in VARIANTS[1:]:
         lines.append(f"| {label} | " + " | ".join(
             f"{np.mean(moves.get((label, m), [math.nan])):.1%}" for m in METRICS) + " |")
-    lines += ["", "A variant with fewer requests than twice the batch cap is not run (the benchmark's steady "
+    lines += ["", "A variant with at most the batch cap plus one requests is not run (the benchmark's steady "
               "window, from the cap's worth of first tokens to the cap plus one unfinished, would be empty). "
               "A variant's effect larger than the row's error says the assumption, not the model, may set "
               "that row's error; effects well below it say the row tests the model.", "", END, ""]
