@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         from sim.tools import validation_intervals as VI  # held-out errors -> the shipped prediction intervals
 
         resid = VI.residual_rows(rows, trt)
-        table = VI.write(resid, VI.provenance())
+        prov = VI.provenance()
+        table = VI.write(resid, {**prov, "residuals_simulated": f"in this run, at {prov.get('git_commit')}"})
         text = VI.replace_section(text, VI.section(resid, table, VI.coverage(resid)))
     if args.limit is None and args.max_concurrency is None:
         text = VS.replace_section(text, sensitivity_lines(args.workers))

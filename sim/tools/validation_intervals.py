@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/validation.md", help="report whose interval section is rewritten")
     args = ap.parse_args(argv)
     rows = load_residuals()
-    table = write(rows, provenance())
+    old = json.loads(U.intervals_path().read_text()) if U.intervals_path().is_file() else {}
+    simulated = old.get("provenance", {}).get("residuals_simulated", "unknown")  # the stored rows' own run
+    table = write(rows, {**provenance(), "residuals_simulated": simulated})
     cov = coverage(rows)
     out = Path(args.out)
     out.write_text(replace_section(out.read_text() if out.exists() else "", section(rows, table, cov)))
