@@ -158,7 +158,7 @@ def _table(rows: list[dict], cols: list[str], text_cols=(), headers: dict[str, s
 
 def _metric_rows(s: dict) -> str:
     """The headline metrics of one point as metric / value rows (as ``dcsim run`` prints them)."""
-    from sim.output.headline import ECON_HEADLINE, HEADLINE, JOB_HEADLINE, SESSION_HEADLINE
+    from sim.output.headline import ECON_HEADLINE, HEADLINE, INTERVAL_NOTE, JOB_HEADLINE, SESSION_HEADLINE, interval
 
     spec = list(HEADLINE)
     if "jobs_created" in s:
@@ -169,7 +169,7 @@ def _metric_rows(s: dict) -> str:
         spec += SESSION_HEADLINE
     if "capex_usd_per_hour" in s:
         spec += ECON_HEADLINE
-    out = []
+    out, banded = [], False
     for label, keys, fmt in spec:
         keys = keys if isinstance(keys, tuple) else (keys,)
         vals = [s.get(k) for k in keys]
@@ -177,8 +177,13 @@ def _metric_rows(s: dict) -> str:
             continue
         text = " / ".join("" if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v))
                           else fmt.format(v) for v in vals)
+        band = interval(s, keys[0]) if len(keys) == 1 else None  # 80% prediction interval (docs/validation.md)
+        if band is not None:
+            text += f" [{fmt.format(band[0])} - {fmt.format(band[1])}]"
+            banded = True
         out.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(text)}</td></tr>")
-    return f'<div class="scroll"><table class="kv"><tr><th class="t">metric</th><th>value</th></tr>{"".join(out)}</table></div>'
+    note = f'<p class="note">{html.escape(INTERVAL_NOTE)}</p>' if banded else ""
+    return f'<div class="scroll"><table class="kv"><tr><th class="t">metric</th><th>value</th></tr>{"".join(out)}</table></div>' + note
 
 
 def build_report(out: str, path: str | Path | None = None) -> Path:

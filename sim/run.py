@@ -32,6 +32,7 @@ import yaml
 import sim
 from sim.output import economics
 from sim.output import storage
+from sim.models import uncertainty
 from sim.config import Scenario
 from sim.output.summary import finished_token_metrics, latency_metrics, resource_metrics
 from sim.config.sweep import point_id_of
@@ -129,6 +130,9 @@ def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: 
         storage.atomic_write_table(fs, storage.join(storage.partition_dir(base, "economics", point_id),
                                                     "part-0.parquet"), econ)
         summary.update(economics.class_summary(econ))
+    # new columns last: 80% prediction intervals of the headline figures, from the validation's held-out errors
+    llm = [(s.acc.name, s.model.params_billion) for s in world.specs if getattr(s, "model", None) is not None]
+    summary.update(uncertainty.flat(uncertainty.figure_intervals(summary, llm, summary["mean_batch_seqs"])))
     calls.close()
     steps.close()
     for table in TABLES:

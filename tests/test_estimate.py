@@ -42,6 +42,9 @@ def test_cli_json_has_every_figure_and_writes_nothing(tmp_path):
     assert (out["hardware"], out["model"], out["concurrency"], out["prompt_tokens"]) == (H100, L8B, 64, 1000)
     for k in REQUIRED[:10]:
         assert isinstance(out[k], (int, float)) and math.isfinite(out[k]) and out[k] > 0, k
+    for k in ("output_tokens_per_s", "itl_p50_s", "gpu_power_w", "energy_per_output_token_j"):
+        lo, hi = out[f"{k}_p10_p90"]  # 80% prediction interval (docs/validation.md)
+        assert 0 < lo < hi and lo < 1.5 * out[k] and hi > out[k] / 1.5, k
     assert list(tmp_path.iterdir()) == []  # in memory: no tables written
 
 
@@ -50,6 +53,7 @@ def test_cli_table_output():
                  "--output-tokens", "100")
     assert res.returncode == 0, res.stderr
     assert "output tokens/s" in res.stdout and "inter-token latency" in res.stdout and "s wall" in res.stdout
+    assert "80% prediction interval" in res.stdout
 
 
 def test_littles_law_and_energy_identity():
@@ -141,3 +145,12 @@ def test_pool_settings_and_length_distributions_pass_through():
     assert r["output_dist"]["kind"] == "lognormal" and r["e2e_p90_s"] > 1.5 * r["e2e_p50_s"]
     with pytest.raises(ScenarioError, match="performance.iteration_s"):
         estimate(H100, L8B, 4, 100, 10, performance={"kind": "fixed", "iteration_s": -1})
+
+
+def test_cli_json_without_validated_rows_has_null_intervals():
+    # another vendor's card has no held-out rows: no interval, and the output stays strict JSON
+    res = _dcsim("--hardware", "mi300x", "--model", L8B, "--concurrency", "4", "--prompt-tokens", "200",
+                 "--output-tokens", "50", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert out["output_tokens_per_s"] > 0 and out["output_tokens_per_s_p10_p90"] == [None, None]

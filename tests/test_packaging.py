@@ -76,6 +76,8 @@ def test_wheel_installed_outside_the_clone_runs_a_shipped_scenario_and_estimate(
     assert res.returncode == 0, res.stderr[-3000:]
     est = json.loads(res.stdout)
     assert est["output_tokens_per_s"] > 0 and est["kv_blocks"] > 0
+    lo, hi = est["output_tokens_per_s_p10_p90"]  # the shipped interval table travels with the wheel
+    assert 0 < lo < hi and summary[0]["output_tokens_per_s_p10"] > 0
 
     res = run("--version")
     assert res.returncode == 0 and res.stdout.strip() == "dcsim 0.1.0"

@@ -225,7 +225,8 @@ def cmd_estimate(args) -> int:
                      gpu_memory_utilization=args.gpu_memory_utilization, **opts)
     wall = time.perf_counter() - t0
     if args.json:
-        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}, indent=2))
+        nan = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # JSON has no NaN
+        print(json.dumps({k: [nan(x) for x in v] if isinstance(v, list) else nan(v) for k, v in r.items()}, indent=2))
         return 0
     where = f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
     if args.requests is not None:

@@ -9,8 +9,9 @@ where the rest are (summary.parquet). Nothing is cut with an ellipsis: a long va
 
 from __future__ import annotations
 
-from sim.output.headline import (ECON_HEADLINE, HEADLINE, HEADLINE_METRICS, JOB_HEADLINE, JOB_METRICS, P50_90_99,
-                                 SESSION_HEADLINE, SESSION_METRICS, format_value, metric_label, short_labels)
+from sim.output.headline import (ECON_HEADLINE, HEADLINE, HEADLINE_METRICS, INTERVAL_NOTE, JOB_HEADLINE, JOB_METRICS,
+                                 P50_90_99, SESSION_HEADLINE, SESSION_METRICS, format_value, interval, metric_label,
+                                 short_labels)
 
 ROWS = [  # (label, key, format)
     ("output tokens/s", "output_tokens_per_s", "{:,.0f}"),
@@ -39,17 +40,26 @@ BURST_ROWS = [  # a burst (sim/tools/burst.py) has no arrival rate; latency quan
 def print_metrics(title: str, rows: list, values: dict, footer: str) -> None:
     """A two-column rich table of ``values`` picked and formatted by ``rows``, then ``footer``."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title, show_header=False)
     t.add_column("metric", overflow="fold")
     t.add_column("value", justify="right", overflow="fold")
+    shown = False
     for label, keys, fmt in rows:
         keys = keys if isinstance(keys, tuple) else (keys,)
-        t.add_row(label, " / ".join(fmt.format(values[k]) for k in keys))
+        cell = " / ".join(fmt.format(values[k]) for k in keys)
+        band = interval(values, keys[0]) if len(keys) == 1 else None
+        if band is not None:
+            cell += escape(f" [{fmt.format(band[0])} - {fmt.format(band[1])}]")
+            shown = True
+        t.add_row(label, cell)
     console = Console()
     console.print(t)
     console.print(footer, highlight=False)
+    if shown:
+        console.print(INTERVAL_NOTE, highlight=False, markup=False)
 
 
 def print_next_step(out: str, console=None) -> None:

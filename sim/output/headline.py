@@ -127,6 +127,21 @@ METRIC_LABELS = {  # two lines at most, so columns stay as narrow as their value
 }
 
 
+def interval(values: dict, key: str) -> tuple[float, float] | None:
+    """The 80% prediction interval of figure ``key`` in ``values`` (an estimate's
+    ``<key>_p10_p90`` pair or a summary's ``<key>_p10`` / ``<key>_p90`` columns), or None."""
+    pair = values.get(f"{key}_p10_p90")
+    if pair is None and f"{key}_p10" in values:
+        pair = (values[f"{key}_p10"], values.get(f"{key}_p90"))
+    if pair is None or pair[0] is None or pair[1] is None:
+        return None
+    lo, hi = float(pair[0]), float(pair[1])
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+INTERVAL_NOTE = "[lo - hi]: 80% prediction interval from the validation's held-out errors (docs/validation.md)"
+
+
 def metric_label(key: str) -> str:
     """The sweep table's header of summary column ``key`` (the key itself where none is set)."""
     return METRIC_LABELS.get(key, key)

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from sim.output.memory import MemoryRecorder
-from sim.tools.estimate import SOURCE, itl_quantiles, validate_raw, one_class_scenario
+from sim.tools.estimate import SOURCE, itl_quantiles, validate_raw, one_class_scenario, with_intervals
 from sim.errors import ScenarioError
 from sim.output.summary import resource_metrics
 from sim.cluster.world import build
@@ -88,7 +88,7 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
     res = resource_metrics(steps, t0, t1, world.specs, world.tariff)
     ttft, e2e = first - calls["arrival_s"].to_numpy(), finish - calls["arrival_s"].to_numpy()
     q = lambda x, p: float(np.percentile(x[np.isfinite(x)], p)) if np.isfinite(x).any() else math.nan
-    return {
+    out = {
         "hardware": hardware, "model": model, "tp": tp, "pp": pp, "requests": requests, "max_num_seqs": max_num_seqs,
         "prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "weight_dtype": weight_dtype or card.weight_dtype,
         "kv_dtype": kv_dtype, "gpu_memory_utilization": gpu_memory_utilization, "seed": seed,
@@ -106,3 +106,4 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
         "devices": res["devices"], "kv_blocks": spec.kv_blocks, "kv_gib": spec.kv_gib, "weight_gib": spec.weight_gib,
         "sim_end_s": float(t_end),
     }
+    return {**out, **with_intervals(out, hardware, card)}

@@ -22,6 +22,7 @@ from sim.hardware import catalog
 from sim.config import validate
 from sim.errors import ScenarioError
 from sim.models.perf import Batch
+from sim.models.uncertainty import figure_intervals
 from sim.output.summary import overlap, latency_metrics, resource_metrics
 from sim.output.memory import MemoryRecorder
 from sim.cluster.world import build
@@ -107,7 +108,14 @@ def estimate(hardware: str, model: str, concurrency: int, prompt_tokens: int, ou
         "power": power, "gpu_memory_utilization": gpu_memory_utilization, "seed": seed, "warmup_s": warmup_s,
         "duration_s": duration_s,
     }
-    return {**inputs, **_metrics(calls, steps, world, warmup_s, duration_s), "sim_end_s": float(t_end)}
+    figures = _metrics(calls, steps, world, warmup_s, duration_s)
+    return {**inputs, **figures, **with_intervals(figures, hardware, card), "sim_end_s": float(t_end)}
+
+
+def with_intervals(figures: dict, hardware: str, card) -> dict:
+    """80% prediction intervals (``<figure>_p10_p90``) of the figures, from the validation's
+    held-out errors of similar rows (sim/models/uncertainty.py)."""
+    return figure_intervals(figures, [(hardware, card.params_billion)], figures["mean_batch_seqs"])
 
 
 def one_class_scenario(name: str, arrival: dict, hardware: str, model: str, prompt_tokens: int, output_tokens: int,

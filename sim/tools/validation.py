@@ -10,9 +10,13 @@ steady-state window in which the batch stays full), and :func:`report` tabulates
 the points used by ``dcsim calibrate`` (role ``fit``) apart from the held-out ones.
 
 Regenerate with ``python -m sim.tools.validation --out docs/validation.md``; the sections on
-accelerators beyond NVIDIA (sim/tools/validation_accel.py) and on TensorRT-LLM's max-load
-throughput tables (sim/tools/validation_trtllm.py) are appended, and ``python -m
-sim.tools.validation_accel`` / ``python -m sim.tools.validation_trtllm`` rewrite only their section.
+accelerators beyond NVIDIA (sim/tools/validation_accel.py), on TensorRT-LLM's max-load
+throughput tables (sim/tools/validation_trtllm.py), on the prediction intervals fitted to the
+held-out errors (sim/tools/validation_intervals.py, which also rewrites the shipped
+hardware/calibration/intervals.json and residuals.csv) and on the sensitivity to the assumed
+inputs (sim/tools/validation_sensitivity.py) are appended; ``python -m`` of the accelerator,
+TensorRT-LLM or interval module rewrites only its section (the interval one from the stored
+residuals, without simulating), and ``--sensitivity-only`` only the sensitivity section.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.hardware import catalog
+from sim.tools import validation_sensitivity as VS
 
 METRICS = {  # metric -> (measured column, predicted key, label)
     "throughput": ("output_tokens_per_s", "output_tokens_per_s", "output tok/s"),
@@ -89,7 +94,8 @@ def predict(point: dict, performance: dict | None = None, power: dict | None = N
         point["accelerator"], point["model"], point["requests"], point["concurrency"], point["prompt_tokens"],
         int(round(point["output_mean"])), tp=point["tp"], weight_dtype=point["weight_dtype"],
         expert_parallel=point["expert_parallel"], gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
-        output_dist=output_distribution(point["output_mean"], point["output_cv"]), performance=perf, power=power,
+        output_dist=point.get("output_dist") or output_distribution(point["output_mean"], point["output_cv"]),
+        performance=perf, power=power,
     )
 
 
@@ -115,7 +121,7 @@ def errors(points: list[dict], predictions: list[dict]) -> list[dict]:
     """Per point and metric: measured, predicted, signed relative error."""
     rows = []
     for p, pred in zip(points, predictions):
-        row = {"point": p, "error": pred.get("error")}
+        row = {"point": p, "error": pred.get("error"), "mean_batch_seqs": pred.get("mean_batch_seqs", math.nan)}
         for name, (mcol, pkey, _) in METRICS.items():
             meas, got = p[mcol], pred.get(pkey, math.nan)
             row[name] = (meas, got, got / meas - 1.0 if meas else math.nan)
@@ -237,6 +243,14 @@ def shape_section(rows: list[dict]) -> list[str]:
     return lines
 
 
+def sensitivity_lines(workers: int) -> list[str]:
+    """The section on the assumed inputs: a spread of held-out rows, each input changed alone."""
+    points = VS.sample(load_points())
+    runs = [q if VS.has_window(q["requests"], q["concurrency"]) else {**q, "requests": q["concurrency"] + 2}
+            for q in VS.variants(points)]  # (too short a burst: reported n/a, simulated as the shortest valid one)
+    return VS.section(points, VS.regroup(points, predict_all(runs, workers=workers)), METRICS)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.tools.validation", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/validation.md")
@@ -245,7 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-concurrency", type=int, default=None, help="only points with at most this batch cap")
     ap.add_argument("--skip-trtllm", action="store_true",
                     help="leave out the TensorRT-LLM section (python -m sim.tools.validation_trtllm writes only that one)")
+    ap.add_argument("--sensitivity-only", action="store_true",
+                    help="rewrite only the section on the assumed inputs of --out")
     args = ap.parse_args(argv)
+    if args.sensitivity_only:
+        out = Path(args.out)
+        out.write_text(VS.replace_section(out.read_text() if out.exists() else "", sensitivity_lines(args.workers)))
+        return 0
     points = load_points()
     if args.max_concurrency:
         points = [p for p in points if p["concurrency"] <= args.max_concurrency]
@@ -260,12 +280,22 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     text = validation_accel.replace_section(text, validation_accel.section(validation_accel.rows(),
                                                                           time.perf_counter() - t1))
+    trt = []
     if not args.skip_trtllm:
         from sim.tools import validation_trtllm  # TensorRT-LLM max-load throughput tables (its own section)
 
-        section, held = validation_trtllm.report_lines(args.workers)
+        section, held, trt = validation_trtllm.report_lines(args.workers)
         text = validation_trtllm.replace_section(text, section)
         print("trtllm holdout", f"mean {held['mean']:.1%} worst {held['worst']:.1%} (n={held['n']})")
+    if args.limit is None and args.max_concurrency is None and not args.skip_trtllm:
+        from sim.tools import validation_intervals as VI  # held-out errors -> the shipped prediction intervals
+
+        resid = VI.residual_rows(rows, trt)
+        prov = VI.provenance()
+        table = VI.write(resid, {**prov, "residuals_simulated": f"in this run, at {prov.get('git_commit')}"})
+        text = VI.replace_section(text, VI.section(resid, table, VI.coverage(resid)))
+    if args.limit is None and args.max_concurrency is None:
+        text = VS.replace_section(text, sensitivity_lines(args.workers))
     Path(args.out).write_text(text)
     for role in ("holdout", "fit"):
         s = summarize([r for r in rows if r["point"]["role"] == role])

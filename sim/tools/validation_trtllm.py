@@ -170,6 +170,7 @@ def simulate(row: dict, overrides: dict | None = None) -> dict:
     out_tokens = float(calls["generated_tokens"].to_numpy()[done].sum())
     return {"output_tokens_per_s": out_tokens / span, "span_s": span, "output_tokens": out_tokens,
             "iterations": float(it.sum()), "seq_iterations": float((it * seqs).sum()), "max_num_seqs": cap,
+            "mean_batch_seqs": float((it * seqs).sum() / it.sum()) if it.sum() > 0 else 0.0,
             "max_num_batched_tokens": tok, "bench_batch": bs, "calls_done": int(done.sum()), "calls": len(finish)}
 
 
@@ -403,13 +404,14 @@ def replace_section(text: str, new: list[str]) -> str:
     return replace_marked(text, new, BEGIN, END)
 
 
-def report_lines(workers: int = 2) -> tuple[list[str], dict]:
-    """The section and the held-out summary."""
+def report_lines(workers: int = 2) -> tuple[list[str], dict, list[dict]]:
+    """The section, the held-out summary and the per-row results."""
     t0 = time.perf_counter()
     rows = load_rows()
     results = errors(rows, simulate_all(rows, workers=workers))
     skipped = load_rows(("skipped",))
-    return section(results, skipped, time.perf_counter() - t0), summarize([x for x in results if x["row"]["role"] == "holdout"])
+    held = summarize([x for x in results if x["row"]["role"] == "holdout"])
+    return section(results, skipped, time.perf_counter() - t0), held, results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             f = fit_profile(acc, args.workers)
             print(f"{acc}: {write_profile(acc, f)}: " + ", ".join(f"{k} {f[k]:.4g}" for k in PROFILE_KEYS)
                   + f" (fit mean |error| {f['mean_abs_error']:.1%})")
-    lines, s = report_lines(args.workers)
+    lines, s, _ = report_lines(args.workers)
     out = Path(args.out)
     out.write_text(replace_section(out.read_text() if out.exists() else "", lines))
     print(f"held out: mean |error| {s['mean']:.1%}, worst {s['worst']:.1%} (n={s['n']})")
