@@ -45,6 +45,14 @@ TABLES = ("calls", "steps", "events") + tuple(k.table for k in WORKLOAD_KINDS.va
 SCHEMAS = {**{t: TRACE_SCHEMAS[t] for t in ("calls", "steps", "events")}, **{k.table: k.schema for k in WORKLOAD_KINDS.values()}}
 
 
+def written_tables(scenario: Scenario) -> tuple:
+    """The tables a run of ``scenario`` writes: the engine's, and each workload kind's unless
+    the kind writes none where no class is of it (training)."""
+    unused = {K.table for K in WORKLOAD_KINDS.values()
+              if not K.written_when_unused and not any(K.claims(c) for c in scenario.workload.classes)}
+    return tuple(t for t in TABLES if t not in unused)
+
+
 def scenario_point_id(scenario: Scenario) -> str:
     """Stable id of a scenario from its resolved configuration."""
     return point_id_of(scenario.model_dump(mode="json", exclude={"sweep"}))
@@ -72,7 +80,8 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     wall0 = time.perf_counter()
     point_id = point_id or scenario_point_id(scenario)
     fs, base = storage.open_output(out)
-    paths = {t: storage.join(storage.partition_dir(base, t, point_id), "part-0.parquet") for t in TABLES}
+    tables_written = written_tables(scenario)
+    paths = {t: storage.join(storage.partition_dir(base, t, point_id), "part-0.parquet") for t in tables_written}
     opts = scenario.trace
     recorder = Recorder({t: (fs, p) for t, p in paths.items()}, opts.row_group_rows, opts.compression, SCHEMAS)
     try:
@@ -113,7 +122,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
         summary.update(economics.class_summary(econ))
     calls.close()
     steps.close()
-    for table in TABLES:
+    for table in tables_written:
         if not getattr(opts, table, True):  # trace: {jobs: false, ...} leaves a table out
             fs.delete_file(paths[table])
     wall = time.perf_counter() - wall0
@@ -130,7 +139,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
                    "runs": sum(getattr(r, "runs", 0) for r in world.replicas)},
         "pools": [{"name": s.name, "accelerator": s.acc.name, "model": s.model.name if s.model else s.perf.card.name, "tp": s.tp, "pp": s.pp, "replicas": s.replicas,
                    "kv_blocks": s.kv_blocks, "kv_gib": s.kv_gib, "weight_gib": s.weight_gib} for s in world.specs],
-        "rows": {t: recorder.sinks[t].rows for t in TABLES},
+        "rows": {t: recorder.sinks[t].rows for t in tables_written},
     }
     storage.write_text_atomic(fs, storage.join(base, point_id, "scenario.yaml"),
                               yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))

@@ -122,6 +122,8 @@ class World:
                 raise ScenarioError(source, f"workload.classes.{c.name}.arrival.hash_tokens",
                                     f"{a.hash_tokens} is not a multiple of pool {c.pool}'s block_size "
                                     f"({self.spec_by_name[c.pool].block_size})")
+        self.lenders: dict = {}  # pool -> what lends its switched-off replicas to training jobs
+        self.t_end = None  # the run's end, once known (the kinds close their units there)
         # reasoning jobs, agent sessions, videos: one plugin per kind the scenario uses
         kinds = [K(self, [c for c in scenario.workload.classes if K.claims(c)]) for K in WORKLOAD_KINDS.values()]
         self.kinds = [k for k in kinds if k.classes]
@@ -315,6 +317,7 @@ class World:
         t_end = self.env.now if self._done.triggered else horizon
         t_end = max(t_end, max((r.clock for r in self.replicas), default=0.0))
         t_end = max(t_end, sc.duration_s)
+        self.t_end = t_end
         for r in self.replicas:
             r.finish(t_end)
         for call in list(self._in_transfer.values()):  # KV still on its way
