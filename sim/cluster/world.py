@@ -209,7 +209,10 @@ class World:
 
     def route(self, pool: str, call):
         """The router's pick among the serving replicas, or, if that replica is down, the
-        least-loaded serving replica that is up (None if every one is down)."""
+        least-loaded serving replica that is up (None if every one is down, or, when a training
+        job has them all, none serves)."""
+        if not self._serving[pool]:
+            return None
         r = self.routers[pool].pick(call)
         if getattr(r, "down_since", None) is None:
             return r
