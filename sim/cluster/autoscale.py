@@ -46,7 +46,7 @@ def pool_rate(world, pool: str, source: str) -> RateSchedule:
     feeders = {pool} | {p.name for p in sc.datacenter.pools if p.decode_pool == pool}
     knots, parts = {0.0}, []
     for c in sc.workload.classes:
-        if c.pool not in feeders:
+        if c.pool not in feeders or c.training is not None:  # (training sends no calls)
             continue
         a, key = c.arrival, f"workload.classes.{c.name}.arrival"
         if isinstance(a, C.ScheduleArrivals):

@@ -105,6 +105,32 @@ def training_metrics(training: pa.Table, t0: float, t1: float) -> dict:
     }
 
 
+def slo_attainment(calls, slos: dict, t0: float, t1: float) -> float:
+    """Share of the calls of the classes in ``slos`` (name -> Slo) arriving in [t0, t1) that
+    finished within their TTFT, TPOT and end-to-end targets (dropped, failed and unfinished
+    calls miss; the TPOT target is not checked for calls of one token): the definition of the
+    report's goodput table, for the summary row of a shared pool."""
+    cols = ["class", "status", "arrival_s", "first_token_s", "finish_s", "generated_tokens"]
+    met = n = 0
+    for part in (calls.read_row_group(i, columns=cols) for i in range(calls.num_row_groups)):
+        cls = np.asarray(part["class"].to_pylist(), dtype=object)
+        a, first, fin = (part[c].to_numpy() for c in ("arrival_s", "first_token_s", "finish_s"))
+        gen = part["generated_tokens"].to_numpy().astype(float)
+        done = np.asarray(part["status"].to_pylist(), dtype=object) == "finished"
+        keep = np.isin(cls, list(slos)) & (a >= t0) & (a < t1)
+        ok = done.copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpot = np.where(done & (gen > 1), (fin - first) / (gen - 1), np.nan)
+        for name, slo in slos.items():
+            m = cls == name
+            for target, x in ((slo.ttft_s, first - a), (slo.tpot_s, tpot), (slo.e2e_s, fin - a)):
+                if target is not None:
+                    ok &= ~(m & (x > target) & ~np.isnan(x))
+        n += int(keep.sum())
+        met += int((keep & ok).sum())
+    return met / n if n else math.nan
+
+
 def share_over_time(steps: pa.Table, training: pa.Table, pool: str, devices_per_replica: int,
                     t0: float, t1: float, bins: int = 96) -> dict:
     """Device-seconds by state in ``bins`` equal windows of [t0, t1]: ``{"t": bin starts, state:

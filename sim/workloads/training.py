@@ -19,7 +19,7 @@ from sim.errors import ScenarioError
 from sim.hardware import catalog
 from sim.models.training import DEFAULT_MFU, TrainingModel
 from sim.output.trace import TRAINING_SCHEMA
-from sim.output.training import STATES, device_time, training_metrics
+from sim.output.training import STATES, device_time, slo_attainment, training_metrics
 from sim.workloads.kind import WorkloadKind
 from sim.workloads.training_job import Lender, TrainingJob
 
@@ -163,4 +163,8 @@ class TrainingKind(WorkloadKind):
         it_j = out["training_device_energy_j"] + held_host_j
         out["training_facility_energy_j"] = world.tariff.facility_j(it_j)
         out["fleet_facility_energy_j"] = summary.get("facility_energy_j", 0.0) + out["training_facility_energy_j"]
+        shared_pools = {c.pool for c in self.classes}
+        slos = {c.name: c.slo for c in world.scenario.workload.classes
+                if c.training is None and c.pool in shared_pools and any(v is not None for v in c.slo.model_dump().values())}
+        out["inference_slo_attainment"] = slo_attainment(calls, slos, t0, t1) if slos else float("nan")
         return out
