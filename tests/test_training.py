@@ -254,3 +254,29 @@ def test_report_shows_the_fleet_share(tmp_path):
     assert "fleet-share" in planned_figures(out)
     page = build_report(out).read_text()
     assert 'id="fleet-share"' in page
+
+
+def test_shipped_scenario_demand_policy_trains_more_at_the_same_slo(tmp_path):
+    """scenarios/shared_fleet.yaml, its first hour (the full day's figures are in
+    docs/training.md): the demand-driven policy gives training at least as many tokens as the
+    static split that keeps three replicas serving, at the same inference SLO attainment."""
+    from pathlib import Path
+
+    from sim.config import load_raw
+    from sim.config.sweep import expand
+
+    path = Path(__file__).parent.parent / "scenarios" / "shared_fleet.yaml"
+    points = {}
+    for p in expand(load_raw(path), str(path)):
+        sharing = p.raw["workload"]["classes"][1]["training"]["sharing"]
+        interval = p.raw["workload"]["classes"][1]["training"]["checkpoint"]["interval_s"]
+        if sharing["kind"] != "schedule":
+            points[(sharing["kind"], sharing.get("inference_replicas"), interval)] = p.raw
+    out = {}
+    for key in (("static", 3, 3600), ("demand", None, 3600)):
+        raw = {**points[key], "duration_s": 3600.0, "drain_s": 300.0}
+        out[key[0]] = run_point(validate(raw, str(path), path.parent), str(tmp_path / key[0]), "p")
+    static, demand = out["static"], out["demand"]
+    assert static["training_tokens"] > 0
+    assert demand["training_tokens"] >= static["training_tokens"]
+    assert demand["inference_slo_attainment"] >= static["inference_slo_attainment"] - 0.005
