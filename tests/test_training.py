@@ -5,6 +5,7 @@ import glob
 import math
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -153,6 +154,11 @@ def test_every_device_second_is_accounted_for(tmp_path):
     parts = [s[f"shared_device_s_{k}"] for k in STATES]
     assert min(parts) >= 0 and all(p > 0 for p in parts)
     assert sum(parts) == pytest.approx(total, rel=1e-9)
+    # energy of the lent devices: their energy in the training table, their hosts' on top, times PUE
+    assert s["training_device_energy_j"] == pytest.approx(float(pc.sum(table("training")["energy_j"]).as_py()))
+    assert s["training_facility_energy_j"] > s["training_device_energy_j"]
+    assert s["fleet_facility_energy_j"] == pytest.approx(s["facility_energy_j"] + s["training_facility_energy_j"])
+    assert s["training_carbon_g"] > 0 and s["fleet_cost_usd"] > s["cost_usd"]
     from sim.output.training import device_time
     steps, training = table("steps"), table("training")
     for a, b in ((0.0, 3333.0), (4900.0, 5300.0), (12345.0, 19999.0)):

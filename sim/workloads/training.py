@@ -161,8 +161,19 @@ class TrainingKind(WorkloadKind):
         on = parts["total"] - parts["off"]
         out["shared_inference_share"] = (parts["inference"] + parts["idle"] - parts["idle_lent"]) / on if on > 0 else float("nan")
         it_j = out["training_device_energy_j"] + held_host_j
-        out["training_facility_energy_j"] = world.tariff.facility_j(it_j)
-        out["fleet_facility_energy_j"] = summary.get("facility_energy_j", 0.0) + out["training_facility_energy_j"]
+        tariff = world.tariff
+        out["training_facility_energy_j"] = facility = tariff.facility_j(it_j)
+        out["fleet_facility_energy_j"] = summary.get("facility_energy_j", 0.0) + facility
+        # energy and carbon of the training devices (the inference columns count devices not lent)
+        out["training_energy_cost_usd"] = tariff.energy_usd(facility)
+        out["fleet_cost_usd"] = summary.get("cost_usd", 0.0) + out["training_energy_cost_usd"]
+        a, b = np.maximum(table["start_s"].to_numpy(), t0), np.minimum(table["end_s"].to_numpy(), t1)
+        dur = table["end_s"].to_numpy() - table["start_s"].to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            e = np.where((b > a) & (dur > 0), table["energy_j"].to_numpy() * (b - a) / dur, 0.0)
+        share = e / e.sum() if e.sum() > 0 else e  # each row's part of the window's training energy
+        out["training_carbon_g"] = tariff.carbon_g_over(facility * share, (a + b) / 2) if len(e) else 0.0
+        out["fleet_carbon_g"] = summary.get("carbon_g", 0.0) + out["training_carbon_g"]
         shared_pools = {c.pool for c in self.classes}
         slos = {c.name: c.slo for c in world.scenario.workload.classes
                 if c.training is None and c.pool in shared_pools and any(v is not None for v in c.slo.model_dump().values())}
