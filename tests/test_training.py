@@ -236,7 +236,7 @@ def test_same_seed_same_training_tables_in_both_engine_modes(tmp_path):
     """Determinism: the same scenario and seed give the same training table, and the reference
     engine mode (one iteration an event) gives the same one as runs of iterations."""
     raw = shared(duration=6000.0)
-    raw["workload"]["classes"][0]["arrival"]["rate_per_s"] = 0.2
+    raw["workload"]["classes"][0]["arrival"]["rate_per_s"] = 0.05
     tables = []
     for i, mode in enumerate(("macro", "macro", "per_iteration")):
         _, table = _run({**raw, "engine_mode": mode}, tmp_path / str(i))

@@ -21,7 +21,7 @@ import math
 
 import simpy
 
-from sim.models.training import TrainingModel
+from sim.models.training import STORAGE_GB_S_PER_DEVICE, TrainingModel
 
 
 class Lender:
@@ -120,7 +120,6 @@ class TrainingJob:
 
     def _bw(self, given):
         """Aggregate storage bandwidth: as given, else Meta's per-device figure times the devices."""
-        from sim.models.training import STORAGE_GB_S_PER_DEVICE
         return given if given is not None else STORAGE_GB_S_PER_DEVICE * 1e9 * max(1, self.dp * self.g)
 
     def checkpoint_s(self) -> float:
@@ -254,7 +253,6 @@ class TrainingJob:
         self._interrupt(("fail", r))
 
     def _interrupted(self, cause: str, arg) -> None:
-        now = self.env.now
         state = self.state
         if cause == "end":
             self._cut("open")
