@@ -286,3 +286,15 @@ def test_shipped_scenario_demand_policy_trains_more_at_the_same_slo(tmp_path):
     assert static["training_tokens"] > 0
     assert demand["training_tokens"] >= static["training_tokens"]
     assert demand["inference_slo_attainment"] >= static["inference_slo_attainment"] - 0.005
+
+
+def test_replicas_inference_took_back_are_lent_again(tmp_path):
+    """Inference takes a replica from the job (which checkpoints first), serves on it, switches
+    it off again: the job gets it back, and inference can take it once more."""
+    s, table = _run(shared(faults=False, schedule=(1, 4, 1, 4)), tmp_path)
+    rows = table("training").to_pylist()
+    boots = [e["time_s"] for e in table("events").to_pylist() if e["kind"] == "boot"]
+    assert s["training_preemptions"] >= 2
+    assert sum(1 for t in boots if 5000 <= t < 6000) == 3 and sum(1 for t in boots if 15000 <= t < 16000) == 3
+    # between, inference serves on one replica: the job trains on two of the three it gave back
+    assert any(r["state"] == "train" and r["dp"] == 1 and 10000 < r["start_s"] < 15000 for r in rows)

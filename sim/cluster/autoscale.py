@@ -206,6 +206,8 @@ class Autoscaler:
             self._switch_on(r)
 
     def _switch_on(self, r) -> None:
+        if self.lender is not None:
+            self.lender.booted(r)
         r.boot()
         self.recorder.event(self.env.now, "boot", self.name, r.index, -1, f"{self.boot_s:g} s")
         if self.boot_s == 0:

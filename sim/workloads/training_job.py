@@ -108,6 +108,7 @@ class TrainingJob:
         self.trained = 0  # tokens checkpointed
         self.releasing = False  # giving replicas back to inference after this checkpoint
         self.release_at = math.nan
+        self.giving: set = set()  # replicas promised to inference, let go of when it releases
         self.wake = None
         self.counts = {"failures": 0, "preemptions": 0, "restarts": 0}
         self.done = False
@@ -217,9 +218,14 @@ class TrainingJob:
     def _give_back(self) -> None:
         """Release the replicas promised to inference; go on with the rest (a restart) or wait."""
         self.releasing = False
-        self.held = [r for r in self.held if r not in self.lender.reclaiming]
+        self._let_go()
         self._fit()
         self._restart()
+
+    def _let_go(self) -> None:
+        """Give up the replicas promised to inference (it may have switched them on already)."""
+        self.held = [r for r in self.held if r not in self.giving]
+        self.giving = set()
 
     def _stop(self) -> None:
         self.held, self.dp, self.done = [], 0, True
@@ -235,6 +241,7 @@ class TrainingJob:
     def preempt(self, r) -> float:
         """Inference takes ``r`` back: seconds until the job lets go of it."""
         now = self.env.now
+        self.giving.add(r)
         if self.releasing:
             return self.release_at - now
         self.counts["preemptions"] += 1
@@ -267,9 +274,9 @@ class TrainingJob:
             return  # (in a checkpoint already: it ends when promised)
         self._cut("lost")
         self.releasing = False
-        if cause == "fail":
+        if cause == "fail" and arg in self.held:
             self.held.remove(arg)
-        self.held = [r for r in self.held if r not in self.lender.reclaiming]
+        self._let_go()
         self._fit()
         self._restart()
 
