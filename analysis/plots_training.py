@@ -9,6 +9,7 @@ attainment. Each returns a :class:`matplotlib.figure.Figure` built without pyplo
 
 from __future__ import annotations
 
+import json
 import math
 
 import matplotlib
@@ -39,6 +40,11 @@ def point_labels(out: str) -> dict[str, str]:
         parts = []
         for k in axes:
             v = p.get(k)
+            if isinstance(v, str) and v.startswith("{"):
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    pass
             if isinstance(v, dict) and "kind" in v:  # a policy: its kind and its one number, if any
                 nums = [f"{x:g}" if isinstance(x, (int, float)) else "" for kk, x in v.items()
                         if kk != "kind" and not isinstance(x, list)]

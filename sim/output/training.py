@@ -32,24 +32,34 @@ def _inside(start: np.ndarray, end: np.ndarray, t0: float, t1: float) -> np.ndar
     return np.clip(np.minimum(end, t1) - np.maximum(start, t0), 0.0, None)
 
 
-def device_time(steps: pa.Table, training: pa.Table, pool: str, devices_per_replica: int,
-                t0: float, t1: float) -> dict:
-    """Device-seconds of ``pool`` in [t0, t1] by state (:data:`STATES`) and their ``total``
-    (from the step rows alone), and ``idle_lent``, the part of ``idle`` training holds. Raises if the training jobs held more than was switched off."""
+def _pool_arrays(steps: pa.Table, training: pa.Table, pool: str, devices_per_replica: int) -> dict:
+    """The columns :func:`device_time` needs of one pool's step and training rows, as arrays."""
     st = steps.filter(pc.equal(steps["pool"], pool))
     kind = np.asarray(st["kind"].to_pylist(), dtype=object)
-    secs = _inside(st["start_s"].to_numpy(), st["end_s"].to_numpy(), t0, t1) * devices_per_replica
-    idle_kind = np.isin(kind, ("idle", "booting"))
-    off_kind = np.isin(kind, ("off", "down"))
-    out = dict.fromkeys(STATES, 0.0)
-    out["inference"] = float(secs[~idle_kind & ~off_kind].sum())
-    out["idle"] = float(secs[idle_kind].sum())
-    off = float(secs[off_kind].sum())
     tr = training.filter(pc.equal(training["pool"], pool))
-    inside = _inside(tr["start_s"].to_numpy(), tr["end_s"].to_numpy(), t0, t1)
-    state = np.asarray(tr["state"].to_pylist(), dtype=object)
-    held = tr["devices"].to_numpy().astype(float) * inside
-    used = (tr["dp"].to_numpy() * tr["group_devices"].to_numpy()).astype(float) * inside
+    return {"pool": pool, "d": devices_per_replica, "s0": st["start_s"].to_numpy(), "s1": st["end_s"].to_numpy(),
+            "idle": np.isin(kind, ("idle", "booting")), "off": np.isin(kind, ("off", "down")),
+            "t0": tr["start_s"].to_numpy(), "t1": tr["end_s"].to_numpy(),
+            "state": np.asarray(tr["state"].to_pylist(), dtype=object), "held": tr["devices"].to_numpy().astype(float),
+            "used": (tr["dp"].to_numpy() * tr["group_devices"].to_numpy()).astype(float)}
+
+
+def device_time(steps: pa.Table, training: pa.Table, pool: str, devices_per_replica: int,
+                t0: float, t1: float, arrays: dict | None = None) -> dict:
+    """Device-seconds of ``pool`` in [t0, t1] by state (:data:`STATES`) and their ``total``
+    (from the step rows alone), and ``idle_lent``, the part of ``idle`` training holds. Raises
+    if the training jobs held more than was switched off. (``arrays``: the pool's columns, from
+    :func:`_pool_arrays`, when the same tables are cut into many windows.)"""
+    a = arrays or _pool_arrays(steps, training, pool, devices_per_replica)
+    secs = _inside(a["s0"], a["s1"], t0, t1) * a["d"]
+    out = dict.fromkeys(STATES, 0.0)
+    out["inference"] = float(secs[~a["idle"] & ~a["off"]].sum())
+    out["idle"] = float(secs[a["idle"]].sum())
+    off = float(secs[a["off"]].sum())
+    inside = _inside(a["t0"], a["t1"], t0, t1)
+    state = a["state"]
+    held = a["held"] * inside
+    used = a["used"] * inside
     is_train = state == "train"
     out["training"] = float(used[is_train].sum())
     out["idle_lent"] = float((held - used)[is_train].sum())  # (part of idle)
@@ -137,7 +147,8 @@ def share_over_time(steps: pa.Table, training: pa.Table, pool: str, devices_per_
     array}``, for the figure of the inference share of the fleet over time."""
     edges = np.linspace(t0, t1, bins + 1)
     out = {"t": edges[:-1]}
-    parts = [device_time(steps, training, pool, devices_per_replica, a, b) for a, b in zip(edges[:-1], edges[1:])]
+    arrays = _pool_arrays(steps, training, pool, devices_per_replica)
+    parts = [device_time(steps, training, pool, devices_per_replica, a, b, arrays) for a, b in zip(edges[:-1], edges[1:])]
     for s in STATES + ("idle_lent",):
         out[s] = np.array([p[s] for p in parts])
     return out
