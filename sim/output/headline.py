@@ -59,7 +59,7 @@ ECON_HEADLINE = [  # datacenter.economics (sim/models/economics.py)
 ]
 
 
-TRAINING_HEADLINE = [  # pools lending devices to training jobs (sim/workloads/training.py)
+TRAINING_HEADLINE = [  # pools lending devices to training jobs
     ("training tokens/day / lost (M)", ("training_tokens_per_day_m", "training_tokens_lost_m"), "{:,.0f}"),
     ("training lost / ckpt / restart share", ("training_lost_work_share", "training_checkpoint_share",
                                                             "training_restart_share"), "{:.1%}"),
