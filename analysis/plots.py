@@ -28,6 +28,7 @@ from analysis.figstyle import legend as _legend  # noqa: E402
 from analysis.frontier import pareto_front  # noqa: E402
 from analysis.labels import metric_label, param_label, short_names, wrap  # noqa: E402
 from analysis.plots_run import last_point, latency_cdf, latency_cdfs, timelines  # noqa: E402
+from analysis.plots_training import fleet_share, training_vs_slo  # noqa: E402
 from sim.output.headline import format_value  # noqa: E402
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "heatmap",
     "pareto_cost_latency",
     "pareto_accuracy_cost",
+    "fleet_share",
+    "training_vs_slo",
 ]
 
 

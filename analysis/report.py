@@ -82,7 +82,9 @@ def planned_figures(out: str) -> dict[str, tuple[str, dict, str]]:
     * ``latency-cdfs``: TTFT, TPOT and end-to-end CDFs per class of the last point (finished calls);
     * ``heatmap``: two swept axes with more than one value each;
     * ``pareto-cost-latency``: more than one point with calls;
-    * ``pareto-accuracy-cost``: the run has test-time-compute jobs (an ``accuracy`` summary)."""
+    * ``pareto-accuracy-cost``: the run has test-time-compute jobs (an ``accuracy`` summary);
+    * ``fleet-share`` and ``training-vs-slo`` (several points): pools lend devices to training
+      jobs (a training table)."""
     from analysis import plots as P
 
     rows = P.sweep_rows(out)
@@ -123,6 +125,14 @@ def planned_figures(out: str) -> dict[str, tuple[str, dict, str]]:
         figs["pareto-accuracy-cost"] = ("pareto_accuracy_cost", {},
                                         "Job accuracy against cost per 1k jobs of every point; red: the accuracy-vs-cost "
                                         "frontier.")
+    if M.read(out, "training") is not None:
+        figs["fleet-share"] = ("fleet_share", {},
+                               f"Devices of the pools shared with training by state over the simulated time of {which} "
+                               "(inference serving, idle or booting, training, checkpointing, restarting, off), and the "
+                               "share of the devices switched on that inference has, every point.")
+        if len(rows) > 1:
+            figs["training-vs-slo"] = ("training_vs_slo", {},
+                                       "Training tokens a day against inference SLO attainment of every point.")
     return figs
 
 

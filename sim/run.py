@@ -46,6 +46,14 @@ TABLES = ("calls", "steps", "events") + tuple(k.table for k in WORKLOAD_KINDS.va
 SCHEMAS = {**{t: TRACE_SCHEMAS[t] for t in ("calls", "steps", "events")}, **{k.table: k.schema for k in WORKLOAD_KINDS.values()}}
 
 
+def written_tables(scenario: Scenario) -> tuple:
+    """The tables a run of ``scenario`` writes: the engine's, and each workload kind's unless
+    the kind writes none where no class is of it (training)."""
+    unused = {K.table for K in WORKLOAD_KINDS.values()
+              if not K.written_when_unused and not any(K.claims(c) for c in scenario.workload.classes)}
+    return tuple(t for t in TABLES if t not in unused)
+
+
 def scenario_point_id(scenario: Scenario) -> str:
     """Stable id of a scenario from its resolved configuration."""
     return point_id_of(scenario.model_dump(mode="json", exclude={"sweep"}))
@@ -73,7 +81,7 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     wall0 = time.perf_counter()
     point_id = point_id or scenario_point_id(scenario)
     fs, base = storage.open_output(out)
-    paths = table_paths(base, point_id)
+    paths = table_paths(base, point_id, scenario)
     opts = scenario.trace
     recorder = Recorder({t: (fs, p) for t, p in paths.items()}, opts.row_group_rows, opts.compression, SCHEMAS)
     try:
@@ -87,13 +95,13 @@ def run_point(scenario: Scenario, out: str, point_id: str | None = None, source:
     engine = {"mode": scenario.engine_mode, "calls": world.calls_created, "jobs": world.units_created("job"),
               "iterations": sum(getattr(r, "iterations", 0) for r in world.replicas),
               "runs": sum(getattr(r, "runs", 0) for r in world.replicas)}
-    return write_point(scenario, fs, base, point_id, world, t_end, {t: recorder.sinks[t].rows for t in TABLES},
+    return write_point(scenario, fs, base, point_id, world, t_end, {t: recorder.sinks[t].rows for t in paths},
                        engine, wall0, time.perf_counter() - wall0)
 
 
-def table_paths(base: str, point_id: str) -> dict:
-    """Where a point's tables go: ``<base>/<table>/point_id=<id>/part-0.parquet``."""
-    return {t: storage.join(storage.partition_dir(base, t, point_id), "part-0.parquet") for t in TABLES}
+def table_paths(base: str, point_id: str, scenario: Scenario) -> dict:
+    """Where the tables a run of ``scenario`` writes go: ``<base>/<table>/point_id=<id>/part-0.parquet``."""
+    return {t: storage.join(storage.partition_dir(base, t, point_id), "part-0.parquet") for t in written_tables(scenario)}
 
 
 def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: float, rows: dict, engine: dict,
@@ -102,7 +110,7 @@ def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: 
     manifest.json); return the summary row. ``world`` gives the pools, rates and workload kinds
     and the count of calls created (checked against the calls table); ``rows`` the rows of each
     table, ``engine`` the engine's counters, ``extra`` more manifest entries."""
-    paths = table_paths(base, point_id)
+    paths = table_paths(base, point_id, scenario)
     opts = scenario.trace
     t0, t1 = scenario.warmup_s, scenario.duration_s
     # the summary reads the tables a row group at a time: its memory does not grow with run length
@@ -135,7 +143,7 @@ def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: 
     summary.update(uncertainty.flat(uncertainty.figure_intervals(summary, llm, summary["mean_batch_seqs"])))
     calls.close()
     steps.close()
-    for table in TABLES:
+    for table in paths:
         if not getattr(opts, table, True):  # trace: {jobs: false, ...} leaves a table out
             fs.delete_file(paths[table])
     wall = time.perf_counter() - wall0

@@ -143,6 +143,53 @@ SCENARIOS = {
     "scenario_is_scalar": (lambda d: "12\n", ("mapping",)),
     "scenario_empty": (lambda d: "", ("mapping",)),
 }
+
+
+def training(pool_extra=None, **spec):
+    """The chat pool autoscaled and a training class on it with ``spec`` over a valid job."""
+    def fn(raw):
+        pool(raw).update(autoscale={"policy": "queue"}, **(pool_extra or {}))
+        base = {"model": "llama-3.1-8b", "batch_tokens": 2**20, "tp": 1, "dp": 2, "restart_s": 60,
+                "checkpoint": {"interval_s": 600}}
+        for k, v in spec.items():
+            if isinstance(v, dict) and isinstance(base.get(k), dict):
+                base[k] = {**base[k], **v}
+            else:
+                base[k] = v
+        raw["workload"]["classes"].append({"name": "pretrain", "pool": "main", "arrival": {"kind": "burst", "count": 1},
+                                           "training": base})
+    return fn
+
+
+SCENARIOS.update({
+    # training jobs (issue 23)
+    "training_no_autoscale": (lambda d: sc(lambda r: (training()(r), pool(r).pop("autoscale"))), ("pool", "autoscale")),
+    "training_unknown_model": (lambda d: sc(training(model="gpt-9")), ("training.model", "gpt-9")),
+    "training_gang_too_big": (lambda d: sc(training(dp=1000)), ("training.dp", "devices")),
+    "training_degree_huge": (lambda d: sc(training(tp=2**40)), ("tp",)),
+    "training_min_dp_over_dp": (lambda d: sc(training(min_dp=3)), ("min_dp",)),
+    "training_mfu_over_1": (lambda d: sc(training(mfu=1.5)), ("mfu",)),
+    "training_mfu_nan": (lambda d: sc(training(mfu=float("nan"))), ("mfu",)),
+    "training_interval_zero": (lambda d: sc(training(checkpoint={"interval_s": 0})), ("interval_s",)),
+    "training_write_inf": (lambda d: sc(training(checkpoint={"write_gb_s": float("inf")})), ("write_gb_s",)),
+    "training_bytes_per_param_huge": (lambda d: sc(training(checkpoint={"bytes_per_param": 1e300})), ("bytes_per_param",)),
+    "training_batch_overflow": (lambda d: sc(training(batch_tokens=2**70)), ("batch_tokens",)),
+    "training_restart_negative": (lambda d: sc(training(restart_s=-1)), ("restart_s",)),
+    "training_unknown_key": (lambda d: sc(training(optimizer="adam")), ("optimizer",)),
+    "training_sharing_unknown": (lambda d: sc(training(sharing={"kind": "lottery"})), ("sharing",)),
+    "training_static_too_many": (lambda d: sc(training(sharing={"kind": "static", "inference_replicas": 3})),
+                                 ("inference_replicas", "2 replicas")),
+    "training_schedule_unsorted": (lambda d: sc(training(sharing={"kind": "schedule", "times_s": [0, 5, 3],
+                                                                  "inference_replicas": [1, 1, 1]})), ("times_s",)),
+    "training_priority_all": (lambda d: sc(training(sharing={"kind": "priority", "min_training_replicas": 2})),
+                              ("min_training_replicas",)),
+    "training_poisson_arrivals": (lambda d: sc(lambda r: (training()(r), r["workload"]["classes"][-1].update(
+        arrival={"kind": "poisson", "rate_per_s": 1.0}))), ("arrival", "burst")),
+    "training_with_prompt": (lambda d: sc(lambda r: (training()(r), r["workload"]["classes"][-1].update(
+        prompt_tokens={"kind": "fixed", "value": 5}))), ("training", "prompt_tokens")),
+    "training_two_classes_one_pool": (lambda d: sc(lambda r: (training()(r), r["workload"]["classes"].append(
+        {**r["workload"]["classes"][-1], "name": "second"}))), ("pool", "already")),
+})
 del SCENARIOS["beta_tiny"]
 SCENARIOS["beta_tiny"] = (lambda d: sc(lambda r: (chat(r).pop("output_tokens"), chat(r).update(job={
     "levels": [{"name": "x", "accuracy": 0.5, "truncated_accuracy": 0.1, "output_tokens": {"kind": "fixed", "value": 10},

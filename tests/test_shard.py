@@ -277,3 +277,11 @@ def test_a_power_budget_caps_each_shards_devices_as_in_the_whole_fleet():
         assert part.datacenter.power_budget_w is None
         for i, p in enumerate(part.datacenter.pools):
             assert resolve_pool(part, i, "<test>").power.cap_w == whole[p.name]
+
+
+def test_a_training_job_is_not_split(tmp_path, capsys):
+    """A gang-scheduled training job spans a pool's devices: a sharded run refuses it in one line."""
+    rc = main(["run", "shared_fleet", "--out", str(tmp_path / "out"), "--executor", "serial", "--shards", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and ".training" in err[0], err
+    assert not (tmp_path / "out").exists()

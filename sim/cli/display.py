@@ -10,8 +10,8 @@ where the rest are (summary.parquet). Nothing is cut with an ellipsis: a long va
 from __future__ import annotations
 
 from sim.output.headline import (ECON_HEADLINE, HEADLINE, HEADLINE_METRICS, INTERVAL_NOTE, JOB_HEADLINE, JOB_METRICS,
-                                 P50_90_99, SESSION_HEADLINE, SESSION_METRICS, format_value, interval, metric_label,
-                                 short_labels)
+                                 P50_90_99, SESSION_HEADLINE, SESSION_METRICS, TRAINING_HEADLINE, TRAINING_METRICS,
+                                 format_value, interval, metric_label, short_labels)
 
 ROWS = [  # (label, key, format)
     ("output tokens/s", "output_tokens_per_s", "{:,.0f}"),
@@ -99,6 +99,11 @@ def print_run_summary(s: dict, scenario: str, out: str, wall: float) -> None:
         rows = rows + [("KV transfer to decode mean / p99 (s)", ("kv_transfer_mean_s", "kv_transfer_p99_s"), "{:.4f}")]
     if s.get("replicas_on_mean", s.get("replicas")) != s.get("replicas"):
         rows = rows + [("replicas installed / on (mean)", ("replicas", "replicas_on_mean"), "{:.2f}")]
+    if "training_jobs" in s:
+        s = {**s, "training_tokens_per_day_m": s["training_tokens_per_day"] / 1e6,
+             "training_tokens_lost_m": s["training_tokens_lost"] / 1e6,
+             "fleet_facility_energy_kwh": s["fleet_facility_energy_j"] / 3.6e6}
+        rows = rows + TRAINING_HEADLINE
     if "capex_usd_per_hour" in s:
         rows = rows + ECON_HEADLINE
     print_metrics(f"{s['scenario']} ({scenario}) point {s['point_id']}", rows, s,
@@ -171,6 +176,8 @@ def print_sweep_summary(result, console=None, max_rows: int = 40, max_metrics: i
     swept = [c for c in result.points_table.column_names if c not in NOT_SWEPT_COLUMNS]
     columns = [c for c in result.summary_table.column_names if c != "point_id"]
     chosen = JOB_METRICS if "accuracy" in columns else (SESSION_METRICS if "sessions_created" in columns else HEADLINE_METRICS)
+    if "training_tokens_per_day" in columns:
+        chosen = TRAINING_METRICS
     metrics = [m for m in chosen if m in columns]
     if not metrics:
         numeric = [f.name for f in result.summary_table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)]

@@ -18,7 +18,7 @@ from sim.output import storage
 # What dcsim writes at the top of an output folder (sim/run.py, sim/sweep.py, sim/output/storage.py,
 # analysis/report.py); point folders (p + 12 hex digits) and atomic-write temporaries besides.
 OUTPUT_FILES = {"points.parquet", "summary.parquet", "sweep.json", "report.html"}
-OUTPUT_DIRS = {"calls", "steps", "events", "jobs", "sessions", "videos", "economics", storage.COMMITS_DIR,
+OUTPUT_DIRS = {"calls", "steps", "events", "jobs", "sessions", "videos", "training", "economics", storage.COMMITS_DIR,
                storage.FAILURES_DIR}
 _POINT_DIR = re.compile(r"p[0-9a-f]{12}")
 _TEMPORARY = re.compile(r"\..+\.tmp-[0-9a-f]{32}")

@@ -46,7 +46,7 @@ def pool_rate(world, pool: str, source: str) -> RateSchedule:
     feeders = {pool} | {p.name for p in sc.datacenter.pools if p.decode_pool == pool}
     knots, parts = {0.0}, []
     for c in sc.workload.classes:
-        if c.pool not in feeders:
+        if c.pool not in feeders or c.training is not None:  # (training sends no calls)
             continue
         a, key = c.arrival, f"workload.classes.{c.name}.arrival"
         if isinstance(a, C.ScheduleArrivals):
@@ -87,11 +87,16 @@ class Autoscaler:
         self._ttfts: list = []  # TTFTs of the calls finished since the last tick (latency policy)
         self._low_since = None  # since when the target has been below the replicas on
         self._at = {r: i for i, r in enumerate(replicas)}
+        # Training on the replicas this pool switches off (sharing policies): ``bounds(now)``
+        # gives the (low, high) replicas inference may have; ``lender`` is told of replicas
+        # switched off and gives back the ones it holds when inference needs them.
+        self.bounds = None
+        self.lender = None
 
     # ------------------------------------------------------------------ policy
     def target(self) -> int:
         """Replicas that should serve now, by the policy, within [min_replicas, replicas]."""
-        return max(self.cfg.min_replicas, min(len(self.replicas), self.demand()))
+        return self._bounded(max(self.cfg.min_replicas, min(len(self.replicas), self.demand())))
 
     def demand(self) -> int:
         """Replicas the policy asks for now (not yet clamped to the pool's bounds)."""
@@ -128,14 +133,25 @@ class Autoscaler:
             n = math.ceil(peak / cfg.capacity_rps - 1e-9)
         return n
 
+    def _bounded(self, n: int) -> int:
+        """``n`` within the sharing policy's bounds, if a training job shares the pool."""
+        if self.bounds is None:
+            return n
+        lo, hi = self.bounds(self.env.now)
+        return max(lo, min(hi, n))
+
     # ------------------------------------------------------------------ loop
     def start(self) -> None:
         """Switch off the replicas beyond the initial count and start the loop (at t=0)."""
         n = self.cfg.initial_replicas or (self.target() if self.cfg.policy in ("schedule", "rate")
                                           else self.cfg.min_replicas)
+        if self.bounds is not None:
+            n = self._bounded(n)
         for r in self.replicas[n:]:
             self.serving.remove(r)
             r.switch_off()
+        if self.lender is not None:
+            self.lender.changed()
         self.env.process(self._loop())
 
     def _loop(self):
@@ -158,16 +174,22 @@ class Autoscaler:
                     r.draining = False
                     self._serve(r)
                     continue
-                off = next((r for r in self.replicas if r.down_since is not None and r.down_kind == "off"), None)
-                if off is None:
+                off = [r for r in self.replicas if r.down_since is not None and r.down_kind == "off"]
+                if self.lender is not None:  # a replica training does not hold, else one it gives back
+                    got = self.lender.take_back(off)
+                    if got is None:
+                        break
+                    self._boot(*got)
+                    continue
+                if not off:
                     break
-                self._boot(off)
+                self._boot(off[0])
         elif n < live:
             if self._low_since is None:
                 self._low_since = now
             if now - self._low_since < self.cfg.scale_down_delay_s:
                 return
-            k = min(live - n, len(self.serving) - 1)
+            k = min(live - n, len(self.serving) - (0 if self.bounds is not None else 1))
             if k <= 0:
                 return
             self.recorder.event(now, "scale", self.name, -1, -1, f"{live} -> {live - k} ({self.cfg.policy})")
@@ -179,9 +201,18 @@ class Autoscaler:
                 self.recorder.event(now, "drain", self.name, r.index, -1, f"{r.outstanding} calls on it")
                 self._off_if_empty(r)
 
-    def _boot(self, r) -> None:
-        r.boot()
+    def _boot(self, r, delay: float = 0.0) -> None:
+        """Switch ``r`` on, after ``delay`` (a training job writing its checkpoint on it)."""
         self.booting.append(r)
+        if delay > 0:
+            self.env.timeout(delay).callbacks.append(lambda _ev: self._switch_on(r))
+        else:
+            self._switch_on(r)
+
+    def _switch_on(self, r) -> None:
+        if self.lender is not None:
+            self.lender.booted(r)
+        r.boot()
         self.recorder.event(self.env.now, "boot", self.name, r.index, -1, f"{self.boot_s:g} s")
         if self.boot_s == 0:
             self._ready(r)
@@ -205,6 +236,8 @@ class Autoscaler:
             self.draining.remove(r)
             r.switch_off()
             self.recorder.event(self.env.now, "off", self.name, r.index, -1, "")
+            if self.lender is not None:
+                self.lender.changed()
 
     # ------------------------------------------------------------------ signals
     def call_ended(self, call) -> None:

@@ -3,8 +3,10 @@
 A :class:`FaultInjector` is a SimPy process per replica of a pool with ``faults:``: it
 draws a time to failure (exponential, or Weibull with the same mean), fails the replica
 (the iteration in flight and the KV cache are lost), hands its calls to the world to retry
-elsewhere or fail, waits out an exponential repair time and puts the replica back. Every
-failure and repair is an event in the events table. :class:`Slowed` wraps a replica's
+elsewhere or fail, waits out an exponential repair time and puts the replica back. A
+replica lent to a training job fails likewise: the job's gang stops and restarts from its last
+checkpoint without it, and the replica is lent again once repaired. Every failure and repair
+is an event in the events table. :class:`Slowed` wraps a replica's
 performance model for stragglers.
 """
 
@@ -61,7 +63,14 @@ class FaultInjector:
         env, rec = self.env, self.world.recorder
         while True:
             yield env.timeout(self._time_to_failure())
-            if replica.down_since is not None:  # switched off or booting (autoscaling): nothing to lose
+            if replica.down_since is not None:  # switched off or booting (autoscaling): nothing to lose,
+                lender = self.world.lenders.get(self.pool)
+                if lender is not None and lender.holds(replica):  # unless a training job runs on it
+                    rec.event(env.now, "failure", self.pool, replica.index, -1, "training")
+                    lender.fail(replica)
+                    yield env.timeout(float(self.rng.exponential(self.faults.mttr_s)))
+                    lender.repair(replica)
+                    rec.event(env.now, "repair", self.pool, replica.index, -1, "training")
                 continue
             calls = replica.fail()
             rec.event(env.now, "failure", self.pool, replica.index, -1, f"{len(calls)} calls on it")

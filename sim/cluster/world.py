@@ -123,6 +123,8 @@ class World:
                 raise ScenarioError(source, f"workload.classes.{c.name}.arrival.hash_tokens",
                                     f"{a.hash_tokens} is not a multiple of pool {c.pool}'s block_size "
                                     f"({self.spec_by_name[c.pool].block_size})")
+        self.lenders: dict = {}  # pool -> what lends its switched-off replicas to training jobs
+        self.t_end = None  # the run's end, once known (the kinds close their units there)
         # reasoning jobs, agent sessions, videos: one plugin per kind the scenario uses
         kinds = [K(self, [c for c in scenario.workload.classes if K.claims(c)]) for K in WORKLOAD_KINDS.values()]
         self.kinds = [k for k in kinds if k.classes]
@@ -208,7 +210,10 @@ class World:
 
     def route(self, pool: str, call):
         """The router's pick among the serving replicas, or, if that replica is down, the
-        least-loaded serving replica that is up (None if every one is down)."""
+        least-loaded serving replica that is up (None if every one is down, or, when a training
+        job has them all, none serves)."""
+        if not self._serving[pool]:
+            return None
         r = self.routers[pool].pick(call)
         if getattr(r, "down_since", None) is None:
             return r
@@ -327,6 +332,7 @@ class World:
 
     def finish(self, t_end: float) -> None:
         """Close every replica at ``t_end``; calls still moving and units still open end as timed out."""
+        self.t_end = t_end
         for r in self.replicas:
             r.finish(t_end)
         for call in list(self._in_transfer.values()):  # KV still on its way

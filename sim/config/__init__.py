@@ -60,6 +60,15 @@ from sim.config.jobs import (
     JobSpec,
     verifier_pools,
 )
+from sim.config.training import (
+    Checkpoint,
+    StaticSharing,
+    ScheduleSharing,
+    DemandSharing,
+    PrioritySharing,
+    Sharing,
+    TrainingSpec,
+)
 from sim.config.workload import (
     Slo,
     Tool,
@@ -140,6 +149,13 @@ from sim.config.sweep import (
 )
 
 __all__ = [
+    "Checkpoint",
+    "StaticSharing",
+    "ScheduleSharing",
+    "DemandSharing",
+    "PrioritySharing",
+    "Sharing",
+    "TrainingSpec",
     "PosFloat",
     "NonNegFloat",
     "PosInt",

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from sim.config.base import MAX_PRIORITY, Frozen, KeyedError, NonNegFloat, PosFloat, PosInt, check_unique
-from sim.config.distributions import Arrivals, FixedTime, LengthDist, TimeDist, TraceArrivals
+from sim.config.distributions import Arrivals, BurstArrivals, FixedTime, LengthDist, TimeDist, TraceArrivals
 from sim.config.jobs import JobSpec
+from sim.config.training import TrainingSpec
 
 
 class Slo(Frozen):
@@ -109,7 +110,9 @@ class VideoSpec(Frozen):
 class WorkloadClass(Frozen):
     """A stream of independent calls (chat turns, completions) sent to one pool, or, with
     ``job``, of test-time-compute jobs whose calls go to that pool, or, with ``session``, of
-    agent sessions, or, with ``video``, of image / video generations for a diffusion pool."""
+    agent sessions, or, with ``video``, of image / video generations for a diffusion pool, or,
+    with ``training``, ``arrival.count`` training jobs started at ``start_s`` on devices the
+    pool's inference leaves (sim/config/training.py)."""
 
     name: str = Field(min_length=1)
     pool: str
@@ -123,6 +126,16 @@ class WorkloadClass(Frozen):
     job: Optional[JobSpec] = None
     session: Optional[SessionSpec] = None
     video: Optional[VideoSpec] = None
+    training: Optional[TrainingSpec] = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """Dumps leave ``training`` out where it is unset, so the resolved scenarios (and the
+        point ids hashed from them) of classes that train nothing are what they were before."""
+        out = handler(self)
+        if self.training is None and isinstance(out, dict):
+            out.pop("training", None)
+        return out
 
     @model_validator(mode="after")
     def _lengths_known(self):
@@ -130,6 +143,14 @@ class WorkloadClass(Frozen):
         if self.stop_s is not None and self.stop_s <= self.start_s:
             raise KeyedError(f"workload.classes.{self.name}.stop_s",
                               f"stop_s ({self.stop_s:g}) must be > start_s ({self.start_s:g})")
+        if self.training is not None:
+            extra = [k for k in ("job", "session", "video", "prompt_tokens", "output_tokens") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"a 'training' class runs training jobs: drop {extra}")
+            if not isinstance(self.arrival, BurstArrivals):
+                raise KeyedError(f"workload.classes.{self.name}.arrival.kind",
+                                  "a 'training' class starts its jobs at start_s: use arrival {kind: burst, count: N}")
+            return self
         if self.video is not None:
             if self.job is not None or self.session is not None or self.output_tokens is not None:
                 raise ValueError("a 'video' class sends generation requests: drop 'job', 'session' and 'output_tokens'")

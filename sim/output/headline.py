@@ -59,6 +59,18 @@ ECON_HEADLINE = [  # datacenter.economics (sim/models/economics.py)
 ]
 
 
+TRAINING_HEADLINE = [  # pools lending devices to training jobs
+    ("training tokens/day / lost (M)", ("training_tokens_per_day_m", "training_tokens_lost_m"), "{:,.0f}"),
+    ("training lost / ckpt / restart share", ("training_lost_work_share", "training_checkpoint_share",
+                                                            "training_restart_share"), "{:.1%}"),
+    ("gang wait (s) / preempted / failed", ("training_gang_wait_s", "training_preemptions",
+                                                         "training_failures"), "{:,.0f}"),
+    ("inference share on / SLO attained", ("shared_inference_share", "inference_slo_attainment"),
+     "{:.2%}"),
+    ("fleet energy (kWh) / cost ($)", ("fleet_facility_energy_kwh", "fleet_cost_usd"), "{:,.2f}"),
+]
+
+
 # Summary columns shown in the printed table when the point function returns them.
 HEADLINE_METRICS = (
     "completed_per_s",
@@ -97,6 +109,18 @@ SESSION_METRICS = (
 )
 
 
+# ... and for sweeps of pools shared with training.
+TRAINING_METRICS = (
+    "training_tokens_per_day",
+    "training_waste_share",
+    "shared_inference_share",
+    "inference_slo_attainment",
+    "ttft_p90_s",
+    "tpot_p90_s",
+    "fleet_facility_energy_j",
+    "fleet_cost_usd",
+)
+
 
 # Short column headers of the sweep table (the summary column names are long); the note under
 # the table points at summary.parquet for the full names and every other column.
@@ -124,6 +148,14 @@ METRIC_LABELS = {  # two lines at most, so columns stay as narrow as their value
     "session_kv_device_gib_s_mean": "KV GiB-s\nper session",
     "session_recomputed_tokens_mean": "recomputed\ntok/session",
     "session_energy_j_mean": "J per\nsession",
+    "training_tokens_per_day": "train tok\nper day",
+    "training_waste_share": "train\nwaste",
+    "shared_inference_share": "inference\nshare",
+    "inference_slo_attainment": "SLO\nattained",
+    "ttft_p90_s": "TTFT\np90 s",
+    "tpot_p90_s": "TPOT\np90 s",
+    "fleet_facility_energy_j": "fleet\nenergy J",
+    "fleet_cost_usd": "fleet\ncost $",
 }
 
 

@@ -160,8 +160,28 @@ VIDEOS_SCHEMA = pa.schema(
     ]
 )
 
+TRAINING_SCHEMA = pa.schema(
+    [
+        ("job_id", pa.int64()),
+        ("class", pa.string()),
+        ("pool", pa.string()),
+        ("state", pa.string()),  # train | checkpoint | restart | wait (for a gang: no devices)
+        ("status", pa.string()),  # kept (checkpointed) | lost (a failure or preemption undid it) | open (at the end) | "" (wait)
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("replicas", pa.int32()),  # the pool's replicas the job holds
+        ("devices", pa.int32()),  # their devices
+        ("dp", pa.int32()),  # data-parallel replicas running
+        ("group_devices", pa.int32()),  # devices of one data-parallel replica (tp x pp): dp x this train
+        ("steps", pa.int64()),  # optimizer steps done in the interval
+        ("tokens", pa.int64()),  # tokens trained in the interval
+        ("step_s", pa.float64()),  # seconds a step at this dp
+        ("energy_j", pa.float64()),  # device energy of the held devices over the interval
+    ]
+)
+
 SCHEMAS = {"calls": CALLS_SCHEMA, "steps": STEPS_SCHEMA, "events": EVENTS_SCHEMA, "jobs": JOBS_SCHEMA,
-           "sessions": SESSIONS_SCHEMA, "videos": VIDEOS_SCHEMA}
+           "sessions": SESSIONS_SCHEMA, "videos": VIDEOS_SCHEMA, "training": TRAINING_SCHEMA}
 
 
 # Rows a sink keeps as tuples before turning them into Arrow columns.

@@ -46,7 +46,7 @@ class ShardRunner:
         sc = shard_scenario(scenario, groups, k, source)
         fs, base = storage.open_output(tmp)
         opts = sc.trace
-        self.paths = table_paths(base, point_id)
+        self.paths = table_paths(base, point_id, sc)
         self.recorder = Recorder({t: (fs, p) for t, p in self.paths.items()}, opts.row_group_rows, opts.compression,
                                  SCHEMAS)
         self.horizon = scenario.duration_s + scenario.drain_s
@@ -206,8 +206,8 @@ def run_sharded(scenario, out: str, point_id: str | None = None, *, shards: int,
             t_end, windows, stats = _advance_all(pool, shards, window_s, horizon, scenario.duration_s, observer)
             counters = pool.call("finish", [(t_end,)] * shards)
         sim_wall = time.perf_counter() - wall0
-        paths = [table_paths(storage.join(tmp_dir, f"shard-{k}"), point_id) for k in range(shards)]
-        rows = merge_tables(fs, paths, table_paths(base, point_id), [global_replicas(scenario, g) for g in groups],
+        paths = [table_paths(storage.join(tmp_dir, f"shard-{k}"), point_id, scenario) for k in range(shards)]
+        rows = merge_tables(fs, paths, table_paths(base, point_id, scenario), [global_replicas(scenario, g) for g in groups],
                             scenario.trace)
     except BaseException:
         if pool is not None and isinstance(pool, _Local):

@@ -100,6 +100,9 @@ def check_shardable(scenario: Scenario, n: int, source: str) -> None:
         if c.arrival.kind == "closed":
             raise ScenarioError(source, f"workload.classes.{c.name}.arrival.kind",
                                 "a sharded run cannot split closed-loop clients (each waits on its own calls)")
+        if getattr(c, "training", None) is not None:
+            raise ScenarioError(source, f"workload.classes.{c.name}.training",
+                                "a sharded run cannot split a gang-scheduled training job (its devices span the shards)")
 
 
 def shard_seed(scenario: Scenario, n: int, k: int) -> int:

@@ -22,6 +22,7 @@ class WorkloadKind:
     table = ""
     schema = None  # pyarrow schema of its table's rows
     order = 100  # position among the kinds: their summary columns follow it
+    written_when_unused = True  # False: a run none of whose classes is of the kind writes no table of it
     _registry: dict = {}
 
     def __init_subclass__(cls, **kw):
