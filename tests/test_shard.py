@@ -5,16 +5,15 @@ two-node Ray cluster (one cluster start for the module)."""
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from raycluster import loopback_cluster
 
 from sim import config as C
 from sim.cli.main import main
@@ -203,32 +202,9 @@ def assert_close(sharded: dict, unsplit: dict, noise: float) -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A head (127.0.0.2) and a worker (127.0.0.3) node, 1 CPU each (as tests/test_sweep.py)."""
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
-    env = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tmp}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args=dict(node_ip_address="127.0.0.2", num_cpus=1,
-                                                                object_store_memory=100 * 2**20,
-                                                                include_dashboard=False))
-    try:
-        cluster.add_node(node_ip_address="127.0.0.3", num_cpus=1, object_store_memory=100 * 2**20)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, _node_ip_address="127.0.0.2",
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, logging_level=logging.WARNING)
+    """A head (127.0.0.2) and a worker (127.0.0.3) node, 1 CPU each, started once per module."""
+    with loopback_cluster([REPO]) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.timeout(300, method="thread")

@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from raycluster import loopback_cluster
 import yaml
 
 from sim.output import storage
@@ -282,40 +281,8 @@ def test_sweep_to_a_file_uri(tmp_path):
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A head (127.0.0.2) and a worker (127.0.0.3) node, 1 CPU each, started once per module."""
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
-    env = {"RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tmp}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import logging
-
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args=dict(node_ip_address="127.0.0.2", num_cpus=1, object_store_memory=100 * 2**20, include_dashboard=False),
-    )
-    try:
-        cluster.add_node(node_ip_address="127.0.0.3", num_cpus=1, object_store_memory=100 * 2**20)
-        cluster.wait_for_nodes()
-        # workers import sim and this module (for the stand-in point function)
-        pythonpath = os.pathsep.join([str(REPO), str(TESTS)])
-        ray.init(
-            address=cluster.address,
-            _node_ip_address="127.0.0.2",
-            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-            logging_level=logging.WARNING,
-        )
+    with loopback_cluster([REPO, TESTS]) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _alive_nodes():
