@@ -55,17 +55,18 @@ def test_array_equals_pyarrow(t):
             assert _parquet(pa.table({"c": arrow.array(tuple(vals), t)})) == _parquet(pa.table({"c": ref}))
 
 
-def test_array_refuses_what_pyarrow_refuses():
-    with pytest.raises(TypeError):
-        arrow.array([1.5, 2.0], pa.int64())
-    with pytest.raises(OverflowError):
-        arrow.array([2**31], pa.int32())
-    with pytest.raises(TypeError):
-        arrow.array([1, 0], pa.bool_())
-    with pytest.raises(TypeError):
-        arrow.array(["a", 3], pa.string())
-    with pytest.raises(TypeError):
-        arrow.array(["1.5"], pa.float64())
+def test_odd_values_get_pyarrow_own_result_or_error():
+    cases = [([1.5, 2.0], pa.int64()), ([2.0, None], pa.int64()), ([2**31], pa.int32()), ([-1], pa.uint8()),
+             ([2], pa.bool_()), (["a", 3], pa.string()), (["1.5"], pa.float64()), ([True, None], pa.float64()),
+             ([np.float64(2.5)], pa.float64()), ([np.int64(7), 3], pa.int32()), ([np.True_, False], pa.bool_())]
+    for values, t in cases:
+        try:
+            ref = pa.array(values, t)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
+            with pytest.raises(type(e)):
+                arrow.array(values, t)
+        else:
+            assert _parquet(pa.table({"c": arrow.array(values, t)})) == _parquet(pa.table({"c": ref})), values
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
