@@ -121,10 +121,10 @@ def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: 
     summary.update(latency_metrics(calls, t0, t1))
     summary.update(resource_metrics(steps, t0, t1, world.specs, world.tariff))
     summary.update(finished_token_metrics(summary, t0, t1))
-    if world.rates.configured:  # datacenter.economics: capex / facility / energy, time-of-day tariff
-        pools = economics.pool_costs(pq.read_table(paths["steps"], filesystem=fs), t0, t1, world.specs, world.rates)
-        summary.update(economics.fleet_metrics(pools, t0, t1, summary["output_tokens_per_s"] * (t1 - t0)))
     tables = _Tables(paths, fs)
+    if world.rates.configured:  # datacenter.economics: capex / facility / energy, time-of-day tariff
+        pools = economics.pool_costs(tables.table("steps"), t0, t1, world.specs, world.rates)
+        summary.update(economics.fleet_metrics(pools, t0, t1, summary["output_tokens_per_s"] * (t1 - t0)))
     kinds = [k for k in world.kinds if k.wrote_rows()]
     for kind in kinds:  # reasoning jobs, videos, agent sessions: each adds its own columns
         summary.update(kind.summarize(tables, calls, t0, t1, summary))
@@ -178,7 +178,9 @@ class _Tables:
         return pq.ParquetFile(self.paths[name], filesystem=self.fs)
 
     def table(self, name: str):
-        return pq.read_table(self.paths[name], filesystem=self.fs)
+        # one file: ParquetFile.read gives the table pq.read_table would, without importing
+        # pyarrow.dataset (which imports pandas where it is installed: ~0.5 s a run)
+        return self.file(name).read()
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,5 +1,7 @@
 """A run imports only what its scenario uses: a chat run never loads scipy (the quality model's
-curves import it at their first use), and ``dcsim --help`` loads neither the simulator nor yaml."""
+curves import it at their first use) nor pandas (installed by the test extra; pyarrow would import
+it from its converters, which sim.output.arrow avoids), and ``dcsim --help`` loads neither the
+simulator nor yaml."""
 
 import ast
 import subprocess
@@ -26,11 +28,12 @@ def _imported(tmp_path, *args) -> set:
     return set(ast.literal_eval(r.stdout.strip().splitlines()[-1]))
 
 
-def test_chat_run_does_not_import_scipy(tmp_path):
+def test_chat_run_does_not_import_scipy_or_pandas(tmp_path):
     mods = _imported(tmp_path, "run", "scenarios/vidur_reference.yaml", "--out", str(tmp_path / "out"),
                      "--set", "duration_s=5")
     assert "sim" in mods and "simpy" in mods  # it did simulate
     assert "scipy" not in mods
+    assert "pandas" not in mods  # (run_point, its summary and the tables the command line writes)
 
 
 def test_help_imports_no_simulator(tmp_path):

@@ -173,14 +173,17 @@ def _write_single_tables(out: str, summary: dict, wall: float) -> None:
     """points.parquet, summary.parquet and the commit marker of a one-point run."""
     import pyarrow as pa
 
-    from sim.output import storage
+    from sim.output import arrow, storage
 
     fs, base = storage.open_output(out)
     pid = summary["point_id"]
-    points = pa.table({"point_id": [pid], "run": [summary["run"]], "seed": [summary["seed"]], "status": ["ok"],
-                       "error": pa.array([None], pa.string()), "wall_s": [wall]})
+    # built from buffers: pyarrow's own converters would import pandas (see sim.output.arrow)
+    points = arrow.table({"point_id": [pid], "run": [summary["run"]], "seed": [summary["seed"]], "status": ["ok"],
+                          "error": [None], "wall_s": [wall]},
+                         pa.schema([("point_id", pa.string()), ("run", pa.int64()), ("seed", pa.int64()),
+                                    ("status", pa.string()), ("error", pa.string()), ("wall_s", pa.float64())]))
     storage.atomic_write_table(fs, storage.join(base, "points.parquet"), points)
-    storage.atomic_write_table(fs, storage.join(base, "summary.parquet"), pa.Table.from_pylist([summary]))
+    storage.atomic_write_table(fs, storage.join(base, "summary.parquet"), arrow.row_table(summary))
     storage.commit_marker(fs, base, pid, {"status": "ok", "summary": summary, "wall_s": wall})
 
 

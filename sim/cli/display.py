@@ -122,9 +122,7 @@ def print_economics(out: str, point_id: str) -> None:
 
     from sim.output import storage
 
-    import pyarrow.dataset as ds
-
-    rows = storage.read_table(out, "economics", filter=ds.field("point_id") == point_id).to_pylist()
+    rows = storage.read_point(out, "economics", point_id).to_pylist()
     t = Table(title="economics by class and tier (idle capacity shared by tokens run)")
     for col in ("class", "tier", "units", "revenue $", "cost $", "of which idle $", "margin $", "$/unit", "$/M out"):
         t.add_column(col, justify="left" if col in ("class", "tier") else "right")
@@ -143,9 +141,7 @@ def print_strategies(out: str, point_id: str, t0: float, t1: float) -> None:
     from sim.output import storage
     from sim.output.summary import jobs_by_strategy
 
-    import pyarrow.dataset as ds
-
-    jobs = storage.read_table(out, "jobs", filter=ds.field("point_id") == point_id)
+    jobs = storage.read_point(out, "jobs", point_id)
     rows = jobs_by_strategy(jobs, t0, t1)
     t = Table(title="jobs by strategy (attributed cost)")
     for col in ("strategy", "width", "jobs", "accuracy", "expected", "$/1k jobs", "$/right", "p50 s", "p90 s"):

@@ -36,9 +36,11 @@ Auc = Annotated[float, Field(ge=0.5, lt=1)]
 
 class Frozen(BaseModel):
     """Base of every config object: immutable, strict about unknown keys, strict about types
-    (no bool or string as a number) and finite floats only."""
+    (no bool or string as a number) and finite floats only. ``defer_build``: a model's validator is
+    built at its first use, not at import; a run validates one scenario, whose schema takes in the
+    models it nests, so most are never built on their own (~40 ms of CPU less per process)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, defer_build=True)
 
 
 def check_step_function(times: Sequence[float], values: Sequence, period: Optional[float], values_key: str) -> None:

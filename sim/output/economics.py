@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from sim.config.economics import Economics
 from sim.models.economics import J_PER_KWH, Rates
+from sim.output.arrow import mask, rows_table, to_numpy
 
 IDLE_KINDS = ("idle", "down", "off", "booting")  # steps rows of a replica doing no work
 
@@ -29,10 +30,10 @@ def pool_costs(steps: pa.Table, t0: float, t1: float, specs, rates: Rates) -> di
     facility and host energy times the share of device-seconds not busy, plus the energy of idle
     rows."""
     span = t1 - t0
-    pool = steps["pool"].to_numpy(zero_copy_only=False)
-    kind = steps["kind"].to_numpy(zero_copy_only=False)
-    start, end = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
-    energy = steps["energy_j"].to_numpy()
+    pool = to_numpy(steps["pool"])
+    kind = to_numpy(steps["kind"])
+    start, end = to_numpy(steps["start_s"]), to_numpy(steps["end_s"])
+    energy = to_numpy(steps["energy_j"])
     a, b = np.maximum(start, t0), np.minimum(end, t1)
     dur = end - start
     inside = (b > a) & (dur > 0)
@@ -132,12 +133,12 @@ UNUSED = "(unused)"
 
 
 def _col(t: pa.Table, name: str) -> np.ndarray:
-    return t[name].to_numpy(zero_copy_only=False)
+    return to_numpy(t[name])
 
 
 def _in_window(t: pa.Table, cls: str, t0: float, t1: float) -> pa.Table:
     arrival = _col(t, "arrival_s")
-    return t.filter(pa.array((_col(t, "class") == cls) & (arrival >= t0) & (arrival < t1)))
+    return t.filter(mask((_col(t, "class") == cls) & (arrival >= t0) & (arrival < t1)))
 
 
 class _Acc:
@@ -249,7 +250,7 @@ def class_table(scenario, rates: Rates, pools: dict[str, dict[str, float]], call
     if unused:
         out_rows.append(_row(UNUSED, "", _Acc(""), sum(pool_total[p] for p in unused),
                              sum(pools[p]["idle_usd"] for p in unused)))
-    return pa.Table.from_pylist(out_rows, schema=ECONOMICS_SCHEMA)
+    return rows_table(out_rows, ECONOMICS_SCHEMA)
 
 
 def _row(cls: str, tier: str, acc: _Acc, cost: float, idle: float) -> dict:

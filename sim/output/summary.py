@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sim.output.arrow import mask, to_numpy
+
 
 def _parts(table, columns: list[str]):
     """A table's parts: the table itself, or each row group of an open Parquet file (with only
@@ -49,11 +51,11 @@ def _mean(x: np.ndarray) -> float:
 def _calls_only(part: pa.Table):
     """(the part without prefill-only rows, its statuses, prefill-only rows dropped): with
     disaggregation a call has a prefill-only row beside its own row."""
-    status = part["status"].to_numpy(zero_copy_only=False)
+    status = to_numpy(part["status"])
     prefilled = status == "prefilled"
     if not prefilled.any():
         return part, status, 0
-    return part.filter(pa.array(~prefilled)), status[~prefilled], int(prefilled.sum())
+    return part.filter(mask(~prefilled)), status[~prefilled], int(prefilled.sum())
 
 
 CALL_COLUMNS = ["status", "arrival_s", "first_token_s", "finish_s", "admitted_s", "generated_tokens", "prompt_tokens",
@@ -72,7 +74,7 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
     for part in _parts(calls, CALL_COLUMNS):
         part, status, had = _calls_only(part)
         prefilled_rows += had
-        arrival = part["arrival_s"].to_numpy()
+        arrival = to_numpy(part["arrival_s"])
         rows += part.num_rows
         for s in STATUSES:
             counts[s] += int((status == s).sum())
@@ -80,10 +82,10 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
         fin = win & (status == "finished")
         measured += int(win.sum())
         a = arrival[fin]
-        first = part["first_token_s"].to_numpy()[fin]
-        finish = part["finish_s"].to_numpy()[fin]
-        admitted = part["admitted_s"].to_numpy()[fin]
-        gen = part["generated_tokens"].to_numpy()[fin]
+        first = to_numpy(part["first_token_s"])[fin]
+        finish = to_numpy(part["finish_s"])[fin]
+        admitted = to_numpy(part["admitted_s"])[fin]
+        gen = to_numpy(part["generated_tokens"])[fin]
         finished_tokens += gen.sum()
         kept["ttft"].append(first - a)
         kept["e2e"].append(finish - a)
@@ -91,11 +93,11 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
         multi = gen > 1
         kept["tpot"].append((finish[multi] - first[multi]) / (gen[multi] - 1))
         if prefilled_rows:  # (kept once a run is known to disaggregate: only then reported)
-            kept["moved"].append(part["kv_transfer_s"].to_numpy()[fin])
+            kept["moved"].append(to_numpy(part["kv_transfer_s"])[fin])
         else:
             unmoved += 1
-        prompt_sum += part["prompt_tokens"].to_numpy()[win].sum()
-        cached_sum += part["cached_tokens"].to_numpy()[win].sum()
+        prompt_sum += to_numpy(part["prompt_tokens"])[win].sum()
+        cached_sum += to_numpy(part["cached_tokens"])[win].sum()
     out = {
         "calls_created": rows,
         "calls_finished": counts["finished"],
@@ -123,9 +125,9 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
                 if len(head) == unmoved:
                     break
                 part, status, _ = _calls_only(part)
-                arrival = part["arrival_s"].to_numpy()
+                arrival = to_numpy(part["arrival_s"])
                 fin = (arrival >= t0) & (arrival < t1) & (status == "finished")
-                head.append(part["kv_transfer_s"].to_numpy()[fin])
+                head.append(to_numpy(part["kv_transfer_s"])[fin])
             kept["moved"] = head + kept["moved"]
         moved = _cat(kept["moved"])
         out["calls_prefilled"] = prefilled_rows
@@ -137,8 +139,8 @@ def latency_metrics(calls, t0: float, t1: float) -> dict:
 
 def overlap(steps: pa.Table, t0: float, t1: float) -> np.ndarray:
     """Fraction of each step row that lies inside [t0, t1]."""
-    s = steps["start_s"].to_numpy()
-    e = steps["end_s"].to_numpy()
+    s = to_numpy(steps["start_s"])
+    e = to_numpy(steps["end_s"])
     dur = e - s
     inside = np.clip(np.minimum(e, t1) - np.maximum(s, t0), 0.0, None)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -161,7 +163,7 @@ def _device_carbon(steps: pa.Table, device_j: np.ndarray, t0: float, t1: float, 
     intensity of its midpoint (0 without an intensity schedule: see :func:`_carbon`)."""
     if tariff.schedule is None:
         return 0.0
-    start, end = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
+    start, end = to_numpy(steps["start_s"]), to_numpy(steps["end_s"])
     mid = (np.maximum(start, t0) + np.minimum(end, t1)) / 2
     return tariff.carbon_g_over(tariff.facility_j(device_j), mid)
 
@@ -194,22 +196,22 @@ def resource_metrics(steps, t0: float, t1: float, pools: list, tariff) -> dict:
     off_device_s: dict = {}
     for part in _parts(steps, STEP_COLUMNS):
         f = overlap(part, t0, t1)
-        kind = part["kind"].to_numpy(zero_copy_only=False)
+        kind = to_numpy(part["kind"])
         busy_kind = ~np.isin(kind, ("idle", "down", "off", "booting"))
-        dur = (part["end_s"].to_numpy() - part["start_s"].to_numpy()) * f
-        out_tok += float((part["output_tokens"].to_numpy() * f).sum())
-        prefill_tok += float((part["prefill_tokens"].to_numpy() * f).sum())
-        part_j = part["energy_j"].to_numpy() * f
+        dur = (to_numpy(part["end_s"]) - to_numpy(part["start_s"])) * f
+        out_tok += float((to_numpy(part["output_tokens"]) * f).sum())
+        prefill_tok += float((to_numpy(part["prefill_tokens"]) * f).sum())
+        part_j = to_numpy(part["energy_j"]) * f
         device_j += float(part_j.sum())
         device_carbon += _device_carbon(part, part_j, t0, t1, tariff)
         busy_s += float(dur[busy_kind].sum())
-        seq_s += float((part["batch_seqs"].to_numpy() * dur)[busy_kind].sum())
+        seq_s += float((to_numpy(part["batch_seqs"]) * dur)[busy_kind].sum())
         down_s += float(dur[kind == "down"].sum())
         # hosts draw power except while their replica is switched off (autoscaling)
         off = kind == "off"
         off_s += float(dur[off].sum())
         if off.any():
-            pool_col = part["pool"].to_numpy(zero_copy_only=False)
+            pool_col = to_numpy(part["pool"])
             for p in pools:
                 off_device_s[p.name] = off_device_s.get(p.name, 0.0) \
                     + float(dur[off & (pool_col == p.name)].sum()) * p.devices_per_replica
@@ -271,20 +273,20 @@ def job_metrics(jobs, t0: float, t1: float, cost_usd: float, facility_j: float) 
     latency, expected, output = [], [], []
     cost_attr = energy_attr = 0.0
     for part in _parts(jobs, JOB_COLUMNS):
-        arrival = part["arrival_s"].to_numpy()
-        status = part["status"].to_numpy(zero_copy_only=False)
+        arrival = to_numpy(part["arrival_s"])
+        status = to_numpy(part["status"])
         rows += part.num_rows
         for s in counts:
             counts[s] += int((status == s).sum())
         win = (arrival >= t0) & (arrival < t1)
         fin = win & (status == "finished")
-        correct = part["correct"].to_numpy(zero_copy_only=False)[win]
+        correct = to_numpy(part["correct"])[win]
         n, right, finished_measured = n + int(win.sum()), right + int(correct.sum()), finished_measured + int(fin.sum())
-        latency.append(part["latency_s"].to_numpy()[fin])
-        expected.append(part["expected_accuracy"].to_numpy()[win])
-        output.append(part["output_tokens"].to_numpy()[win])
-        cost_attr += float(part["cost_usd"].to_numpy()[win].sum())
-        energy_attr += float(part["energy_j"].to_numpy()[win].sum())
+        latency.append(to_numpy(part["latency_s"])[fin])
+        expected.append(to_numpy(part["expected_accuracy"])[win])
+        output.append(to_numpy(part["output_tokens"])[win])
+        cost_attr += float(to_numpy(part["cost_usd"])[win].sum())
+        energy_attr += float(to_numpy(part["energy_j"])[win].sum())
     latency = _cat(latency)
     out = {
         "jobs_created": rows,
@@ -313,23 +315,23 @@ def jobs_by_strategy(jobs: pa.Table, t0: float, t1: float) -> list[dict]:
     """Per strategy (and width) of the jobs that arrived in [t0, t1): jobs, accuracy,
     expected accuracy, attributed cost per job and per right answer, energy per right
     answer, latency percentiles."""
-    arrival = jobs["arrival_s"].to_numpy()
+    arrival = to_numpy(jobs["arrival_s"])
     win = (arrival >= t0) & (arrival < t1)
-    t = jobs.filter(pa.array(win))
-    strategy = t["strategy"].to_numpy(zero_copy_only=False)
-    width = t["width"].to_numpy()
+    t = jobs.filter(mask(win))
+    strategy = to_numpy(t["strategy"])
+    width = to_numpy(t["width"])
     rows = []
     for s, w in sorted(set(zip(strategy.tolist(), width.tolist()))):
         m = (strategy == s) & (width == w)
-        right = t["correct"].to_numpy(zero_copy_only=False)[m]
-        fin = m & (t["status"].to_numpy(zero_copy_only=False) == "finished")
-        lat = t["latency_s"].to_numpy()[fin]
-        cost = float(t["cost_usd"].to_numpy()[m].sum())
-        energy = float(t["energy_j"].to_numpy()[m].sum())
+        right = to_numpy(t["correct"])[m]
+        fin = m & (to_numpy(t["status"]) == "finished")
+        lat = to_numpy(t["latency_s"])[fin]
+        cost = float(to_numpy(t["cost_usd"])[m].sum())
+        energy = float(to_numpy(t["energy_j"])[m].sum())
         k = int(right.sum())
         rows.append({
             "strategy": s, "width": int(w), "jobs": int(m.sum()), "accuracy": float(right.mean()),
-            "expected_accuracy": float(t["expected_accuracy"].to_numpy()[m].mean()),
+            "expected_accuracy": float(to_numpy(t["expected_accuracy"])[m].mean()),
             "usd_per_1k_jobs": 1000 * cost / int(m.sum()), "usd_per_correct": cost / k if k else math.nan,
             "device_energy_per_correct_j": energy / k if k else math.nan,
             "latency_p50_s": _pct(lat, 50), "latency_p90_s": _pct(lat, 90), "latency_p99_s": _pct(lat, 99),
@@ -341,18 +343,18 @@ def session_metrics(sessions: pa.Table, calls, t0: float, t1: float) -> dict:
     """Agent sessions that arrived in [t0, t1): counts, end-to-end time, per-turn TTFT (from
     their calls, a table or an open Parquet file), KV held, recomputation, energy and cost per
     session."""
-    arrival = sessions["arrival_s"].to_numpy()
-    status = sessions["status"].to_numpy(zero_copy_only=False)
+    arrival = to_numpy(sessions["arrival_s"])
+    status = to_numpy(sessions["status"])
     win = (arrival >= t0) & (arrival < t1)
     fin = win & (status == "finished")
-    col = lambda name, m=win: sessions[name].to_numpy()[m]
+    col = lambda name, m=win: to_numpy(sessions[name])[m]
     e2e = col("e2e_s", fin)
-    measured = list(set(sessions["session_id"].to_numpy()[win].tolist()))
+    measured = list(set(to_numpy(sessions["session_id"])[win].tolist()))
     ttft = []
     for part in _parts(calls, ["session_id", "status", "first_token_s", "arrival_s"]):
-        turn = np.isin(part["session_id"].to_numpy(), measured) \
-            & (part["status"].to_numpy(zero_copy_only=False) == "finished")
-        ttft.append(part["first_token_s"].to_numpy()[turn] - part["arrival_s"].to_numpy()[turn])
+        turn = np.isin(to_numpy(part["session_id"]), measured) \
+            & (to_numpy(part["status"]) == "finished")
+        ttft.append(to_numpy(part["first_token_s"])[turn] - to_numpy(part["arrival_s"])[turn])
     ttft = _cat(ttft)
     n = int(win.sum())
     out = {
@@ -381,23 +383,23 @@ def session_metrics(sessions: pa.Table, calls, t0: float, t1: float) -> dict:
 def video_metrics(videos: pa.Table, t0: float, t1: float) -> dict:
     """Image / video requests that arrived in [t0, t1), per class (``video_<class>_...``):
     counts, latency, batch, energy and cost per request (attributed shares of their batches)."""
-    arrival = videos["arrival_s"].to_numpy()
-    status = videos["status"].to_numpy(zero_copy_only=False)
-    cls = videos["class"].to_numpy(zero_copy_only=False)
+    arrival = to_numpy(videos["arrival_s"])
+    status = to_numpy(videos["status"])
+    cls = to_numpy(videos["class"])
     win = (arrival >= t0) & (arrival < t1)
     out = {"videos_created": videos.num_rows, "videos_finished": int((status == "finished").sum()),
            "videos_measured": int(win.sum())}
     for name in sorted(set(cls.tolist())):
         fin = win & (status == "finished") & (cls == name)
-        lat = videos["latency_s"].to_numpy()[fin]
+        lat = to_numpy(videos["latency_s"])[fin]
         p = f"video_{name}_"
         out.update({
             p + "per_s": int(fin.sum()) / (t1 - t0),
             p + "latency_p50_s": _pct(lat, 50),
             p + "latency_p90_s": _pct(lat, 90),
             p + "latency_p99_s": _pct(lat, 99),
-            p + "batch_mean": _mean(videos["batch"].to_numpy()[fin]),
-            p + "energy_j_mean": _mean(videos["energy_j"].to_numpy()[fin]),
-            p + "cost_usd_mean": _mean(videos["cost_usd"].to_numpy()[fin]),
+            p + "batch_mean": _mean(to_numpy(videos["batch"])[fin]),
+            p + "energy_j_mean": _mean(to_numpy(videos["energy_j"])[fin]),
+            p + "cost_usd_mean": _mean(to_numpy(videos["cost_usd"])[fin]),
         })
     return out

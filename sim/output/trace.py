@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from sim.output import storage
+from sim.output import arrow, storage
 
 CALLS_SCHEMA = pa.schema(
     [
@@ -221,7 +221,7 @@ class TableSink:
         rows = self._rows
         if not rows:
             return
-        self._chunks.append(pa.record_batch([pa.array(c, type=f.type) for c, f in zip(zip(*rows), self.schema)],
+        self._chunks.append(pa.record_batch([arrow.array(c, f.type) for c, f in zip(zip(*rows), self.schema)],
                                             schema=self.schema))
         self._chunked += len(rows)
         self._rows = []
