@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from sim.output.arrow import mask, to_numpy
 
 STATES = ("inference", "idle", "training", "checkpoint", "restart", "off")
 DAY_S = 86400.0
@@ -34,14 +35,14 @@ def _inside(start: np.ndarray, end: np.ndarray, t0: float, t1: float) -> np.ndar
 
 def _pool_arrays(steps: pa.Table, training: pa.Table, pool: str, devices_per_replica: int) -> dict:
     """The columns :func:`device_time` needs of one pool's step and training rows, as arrays."""
-    st = steps.filter(pc.equal(steps["pool"], pool))
+    st = steps.filter(mask(to_numpy(steps["pool"]) == pool))
     kind = np.asarray(st["kind"].to_pylist(), dtype=object)
-    tr = training.filter(pc.equal(training["pool"], pool))
-    return {"pool": pool, "d": devices_per_replica, "s0": st["start_s"].to_numpy(), "s1": st["end_s"].to_numpy(),
+    tr = training.filter(mask(to_numpy(training["pool"]) == pool))
+    return {"pool": pool, "d": devices_per_replica, "s0": to_numpy(st["start_s"]), "s1": to_numpy(st["end_s"]),
             "idle": np.isin(kind, ("idle", "booting")), "off": np.isin(kind, ("off", "down")),
-            "t0": tr["start_s"].to_numpy(), "t1": tr["end_s"].to_numpy(),
-            "state": np.asarray(tr["state"].to_pylist(), dtype=object), "held": tr["devices"].to_numpy().astype(float),
-            "used": (tr["dp"].to_numpy() * tr["group_devices"].to_numpy()).astype(float)}
+            "t0": to_numpy(tr["start_s"]), "t1": to_numpy(tr["end_s"]),
+            "state": np.asarray(tr["state"].to_pylist(), dtype=object), "held": to_numpy(tr["devices"]).astype(float),
+            "used": (to_numpy(tr["dp"]) * to_numpy(tr["group_devices"])).astype(float)}
 
 
 def device_time(steps: pa.Table, training: pa.Table, pool: str, devices_per_replica: int,
@@ -79,16 +80,16 @@ def training_metrics(training: pa.Table, t0: float, t1: float) -> dict:
     not yet checkpointed when the run ended), tokens lost, and the shares of the jobs'
     device-time lost to re-done work, checkpoints and restarts; seconds waiting for a gang."""
     span = t1 - t0
-    start, end = training["start_s"].to_numpy(), training["end_s"].to_numpy()
+    start, end = to_numpy(training["start_s"]), to_numpy(training["end_s"])
     dur = end - start
     inside = _inside(start, end, t0, t1)
     with np.errstate(invalid="ignore", divide="ignore"):
         f = np.where(dur > 0, inside / dur, (start >= t0) & (start < t1))
     state = np.asarray(training["state"].to_pylist(), dtype=object)
     status = np.asarray(training["status"].to_pylist(), dtype=object)
-    tokens = training["tokens"].to_numpy() * f
-    steps = training["steps"].to_numpy() * f
-    held = training["devices"].to_numpy() * inside
+    tokens = to_numpy(training["tokens"]) * f
+    steps = to_numpy(training["steps"]) * f
+    held = to_numpy(training["devices"]) * inside
     train = state == "train"
     kept_tokens = float(tokens[train & (status == "kept")].sum())
     open_tokens = float(tokens[train & (status == "open")].sum())
@@ -111,7 +112,7 @@ def training_metrics(training: pa.Table, t0: float, t1: float) -> dict:
         # what Young/Daly call the waste: checkpoints, work done again, restarts
         "training_waste_share": share(lost_s + ckpt_s + restart_s),
         "training_gang_wait_s": float(inside[state == "wait"].sum()),
-        "training_device_energy_j": float((training["energy_j"].to_numpy() * f).sum()),
+        "training_device_energy_j": float((to_numpy(training["energy_j"]) * f).sum()),
     }
 
 
@@ -124,8 +125,8 @@ def slo_attainment(calls, slos: dict, t0: float, t1: float) -> float:
     met = n = 0
     for part in (calls.read_row_group(i, columns=cols) for i in range(calls.num_row_groups)):
         cls = np.asarray(part["class"].to_pylist(), dtype=object)
-        a, first, fin = (part[c].to_numpy() for c in ("arrival_s", "first_token_s", "finish_s"))
-        gen = part["generated_tokens"].to_numpy().astype(float)
+        a, first, fin = (to_numpy(part[c]) for c in ("arrival_s", "first_token_s", "finish_s"))
+        gen = to_numpy(part["generated_tokens"]).astype(float)
         done = np.asarray(part["status"].to_pylist(), dtype=object) == "finished"
         keep = np.isin(cls, list(slos)) & (a >= t0) & (a < t1)
         ok = done.copy()

@@ -18,6 +18,7 @@ from sim.config.base import step_at
 from sim.errors import ScenarioError
 from sim.hardware import catalog
 from sim.models.training import DEFAULT_MFU, TrainingModel
+from sim.output.arrow import to_numpy
 from sim.output.trace import TRAINING_SCHEMA
 from sim.output.training import STATES, device_time, slo_attainment, training_metrics
 from sim.workloads.kind import WorkloadKind
@@ -167,10 +168,10 @@ class TrainingKind(WorkloadKind):
         # energy and carbon of the training devices (the inference columns count devices not lent)
         out["training_energy_cost_usd"] = tariff.energy_usd(facility)
         out["fleet_cost_usd"] = summary.get("cost_usd", 0.0) + out["training_energy_cost_usd"]
-        a, b = np.maximum(table["start_s"].to_numpy(), t0), np.minimum(table["end_s"].to_numpy(), t1)
-        dur = table["end_s"].to_numpy() - table["start_s"].to_numpy()
+        a, b = np.maximum(to_numpy(table["start_s"]), t0), np.minimum(to_numpy(table["end_s"]), t1)
+        dur = to_numpy(table["end_s"]) - to_numpy(table["start_s"])
         with np.errstate(invalid="ignore", divide="ignore"):
-            e = np.where((b > a) & (dur > 0), table["energy_j"].to_numpy() * (b - a) / dur, 0.0)
+            e = np.where((b > a) & (dur > 0), to_numpy(table["energy_j"]) * (b - a) / dur, 0.0)
         share = e / e.sum() if e.sum() > 0 else e  # each row's part of the window's training energy
         out["training_carbon_g"] = tariff.carbon_g_over(facility * share, (a + b) / 2) if len(e) else 0.0
         out["fleet_carbon_g"] = summary.get("carbon_g", 0.0) + out["training_carbon_g"]
