@@ -57,7 +57,7 @@ class Scenario(Frozen):
     workload: Workload
     trace: TraceOptions = TraceOptions()
     sweep: Optional[SweepSpec] = None
-    # the search of `dcsim plan`, which validates it; run and sweep ignore it
+    # a capacity plan's search space and bounds (validated by the planner); runs and sweeps ignore it
     plan: Optional[dict[str, Any]] = Field(default=None, exclude=True)  # (not in dumps: point ids unchanged)
 
     _base_dir: str = PrivateAttr(default=".")

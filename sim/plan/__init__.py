@@ -1,4 +1,4 @@
-"""Capacity planning: ``dcsim plan`` searches a scenario's ``plan:`` space on Ray Tune for the
+"""Capacity planning: the plan command searches a scenario's ``plan:`` space on Ray Tune for the
 cheapest configuration that meets its constraints (docs/planning.md).
 
 Layer: above :mod:`sim.sweep` and :mod:`sim.tools` (it runs points as a sweep does and sizes

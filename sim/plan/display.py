@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sim.plan import metrics
+import sim.plan.metrics as metrics
 from sim.plan.driver import PlanResult
 
 __all__ = ["print_plan"]

@@ -1,6 +1,6 @@
-"""``dcsim plan``: search a scenario's ``plan:`` space on Ray Tune and write what it found.
+"""The plan command's driver: search a scenario's ``plan:`` space on Ray Tune and write what it found.
 
-Layout of ``--out`` (a sweep's, so ``dcsim report`` and :mod:`analysis` read a plan as a sweep)::
+Layout of ``--out`` (a sweep's, so the report and :mod:`analysis` read a plan as a sweep)::
 
     points.parquet        one row per full-horizon simulation (trials, then the sensitivity
                           runs): point_id, the plan's axes, load_scale, run, seed, status, ...
@@ -34,8 +34,8 @@ import pyarrow as pa
 from sim.config.sweep import Point, canonical_json, point_id_of
 from sim.errors import ScenarioError
 from sim.output import storage
-from sim.plan import frontier as F
-from sim.plan import metrics
+import sim.plan.frontier as F
+import sim.plan.metrics as metrics
 from sim.plan.space import Space, scale_load
 from sim.plan.spec import PlanSpec, parse_plan
 from sim.plan.trial import TrialContext, plan_point, trainable

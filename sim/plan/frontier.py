@@ -14,14 +14,14 @@ import math
 import pyarrow as pa
 
 from sim.config.sweep import canonical_json
-from sim.plan import metrics
+from sim.plan.metrics import check, metric_value
 from sim.plan.spec import Objective, PlanSpec
 
 __all__ = ["pareto", "frontiers", "recommend", "sensitivity_line", "trials_table"]
 
 
 def _key(row: dict, axis: Objective) -> float:
-    v = metrics.metric_value(row, axis.metric)
+    v = metric_value(row, axis.metric)
     if math.isnan(v):
         return math.inf
     v = float(f"{v:.12g}")  # equal up to summation order (the same questions' mean accuracy) ties
@@ -42,7 +42,7 @@ def pareto(rows: list[dict], axes: list[Objective]) -> list[dict]:
 
 
 def feasible(spec: PlanSpec, trials: list[dict]) -> list[dict]:
-    return [t for t in trials if t["stage"] == "full" and metrics.check(spec, t["row"])["feasible"]]
+    return [t for t in trials if t["stage"] == "full" and check(spec, t["row"])["feasible"]]
 
 
 def frontiers(spec: PlanSpec, trials: list[dict]) -> dict[str, tuple[list[Objective], list[dict]]]:
@@ -52,7 +52,7 @@ def frontiers(spec: PlanSpec, trials: list[dict]) -> dict[str, tuple[list[Object
     out = {"cost": (spec.frontier_axes, pareto(ok, spec.frontier_axes))}
     named = [a.metric for a in [spec.objective, *spec.frontier_axes]]
     acc = "expected_accuracy" if "expected_accuracy" in named else "accuracy"
-    if any(not math.isnan(metrics.metric_value(t["row"], acc)) for t in ok):
+    if any(not math.isnan(metric_value(t["row"], acc)) for t in ok):
         cost = next((a for a in [spec.objective, *spec.frontier_axes] if a.goal == "min"), None)
         axes = [a for a in (cost, Objective(metric=acc, goal="max")) if a is not None]
         out["accuracy"] = (axes, pareto(ok, axes))
@@ -80,7 +80,7 @@ def sensitivity_line(spec: PlanSpec, rec: dict, top: list[dict], at: dict[float,
     lines = []
     obj = spec.objective.metric
     for f, rows in sorted(at.items()):
-        checks = [metrics.check(spec, r) for r in rows]
+        checks = [check(spec, r) for r in rows]
         rec_i = next(i for i, t in enumerate(top) if t["index"] == rec["index"])
         still = checks[rec_i]["feasible"]
         worst = min(checks[rec_i]["margins"].items(), key=lambda kv: kv[1]) if checks[rec_i]["margins"] else None
@@ -92,10 +92,10 @@ def sensitivity_line(spec: PlanSpec, rec: dict, top: list[dict], at: dict[float,
         if best is None:
             tail = f"; none of the top {len(top)} candidates meets them at this load"
         elif best == rec_i:
-            tail = f" and stays the best of the top {len(top)} ({obj} {metrics.metric_value(rows[best], obj):.4g})"
+            tail = f" and stays the best of the top {len(top)} ({obj} {metric_value(rows[best], obj):.4g})"
         else:
             tail = (f"; the best of the top {len(top)} becomes {_describe(top[best]['params'])} "
-                    f"({obj} {metrics.metric_value(rows[best], obj):.4g})")
+                    f"({obj} {metric_value(rows[best], obj):.4g})")
         lines.append(head + tail)
     return lines
 
@@ -112,11 +112,11 @@ def trials_table(spec: PlanSpec, paths: list[str], trials: list[dict]) -> pa.Tab
     cols["stage"] = pa.array([t["stage"] for t in trials], pa.string())
     cols["reason"] = pa.array([t.get("reason") or None for t in trials], pa.string())
     cols["simulations"] = pa.array([t.get("simulations", 0) for t in trials], pa.int64())
-    checks = [metrics.check(spec, t.get("row") or {}) if t["stage"] in ("full", "stopped") else None for t in trials]
+    checks = [check(spec, t.get("row") or {}) if t["stage"] in ("full", "stopped") else None for t in trials]
     cols["feasible"] = pa.array([bool(c and c["feasible"] and t["stage"] == "full") for c, t in zip(checks, trials)])
     names = list(dict.fromkeys([spec.objective.metric] + [a.metric for a in spec.frontier_axes]))
     for name in names:
-        cols[name] = pa.array([metrics.metric_value(t.get("row") or {}, name) for t in trials], pa.float64())
+        cols[name] = pa.array([metric_value(t.get("row") or {}, name) for t in trials], pa.float64())
     for c in spec.constraints:
         cols[f"margin:{c.label}"] = pa.array([ch["margins"][c.label] if ch else None for ch in checks], pa.float64())
     return pa.table(cols)

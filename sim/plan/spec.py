@@ -1,4 +1,4 @@
-"""The ``plan:`` section of a scenario: what ``dcsim plan`` may change, what must hold, what to minimize.
+"""The ``plan:`` section of a scenario: what a plan may change, what must hold, what to minimize.
 
 ::
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from sim.output import storage
-from sim.plan import metrics
+from sim.plan.metrics import INFEASIBLE_SCORE, check, class_metrics, metric_value, score
 from sim.plan.space import Space
 
 __all__ = ["TrialContext", "plan_point", "shortened", "hopeless", "trainable"]
@@ -49,7 +49,7 @@ def plan_point(scenario, out: str, point_id: str, classes: tuple = (), slos: dic
         scenario = scenario.model_copy(update={"trace": scenario.trace.model_copy(update={"calls": True})})
     row = run_point(scenario, out, point_id)
     if classes:
-        row.update(metrics.class_metrics(calls, fs, list(classes), slos or {}, scenario.warmup_s, scenario.duration_s))
+        row.update(class_metrics(calls, fs, list(classes), slos or {}, scenario.warmup_s, scenario.duration_s))
         if not keep_calls:
             fs.delete_file(calls)
     if row.get("usd_per_correct") is not None:
@@ -86,11 +86,11 @@ class TrialContext:
         row = record.get("summary") or {}
         spec = self.spec
         if record["status"] != "ok":
-            return {"stage": stage, "score": metrics.INFEASIBLE_SCORE / 100, "objective": math.nan, "feasible": False,
+            return {"stage": stage, "score": INFEASIBLE_SCORE / 100, "objective": math.nan, "feasible": False,
                     "point_id": record["point_id"], "status": "failed"}
-        chk = metrics.check(spec, row)
-        obj = metrics.metric_value(row, spec.objective.metric)
-        return {"stage": stage, "score": metrics.score(spec, row), "feasible": chk["feasible"],
+        chk = check(spec, row)
+        obj = metric_value(row, spec.objective.metric)
+        return {"stage": stage, "score": score(spec, row), "feasible": chk["feasible"],
                 "objective": obj if spec.objective.goal == "min" else -obj, "point_id": record["point_id"],
                 "status": "ok"}
 
@@ -99,7 +99,7 @@ def hopeless(spec, row: dict, objective: float, best: float) -> str | None:
     """Why a short-horizon result is hopeless (None if it is not)."""
     rule = spec.search.early_stop
     for c in spec.constraints:
-        v = metrics.metric_value(row, c.label)
+        v = metric_value(row, c.label)
         if c.max is not None and c.max > 0 and v > rule.slo_factor * c.max:
             return f"{c.label} = {v:.3g} > {rule.slo_factor:g} x {c.max:g} on the short horizon"
         if c.min is not None and c.min > 0 and v < c.min / rule.slo_factor:
