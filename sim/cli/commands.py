@@ -290,6 +290,9 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
             progress=not (args.no_progress or quiet),
             point_fn=point_fn,
         )
+    except ScenarioError as e:  # (here as well as in main: callers may call the command directly)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished points are committed; rerun with --resume to run the rest", file=sys.stderr)
         return 130
@@ -309,8 +312,7 @@ def cmd_sweep(args: argparse.Namespace, *, point_fn=None) -> int:
 
 
 def cmd_plan(args) -> int:
-    """``dcsim plan``: 0 with a recommendation, 1 if no candidate met the constraints (bad input:
-    ScenarioError, which main turns into one line and exit 2)."""
+    """``dcsim plan``: 0 with a recommendation, 1 if no candidate met the constraints, 2 on bad input."""
     from rich.console import Console
 
     console = Console() if Console().is_terminal else Console(width=200)
@@ -329,6 +331,9 @@ def cmd_plan(args) -> int:
 
         result = run_plan(args.scenario, args.out, address=args.address, num_cpus=args.num_cpus, resume=args.resume,
                           trials=args.trials, progress=not (args.no_progress or quiet))
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are committed; rerun with --resume to go on", file=sys.stderr)
         return 130
