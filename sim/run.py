@@ -128,9 +128,9 @@ def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: 
     kinds = [k for k in world.kinds if k.wrote_rows()]
     for kind in kinds:  # reasoning jobs, videos, agent sessions: each adds its own columns
         summary.update(kind.summarize(tables, calls, t0, t1, summary))
-    rows = summary["calls_created"] + summary.get("calls_prefilled", 0)  # prefill rows of disaggregated calls
-    if rows != world.calls_created:
-        raise RuntimeError(f"calls table has {rows} rows but {world.calls_created} calls were created")
+    call_rows = summary["calls_created"] + summary.get("calls_prefilled", 0)  # prefill rows of disaggregated calls
+    if call_rows != world.calls_created:
+        raise RuntimeError(f"calls table has {call_rows} rows but {world.calls_created} calls were created")
     if world.rates.configured:  # revenue, cost and margin per class and effort tier: the economics table
         units = {k.table: tables.table(k.table) for k in kinds}
         econ = economics.class_table(scenario, world.rates, pools, tables.table("calls"), units.get("jobs"),

@@ -49,7 +49,11 @@ def test_run_by_name_reads_at_80_columns_and_points_at_the_report(tmp_path, caps
     assert "utilization (busy share of replica time)" in text
     assert lines[-1] == f"next: dcsim report {out}   -> {out}/report.html"
     (pid,) = pq.read_table(tmp_path / out / "points.parquet")["point_id"].to_pylist()
-    source = json.loads((tmp_path / out / pid / "manifest.json").read_text())["source"]
+    manifest = json.loads((tmp_path / out / pid / "manifest.json").read_text())
+    source = manifest["source"]
+    for table in ("calls", "steps"):  # the manifest counts each table's rows as written
+        (part,) = (tmp_path / out / table).rglob("*.parquet")
+        assert manifest["rows"][table] == pq.read_metadata(part).num_rows, table
     repo = Path(sim.__file__).resolve().parents[1]
     if (repo / ".git").exists() and shutil.which("git"):  # provenance: the commit this checkout is at
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
