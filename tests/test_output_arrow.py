@@ -92,6 +92,20 @@ def test_to_numpy_equals_pyarrow(t):
             assert _same(arrow.to_numpy(pa.chunked_array([], t)), pa.chunked_array([], t).to_numpy())
 
 
+def test_strings_to_numpy_edge_words():
+    """Distinct words found from the buffers (no hash kernel): words with NUL bytes, prefixes of
+    each other, empty, non-ASCII, and words longer than the numpy keys (pyarrow's encoding)."""
+    words = ["a", "a\x00", "a\x00\x00", "", "ab", "b", "日本", "x" * 64, "x" * 65, "y" * 300]
+    for pool in (words[:7], words[:8], words):
+        for nulls in (False, True):
+            vals = [pool[i] for i in RNG.integers(0, len(pool), 500)]
+            if nulls:
+                vals[::9] = [None] * len(vals[::9])
+            col = pa.array(vals, pa.string())
+            for c in (col, col.slice(5, 400), col.cast(pa.large_string())):
+                assert _same(arrow.to_numpy(c), c.to_numpy(zero_copy_only=False))
+
+
 def test_mask_filters_like_pyarrow():
     table = pa.table({"x": np.arange(1000)})
     for n_true in (0, 1, 500, 1000):

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import yaml
 
 from sim.hardware import catalog
 from sim.errors import ScenarioError
@@ -68,8 +67,7 @@ def purchase_prices() -> dict[str, float]:
     path = catalog.hardware_dir() / "economics.yaml"
     if not path.is_file():
         return {}
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+    data = catalog.read_card(path)
     out = {}
     for name, card in (data.get("accelerators") or {}).items():
         v = (card or {}).get("purchase_usd")

@@ -187,13 +187,48 @@ def to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if t == pa.string() or t == pa.large_string():
         if n == 0:
             return np.empty(0, object)
-        enc = col.dictionary_encode()  # few distinct words: Python objects made once each
-        words = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
-        idx = _values(enc.indices, NUMPY_DTYPES[enc.indices.type]).astype(np.int64)
+        words, idx = _distinct_strings(col)  # few distinct words: Python objects made once each
         if col.null_count:
             idx[~_valid(col)] = len(words) - 1
         return words[idx]
     return col.to_numpy(zero_copy_only=False)
+
+
+# Longest string (in UTF-8 bytes) whose distinct values :func:`_distinct_strings` finds with numpy;
+# longer ones go to pyarrow's hash-based ``dictionary_encode``.
+_KEY_BYTES_MAX = 64
+
+
+def _distinct_strings(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct words of a string column, then None; each slot's index into them).
+
+    Status, class and pool columns hold a few distinct short words. Each slot's bytes, padded
+    with zeros and followed by its length, make a fixed-width key that numpy sorts and
+    deduplicates (``np.unique``), so no hash kernel is needed: pyarrow's ``dictionary_encode``
+    would import ``pyarrow.compute``, ~0.1 s of a process's start. Null slots count as empty
+    (the caller points them at the final None)."""
+    n = len(col)
+    wide = col.type == pa.large_string()
+    odt = np.dtype(np.int64 if wide else np.int32)
+    validity, offsets_buf, data_buf = col.buffers()
+    offsets = np.frombuffer(offsets_buf, odt, count=n + 1, offset=col.offset * odt.itemsize).astype(np.int64)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    if validity is not None:
+        lengths = np.where(_valid(col), lengths, 0)
+    width = int(lengths.max())
+    if width > _KEY_BYTES_MAX:
+        enc = col.dictionary_encode()
+        words = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
+        return words, _values(enc.indices, NUMPY_DTYPES[enc.indices.type]).astype(np.int64)
+    data = np.frombuffer(data_buf, np.uint8) if width else np.empty(0, np.uint8)
+    keys = np.zeros((n, width + 1), np.uint8)
+    for j in range(width):
+        has = lengths > j
+        keys[has, j] = data[starts[has] + j]
+    keys[:, width] = lengths
+    _, first, idx = np.unique(keys.view(f"S{width + 1}").ravel(), return_index=True, return_inverse=True)
+    words = [data[s:s + k].tobytes().decode() for s, k in zip(starts[first].tolist(), lengths[first].tolist())]
+    return np.array(words + [None], dtype=object), idx.astype(np.int64, copy=False)
 
 
 def _values(col: pa.Array, dtype) -> np.ndarray:
