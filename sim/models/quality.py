@@ -352,9 +352,13 @@ def _fit_mixture() -> dict:
             "pass1_error": pass1 - anchor["pass1"], "cons64_error": cons - anchor["cons64"]}
 
 
-_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(96)   # E[f(Z)] ~ sum w f(x) / sqrt(2 pi)
-_GH_WEIGHTS = _GH_WEIGHTS / math.sqrt(2.0 * math.pi)
-_LENGTH_GRID = np.geomspace(5.0, 5.0e5, 800)                       # output lengths where the CDF is evaluated
+@functools.lru_cache(maxsize=1)
+def _quadrature() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Gauss-Hermite nodes, weights, output-length grid) of :func:`_length_stats`: made at first use,
+    not at import (the eigenvalue problem behind the nodes is ~15 ms that only fits need)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(96)  # E[f(Z)] ~ sum w f(x) / sqrt(2 pi)
+    grid = np.geomspace(5.0, 5.0e5, 800)                      # output lengths where the CDF is evaluated
+    return nodes, weights / math.sqrt(2.0 * math.pi), grid
 
 
 def _length_stats(weights: np.ndarray, params: np.ndarray) -> dict:
@@ -366,16 +370,17 @@ def _length_stats(weights: np.ndarray, params: np.ndarray) -> dict:
     CDF goes to 0 with all its derivatives); the reasoning share T / (T + A) is the logistic of the
     normal ``log T - log A``, so its median is a normal-mixture quantile and its mean a 1-D integral."""
     log_m, log_r, s_t, log_a, s_a = params
+    gh_nodes, gh_weights, grid = _quadrature()
     mu_t = log_m + log_r * np.arange(3)
-    answer = np.exp(log_a + s_a * _GH_NODES)                                    # quadrature nodes of A
-    gap = np.maximum(_LENGTH_GRID[:, None] - answer[None, :], 1e-300)           # s - a
-    cdf = np.zeros_like(_LENGTH_GRID)
+    answer = np.exp(log_a + s_a * gh_nodes)                                     # quadrature nodes of A
+    gap = np.maximum(grid[:, None] - answer[None, :], 1e-300)                  # s - a
+    cdf = np.zeros_like(grid)
     for w, mu in zip(weights, mu_t):
-        cdf += w * (special.ndtr((np.log(gap) - mu) / s_t) @ _GH_WEIGHTS)
-    p50, p90, p99 = np.exp(np.interp([0.5, 0.9, 0.99], cdf, np.log(_LENGTH_GRID)))
+        cdf += w * (special.ndtr((np.log(gap) - mu) / s_t) @ gh_weights)
+    p50, p90, p99 = np.exp(np.interp([0.5, 0.9, 0.99], cdf, np.log(grid)))
     mean = float(weights @ np.exp(mu_t + 0.5 * s_t ** 2) + math.exp(log_a + 0.5 * s_a ** 2))
     s_d = math.hypot(s_t, s_a)                                                  # sd of log T - log A
-    share_mean = float(sum(w * (special.expit(mu - log_a + s_d * _GH_NODES) @ _GH_WEIGHTS)
+    share_mean = float(sum(w * (special.expit(mu - log_a + s_d * gh_nodes) @ gh_weights)
                            for w, mu in zip(weights, mu_t)))
     share_p50 = float(special.expit(optimize.brentq(
         lambda y: weights @ special.ndtr((y - (mu_t - log_a)) / s_d) - 0.5, -50.0, 50.0, xtol=1e-12)))
