@@ -5,6 +5,8 @@ so ``dcsim --help`` and a command's bad-input error stay fast."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import logging
 import math
@@ -120,21 +122,46 @@ def cmd_validate(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def startup_without_gc():
+    """A command's start (its imports, the scenario's schema and checks, the hardware cards) with
+    Python's cyclic garbage collector off, then what it made frozen out of later collections.
+
+    Start-up allocates some 400,000 objects (modules, classes, pydantic validators) that all live
+    to the end of the process and almost no cyclic garbage; the collector would scan them ~130
+    times (gen-0 and gen-1 passes, a full pass) for nothing: ~70 ms of a run. Memory stays
+    bounded: the collector is off only for that fixed amount of work and back on before the
+    simulation (which ``sim.run`` runs with its own settings). On an error it is turned back on
+    without freezing, so a process that goes on (a test, a notebook) collects that garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    except BaseException:
+        if enabled:
+            gc.enable()
+        raise
+    gc.freeze()
+    if enabled:
+        gc.enable()
+
+
 def cmd_run(args) -> int:
-    from sim.cli.outdir import prepare_run_out
-    from sim.output import storage
-    from sim.run import run_point, scenario_point_id
+    with startup_without_gc():
+        from sim.cli.outdir import prepare_run_out
+        from sim.output import storage
+        from sim.run import run_point, scenario_point_id
 
-    from sim.cluster.check import check_scenario
+        from sim.cluster.check import check_scenario
 
-    path = scenario_path(args.scenario)
-    sc = _load(path, args.set or [], args.mode)
-    check_scenario(sc, path)  # refused before anything is written
-    storage.check_out_target(args.out)
-    out = storage.normalize_out(args.out)
-    fresh = "://" not in out and not os.path.lexists(out)
-    prepare_run_out(out, args.out, getattr(args, "overwrite", False), path)
-    pid = scenario_point_id(sc)
+        path = scenario_path(args.scenario)
+        sc = _load(path, args.set or [], args.mode)
+        check_scenario(sc, path)  # refused before anything is written
+        storage.check_out_target(args.out)
+        out = storage.normalize_out(args.out)
+        fresh = "://" not in out and not os.path.lexists(out)
+        prepare_run_out(out, args.out, getattr(args, "overwrite", False), path)
+        pid = scenario_point_id(sc)
     log.info("simulating %s (%s), point %s, %.0f simulated s, into %s", sc.name, path, pid, sc.duration_s, args.out)
     t0 = time.perf_counter()
     shards = getattr(args, "shards", None)
