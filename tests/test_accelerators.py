@@ -101,6 +101,35 @@ def test_loader_tolerates_absent_figures_and_names_missing_required_ones(tmp_pat
             f.cache_clear()
 
 
+def test_a_card_is_read_from_its_own_file_else_from_the_index(tmp_path, monkeypatch):
+    """The card named ``x`` comes from ``x.yaml`` alone when that file names it; a file named
+    otherwise, and a name no file is named after, go through the index of every card."""
+    (tmp_path / "accelerators").mkdir()
+    base = {"memory_gib": {"value": 1, "source": "s"}, "memory_bandwidth_tb_s": {"value": 1, "source": "s"},
+            "interconnect_gb_s": {"value": 1, "source": "s"}, "bf16_dense_tflops": {"value": 1, "source": "s"}}
+    for stem, name, gib in (("x", "x", 1), ("y", "renamed", 2), ("z", "z", 3)):
+        card = {**base, "name": name, "memory_gib": {"value": gib, "source": "s"}}
+        (tmp_path / "accelerators" / f"{stem}.yaml").write_text(yaml.safe_dump(card))
+    monkeypatch.setenv("DCSIM_HARDWARE", str(tmp_path))
+    read = []
+    real = catalog.read_card
+    monkeypatch.setattr(catalog, "read_card", lambda f: read.append(f.name) or real(f))
+    for f in (catalog.accelerators, catalog._accelerator):
+        f.cache_clear()
+    try:
+        assert catalog.accelerator("x").memory_gib == 1 and read == ["x.yaml"]
+        assert catalog.accelerator("z").memory_gib == 3 and read == ["x.yaml", "z.yaml"]
+        assert catalog.accelerator("renamed").memory_gib == 2 and len(read) == 5  # the index: every file
+        with pytest.raises(ScenarioError, match="unknown accelerator 'y'"):
+            catalog.accelerator("y")  # y.yaml names another card
+        with pytest.raises(ScenarioError, match="unknown accelerator '../accelerators/x'"):
+            catalog.accelerator("../accelerators/x")
+    finally:
+        monkeypatch.delenv("DCSIM_HARDWARE")
+        for f in (catalog.accelerators, catalog._accelerator):
+            f.cache_clear()
+
+
 # ----------------------------------------------------------------------------- pools
 
 def _pool(acc, model="llama-3.1-8b", tp=1, **extra):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -253,6 +254,25 @@ def models() -> dict[str, dict]:
     return _load_cards("models")
 
 
+# What a card's own file can be named after (lower case, no path separator): other names are
+# looked up in the index of every card only.
+_FILE_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]*")
+
+
+def _card(kind: str, name: str, index) -> dict | None:
+    """The card ``name`` of ``kind``: read from its own file ``<kind>/<name>.yaml`` when that file
+    names this card (hardware/README.md: the file name equals the card's name), so a run reads
+    the two or three cards it uses and not all ~40 of them; otherwise from ``index()``, the cards
+    of every file (also once that is loaded)."""
+    if index.cache_info().currsize == 0 and _FILE_NAME.fullmatch(name):
+        f = hardware_dir() / kind / f"{name}.yaml"
+        if f.is_file():
+            card = read_card(f)
+            if card.get("name", f.stem) == name:
+                return card
+    return index().get(name)
+
+
 def _unknown(what: str, name: str, known: list[str], source: str, key: str) -> ScenarioError:
     close = difflib.get_close_matches(name, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else f" (known: {', '.join(sorted(known))})"
@@ -261,7 +281,7 @@ def _unknown(what: str, name: str, known: list[str], source: str, key: str) -> S
 
 @functools.lru_cache(maxsize=None)
 def _accelerator(name: str) -> Accelerator | None:
-    card = accelerators().get(name)
+    card = _card("accelerators", name, accelerators)
     if card is None:
         return None
     plain = {k: v for k, v in _plain(card).items() if k in _ACC_FIELDS}
@@ -280,7 +300,7 @@ def _accelerator(name: str) -> Accelerator | None:
 
 @functools.lru_cache(maxsize=None)
 def _model(name: str) -> ModelCard | None:
-    card = models().get(name)
+    card = _card("models", name, models)
     if card is None:
         return None
     plain = {k: v for k, v in _plain(card).items() if k in _MODEL_FIELDS}
