@@ -33,7 +33,6 @@ import stat
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from sim.config.files import max_file_bytes
 
@@ -123,6 +122,8 @@ def _read(path: str, required: list[str]) -> dict[str, np.ndarray]:
     if st.st_size > max_file_bytes():
         raise TableError(f"profile table {path} is larger than the limit of {max_file_bytes() >> 20} MiB "
                          "(set DCSIM_MAX_FILE_MB to raise it)")
+    import pyarrow.csv as pacsv  # (here: only profile-based pools read CSV; ~8 ms of other runs' start)
+
     try:
         t = pacsv.read_csv(path)
     except Exception as e:  # pyarrow raises several types for malformed files
