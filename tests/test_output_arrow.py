@@ -92,9 +92,12 @@ def test_to_numpy_equals_pyarrow(t):
             assert _same(arrow.to_numpy(pa.chunked_array([], t)), pa.chunked_array([], t).to_numpy())
 
 
-def test_strings_to_numpy_edge_words():
+@pytest.mark.parametrize("keys_bytes_max", [arrow._KEYS_BYTES_MAX, 100])
+def test_strings_to_numpy_edge_words(keys_bytes_max, monkeypatch):
     """Distinct words found from the buffers (no hash kernel): words with NUL bytes, prefixes of
-    each other, empty, non-ASCII, and words longer than the numpy keys (pyarrow's encoding)."""
+    each other, empty, non-ASCII; words longer than the numpy keys, and columns whose keys would
+    take too much memory, through pyarrow's encoding."""
+    monkeypatch.setattr(arrow, "_KEYS_BYTES_MAX", keys_bytes_max)
     words = ["a", "a\x00", "a\x00\x00", "", "ab", "b", "日本", "x" * 64, "x" * 65, "y" * 300]
     for pool in (words[:7], words[:8], words):
         for nulls in (False, True):
@@ -102,7 +105,7 @@ def test_strings_to_numpy_edge_words():
             if nulls:
                 vals[::9] = [None] * len(vals[::9])
             col = pa.array(vals, pa.string())
-            for c in (col, col.slice(5, 400), col.cast(pa.large_string())):
+            for c in (col, col.slice(5, 400), col.slice(490, 7), col.cast(pa.large_string())):
                 assert _same(arrow.to_numpy(c), c.to_numpy(zero_copy_only=False))
 
 

@@ -194,9 +194,11 @@ def to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
-# Longest string (in UTF-8 bytes) whose distinct values :func:`_distinct_strings` finds with numpy;
-# longer ones go to pyarrow's hash-based ``dictionary_encode``.
+# Longest string (in UTF-8 bytes) whose distinct values :func:`_distinct_strings` finds with numpy,
+# and the most bytes its keys may take (a row group of 65,536 rows of 64-byte words: 4 MiB);
+# beyond either, pyarrow's hash-based ``dictionary_encode`` finds them.
 _KEY_BYTES_MAX = 64
+_KEYS_BYTES_MAX = 64 << 20
 
 
 def _distinct_strings(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +218,7 @@ def _distinct_strings(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     if validity is not None:
         lengths = np.where(_valid(col), lengths, 0)
     width = int(lengths.max())
-    if width > _KEY_BYTES_MAX:
+    if width > _KEY_BYTES_MAX or n * (width + 1) > _KEYS_BYTES_MAX:
         enc = col.dictionary_encode()
         words = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
         return words, _values(enc.indices, NUMPY_DTYPES[enc.indices.type]).astype(np.int64)
