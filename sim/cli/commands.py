@@ -127,12 +127,13 @@ def startup_without_gc():
     """A command's start (its imports, the scenario's schema and checks, the hardware cards) with
     Python's cyclic garbage collector off, then what it made frozen out of later collections.
 
-    Start-up allocates some 400,000 objects (modules, classes, pydantic validators) that all live
-    to the end of the process and almost no cyclic garbage; the collector would scan them ~130
-    times (gen-0 and gen-1 passes, a full pass) for nothing: ~70 ms of a run. Memory stays
-    bounded: the collector is off only for that fixed amount of work and back on before the
-    simulation (which ``sim.run`` runs with its own settings). On an error it is turned back on
-    without freezing, so a process that goes on (a test, a notebook) collects that garbage."""
+    Start-up makes some 80,000 objects the collector tracks (functions, classes, pydantic schemas,
+    cards) that all live to the end of the process, and almost no cyclic garbage; the collector
+    would run ~120 times over them (young, middle and a full pass) for nothing: ~70 ms of a run
+    (docs/performance.md). Memory stays bounded: the collector is off only for that fixed amount
+    of work and back on before the simulation (which ``sim.run`` runs with its own settings). On
+    an error it is turned back on without freezing, so a process that goes on (a test, a
+    notebook) collects that garbage."""
     enabled = gc.isenabled()
     gc.disable()
     try:
