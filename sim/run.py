@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pydantic
+import simpy  # (its __version__ and pydantic's VERSION: no distribution look-up, ~10 ms)
 import yaml
 
 import sim
@@ -152,7 +154,7 @@ def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: 
         "point_id": point_id,
         "scenario": scenario.name,
         "versions": {"dcsim": sim.__version__, "python": platform.python_version(), "numpy": np.__version__,
-                     "pyarrow": pa.__version__, "simpy": _version("simpy"), "pydantic": _version("pydantic")},
+                     "pyarrow": pa.__version__, "simpy": simpy.__version__, "pydantic": pydantic.VERSION},
         "source": source_provenance(),
         "timings": {"simulate_s": sim_wall, "total_s": wall},
         "engine": engine,
