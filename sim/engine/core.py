@@ -9,6 +9,7 @@ iterations end is :class:`~sim.engine.replica.Replica`.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from typing import Callable, Optional
 
@@ -139,7 +140,7 @@ class ReplicaCore(ClockCommits):
         """Apply the first ``m`` iterations of ``plan`` (m = 0 applies nothing)."""
         if m == 0:
             return
-        start, end = self.clock, float(plan.bounds[m])
+        start, end = self.clock, plan.bounds[m]
         used_before = self.kv.used()
         waiting_before = len(self.waiting)
         d = plan.decision
@@ -167,7 +168,7 @@ class ReplicaCore(ClockCommits):
         self.runs += 1
         if plan.decode_tokens:
             self.spec_step += m
-        first = float(plan.bounds[0])
+        first = plan.bounds[0]
         for cut in self.cuts:
             if first < cut < end:
                 break
@@ -183,14 +184,14 @@ class ReplicaCore(ClockCommits):
                 energy, t_a, t_b = energy_m, first, end
             else:
                 energy = float(_sum(plan.energy_j[a:b]))
-                t_a, t_b = float(plan.bounds[a]), float(plan.bounds[b])
+                t_a, t_b = plan.bounds[a], plan.bounds[b]
             self._account(t_a, t_b, energy, busy=True)
             n = b - a
             out = plan.sampled * n if plan.gained is None else int(plan.gained[a:b].sum())
             self.recorder.step(self.pool, self.index, kind, t_a, t_b, n, seqs, plan.prefill_tokens * n,
                                plan.decode_tokens * n, out, waiting_before, used_before, energy)
 
-    def _segments(self, bounds: np.ndarray, m: int, first: float, last: float) -> list[tuple[int, int]]:
+    def _segments(self, bounds: list, m: int, first: float, last: float) -> list[tuple[int, int]]:
         """Split iterations [0, m) (from ``first`` = bounds[0] to ``last`` = bounds[m]) into step
         rows so that the iteration containing a report cut (warm-up end, arrivals end) is a row
         of its own: window metrics then prorate exactly one iteration, as they would in the
@@ -198,7 +199,7 @@ class ReplicaCore(ClockCommits):
         edges = [0]
         for cut in self.cuts:
             if first < cut < last:
-                e = int(np.searchsorted(bounds[1: m + 1], cut, side="left"))  # iteration containing cut
+                e = bisect_left(bounds, cut, 1, m + 1) - 1  # iteration containing cut
                 edges += [e, e + 1]
         if len(edges) == 1:
             return [(0, m)]

@@ -11,6 +11,7 @@ per-iteration reference mode). Pure: no SimPy, nothing changed but the price cac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Optional
 
 import numpy as np
@@ -21,9 +22,8 @@ from sim.engine.scheduler import Decision
 from sim.models.perf import Batch, IterationCost
 from sim.models.speculative import SpeculativeCost, cumulative_gains
 
-# ndarray.sum() and np.cumsum() without their Python wrappers (same reductions)
+# ndarray.sum() without its Python wrapper (the same reduction)
 _sum = np.add.reduce
-_cumsum = np.add.accumulate
 
 
 @dataclass(slots=True)
@@ -32,7 +32,7 @@ class Plan:
 
     decision: Decision
     steady: bool  # a run of pure decode iterations over all running calls
-    bounds: np.ndarray  # bounds[0] = start, bounds[i + 1] = end of iteration i
+    bounds: list  # bounds[0] = start, bounds[i + 1] = end of iteration i (floats, increasing: bisect them)
     energy_j: np.ndarray  # per iteration, all devices of the replica
     waiting_empty: bool
     prefill_tokens: int = 0  # per iteration
@@ -217,12 +217,11 @@ class Planner:
         return prices
 
     @staticmethod
-    def _bounds(clock: float, time_s: np.ndarray) -> np.ndarray:
-        """Iteration boundaries: the clock, then running sums of ``time_s`` from it."""
-        bounds = np.empty(len(time_s) + 1)
-        bounds[0] = clock
-        bounds[1:] = time_s
-        return _cumsum(bounds, out=bounds)  # (in place)
+    def _bounds(clock: float, time_s: np.ndarray) -> list:
+        """Iteration boundaries: the clock, then running sums of ``time_s`` from it (added one
+        by one in order, the floats ``np.add.accumulate`` gives), as a list of floats: a run's
+        boundaries are read one at a time and bisected, which a list does faster than an array."""
+        return list(accumulate(time_s.tolist(), initial=clock))
 
     def _decode_fit(self, kv, comps: list, computed: np.ndarray, k: int) -> tuple[int, int]:
         """:meth:`_iterations_that_fit` without speculation (every call grows one token per
@@ -281,9 +280,9 @@ class Planner:
                 sampled: int) -> Plan:
         cost, power = self.power.under_cap(cost)
         if isinstance(cost.time_s, float):  # one iteration priced in floats: the same arithmetic
-            t = cost.time_s
+            t = float(cost.time_s)
             energy = np.array((power * t * self.tp,))
-            bounds = np.array((clock, clock + t))
+            bounds = [clock, clock + t]
         else:
             energy = power * cost.time_s * self.tp
             bounds = self._bounds(clock, cost.time_s)

@@ -38,6 +38,7 @@ vectorized: the gain over a run is a scalar array ``G``.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from typing import Callable, Optional
 
@@ -95,7 +96,7 @@ class Replica(ReplicaCore):
         used = self.kv.used()
         plan = self._plan
         if plan is not None and plan.steady and (plan.computed is not None or plan.phase is not None):
-            done = int(plan.bounds[1:].searchsorted(t, "right"))
+            done = bisect_right(plan.bounds, t, 1) - 1
             if done:
                 used += plan_need(self.block_size, plan, done)
         need = sum(self._blocks_for(c.prompt_tokens + c.generated) for c in self.waiting)
@@ -145,7 +146,7 @@ class Replica(ReplicaCore):
                             or outranks):
             # The iteration boundary at or after the arrival is where it can be admitted (a
             # call behind a blocked queue cannot, unless it brings pinned KV and may pass).
-            i = int(plan.bounds.searchsorted(t, "left"))
+            i = bisect_left(plan.bounds, t)
             if i == 0:
                 self._defer()  # arrived exactly as the run was decided: decide again
             elif i < self._target:
@@ -211,7 +212,7 @@ class Replica(ReplicaCore):
         plan = self._plan
         if plan is None or self._due is not None or not plan.steady:
             return
-        m = int(plan.bounds.searchsorted(self.env.now, "right")) - 1  # boundaries <= now
+        m = bisect_right(plan.bounds, self.env.now) - 1  # boundaries <= now
         if m <= 0 or m >= self._target:
             return
         self._commit(plan, m)
@@ -256,7 +257,7 @@ class Replica(ReplicaCore):
 
     def _next_boundary(self) -> int:
         """Iterations of the current plan done by the first boundary at or after now."""
-        return int(self._plan.bounds.searchsorted(self.env.now, "left"))
+        return bisect_left(self._plan.bounds, self.env.now)
 
     def _cut(self) -> None:
         """Decide again at the first iteration boundary at or after now (as a per-iteration
@@ -353,7 +354,7 @@ class Replica(ReplicaCore):
         t_end = t
         plan = self._plan
         if plan is not None:
-            m = int(plan.bounds.searchsorted(t_end, "right")) - 1
+            m = bisect_right(plan.bounds, t_end) - 1
             m = max(0, min(m, plan.k))
             self._version += 1
             self._commit(plan, m)
@@ -373,7 +374,7 @@ class Replica(ReplicaCore):
         self._target = m
         version = self._version
         env = self.env
-        delay = float(self._plan.bounds[m]) - env.now
+        delay = self._plan.bounds[m] - env.now
         delay = delay if delay > 0 else 0.0
         # as env.timeout(delay) would schedule it (same time, priority and id order)
         ev = timeout_in_slot(env, delay, event_id(env) if slot is None else slot)
