@@ -45,7 +45,7 @@ from typing import Callable, Optional
 
 from sim.engine.call import Call
 from sim.engine.core import ReplicaCore
-from sim.engine.instant import Due, at_end_of_instant, event_id, timeout_in_slot
+from sim.engine.instant import Due, at_end_of_instant, event_id, wake_at
 from sim.engine.kvcache import KvPool, Pin, Prefix
 from sim.engine.plan import Plan, Planner, plan_need
 from sim.engine.prices import DecodePrices
@@ -370,18 +370,13 @@ class Replica(ReplicaCore):
     def _arm(self, m: int, slot: Optional[int] = None) -> None:
         """Schedule the commit of the first ``m >= 1`` iterations of the current plan (in event
         slot ``slot`` if given, see :class:`~sim.engine.instant.Due`)."""
-        self._version += 1
+        self._version = version = self._version + 1
         self._target = m
-        version = self._version
-        env = self.env
-        delay = self._plan.bounds[m] - env.now
-        delay = delay if delay > 0 else 0.0
         # as env.timeout(delay) would schedule it (same time, priority and id order)
-        ev = timeout_in_slot(env, delay, event_id(env) if slot is None else slot)
-        ev.callbacks.append(lambda _ev: self._on_boundary(version))
+        wake_at(self.env, self._plan.bounds[m], slot, self._on_boundary, version)
 
-    def _on_boundary(self, version: int) -> None:
-        if version != self._version:
+    def _on_boundary(self, wake) -> None:
+        if wake.tag != self._version:
             return  # superseded by an earlier boundary
         plan, self._plan = self._plan, None
         self._commit(plan, self._target)
@@ -440,8 +435,12 @@ class Replica(ReplicaCore):
         decide = self.scheduler.decide
         running, dc = self.running, self.dc
         # all running calls decode and fit: decided from the decode clock's aggregates, else call by call
-        if not (dc.enabled and dc.ready(running) and len(running) <= self.batcher.max_num_batched_tokens
-                and dc.need(1) <= self.kv.allocatable()):
+        if (dc.enabled and dc.ready(running) and len(running) <= self.batcher.max_num_batched_tokens
+                and (need := dc.need(1)) <= self.kv.allocatable()):
+            if not self.waiting:  # (the common case: nothing to walk)
+                d = self.scheduler.decide_decoding(len(running), need)
+                return self.planner.plan(self.clock, d, running, True, self.kv, self.spec_step, dc)
+        else:
             dc.sync_all(running)
             dc = None
         d = decide(running, self.waiting, self.kv, self.spec_step, dc)
