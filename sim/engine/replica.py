@@ -373,10 +373,13 @@ class Replica(ReplicaCore):
         self._version = version = self._version + 1
         self._target = m
         # as env.timeout(delay) would schedule it (same time, priority and id order)
-        wake_at(self.env, self._plan.bounds[m], slot, self._on_boundary, version)
+        wake_at(self.env, self._plan.bounds[m], slot, self._woken, version)
 
-    def _on_boundary(self, wake) -> None:
-        if wake.tag != self._version:
+    def _woken(self, wake) -> None:
+        self._on_boundary(wake.tag)
+
+    def _on_boundary(self, version: int) -> None:
+        if version != self._version:
             return  # superseded by an earlier boundary
         plan, self._plan = self._plan, None
         self._commit(plan, self._target)
