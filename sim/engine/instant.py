@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from typing import Optional
 
-from simpy.events import NORMAL, Event
+from simpy.events import NORMAL, URGENT, Event  # noqa: F401 (URGENT: for callers)
 
 # SimPy (pinned) orders the events of one instant by priority, then by an id taken from
 # ``env._eid`` when each is scheduled; the engine reserves ids and uses a priority below
@@ -53,14 +53,15 @@ class Wake:
         self.tag = tag
 
 
-def wake_at(env, t: float, eid: Optional[int], callback, tag) -> Wake:
+def wake_at(env, t: float, eid: Optional[int], callback, tag, priority: int = NORMAL) -> Wake:
     """Schedule ``callback(wake)`` at ``t`` (not before now), ranked among the events of its
     instant as a timeout scheduled when ``eid`` was taken (None: now), with the time such a
-    timeout gets (``env.now + delay``: the same float)."""
+    timeout gets (``env.now + delay``: the same float); ``priority``: SimPy's (URGENT ranks
+    it as a process's start)."""
     now = env._now
     delay = t - now
     w = Wake(callback, tag)
-    heapq.heappush(env._queue, (now + delay if delay > 0 else now + 0.0, NORMAL,
+    heapq.heappush(env._queue, (now + delay if delay > 0 else now + 0.0, priority,
                                 next(env._eid) if eid is None else eid, w))
     return w
 
