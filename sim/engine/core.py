@@ -13,16 +13,12 @@ from bisect import bisect_left
 from collections import deque
 from typing import Callable, Optional
 
-import numpy as np
-
 from sim.engine.call import Call
 from sim.engine.dclock import DecodeClock
 from sim.engine.lazy import ClockCommits
 from sim.engine.kvcache import KvPool, Pin
-from sim.engine.plan import Plan
+from sim.engine.plan import Plan, pairwise_sum
 from sim.engine.scheduler import BatcherParams, Decision
-
-_sum = np.add.reduce  # ndarray.sum() without its Python wrapper (the same reduction)
 
 
 class ReplicaCore(ClockCommits):
@@ -145,7 +141,7 @@ class ReplicaCore(ClockCommits):
         waiting_before = len(self.waiting)
         d = plan.decision
         seqs = (d.ones or len(d.work)) + len(d.admit)
-        energy_m = float(_sum(plan.energy_j[:m])) if m > 1 else float(plan.energy_j[0])  # (the same value)
+        energy_m = pairwise_sum(plan.energy_j, 0, m) if m > 1 else plan.energy_j[0]  # (the same value)
         cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
         if plan.phase is not None:  # planned in aggregate (blocks for all k iterations known)
             self._commit_decode_lazy(m, end, cost, plan.kv_need if m == plan.k else None)
@@ -183,7 +179,7 @@ class ReplicaCore(ClockCommits):
             if a == 0 and b == m:  # (the usual single row)
                 energy, t_a, t_b = energy_m, first, end
             else:
-                energy = float(_sum(plan.energy_j[a:b]))
+                energy = pairwise_sum(plan.energy_j, a, b - a)
                 t_a, t_b = plan.bounds[a], plan.bounds[b]
             self._account(t_a, t_b, energy, busy=True)
             n = b - a
