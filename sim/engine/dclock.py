@@ -24,7 +24,7 @@ import sys
 from functools import reduce
 from heapq import heapify, heappop, heappush
 from itertools import count
-from operator import add
+from operator import add, itemgetter
 
 if sys.version_info < (3, 12):
     # sum() of floats adds them one by one in a C double: the floats of the left fold below,
@@ -33,6 +33,9 @@ if sys.version_info < (3, 12):
 else:
     def _fold(values: list, start: float) -> float:
         return reduce(add, values, start)
+
+
+_second = itemgetter(1)
 
 
 def phase_need(phase, block_size: int, m: int) -> int:
@@ -175,10 +178,10 @@ class DecodeClock:
             return []
         done = []
         while heap and heap[0][0] <= d:
-            done.append(heappop(heap)[2])
-        if len(done) > 1:
-            order = {id(c): i for i, c in enumerate(running)}
-            done.sort(key=lambda c: order[id(c)])
+            done.append(heappop(heap))
+        if len(done) > 1:  # running order: the entries' numbers follow it (given in running order, joiners last)
+            done.sort(key=_second)
+        done = [e[2] for e in done]
         bs, cnt = self.bs, self.cnt
         for c in done:
             cnt[(c.computed - c.d0) % bs] -= 1
