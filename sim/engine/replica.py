@@ -45,7 +45,7 @@ from typing import Callable, Optional
 
 from sim.engine.call import Call
 from sim.engine.core import ReplicaCore
-from sim.engine.instant import Due, at_end_of_instant, event_id, wake_at
+from sim.engine.instant import END_OF_INSTANT, Due, event_id, wake_at
 from sim.engine.kvcache import KvPool, Pin, Prefix
 from sim.engine.plan import Plan, Planner, plan_need
 from sim.engine.prices import DecodePrices
@@ -419,8 +419,12 @@ class Replica(ReplicaCore):
         self._plan = None
         if (not self.running and not self.waiting) or self._lent_until is not None:
             return
-        due = self._due = Due(event_id(self.env), not self.waiting)
-        at_end_of_instant(self.env).callbacks.append(lambda _ev: self._decide_due(due))
+        env = self.env
+        due = self._due = Due(event_id(env), not self.waiting)
+        wake_at(env, env.now, None, self._due_woken, due, END_OF_INSTANT)  # after every other event of the instant
+
+    def _due_woken(self, wake) -> None:
+        self._decide_due(wake.tag)
 
     def _decide_due(self, due: Due) -> None:
         if due is not self._due:

@@ -368,8 +368,10 @@ def _closed(env, cls, stop, prompt, output, make_call, key):
         t = end + max(think, FAILED_RETRY_S if call.status == "failed" else 0.0)
         if state["stopped"] or t >= stop:
             return
-        ev = env.timeout(max(0.0, t - env.now))
-        ev.callbacks.append(lambda _ev: send(t))
+        wake_at(env, t, None, send_woken, t)  # (as env.timeout(t - now) would be scheduled)
+
+    def send_woken(wake) -> None:
+        send(wake.tag)
 
     if cls.start_s >= stop:
         return
