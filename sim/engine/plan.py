@@ -128,6 +128,13 @@ class Planner:
             return self._plan_decode_run(clock, d, running, waiting_empty, kv, spec_step)
         return self._plan_single(clock, d, waiting_empty, running, dclock)
 
+    def plan_decoding(self, clock: float, d: Decision, running: list, kv, spec_step: int, dclock) -> Plan:
+        """:meth:`plan` for a decision made in aggregate with nothing waiting (every running call
+        decodes one token): a decode run, unless ``max_run`` is 1."""
+        if self.max_run > 1:
+            return self._plan_decode_aggregate(clock, d, len(running), True, kv, dclock)
+        return self.plan(clock, d, running, True, kv, spec_step, dclock)
+
     def rest_of_run(self, plan: Plan, m: int) -> Plan:
         """The iterations of a decode run after its first ``m`` (which were committed)."""
         rest = Plan(plan.decision, True, plan.bounds[m:], plan.energy_j[m:], plan.waiting_empty, plan.prefill_tokens,

@@ -387,7 +387,8 @@ class Replica(ReplicaCore):
             self._grant()
             return
         if self.env.peek() > self.env.now:  # nothing else happens at this instant
-            self._start()
+            if self._lent_until is None:  # (_start)
+                self._replan()
         else:  # calls may still arrive at this instant (ended calls' clients, other replicas)
             self._defer()
 
@@ -445,8 +446,8 @@ class Replica(ReplicaCore):
         if (dc.enabled and dc.ready(running) and len(running) <= self.batcher.max_num_batched_tokens
                 and (need := dc.need(1)) <= self.kv.allocatable()):
             if not self.waiting:  # (the common case: nothing to walk)
-                d = self.scheduler.decide_decoding(len(running), need)
-                return self.planner.plan(self.clock, d, running, True, self.kv, self.spec_step, dc)
+                return self.planner.plan_decoding(self.clock, self.scheduler.decide_decoding(len(running), need),
+                                                  running, self.kv, self.spec_step, dc)
         else:
             dc.sync_all(running)
             dc = None
