@@ -373,10 +373,7 @@ class Replica(ReplicaCore):
         self._version = version = self._version + 1
         self._target = m
         # as env.timeout(delay) would schedule it (same time, priority and id order)
-        wake_at(self.env, self._plan.bounds[m], slot, self._woken, version)
-
-    def _woken(self, wake) -> None:
-        self._on_boundary(wake.tag)
+        wake_at(self.env, self._plan.bounds[m], slot, _boundary_woken, (self, version))
 
     def _on_boundary(self, version: int) -> None:
         if version != self._version:
@@ -420,12 +417,8 @@ class Replica(ReplicaCore):
         self._plan = None
         if (not self.running and not self.waiting) or self._lent_until is not None:
             return
-        env = self.env
-        due = self._due = Due(event_id(env), not self.waiting)
-        wake_at(env, env.now, None, self._due_woken, due, END_OF_INSTANT)  # after every other event of the instant
-
-    def _due_woken(self, wake) -> None:
-        self._decide_due(wake.tag)
+        due = self._due = Due(event_id(self.env), not self.waiting)
+        wake_at(self.env, self.env.now, None, _due_woken, (self, due), END_OF_INSTANT)  # after the instant's other events
 
     def _decide_due(self, due: Due) -> None:
         if due is not self._due:
@@ -459,3 +452,15 @@ class Replica(ReplicaCore):
             if not d.work and not d.admit:
                 return None
         return self.planner.plan(self.clock, d, running, not self.waiting, self.kv, self.spec_step, dc)
+
+
+def _boundary_woken(wake) -> None:
+    """The wake-up of a replica's armed boundary (tag: the replica and the arming's version)."""
+    replica, version = wake.tag
+    replica._on_boundary(version)
+
+
+def _due_woken(wake) -> None:
+    """The wake-up of a replica's decision put off to the end of an instant (tag: the replica, the Due)."""
+    replica, due = wake.tag
+    replica._decide_due(due)
