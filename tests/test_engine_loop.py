@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sim.engine.plan import pairwise_sum
+from sim.engine.plan import SHORT_RUN, Planner, energy_sum, pairwise_sum
 
 
 def test_pairwise_sum_is_numpys_reduction():
@@ -16,3 +16,20 @@ def test_pairwise_sum_is_numpys_reduction():
         line = rng.lognormal(3.0, 1.5, size=(lo + n) * stride)[::stride]
         values = line.tolist()
         assert pairwise_sum(values, lo, n) == float(np.add.reduce(line[lo: lo + n])), (n, stride, lo)
+
+
+def test_short_and_long_runs_give_the_same_floats():
+    """A run's boundaries and energy sums are the same floats whether the plan keeps them as
+    lists (short runs) or arrays (long ones), and the same as numpy's running and plain sums."""
+    rng = np.random.default_rng(3)
+    for k in (1, 2, SHORT_RUN, SHORT_RUN + 1, 500):
+        time_s = rng.lognormal(-4.0, 0.5, size=k)
+        clock = float(rng.uniform(0, 1000))
+        bounds = Planner._bounds(clock, time_s)
+        assert isinstance(bounds, list) == (k <= SHORT_RUN)
+        want = np.add.accumulate(np.concatenate(([clock], time_s)))
+        assert [float(b) for b in bounds] == want.tolist()
+        energy = rng.lognormal(3.0, 1.0, size=k)
+        for m in range(1, k + 1, max(1, k // 7)):
+            expect = float(np.add.reduce(energy[:m]))
+            assert energy_sum(energy.tolist(), 0, m) == expect == energy_sum(energy, 0, m)

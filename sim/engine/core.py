@@ -17,7 +17,7 @@ from sim.engine.call import Call
 from sim.engine.dclock import DecodeClock
 from sim.engine.lazy import ClockCommits
 from sim.engine.kvcache import KvPool, Pin
-from sim.engine.plan import Plan, pairwise_sum
+from sim.engine.plan import Plan, energy_sum
 from sim.engine.scheduler import BatcherParams, Decision
 
 
@@ -136,12 +136,12 @@ class ReplicaCore(ClockCommits):
         """Apply the first ``m`` iterations of ``plan`` (m = 0 applies nothing)."""
         if m == 0:
             return
-        start, end = self.clock, plan.bounds[m]
+        start, end = self.clock, float(plan.bounds[m])
         used_before = self.kv.used()
         waiting_before = len(self.waiting)
         d = plan.decision
         seqs = (d.ones or len(d.work)) + len(d.admit)
-        energy_m = pairwise_sum(plan.energy_j, 0, m) if m > 1 else plan.energy_j[0]  # (the same value)
+        energy_m = energy_sum(plan.energy_j, 0, m) if m > 1 else float(plan.energy_j[0])  # (the same value)
         cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
         if plan.phase is not None:  # planned in aggregate (blocks for all k iterations known)
             self._commit_decode_lazy(m, end, cost, plan.kv_need if m == plan.k else None)
@@ -164,7 +164,7 @@ class ReplicaCore(ClockCommits):
         self.runs += 1
         if plan.decode_tokens:
             self.spec_step += m
-        first = plan.bounds[0]
+        first = float(plan.bounds[0])
         for cut in self.cuts:
             if first < cut < end:
                 break
@@ -179,15 +179,15 @@ class ReplicaCore(ClockCommits):
             if a == 0 and b == m:  # (the usual single row)
                 energy, t_a, t_b = energy_m, first, end
             else:
-                energy = pairwise_sum(plan.energy_j, a, b - a)
-                t_a, t_b = plan.bounds[a], plan.bounds[b]
+                energy = energy_sum(plan.energy_j, a, b - a)
+                t_a, t_b = float(plan.bounds[a]), float(plan.bounds[b])
             self._account(t_a, t_b, energy, busy=True)
             n = b - a
             out = plan.sampled * n if plan.gained is None else int(plan.gained[a:b].sum())
             self.recorder.step(self.pool, self.index, kind, t_a, t_b, n, seqs, plan.prefill_tokens * n,
                                plan.decode_tokens * n, out, waiting_before, used_before, energy)
 
-    def _segments(self, bounds: list, m: int, first: float, last: float) -> list[tuple[int, int]]:
+    def _segments(self, bounds, m: int, first: float, last: float) -> list[tuple[int, int]]:
         """Split iterations [0, m) (from ``first`` = bounds[0] to ``last`` = bounds[m]) into step
         rows so that the iteration containing a report cut (warm-up end, arrivals end) is a row
         of its own: window metrics then prorate exactly one iteration, as they would in the

@@ -22,8 +22,12 @@ from sim.engine.scheduler import Decision
 from sim.models.perf import Batch, IterationCost
 from sim.models.speculative import SpeculativeCost, cumulative_gains
 
-# ndarray.sum() without its Python wrapper (the same reduction)
+# ndarray.sum() and np.cumsum() without their Python wrappers (the same reductions)
 _sum = np.add.reduce
+_cumsum = np.add.accumulate
+# A run of at most this many iterations keeps its boundaries and energies as lists of floats
+# (read one at a time and bisected, which lists do faster); a longer one as arrays (built in C).
+SHORT_RUN = 32
 
 
 def pairwise_sum(values: list, lo: int, n: int) -> float:
@@ -59,14 +63,26 @@ def pairwise_sum(values: list, lo: int, n: int) -> float:
     return pairwise_sum(values, lo, half) + pairwise_sum(values, lo + half, n - half)
 
 
+def _short(values: np.ndarray) -> list | np.ndarray:
+    """A run's per-iteration values: a list for a short run, else the array (see SHORT_RUN)."""
+    return values.tolist() if len(values) <= SHORT_RUN else values
+
+
+def energy_sum(energy: list | np.ndarray, lo: int, n: int) -> float:
+    """The sum of a plan's energies ``lo .. lo + n - 1``: the float ``np.add.reduce`` gives."""
+    if type(energy) is list:
+        return pairwise_sum(energy, lo, n)
+    return float(_sum(energy[lo: lo + n]))
+
+
 @dataclass(slots=True)
 class Plan:
     """A decided run of iterations with their boundary times and energies."""
 
     decision: Decision
     steady: bool  # a run of pure decode iterations over all running calls
-    bounds: list  # bounds[0] = start, bounds[i + 1] = end of iteration i (floats, increasing: bisect them)
-    energy_j: list  # per iteration, all devices of the replica (floats; summed with pairwise_sum)
+    bounds: list | np.ndarray  # bounds[0] = start, bounds[i + 1] = end of iteration i (increasing: bisect them)
+    energy_j: list | np.ndarray  # per iteration, all devices of the replica (summed with energy_sum)
     waiting_empty: bool
     prefill_tokens: int = 0  # per iteration
     decode_tokens: int = 0  # per iteration
@@ -209,7 +225,7 @@ class Planner:
             k = min(min([c.output_tokens - c.generated for c in running]), self.max_run)
             k, need = self._decode_fit(kv, comps, computed, k)
             time_s, energy = self._decode_prices().run(n, sum(comps) + n, k)  # KV tokens read: S + n i
-            plan = Plan(d, True, self._bounds(clock, time_s), energy.tolist(), waiting_empty, 0, n, n, computed=computed,
+            plan = Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, computed=computed,
                         kv_need=need)
             return plan
         remaining_out = np.fromiter([c.output_tokens - c.generated for c in running], dtype=np.int64, count=n)
@@ -247,7 +263,7 @@ class Planner:
                     hi = mid
             k, need = lo + 1, phase_need(phase, bs, lo + 1)
         time_s, energy = self._decode_prices().run(n, dclock.S + n, k)  # KV tokens read: S + n i
-        return Plan(d, True, self._bounds(clock, time_s), energy.tolist(), waiting_empty, 0, n, n, kv_need=need,
+        return Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, kv_need=need,
                     phase=phase)
 
     def _decode_prices(self) -> DecodePrices:
@@ -259,11 +275,15 @@ class Planner:
         return prices
 
     @staticmethod
-    def _bounds(clock: float, time_s: np.ndarray) -> list:
-        """Iteration boundaries: the clock, then running sums of ``time_s`` from it (added one
-        by one in order, the floats ``np.add.accumulate`` gives), as a list of floats: a run's
-        boundaries are read one at a time and bisected, which a list does faster than an array."""
-        return list(accumulate(time_s.tolist(), initial=clock))
+    def _bounds(clock: float, time_s: np.ndarray) -> list | np.ndarray:
+        """Iteration boundaries: the clock, then running sums of ``time_s`` from it, added one by
+        one in order (the same floats either way): a list for a short run, else an array."""
+        if len(time_s) <= SHORT_RUN:
+            return list(accumulate(time_s.tolist(), initial=clock))
+        bounds = np.empty(len(time_s) + 1)
+        bounds[0] = clock
+        bounds[1:] = time_s
+        return _cumsum(bounds, out=bounds)  # (in place)
 
     def _decode_fit(self, kv, comps: list, computed: np.ndarray, k: int) -> tuple[int, int]:
         """:meth:`_iterations_that_fit` without speculation (every call grows one token per
@@ -326,6 +346,6 @@ class Planner:
             energy = [float(power * t * self.tp)]
             bounds = [clock, clock + t]
         else:
-            energy = (power * cost.time_s * self.tp).tolist()
+            energy = _short(power * cost.time_s * self.tp)
             bounds = self._bounds(clock, cost.time_s)
         return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled, kv_need=d.kv_need)

@@ -373,7 +373,7 @@ class Replica(ReplicaCore):
         self._version = version = self._version + 1
         self._target = m
         # as env.timeout(delay) would schedule it (same time, priority and id order)
-        wake_at(self.env, self._plan.bounds[m], slot, _boundary_woken, (self, version))
+        wake_at(self.env, float(self._plan.bounds[m]), slot, _boundary_woken, (self, version))
 
     def _on_boundary(self, version: int) -> None:
         if version != self._version:
