@@ -10,7 +10,6 @@ per-iteration reference mode). Pure: no SimPy, nothing changed but the price cac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import accumulate
 from typing import Optional
 
@@ -75,18 +74,19 @@ def energy_sum(energy: list | np.ndarray, lo: int, n: int) -> float:
     return float(_sum(energy[lo: lo + n]))
 
 
-@dataclass(slots=True)
 class Plan:
-    """A decided run of iterations with their boundary times and energies."""
+    """A decided run of iterations with their boundary times and energies.
 
-    decision: Decision
-    steady: bool  # a run of pure decode iterations over all running calls
-    bounds: list | np.ndarray  # bounds[0] = start, bounds[i + 1] = end of iteration i (increasing: bisect them)
-    energy_j: list | np.ndarray  # per iteration, all devices of the replica (summed with energy_sum)
-    waiting_empty: bool
-    prefill_tokens: int = 0  # per iteration
-    decode_tokens: int = 0  # per iteration
-    sampled: int = 0  # output tokens produced per iteration
+    A plain class (one is made per engine run): the constructor sets what every plan has, the
+    planner sets the rest where it applies; the class attributes are their defaults."""
+
+    # decision: Decision
+    # steady: bool  a run of pure decode iterations over all running calls
+    # bounds: list | np.ndarray  bounds[0] = start, bounds[i + 1] = end of iteration i (increasing: bisect them)
+    # energy_j: list | np.ndarray  per iteration, all devices of the replica (summed with energy_sum)
+    # k: int  iterations
+    # waiting_empty: bool
+    # prefill_tokens, decode_tokens, sampled: int  per iteration (sampled: output tokens produced)
     computed: Optional[np.ndarray] = None  # decode runs: each call's KV tokens at the start
     # speculative decode runs: G (tokens gained after i iterations, i = 0..k), each call's
     # output tokens left at the start, and the output tokens of each iteration
@@ -96,9 +96,19 @@ class Plan:
     kv_need: int = 0  # blocks its iterations will allocate (held back from pins restored meanwhile)
     phase: Optional[list] = None  # decode runs planned in aggregate: calls by KV tokens mod block size, at the start
 
-    @property
-    def k(self) -> int:
-        return len(self.energy_j)
+    def __init__(self, decision: Decision, steady: bool, bounds, energy_j, waiting_empty: bool, prefill_tokens: int = 0,
+                 decode_tokens: int = 0, sampled: int = 0, kv_need: int = 0, phase: Optional[list] = None):
+        self.decision = decision
+        self.steady = steady
+        self.bounds = bounds
+        self.energy_j = energy_j
+        self.k = len(energy_j)
+        self.waiting_empty = waiting_empty
+        self.prefill_tokens = prefill_tokens
+        self.decode_tokens = decode_tokens
+        self.sampled = sampled
+        self.kv_need = kv_need
+        self.phase = phase
 
 
 def run_need(block_size: int, computed: np.ndarray, k: int, gains: Optional[np.ndarray] = None,
@@ -225,8 +235,8 @@ class Planner:
             k = min(min([c.output_tokens - c.generated for c in running]), self.max_run)
             k, need = self._decode_fit(kv, comps, computed, k)
             time_s, energy = self._decode_prices().run(n, sum(comps) + n, k)  # KV tokens read: S + n i
-            plan = Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, computed=computed,
-                        kv_need=need)
+            plan = Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, need)
+            plan.computed = computed
             return plan
         remaining_out = np.fromiter([c.output_tokens - c.generated for c in running], dtype=np.int64, count=n)
         shortest = int(remaining_out.min())
@@ -263,8 +273,7 @@ class Planner:
                     hi = mid
             k, need = lo + 1, phase_need(phase, bs, lo + 1)
         time_s, energy = self._decode_prices().run(n, dclock.S + n, k)  # KV tokens read: S + n i
-        return Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, kv_need=need,
-                    phase=phase)
+        return Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, need, phase)
 
     def _decode_prices(self) -> DecodePrices:
         """The decode prices it was given (its pool's), or prices of its own if it was given none
@@ -348,4 +357,4 @@ class Planner:
         else:
             energy = _short(power * cost.time_s * self.tp)
             bounds = self._bounds(clock, cost.time_s)
-        return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled, kv_need=d.kv_need)
+        return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled, d.kv_need)
