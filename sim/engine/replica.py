@@ -107,8 +107,8 @@ class Replica(ReplicaCore):
         after a failure elsewhere)."""
         call.replica = self.index
         t = self.env.now
-        if (call.prompt_tokens + call.output_tokens > self.max_context
-                or self._blocks_for(call.prompt_tokens + call.output_tokens) > self.total_blocks):
+        tokens = call.prompt_tokens + call.output_tokens
+        if tokens > self.max_context or -(-tokens // self.block_size) > self.total_blocks:
             self._release(call, final=True)
             self._end_call(call, "dropped", t)
             self.recorder.event(t, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
@@ -126,12 +126,11 @@ class Replica(ReplicaCore):
             self.recorder.event(t, "dropped", self.pool, self.index, shed.call_id, "admission control: queue full")
             if shed is call:
                 return
-        head = self.waiting[0].priority if self.waiting else None
-        self._enqueue(call)
         # with priority scheduling a call that outranks the queue's head or a running call may
         # be taken at once, even behind a blocked queue or into a full batch
-        outranks = b.priority and ((head is not None and call.priority > head)
+        outranks = b.priority and ((self.waiting and call.priority > self.waiting[0].priority)
                                    or (self.running and call.priority > self.running[-1].priority))
+        self._enqueue(call)
         if self._lent_until is not None:  # the devices run a diffusion batch: wait for them
             return
         if self._due is not None:  # the decision due at this instant will see this call
