@@ -12,8 +12,9 @@ waiting call can be admitted, every later iteration is determined until a call
 finishes or the KV pool runs out, so the replica plans that *run* of ``k``
 iterations at once: it evaluates the vectorized performance model over the
 growing contexts (or slices the prices its pool kept of them, :class:`DecodePrices`),
-takes cumulative times and energies, and schedules one SimPy timeout at the end. An arrival inside the run re-arms the timeout at the
-iteration boundary where a real engine would admit it. Scheduling decisions
+takes cumulative times and energies, and schedules one SimPy wake-up at the end
+(:func:`~sim.engine.instant.wake_at`, ranked as a timeout). An arrival inside the run re-arms
+it at the iteration boundary where a real engine would admit it. Scheduling decisions
 are pure (computed without touching state) and applied only when iterations
 are committed, so a decision can be dropped when a call arrives exactly at its
 start. ``max_run=1`` gives the per-iteration reference mode through the same
