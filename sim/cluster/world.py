@@ -30,7 +30,7 @@ from sim.cluster.disagg import decode_prefix, resolve_link
 from sim.models.power import Tariff
 from sim.models.economics import resolve as resolve_economics
 from sim.cluster.router import ROUTERS
-from sim.workloads.arrivals import generate_calls
+from sim.workloads.arrivals import OpenLoop, generate_calls, open_loop
 
 def _share_prices(replicas: list) -> None:
     """The stragglers of a pool are slowed alike (the same factor on the same model): give them
@@ -286,11 +286,17 @@ class World:
             price_usd_per_device_s=self.rates.devices[spec.name].usd_per_hour / 3600,
             usd_per_j=self.rates.energy_usd(1.0, 0.0, self.scenario.duration_s))  # tariff's mean over the run
 
+    def _streams(self, cls):
+        """The class's named random streams (``streams(name)``)."""
+        seed = self.arrival_seed
+        return lambda name: rng.stream(seed, self.scenario.run, f"workload/{cls.name}/{name}")
+
     def _generator(self, cls, stop_s: float):
         key = f"workload.classes.{cls.name}"
-        seed = self.arrival_seed
-        streams = lambda name: rng.stream(seed, self.scenario.run, f"workload/{cls.name}/{name}")
-        yield from generate_calls(self.env, cls, streams, self.scenario.base_dir, stop_s, self.make_call, key)
+        yield from generate_calls(self.env, cls, self._streams(cls), self.scenario.base_dir, stop_s, self.make_call, key)
+        self._generator_done()
+
+    def _generator_done(self) -> None:
         self._generators_left -= 1
         self.check_done()
 
@@ -323,7 +329,11 @@ class World:
         classes = sc.workload.classes
         self._generators_left = len(classes)
         for cls in classes:
-            self.env.process(self._generator(cls, sc.duration_s))
+            if open_loop(cls):  # (the same events, without a process resumed per call)
+                OpenLoop(self.env, cls, self._streams(cls), sc.base_dir, sc.duration_s, self.make_call,
+                         f"workload.classes.{cls.name}", self._generator_done).start()
+            else:
+                self.env.process(self._generator(cls, sc.duration_s))
         for name, injector in self.injectors.items():
             for r in self._pool_replicas[name]:
                 self.env.process(injector.run(r))

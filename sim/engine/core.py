@@ -9,19 +9,16 @@ iterations end is :class:`~sim.engine.replica.Replica`.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from typing import Callable, Optional
-
-import numpy as np
 
 from sim.engine.call import Call
 from sim.engine.dclock import DecodeClock
 from sim.engine.lazy import ClockCommits
 from sim.engine.kvcache import KvPool, Pin
-from sim.engine.plan import Plan
+from sim.engine.plan import Plan, energy_sum
 from sim.engine.scheduler import BatcherParams, Decision
-
-_sum = np.add.reduce  # ndarray.sum() without its Python wrapper (the same reduction)
 
 
 class ReplicaCore(ClockCommits):
@@ -144,7 +141,7 @@ class ReplicaCore(ClockCommits):
         waiting_before = len(self.waiting)
         d = plan.decision
         seqs = (d.ones or len(d.work)) + len(d.admit)
-        energy_m = float(_sum(plan.energy_j[:m])) if m > 1 else float(plan.energy_j[0])  # (the same value)
+        energy_m = energy_sum(plan.energy_j, 0, m) if m > 1 else float(plan.energy_j[0])  # (the same value)
         cost = (energy_m, (end - start) * self.tp)  # to share among the calls served
         if plan.phase is not None:  # planned in aggregate (blocks for all k iterations known)
             self._commit_decode_lazy(m, end, cost, plan.kv_need if m == plan.k else None)
@@ -182,7 +179,7 @@ class ReplicaCore(ClockCommits):
             if a == 0 and b == m:  # (the usual single row)
                 energy, t_a, t_b = energy_m, first, end
             else:
-                energy = float(_sum(plan.energy_j[a:b]))
+                energy = energy_sum(plan.energy_j, a, b - a)
                 t_a, t_b = float(plan.bounds[a]), float(plan.bounds[b])
             self._account(t_a, t_b, energy, busy=True)
             n = b - a
@@ -190,7 +187,7 @@ class ReplicaCore(ClockCommits):
             self.recorder.step(self.pool, self.index, kind, t_a, t_b, n, seqs, plan.prefill_tokens * n,
                                plan.decode_tokens * n, out, waiting_before, used_before, energy)
 
-    def _segments(self, bounds: np.ndarray, m: int, first: float, last: float) -> list[tuple[int, int]]:
+    def _segments(self, bounds, m: int, first: float, last: float) -> list[tuple[int, int]]:
         """Split iterations [0, m) (from ``first`` = bounds[0] to ``last`` = bounds[m]) into step
         rows so that the iteration containing a report cut (warm-up end, arrivals end) is a row
         of its own: window metrics then prorate exactly one iteration, as they would in the
@@ -198,7 +195,7 @@ class ReplicaCore(ClockCommits):
         edges = [0]
         for cut in self.cuts:
             if first < cut < last:
-                e = int(np.searchsorted(bounds[1: m + 1], cut, side="left"))  # iteration containing cut
+                e = bisect_left(bounds, cut, 1, m + 1) - 1  # iteration containing cut
                 edges += [e, e + 1]
         if len(edges) == 1:
             return [(0, m)]

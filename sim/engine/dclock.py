@@ -20,10 +20,22 @@ A decode run's commit is then O(1) plus O(finishing calls).
 
 from __future__ import annotations
 
+import sys
 from functools import reduce
 from heapq import heapify, heappop, heappush
 from itertools import count
-from operator import add
+from operator import add, itemgetter
+
+if sys.version_info < (3, 12):
+    # sum() of floats adds them one by one in a C double: the floats of the left fold below,
+    # without a Python float per step (3.12 made sum() compensated, so only before it)
+    _fold = sum
+else:
+    def _fold(values: list, start: float) -> float:
+        return reduce(add, values, start)
+
+
+_second = itemgetter(1)
 
 
 def phase_need(phase, block_size: int, m: int) -> int:
@@ -89,8 +101,8 @@ class DecodeClock:
         lj = self.log_j
         i = c.m0 - self.base
         if i < len(lj):  # one addition per share, in order (a left fold, as the per-call additions)
-            c.energy_j = reduce(add, lj[i:], c.energy_j)
-            c.device_s = reduce(add, self.log_s[i:], c.device_s)
+            c.energy_j = _fold(lj[i:], c.energy_j)
+            c.device_s = _fold(self.log_s[i:], c.device_s)
             c.m0 = self.base + len(lj)
 
     def sync_all(self, running: list) -> None:
@@ -166,10 +178,10 @@ class DecodeClock:
             return []
         done = []
         while heap and heap[0][0] <= d:
-            done.append(heappop(heap)[2])
-        if len(done) > 1:
-            order = {id(c): i for i, c in enumerate(running)}
-            done.sort(key=lambda c: order[id(c)])
+            done.append(heappop(heap))
+        if len(done) > 1:  # running order: the entries' numbers follow it (given in running order, joiners last)
+            done.sort(key=_second)
+        done = [e[2] for e in done]
         bs, cnt = self.bs, self.cnt
         for c in done:
             cnt[(c.computed - c.d0) % bs] -= 1

@@ -11,8 +11,9 @@ module is the only place that touches ``env._eid`` and ``env._queue``.
 from __future__ import annotations
 
 import heapq
+from typing import Optional
 
-from simpy.events import NORMAL, Event
+from simpy.events import NORMAL, URGENT, Event  # noqa: F401 (URGENT: for callers)
 
 # SimPy (pinned) orders the events of one instant by priority, then by an id taken from
 # ``env._eid`` when each is scheduled; the engine reserves ids and uses a priority below
@@ -36,6 +37,33 @@ def timeout_in_slot(env, delay: float, eid: int) -> Event:
     ev = triggered(env)
     heapq.heappush(env._queue, (env.now + delay, NORMAL, eid, ev))
     return ev
+
+
+class Wake:
+    """A wake-up at a set time with one callback, ``callback(wake)``: all that SimPy's loop
+    reads of an event it processes (``callbacks``, then ``_ok``), without an Event's set-up.
+    It is scheduled and ranked exactly as a timeout made at the same moment would be
+    (:func:`wake_at`); ``tag`` is the caller's (which arming of the replica it is)."""
+
+    __slots__ = ("callbacks", "_ok", "tag")
+
+    def __init__(self, callback, tag):
+        self.callbacks = [callback]
+        self._ok = True
+        self.tag = tag
+
+
+def wake_at(env, t: float, eid: Optional[int], callback, tag, priority: int = NORMAL) -> Wake:
+    """Schedule ``callback(wake)`` at ``t`` (not before now), ranked among the events of its
+    instant as a timeout scheduled when ``eid`` was taken (None: now), with the time such a
+    timeout gets (``env.now + delay``: the same float); ``priority``: SimPy's (URGENT ranks
+    it as a process's start)."""
+    now = env._now
+    delay = t - now
+    w = Wake(callback, tag)
+    heapq.heappush(env._queue, (now + delay if delay > 0 else now + 0.0, priority,
+                                next(env._eid) if eid is None else eid, w))
+    return w
 
 
 def at_end_of_instant(env) -> Event:

@@ -10,7 +10,7 @@ per-iteration reference mode). Pure: no SimPy, nothing changed but the price cac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from itertools import accumulate
 from typing import Optional
 
 import numpy as np
@@ -21,23 +21,72 @@ from sim.engine.scheduler import Decision
 from sim.models.perf import Batch, IterationCost
 from sim.models.speculative import SpeculativeCost, cumulative_gains
 
-# ndarray.sum() and np.cumsum() without their Python wrappers (same reductions)
+# ndarray.sum() and np.cumsum() without their Python wrappers (the same reductions)
 _sum = np.add.reduce
 _cumsum = np.add.accumulate
+# A run of at most this many iterations keeps its boundaries and energies as lists of floats
+# (read one at a time and bisected, which lists do faster); a longer one as arrays (built in C).
+SHORT_RUN = 32
 
 
-@dataclass(slots=True)
+def pairwise_sum(values: list, lo: int, n: int) -> float:
+    """The sum of ``values[lo:lo + n]`` (floats) added in numpy's pairwise order, so it is the
+    float ``np.add.reduce`` gives for them (``tests/test_engine_loop.py`` checks it): under 8
+    values one by one from 0.0, up to 128 in 8 interleaved partial sums, more by halves. A
+    run's energy is a handful of values, which this adds several times faster than numpy."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += values[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3, r4, r5, r6, r7 = values[lo: lo + 8]
+        i, full, end = lo + 8, lo + n - n % 8, lo + n
+        while i < full:
+            r0 += values[i]
+            r1 += values[i + 1]
+            r2 += values[i + 2]
+            r3 += values[i + 3]
+            r4 += values[i + 4]
+            r5 += values[i + 5]
+            r6 += values[i + 6]
+            r7 += values[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < end:
+            res += values[i]
+            i += 1
+        return res
+    half = n // 2
+    half -= half % 8
+    return pairwise_sum(values, lo, half) + pairwise_sum(values, lo + half, n - half)
+
+
+def _short(values: np.ndarray) -> list | np.ndarray:
+    """A run's per-iteration values: a list for a short run, else the array (see SHORT_RUN)."""
+    return values.tolist() if len(values) <= SHORT_RUN else values
+
+
+def energy_sum(energy: list | np.ndarray, lo: int, n: int) -> float:
+    """The sum of a plan's energies ``lo .. lo + n - 1``: the float ``np.add.reduce`` gives."""
+    if type(energy) is list:
+        return pairwise_sum(energy, lo, n)
+    return float(_sum(energy[lo: lo + n]))
+
+
 class Plan:
-    """A decided run of iterations with their boundary times and energies."""
+    """A decided run of iterations with their boundary times and energies.
 
-    decision: Decision
-    steady: bool  # a run of pure decode iterations over all running calls
-    bounds: np.ndarray  # bounds[0] = start, bounds[i + 1] = end of iteration i
-    energy_j: np.ndarray  # per iteration, all devices of the replica
-    waiting_empty: bool
-    prefill_tokens: int = 0  # per iteration
-    decode_tokens: int = 0  # per iteration
-    sampled: int = 0  # output tokens produced per iteration
+    A plain class (one is made per engine run): the constructor sets what every plan has, the
+    planner sets the rest where it applies; the class attributes are their defaults."""
+
+    # decision: Decision
+    # steady: bool  a run of pure decode iterations over all running calls
+    # bounds: list | np.ndarray  bounds[0] = start, bounds[i + 1] = end of iteration i (increasing: bisect them)
+    # energy_j: list | np.ndarray  per iteration, all devices of the replica (summed with energy_sum)
+    # k: int  iterations
+    # waiting_empty: bool
+    # prefill_tokens, decode_tokens, sampled: int  per iteration (sampled: output tokens produced)
     computed: Optional[np.ndarray] = None  # decode runs: each call's KV tokens at the start
     # speculative decode runs: G (tokens gained after i iterations, i = 0..k), each call's
     # output tokens left at the start, and the output tokens of each iteration
@@ -47,9 +96,19 @@ class Plan:
     kv_need: int = 0  # blocks its iterations will allocate (held back from pins restored meanwhile)
     phase: Optional[list] = None  # decode runs planned in aggregate: calls by KV tokens mod block size, at the start
 
-    @property
-    def k(self) -> int:
-        return len(self.energy_j)
+    def __init__(self, decision: Decision, steady: bool, bounds, energy_j, waiting_empty: bool, prefill_tokens: int = 0,
+                 decode_tokens: int = 0, sampled: int = 0, kv_need: int = 0, phase: Optional[list] = None):
+        self.decision = decision
+        self.steady = steady
+        self.bounds = bounds
+        self.energy_j = energy_j
+        self.k = len(energy_j)
+        self.waiting_empty = waiting_empty
+        self.prefill_tokens = prefill_tokens
+        self.decode_tokens = decode_tokens
+        self.sampled = sampled
+        self.kv_need = kv_need
+        self.phase = phase
 
 
 def run_need(block_size: int, computed: np.ndarray, k: int, gains: Optional[np.ndarray] = None,
@@ -94,6 +153,13 @@ class Planner:
                 return self._plan_decode_aggregate(clock, d, len(running), waiting_empty, kv, dclock)
             return self._plan_decode_run(clock, d, running, waiting_empty, kv, spec_step)
         return self._plan_single(clock, d, waiting_empty, running, dclock)
+
+    def plan_decoding(self, clock: float, d: Decision, running: list, kv, spec_step: int, dclock) -> Plan:
+        """:meth:`plan` for a decision made in aggregate with nothing waiting (every running call
+        decodes one token): a decode run, unless ``max_run`` is 1."""
+        if self.max_run > 1:
+            return self._plan_decode_aggregate(clock, d, len(running), True, kv, dclock)
+        return self.plan(clock, d, running, True, kv, spec_step, dclock)
 
     def rest_of_run(self, plan: Plan, m: int) -> Plan:
         """The iterations of a decode run after its first ``m`` (which were committed)."""
@@ -169,7 +235,8 @@ class Planner:
             k = min(min([c.output_tokens - c.generated for c in running]), self.max_run)
             k, need = self._decode_fit(kv, comps, computed, k)
             time_s, energy = self._decode_prices().run(n, sum(comps) + n, k)  # KV tokens read: S + n i
-            plan = Plan(d, True, self._bounds(clock, time_s), energy, waiting_empty, 0, n, n, computed=computed, kv_need=need)
+            plan = Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, need)
+            plan.computed = computed
             return plan
         remaining_out = np.fromiter([c.output_tokens - c.generated for c in running], dtype=np.int64, count=n)
         shortest = int(remaining_out.min())
@@ -206,7 +273,7 @@ class Planner:
                     hi = mid
             k, need = lo + 1, phase_need(phase, bs, lo + 1)
         time_s, energy = self._decode_prices().run(n, dclock.S + n, k)  # KV tokens read: S + n i
-        return Plan(d, True, self._bounds(clock, time_s), energy, waiting_empty, 0, n, n, kv_need=need, phase=phase)
+        return Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, need, phase)
 
     def _decode_prices(self) -> DecodePrices:
         """The decode prices it was given (its pool's), or prices of its own if it was given none
@@ -217,8 +284,11 @@ class Planner:
         return prices
 
     @staticmethod
-    def _bounds(clock: float, time_s: np.ndarray) -> np.ndarray:
-        """Iteration boundaries: the clock, then running sums of ``time_s`` from it."""
+    def _bounds(clock: float, time_s: np.ndarray) -> list | np.ndarray:
+        """Iteration boundaries: the clock, then running sums of ``time_s`` from it, added one by
+        one in order (the same floats either way): a list for a short run, else an array."""
+        if len(time_s) <= SHORT_RUN:
+            return list(accumulate(time_s.tolist(), initial=clock))
         bounds = np.empty(len(time_s) + 1)
         bounds[0] = clock
         bounds[1:] = time_s
@@ -281,10 +351,10 @@ class Planner:
                 sampled: int) -> Plan:
         cost, power = self.power.under_cap(cost)
         if isinstance(cost.time_s, float):  # one iteration priced in floats: the same arithmetic
-            t = cost.time_s
-            energy = np.array((power * t * self.tp,))
-            bounds = np.array((clock, clock + t))
+            t = float(cost.time_s)
+            energy = [float(power * t * self.tp)]
+            bounds = [clock, clock + t]
         else:
-            energy = power * cost.time_s * self.tp
+            energy = _short(power * cost.time_s * self.tp)
             bounds = self._bounds(clock, cost.time_s)
-        return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled, kv_need=d.kv_need)
+        return Plan(d, steady, bounds, energy, waiting_empty, prefill, decode, sampled, d.kv_need)

@@ -12,8 +12,9 @@ waiting call can be admitted, every later iteration is determined until a call
 finishes or the KV pool runs out, so the replica plans that *run* of ``k``
 iterations at once: it evaluates the vectorized performance model over the
 growing contexts (or slices the prices its pool kept of them, :class:`DecodePrices`),
-takes cumulative times and energies, and schedules one SimPy timeout at the end. An arrival inside the run re-arms the timeout at the
-iteration boundary where a real engine would admit it. Scheduling decisions
+takes cumulative times and energies, and schedules one SimPy wake-up at the end
+(:func:`~sim.engine.instant.wake_at`, ranked as a timeout). An arrival inside the run re-arms
+it at the iteration boundary where a real engine would admit it. Scheduling decisions
 are pure (computed without touching state) and applied only when iterations
 are committed, so a decision can be dropped when a call arrives exactly at its
 start. ``max_run=1`` gives the per-iteration reference mode through the same
@@ -38,13 +39,14 @@ vectorized: the gain over a run is a scalar array ``G``.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from typing import Callable, Optional
 
 
 from sim.engine.call import Call
 from sim.engine.core import ReplicaCore
-from sim.engine.instant import Due, at_end_of_instant, event_id, timeout_in_slot
+from sim.engine.instant import END_OF_INSTANT, Due, event_id, wake_at
 from sim.engine.kvcache import KvPool, Pin, Prefix
 from sim.engine.plan import Plan, Planner, plan_need
 from sim.engine.prices import DecodePrices
@@ -95,7 +97,7 @@ class Replica(ReplicaCore):
         used = self.kv.used()
         plan = self._plan
         if plan is not None and plan.steady and (plan.computed is not None or plan.phase is not None):
-            done = int(plan.bounds[1:].searchsorted(t, "right"))
+            done = bisect_right(plan.bounds, t, 1) - 1
             if done:
                 used += plan_need(self.block_size, plan, done)
         need = sum(self._blocks_for(c.prompt_tokens + c.generated) for c in self.waiting)
@@ -106,8 +108,8 @@ class Replica(ReplicaCore):
         after a failure elsewhere)."""
         call.replica = self.index
         t = self.env.now
-        if (call.prompt_tokens + call.output_tokens > self.max_context
-                or self._blocks_for(call.prompt_tokens + call.output_tokens) > self.total_blocks):
+        tokens = call.prompt_tokens + call.output_tokens
+        if tokens > self.max_context or -(-tokens // self.block_size) > self.total_blocks:
             self._release(call, final=True)
             self._end_call(call, "dropped", t)
             self.recorder.event(t, "dropped", self.pool, self.index, call.call_id, "does not fit the KV cache or context")
@@ -125,12 +127,11 @@ class Replica(ReplicaCore):
             self.recorder.event(t, "dropped", self.pool, self.index, shed.call_id, "admission control: queue full")
             if shed is call:
                 return
-        head = self.waiting[0].priority if self.waiting else None
-        self._enqueue(call)
         # with priority scheduling a call that outranks the queue's head or a running call may
         # be taken at once, even behind a blocked queue or into a full batch
-        outranks = b.priority and ((head is not None and call.priority > head)
+        outranks = b.priority and ((self.waiting and call.priority > self.waiting[0].priority)
                                    or (self.running and call.priority > self.running[-1].priority))
+        self._enqueue(call)
         if self._lent_until is not None:  # the devices run a diffusion batch: wait for them
             return
         if self._due is not None:  # the decision due at this instant will see this call
@@ -145,7 +146,7 @@ class Replica(ReplicaCore):
                             or outranks):
             # The iteration boundary at or after the arrival is where it can be admitted (a
             # call behind a blocked queue cannot, unless it brings pinned KV and may pass).
-            i = int(plan.bounds.searchsorted(t, "left"))
+            i = bisect_left(plan.bounds, t)
             if i == 0:
                 self._defer()  # arrived exactly as the run was decided: decide again
             elif i < self._target:
@@ -211,7 +212,7 @@ class Replica(ReplicaCore):
         plan = self._plan
         if plan is None or self._due is not None or not plan.steady:
             return
-        m = int(plan.bounds.searchsorted(self.env.now, "right")) - 1  # boundaries <= now
+        m = bisect_right(plan.bounds, self.env.now) - 1  # boundaries <= now
         if m <= 0 or m >= self._target:
             return
         self._commit(plan, m)
@@ -256,7 +257,7 @@ class Replica(ReplicaCore):
 
     def _next_boundary(self) -> int:
         """Iterations of the current plan done by the first boundary at or after now."""
-        return int(self._plan.bounds.searchsorted(self.env.now, "left"))
+        return bisect_left(self._plan.bounds, self.env.now)
 
     def _cut(self) -> None:
         """Decide again at the first iteration boundary at or after now (as a per-iteration
@@ -353,7 +354,7 @@ class Replica(ReplicaCore):
         t_end = t
         plan = self._plan
         if plan is not None:
-            m = int(plan.bounds.searchsorted(t_end, "right")) - 1
+            m = bisect_right(plan.bounds, t_end) - 1
             m = max(0, min(m, plan.k))
             self._version += 1
             self._commit(plan, m)
@@ -369,15 +370,10 @@ class Replica(ReplicaCore):
     def _arm(self, m: int, slot: Optional[int] = None) -> None:
         """Schedule the commit of the first ``m >= 1`` iterations of the current plan (in event
         slot ``slot`` if given, see :class:`~sim.engine.instant.Due`)."""
-        self._version += 1
+        self._version = version = self._version + 1
         self._target = m
-        version = self._version
-        env = self.env
-        delay = float(self._plan.bounds[m]) - env.now
-        delay = delay if delay > 0 else 0.0
         # as env.timeout(delay) would schedule it (same time, priority and id order)
-        ev = timeout_in_slot(env, delay, event_id(env) if slot is None else slot)
-        ev.callbacks.append(lambda _ev: self._on_boundary(version))
+        wake_at(self.env, float(self._plan.bounds[m]), slot, _boundary_woken, (self, version))
 
     def _on_boundary(self, version: int) -> None:
         if version != self._version:
@@ -388,7 +384,8 @@ class Replica(ReplicaCore):
             self._grant()
             return
         if self.env.peek() > self.env.now:  # nothing else happens at this instant
-            self._start()
+            if self._lent_until is None:  # (_start)
+                self._replan()
         else:  # calls may still arrive at this instant (ended calls' clients, other replicas)
             self._defer()
 
@@ -421,7 +418,7 @@ class Replica(ReplicaCore):
         if (not self.running and not self.waiting) or self._lent_until is not None:
             return
         due = self._due = Due(event_id(self.env), not self.waiting)
-        at_end_of_instant(self.env).callbacks.append(lambda _ev: self._decide_due(due))
+        wake_at(self.env, self.env.now, None, _due_woken, (self, due), END_OF_INSTANT)  # after the instant's other events
 
     def _decide_due(self, due: Due) -> None:
         if due is not self._due:
@@ -439,8 +436,12 @@ class Replica(ReplicaCore):
         decide = self.scheduler.decide
         running, dc = self.running, self.dc
         # all running calls decode and fit: decided from the decode clock's aggregates, else call by call
-        if not (dc.enabled and dc.ready(running) and len(running) <= self.batcher.max_num_batched_tokens
-                and dc.need(1) <= self.kv.allocatable()):
+        if (dc.enabled and dc.ready(running) and len(running) <= self.batcher.max_num_batched_tokens
+                and (need := dc.need(1)) <= self.kv.allocatable()):
+            if not self.waiting:  # (the common case: nothing to walk)
+                return self.planner.plan_decoding(self.clock, self.scheduler.decide_decoding(len(running), need),
+                                                  running, self.kv, self.spec_step, dc)
+        else:
             dc.sync_all(running)
             dc = None
         d = decide(running, self.waiting, self.kv, self.spec_step, dc)
@@ -451,3 +452,15 @@ class Replica(ReplicaCore):
             if not d.work and not d.admit:
                 return None
         return self.planner.plan(self.clock, d, running, not self.waiting, self.kv, self.spec_step, dc)
+
+
+def _boundary_woken(wake) -> None:
+    """The wake-up of a replica's armed boundary (tag: the replica and the arming's version)."""
+    replica, version = wake.tag
+    replica._on_boundary(version)
+
+
+def _due_woken(wake) -> None:
+    """The wake-up of a replica's decision put off to the end of an instant (tag: the replica, the Due)."""
+    replica, due = wake.tag
+    replica._decide_due(due)

@@ -42,6 +42,9 @@ class Decision:
     decoding: Optional[bool] = None  # every work item is one token of a call past its first (None: not known)
     ones: int = 0  # >0: ``work`` is left empty and the first ``ones`` running calls each decode one token
 
+_NONE = frozenset()
+
+
 class ContinuousScheduler:
     """vLLM v1 (the default): every iteration first gives each running call its next tokens (a
     decode's one, a prefill's next chunk) under the token budget, allocating KV blocks and
@@ -59,6 +62,13 @@ class ContinuousScheduler:
 
     def _blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
+
+    @staticmethod
+    def decide_decoding(n: int, kv_need: int) -> Decision:
+        """What :meth:`decide` returns for ``n`` running calls given with the decode clock and an
+        empty queue (continuous batching, no speculation, no priority): each decodes one token,
+        taking ``kv_need`` blocks (the clock's ``need(1)``), built without walking anything."""
+        return Decision([], [], [], n, {}, 1, kv_need, _NONE, True, n)
 
     def decide(self, running: list, waiting, kv, spec_step: int, clock=None) -> Decision:
         """The next iteration's schedule for the ``running`` calls (in order) and the ``waiting``

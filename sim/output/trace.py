@@ -325,12 +325,16 @@ class Recorder:
     def step(self, pool: str, replica: int, kind: str, start_s: float, end_s: float, iterations: int, batch_seqs: int,
              prefill_tokens: int, decode_tokens: int, output_tokens: int, waiting: int, kv_blocks_used: int,
              energy_j: float) -> None:
-        if self._steps._fs is None:
+        sink = self._steps
+        if sink._fs is None:
             return
         dur = end_s - start_s
         power = energy_j / dur if dur > 0 else math.nan
-        self._steps.append((pool, replica, kind, start_s, end_s, iterations, batch_seqs, prefill_tokens, decode_tokens,
-                            output_tokens, waiting, kv_blocks_used, energy_j, power))
+        rows = sink._rows  # (TableSink.append, inlined: one row per engine run)
+        rows.append((pool, replica, kind, start_s, end_s, iterations, batch_seqs, prefill_tokens, decode_tokens,
+                     output_tokens, waiting, kv_blocks_used, energy_j, power))
+        if len(rows) >= sink._limit:
+            sink._columnize()
 
     def event(self, time_s: float, kind: str, pool: str, replica: int, call_id: int, detail: str = "") -> None:
         if self._events._fs is None:

@@ -17,6 +17,7 @@ import numpy as np
 from sim import config as C
 from sim.config.base import MAX_TOKENS
 from sim.config.limits import env_limit, limit_message
+from sim.engine.instant import URGENT, wake_at
 from sim.errors import ScenarioError
 from sim.workloads.tracefile import finite, read_csv, chain_block_ids, load_trace, load_trace_with_hashes  # noqa: F401
 
@@ -221,6 +222,14 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
         yield from _scheduled(env, cls, RateSchedule.of(cls.arrival, base_dir, f"{key}.arrival"), rng, stop, prompt,
                               output, make_call)
         return
+    for t, p, o in _open_times(cls, rng, stop, prompt, output):
+        yield env.timeout(t - env.now)
+        make_call(cls, t, p, o)
+
+
+def _open_times(cls, rng, stop, prompt, output):
+    """(time, prompt, output) of each call of an open loop of independent gaps (Poisson,
+    deterministic, gamma) before ``stop``, drawn in chunks: gaps, prompts, outputs."""
     t = cls.start_s
     while True:
         gaps = _gaps(cls.arrival, rng, CHUNK)
@@ -230,8 +239,55 @@ def generate_calls(env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: f
             t += g
             if t >= stop:
                 return
-            yield env.timeout(t - env.now)
-            make_call(cls, t, p, o)
+            yield t, p, o
+
+
+def open_loop(cls: C.WorkloadClass) -> bool:
+    """Whether the class's calls arrive in an open loop of independent gaps (see :class:`OpenLoop`)."""
+    return isinstance(cls.arrival, (C.PoissonArrivals, C.DeterministicArrivals, C.GammaArrivals))
+
+
+class OpenLoop:
+    """:func:`generate_calls` for an :func:`open_loop` class as a chain of SimPy wake-ups, one per
+    call, instead of a process resumed at every call (a generator's resumption and a Timeout
+    each time). It takes the same event ids, ranks and times as the process would: its start
+    as the process's (urgent, at :meth:`start`), each arrival as the Timeout the process would
+    yield after making the previous call, and its end as the process ending (``on_end`` runs
+    where the process would return, then an event takes the id the ended process would), so
+    the simulation runs event for event as with the process."""
+
+    def __init__(self, env, cls: C.WorkloadClass, streams, base_dir: Path, stop_s: float, make_call, key: str, on_end):
+        self.env, self.cls, self.streams, self.base_dir = env, cls, streams, base_dir
+        self.stop_s, self.make_call, self.key, self.on_end = stop_s, make_call, key, on_end
+        self._times = None
+
+    def start(self) -> None:
+        wake_at(self.env, self.env.now, None, self._begin, None, URGENT)
+
+    def _begin(self, _wake) -> None:
+        cls, key, streams = self.cls, self.key, self.streams
+        stop = min(self.stop_s, cls.stop_s) if cls.stop_s is not None else self.stop_s
+        prompt = LengthSampler(cls.prompt_tokens, streams("prompt"), self.base_dir, f"{key}.prompt_tokens") if cls.prompt_tokens else None
+        output = LengthSampler(cls.output_tokens, streams("output"), self.base_dir, f"{key}.output_tokens") if cls.output_tokens else None
+        self._times = _open_times(cls, streams("arrival"), stop, prompt, output)
+        self._next()
+
+    def _arrive(self, wake) -> None:
+        t, p, o = wake.tag
+        self.make_call(self.cls, t, p, o)
+        self._next()
+
+    def _next(self) -> None:
+        nxt = next(self._times, None)
+        if nxt is None:
+            self.on_end()
+            wake_at(self.env, self.env.now, None, _ended, None)  # the id and place of the process's end
+            return
+        wake_at(self.env, nxt[0], None, self._arrive, nxt)
+
+
+def _ended(_wake) -> None:
+    """The end of an :class:`OpenLoop` (nothing waits for it)."""
 
 
 def _scheduled(env, cls, schedule: RateSchedule, rng, stop, prompt, output, make_call):
@@ -312,8 +368,10 @@ def _closed(env, cls, stop, prompt, output, make_call, key):
         t = end + max(think, FAILED_RETRY_S if call.status == "failed" else 0.0)
         if state["stopped"] or t >= stop:
             return
-        ev = env.timeout(max(0.0, t - env.now))
-        ev.callbacks.append(lambda _ev: send(t))
+        wake_at(env, t, None, send_woken, t)  # (as env.timeout(t - now) would be scheduled)
+
+    def send_woken(wake) -> None:
+        send(wake.tag)
 
     if cls.start_s >= stop:
         return
