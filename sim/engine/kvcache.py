@@ -164,13 +164,18 @@ class KvPool:
     def ref_cached(self, prefix: Prefix, blocks: int) -> int:
         """Reference the leading chunks among the first ``blocks`` that are cached now; returns
         their blocks (the rest are filled later in the same iteration)."""
-        refs, c = self.refs, prefix.chunk
-        n = 0
-        for k in prefix.keys(0, blocks // c):
-            if k not in refs:
+        refs, lru, c = self.refs, self.lru, prefix.chunk
+        n = back = 0
+        for k in prefix.keys(0, blocks // c):  # (found and referenced in one pass)
+            r = refs.get(k)
+            if r is None:
                 break
+            if r == 0:
+                del lru[k]
+                back += 1
+            refs[k] = r + 1
             n += 1
-        self.ref(prefix, n * c)
+        self.lru_blocks -= back * c
         return n * c
 
     def spare(self, prefix: Prefix, start: int, blocks: int) -> None:
@@ -187,12 +192,14 @@ class KvPool:
     def ref(self, prefix: Prefix, blocks: int, start: int = 0) -> None:
         """Reference blocks ``start .. blocks - 1`` of ``prefix`` (all cached)."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
+        back = 0
         for k in prefix.keys(start // c, blocks // c):
             r = refs[k]
             if r == 0:
                 del lru[k]
-                self.lru_blocks -= c
+                back += 1
             refs[k] = r + 1
+        self.lru_blocks -= back * c
 
     def register(self, prefix: Prefix, start: int, end: int) -> int:
         """Turn the caller's private blocks ``start .. end - 1`` of ``prefix`` (whole chunks)
@@ -214,6 +221,7 @@ class KvPool:
         references stays cached (reclaimable) if ``keep`` and caching is on, else is freed."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
         cache = keep and self.caching
+        back = 0
         for k in reversed(prefix.keys(0, blocks // c)):
             r = refs[k] - 1
             if r:
@@ -221,9 +229,10 @@ class KvPool:
             elif cache:
                 refs[k] = 0
                 lru[k] = None
-                self.lru_blocks += c
+                back += 1
             else:
                 self._forget(k)
+        self.lru_blocks += back * c
 
     def restore(self, prefix: Prefix, blocks: int, keep: int = 0, protect=frozenset()) -> Pin:
         """Bring the first ``blocks`` of ``prefix`` back (reloaded from host memory) as cached
