@@ -21,6 +21,31 @@ JOB_CLASS = {"name": "q", "pool": "gen", "arrival": {"kind": "poisson", "rate_pe
                      "levels": [{"name": "l", "accuracy": 0.7, "truncated_accuracy": 0.2,
                                  "thinking_tokens": {"kind": "lognormal", "median": 300, "sigma": 0.6},
                                  "answer_tokens": {"kind": "fixed", "value": 30}}]}}
+def _session_class(name: str, kv: dict) -> dict:
+    return {"name": name, "pool": "main", "arrival": {"kind": "poisson", "rate_per_s": 0.6},
+            "prompt_tokens": {"kind": "uniform", "low": 2000, "high": 5000},
+            "session": {"turns": {"kind": "fixed", "value": 6},
+                        "output_tokens": {"kind": "lognormal", "median": 150, "sigma": 0.8, "max": 1200},
+                        "context_growth_tokens": {"kind": "uniform", "low": 50, "high": 900},
+                        "tool_calls_per_turn": {"kind": "fixed", "value": 1},
+                        "tools": [{"name": "run", "latency_s": {"kind": "uniform", "low": 0.2, "high": 2.0}}],
+                        "kv": kv}}
+
+
+# agent sessions (their turns' prefixes register chunks as they decode) beside chat, on a pool
+# small enough for preemptions, reclaimed history, pins and reloads from host memory
+SESSIONS = {"datacenter": {"pools": [{
+    "name": "main", "accelerator": "h100-sxm", "model": "llama-3.1-8b", "replicas": 2,
+    "engine": {"num_gpu_blocks": 1800},
+    "batcher": {"kind": "continuous", "max_num_batched_tokens": 1024, "max_num_seqs": 32},
+    "router": {"kind": "least_work"}}]},
+    "duration_s": 30.0,
+    "workload": {"classes": [
+        llm_scenario()["workload"]["classes"][0],
+        _session_class("lru", {"kind": "lru"}),
+        _session_class("pin", {"kind": "pin", "ttl_s": 1.0}),
+        _session_class("offload", {"kind": "offload", "host_gib": 1, "bandwidth_gb_s": 20}),
+    ]}}
 CASES = {
     # long outputs, few admissions: long decode runs, finishes out of admission order
     "continuous": {},
@@ -31,11 +56,14 @@ CASES = {
         "batcher": {"kind": "continuous", "max_num_batched_tokens": 1024, "max_num_seqs": 32},
         "router": {"kind": "least_work"}}]}},
     "reasoning": {"datacenter": JOBS, "workload": {"classes": [JOB_CLASS]}, "duration_s": 10.0},
+    "sessions": SESSIONS,
 }
 
 
 def _tables(raw, tmp_path, name):
-    summary, calls, steps = run_tables(raw, tmp_path, name, "calls", "steps")
+    sessions = any("session" in c for c in raw["workload"]["classes"])
+    summary, calls, steps, *rest = run_tables(raw, tmp_path, name, "calls", "steps", *(["sessions"] if sessions else []))
+    summary["sessions table"] = rest[0] if rest else None  # (tables compare with equals)
     return summary, calls, steps.drop(["wall_s"]) if "wall_s" in steps.column_names else steps
 
 
@@ -63,6 +91,11 @@ def test_tables_identical_with_the_clock_off(case, mode, tmp_path, monkeypatch):
         statuses = set(c_on["status"].to_pylist())
         assert "cancelled" in statuses and "finished" in statuses
         assert sum(c_on["cached_tokens"].to_pylist()) > 0
+    if case == "sessions":
+        sessions = s_on["sessions table"].to_pylist()
+        assert len(sessions) > 10 and sum(c_on["cached_tokens"].to_pylist()) > 0
+        assert max(c_on["preemptions"].to_pylist()) > 0
+        assert sum(r["recomputed_tokens"] for r in sessions) > 0 and sum(r["reload_s"] for r in sessions) > 0
 
 
 def test_block_counts_from_offsets_equal_the_per_call_count():

@@ -199,3 +199,37 @@ def test_unchained_trace_ids_replay_to_the_end(tmp_path):
     status = rec.table("calls")["status"].to_pylist()
     assert len(status) == len(rows) and set(status) == {"finished"}
     assert world.replicas[0].kv.allocatable() == world.replicas[0].total_blocks
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["free", "held", "lru", "pending"]), max_size=40), st.integers(1, 3),
+       st.integers(0, 45), st.booleans())
+def test_prefix_hits_found_in_bulk_equal_the_chunk_by_chunk_walk(states, chunk, limit_chunks, revive_some):
+    """``KvPool.hit`` (leading cached chunks found with the dict's lookup mapped over the keys)
+    gives the blocks and reclaimable keys of the plain walk: cached chunks count, pending ones
+    (filled earlier in the same iteration) count, the first other one stops it."""
+    from sim.engine.kvcache import KvPool
+
+    bs = 4
+    kv = KvPool(1000, bs)
+    prefix = Prefix("p", chunk=chunk)
+    keys = prefix.keys(0, len(states))
+    pending, revived = set(), set()
+    for i, (k, s) in enumerate(zip(keys, states)):
+        if s in ("held", "lru"):
+            kv.refs[k], kv.size[k] = (1 if s == "held" else 0), chunk
+            if s == "lru":
+                kv.lru[k] = None
+                if revive_some and i % 2:
+                    revived.add(k)
+        elif s == "pending":
+            pending.add(k)
+    n, back = 0, []
+    for k in keys[:min(limit_chunks, len(keys))]:  # the walk it replaced
+        if k in kv.refs:
+            if k in kv.lru and k not in revived:
+                back.append(k)
+        elif k not in pending:
+            break
+        n += 1
+    assert kv.hit(prefix, limit_chunks * chunk, pending, revived) == (n * chunk, back)

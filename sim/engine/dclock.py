@@ -10,11 +10,12 @@ only where it is read: when it finishes, is preempted or cancelled, fails, and b
 of the engine that reads calls one by one. The shares are added in the order they were logged,
 each as one addition, so a call's energy is the same float the per-call additions gave.
 
-While every running call decodes (no prompt chunk left, no prefix blocks left to register, no
-speculation, no priority order), the clock also keeps what the scheduler and the planner need
-in aggregate: the running calls' KV tokens (``S``), how many sit at each offset in their last
-KV block (the blocks a run needs by iteration ``k`` follow from these counts), and the clock
-value at which each call has all its output tokens, in a heap (the next finish in O(log n)).
+While every running call decodes (no prompt chunk left, no prefix blocks left to register that
+another call could find, no speculation, no priority order), the clock also keeps what the
+scheduler and the planner need in aggregate: the running calls' KV tokens (``S``), how many
+sit at each offset in their last KV block (the blocks a run needs by iteration ``k`` follow
+from these counts), and the clock value at which each call has all its output tokens, in a
+heap (the next finish in O(log n)).
 A decode run's commit is then O(1) plus O(finishing calls).
 """
 
@@ -52,10 +53,12 @@ def phase_need(phase, block_size: int, m: int) -> int:
 
 
 def settled(c, block_size: int) -> bool:
-    """Whether decoding changes nothing in the prefix cache for ``c``: it has no prefix, or all
-    its prefix's chunks are already cached blocks it references (registering is then a no-op)."""
+    """Whether decoding changes nothing in the prefix cache that anyone could see for ``c``: it
+    has no prefix, all its prefix's chunks are already cached blocks it references (registering
+    is then a no-op), or its prefix is ``solo`` (its new full chunks, registered when it next
+    registers, could not have been found by anyone in between)."""
     p = c.prefix
-    return p is None or c.shared // p.chunk >= p.chunks(block_size)
+    return p is None or p.solo or c.shared // p.chunk >= p.chunks(block_size)
 
 
 def rotate(phase, m: int, block_size: int) -> list:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from itertools import compress
+from operator import not_
 from typing import Optional
 
 
@@ -34,15 +36,22 @@ class Prefix:
     tokens (all of the context by default). With ``hashes`` (one id per ``hash_tokens``
     tokens, as in the Mooncake traces, and ``hash_tokens`` = chunk x block size) chunk ``i``
     is ``hashes[i]``.
+
+    ``solo``: one call at a time uses these keys and nothing else reads them while it runs (an
+    agent session's history: its turns follow one another). A decoding call may then leave the
+    full chunks it fills private until it next registers (at its release at the latest): no
+    other holder could have found them in between, so nothing it does can tell.
     """
 
-    __slots__ = ("base", "tokens", "hashes", "chunk", "_keys")
+    __slots__ = ("base", "tokens", "hashes", "chunk", "solo", "_keys")
 
-    def __init__(self, base, tokens: int = sys.maxsize, hashes: Optional[tuple] = None, chunk: int = 1):
+    def __init__(self, base, tokens: int = sys.maxsize, hashes: Optional[tuple] = None, chunk: int = 1,
+                 solo: bool = False):
         self.base = base
         self.tokens = tokens
         self.hashes = hashes
         self.chunk = chunk
+        self.solo = solo
         self._keys: list = []  # (base, i) for the chunks asked for so far
 
     def chunks(self, block_size: int) -> int:
@@ -110,15 +119,21 @@ class KvPool:
 
         ``pending`` holds keys that earlier chunks of the same iteration will fill."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
-        n = 0
-        back = []
-        for k in prefix.keys(0, min(limit // c, prefix.chunks(self.bs))):
-            if k in refs:
-                if k in lru and k not in revived:
-                    back.append(k)
-            elif k not in pending:
-                break
-            n += 1
+        keys = prefix.keys(0, min(limit // c, prefix.chunks(self.bs)))
+        # the leading cached chunks in one pass of the dict's own lookup (a long context is hundreds)
+        found = list(map(refs.get, keys))
+        n = found.index(None) if None in found else len(found)
+        back = list(compress(keys[:n], map(not_, found)))  # reclaimable: no reference (in lru)
+        if revived and back:
+            back = [k for k in back if k not in revived]
+        if n < len(keys) and pending:  # behind them, chunks this iteration fills, and cached ones
+            for k in keys[n:]:
+                if k in refs:
+                    if k in lru and k not in revived:
+                        back.append(k)
+                elif k not in pending:
+                    break
+                n += 1
         return n * c, back
 
     def cached_prefix(self, prefix: Prefix) -> int:
@@ -149,13 +164,18 @@ class KvPool:
     def ref_cached(self, prefix: Prefix, blocks: int) -> int:
         """Reference the leading chunks among the first ``blocks`` that are cached now; returns
         their blocks (the rest are filled later in the same iteration)."""
-        refs, c = self.refs, prefix.chunk
-        n = 0
-        for k in prefix.keys(0, blocks // c):
-            if k not in refs:
+        refs, lru, c = self.refs, self.lru, prefix.chunk
+        n = back = 0
+        for k in prefix.keys(0, blocks // c):  # (found and referenced in one pass)
+            r = refs.get(k)
+            if r is None:
                 break
+            if r == 0:
+                del lru[k]
+                back += 1
+            refs[k] = r + 1
             n += 1
-        self.ref(prefix, n * c)
+        self.lru_blocks -= back * c
         return n * c
 
     def spare(self, prefix: Prefix, start: int, blocks: int) -> None:
@@ -172,12 +192,14 @@ class KvPool:
     def ref(self, prefix: Prefix, blocks: int, start: int = 0) -> None:
         """Reference blocks ``start .. blocks - 1`` of ``prefix`` (all cached)."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
+        back = 0
         for k in prefix.keys(start // c, blocks // c):
             r = refs[k]
             if r == 0:
                 del lru[k]
-                self.lru_blocks -= c
+                back += 1
             refs[k] = r + 1
+        self.lru_blocks -= back * c
 
     def register(self, prefix: Prefix, start: int, end: int) -> int:
         """Turn the caller's private blocks ``start .. end - 1`` of ``prefix`` (whole chunks)
@@ -199,6 +221,7 @@ class KvPool:
         references stays cached (reclaimable) if ``keep`` and caching is on, else is freed."""
         refs, lru, c = self.refs, self.lru, prefix.chunk
         cache = keep and self.caching
+        back = 0
         for k in reversed(prefix.keys(0, blocks // c)):
             r = refs[k] - 1
             if r:
@@ -206,9 +229,10 @@ class KvPool:
             elif cache:
                 refs[k] = 0
                 lru[k] = None
-                self.lru_blocks += c
+                back += 1
             else:
                 self._forget(k)
+        self.lru_blocks += back * c
 
     def restore(self, prefix: Prefix, blocks: int, keep: int = 0, protect=frozenset()) -> Pin:
         """Bring the first ``blocks`` of ``prefix`` back (reloaded from host memory) as cached

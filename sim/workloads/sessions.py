@@ -199,7 +199,9 @@ class SessionClass:
         s.turns = int(self.turns.sample(1, st[_TURNS])[0])
         outputs = self.output.sample(s.turns, st[_OUTPUT])
         growth = self.growth.sample(s.turns, st[_GROWTH])
-        prefix = Prefix(("session", s.sid), chunk=SESSION_CHUNK_BLOCKS)
+        # the session's own chain, one turn at a time: its running turn decodes on the replica's
+        # decode clock, registering the chunks it fills when it next registers
+        prefix = Prefix(("session", s.sid), chunk=SESSION_CHUNK_BLOCKS, solo=True)
         prompt = s.first_prompt
         for turn in range(s.turns):
             replica = self._place(s, prompt + int(outputs[turn]))
