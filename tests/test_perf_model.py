@@ -89,3 +89,27 @@ def test_model_cards_parameter_count(name):
     m = catalog.model(name)
     # gpt-oss publishes counts without some embeddings; others match within 3%
     assert m.total_params() / 1e9 == pytest.approx(m.params_billion, rel=0.03 if not name.startswith("gpt-oss") else 0.2)
+
+
+def test_a_step_carrying_a_prefill_pays_the_per_layer_cost_as_kernel_time():
+    """vLLM replays one whole CUDA graph only for uniform decode batches: a step with a prefill
+    chunk pays ``mixed_layer_overhead_s`` per layer, as HBM-streaming kernel time (power sees it);
+    a decode step and a speculative verify step (1 + k tokens per sequence, still uniform) do not."""
+    m = catalog.model("llama-3.1-8b")
+    acc = catalog.accelerator("h100-sxm")
+    kw = dict(iteration_overhead_s=0.0, per_seq_overhead_s=0.0)
+    on = RooflineModel(m, acc, mixed_layer_overhead_s=200e-6, **kw)
+    off = RooflineModel(m, acc, mixed_layer_overhead_s=0.0, **kw)
+    ctx = np.array([64 * 1000.0 + 200 * 100])
+    mixed = Batch(64 + 200, 65, 64, ctx, ctx)
+    d_t = float(on.cost(mixed).time_s[0] - off.cost(mixed).time_s[0])
+    assert d_t == pytest.approx(200e-6 * m.num_layers)
+    assert float(on.cost(mixed).bytes[0] - off.cost(mixed).bytes[0]) == pytest.approx(d_t * on.bw)
+    assert float(on.cost(mixed).flops[0]) == float(off.cost(mixed).flops[0])
+    decode = Batch(64, 64, 64, ctx, ctx)
+    assert float(on.cost(decode).time_s[0]) == float(off.cost(decode).time_s[0])
+    verify = Batch(64 * 4, 64, 64 * 4, ctx, ctx, uniform=True)
+    assert float(on.cost(verify).time_s[0]) == float(off.cost(verify).time_s[0])
+    # the shipped H100 card fits a value within the range of per-layer host and launch costs
+    cal = catalog.calibration("h100-sxm").perf["mixed_layer_overhead_s"]
+    assert 10e-6 < cal < 1e-3

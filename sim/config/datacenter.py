@@ -122,6 +122,8 @@ class RooflinePerf(Frozen):
     # fp8/fp4 dense GEMMs: share of the bf16 efficiency they reach against their own peak
     quantized_dense_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
     link_latency_s: Optional[NonNegFloat] = None  # per ring hop of an all-reduce (2(n-1) hops over n devices)
+    # extra time per layer of a step carrying prefill chunks (piecewise CUDA graphs, new requests)
+    mixed_layer_overhead_s: Optional[NonNegFloat] = None
 
 
 class FixedPerf(Frozen):

@@ -65,6 +65,14 @@ DEFAULT_EFFICIENCY = {
     # their own (2-4x higher) tensor-core peak. The vLLM fits have no dense quantized rows and
     # keep 1.0; the TensorRT-LLM profile fits it to its fp8 / fp4 rows.
     "quantized_dense_efficiency": 1.0,
+    # Extra time per layer of a step that carries prefill chunks (a non-uniform batch). vLLM v1
+    # replays a whole captured CUDA graph only for uniform decode batches; a prefill or mixed
+    # prefill-decode batch runs piecewise, with attention (and its metadata for the varlen
+    # kernel) launched eagerly between the graph pieces of every layer (vLLM docs, design/
+    # "CUDA Graphs", cudagraph_mode FULL_AND_PIECEWISE), and the scheduler and workers take on
+    # the new requests (block allocation, prefix hashing, prompt ids sent to every worker).
+    # Uncalibrated cards keep 0; `dcsim calibrate` fits it to the serving rows' throughput.
+    "mixed_layer_overhead_s": 0.0,
 }
 # (tokens, sampled) shapes whose GEMM cost a model keeps (~250 bytes each).
 GEMM_CACHE_ENTRIES = 1 << 16
@@ -134,6 +142,9 @@ class Batch(NamedTuple):
     longest     new tokens of the sequence with the most (a prefill chunk), and
     longest_pairs  its attention pairs: under data-parallel attention one device serves
                 that sequence whole (0: the work spreads evenly, as in a decode run)
+    uniform     every sequence decodes the same number of tokens (no prefill chunk): None
+                derives it as ``tokens <= seqs``; a speculative verify step (1 + k tokens per
+                sequence) passes it explicitly
     """
 
     tokens: int
@@ -143,6 +154,12 @@ class Batch(NamedTuple):
     kv_tokens: np.ndarray
     longest: int = 0
     longest_pairs: float = 0.0
+    uniform: Optional[bool] = None
+
+    @property
+    def is_uniform(self) -> bool:
+        """No prefill chunk in the step (engines replay one whole captured graph for it)."""
+        return self.tokens <= self.seqs if self.uniform is None else self.uniform
 
 
 class IterationCost(NamedTuple):
@@ -377,10 +394,15 @@ class RooflineModel:
         if self.lat:  # (adding 0.0 to these non-negative times changes nothing)
             a_t = a_t + self.lat * layers
         overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs / self.dp
+        mixed = self.eff["mixed_layer_overhead_s"] * layers if not batch.is_uniform else 0.0
         time_s = (overhead + g_time + self._stage_handoffs_s(tok)) + a_t
-        share = micro / self.pp  # of the whole batch's work, each device does 1/pp
         flops = g_f + a_f
         nbytes = g_b + a_b
+        if mixed:
+            # kernels, not idle host time: the step's attention streams KV on the slower path
+            time_s = time_s + mixed
+            nbytes = nbytes + mixed * self.bw
+        share = micro / self.pp  # of the whole batch's work, each device does 1/pp
         if share != 1.0:
             flops, nbytes = flops * share, nbytes * share
         # the tensor-core time on the step's critical path: one micro-batch's pass through every

@@ -130,7 +130,8 @@ class SpeculativeCost:
         w = self.k + 1
         tri = decodes * (w * (w + 1) / 2.0)  # causal pairs among the w new tokens
         target = self.target.cost(Batch(tokens + decodes * w, seqs + decodes, sampled + decodes * w,
-                                        pairs + (decode_ctx * w + tri), kv + (decode_ctx + decodes * w)))
+                                        pairs + (decode_ctx * w + tri), kv + (decode_ctx + decodes * w),
+                                        uniform=tokens <= seqs))  # 1 + k tokens per decode: still uniform
         # first proposer pass: the prefill tokens (its own KV of the prompts) and one token per decode
         first_ctx = decode_ctx + decodes
         cost = _sum(target, self.proposer.cost(Batch(tokens + decodes, seqs + decodes, decodes,

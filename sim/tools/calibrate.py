@@ -160,6 +160,7 @@ SERVING_FIT = {  # key -> (lower, upper bound, unit of the solver's variable)
     "link_latency_s": (0.0, 5e-5, 1e-6),
     "moe_efficiency": (0.2, 1.0, 1.0),
     "quantized_efficiency": (0.2, 1.0, 1.0),
+    "mixed_layer_overhead_s": (0.0, 1e-3, 1e-6),
 }
 
 
@@ -179,7 +180,7 @@ def serving_keys(points: list[dict]) -> tuple[str, ...]:
     """The serving parameters the points can identify (no expert efficiency without MoE rows, no
     quantized efficiency without quantized MoE rows, no all-reduce latency without multi-GPU rows)."""
     moe = [p for p in points if catalog.model(p["model"]).is_moe]
-    keys = ["iteration_overhead_s", "per_seq_overhead_s"]
+    keys = ["iteration_overhead_s", "per_seq_overhead_s", "mixed_layer_overhead_s"]
     if any(p["tp"] > 1 for p in points):
         keys.append("link_latency_s")
     if any(p["weight_dtype"] == "bf16" for p in moe):
@@ -189,43 +190,66 @@ def serving_keys(points: list[dict]) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def mixed_share(point: dict) -> float:
+    """Share of a burst's steady-state steps that admit a new call (and so carry its prefill):
+    a call ends, and another takes its place, ``measured_batch / output_mean`` times per step on
+    average; as Poisson arrivals, a step sees at least one with probability ``1 - exp(-that)``."""
+    return 1.0 - float(np.exp(-point["measured_batch"] / max(point["output_mean"], 1.0)))
+
+
 def fit_serving(points: list[dict], perf: dict, keys: tuple[str, ...] | None = None, workers: int = 2,
                 rounds: int = 3) -> dict:
-    """Least squares on log median ITL over ``points`` for the ``keys`` of :data:`SERVING_FIT`.
+    """Least squares on log median ITL and log output throughput over ``points`` for the
+    ``keys`` of :data:`SERVING_FIT`.
 
     Each round simulates every point as the validation does (sim/tools/burst.py) at the current values (the anchor) and
     models a change of the parameters as the change it makes to the point's analytic decode
     step (:func:`decode_step_s`): ``ITL(x) = ITL_sim(x0) + step(x) - step(x0)``, exact for the
     overheads and the all-reduce latency (added to every step) and close for the expert
-    efficiencies; the next round re-anchors at the solution. Returns the values, the fit error
-    of the last simulation and that simulation's predictions.
+    efficiencies; the mean step (batch / throughput) moves by the same amount plus, for the
+    per-layer cost of steps that carry a prefill, that cost times the share of such steps
+    (:func:`mixed_share`; the median ITL sees it only where they are the majority). The next
+    round re-anchors at the solution. Returns the values, the fit errors of the last
+    simulation and that simulation's predictions.
     """
     from sim.tools.validation import predict_all
 
     keys = tuple(keys or serving_keys(points))
     x = {k: perf.get(k, DEFAULT_EFFICIENCY[k]) for k in keys}
     meas = np.array([p["itl_p50_s"] for p in points])
+    meas_t = np.array([p["output_tokens_per_s"] for p in points])
+    batch = np.array([max(p["measured_batch"], 1.0) for p in points])
+    mix = np.array([mixed_share(p) for p in points])
+    layers = np.array([catalog.model(p["model"]).num_layers for p in points], dtype=float)
     lo = [SERVING_FIT[k][0] / SERVING_FIT[k][2] for k in keys]
     hi = [SERVING_FIT[k][1] / SERVING_FIT[k][2] for k in keys]
     preds = []
     for r in range(rounds + 1):
         preds = predict_all(points, {**perf, **x}, workers=workers)
         got = np.array([q.get("itl_p50_s", np.nan) for q in preds])
+        got_t = np.array([q.get("output_tokens_per_s", np.nan) for q in preds])
         if r == rounds:
             break
         step0 = np.array([decode_step_s(p, {**perf, **x}) for p in points])
+        mixed0 = x.get("mixed_layer_overhead_s", perf.get("mixed_layer_overhead_s", 0.0))
 
         def residual(v):
             trial = {**perf, **{k: float(val * SERVING_FIT[k][2]) for k, val in zip(keys, v)}}
-            step = np.array([decode_step_s(p, trial) for p in points])
-            return np.log(np.maximum(got + step - step0, 1e-6)) - np.log(meas)
+            step = np.array([decode_step_s(p, trial) for p in points]) - step0
+            dmix = (trial.get("mixed_layer_overhead_s", 0.0) - mixed0) * layers
+            itl = got + step + np.where(mix > 0.5, dmix, 0.0)
+            mean_step = batch / got_t + step + mix * dmix
+            return np.concatenate([np.log(np.maximum(itl, 1e-6)) - np.log(meas),
+                                   np.log(batch / np.maximum(mean_step, 1e-6)) - np.log(meas_t)])
 
         x0 = np.clip([x[k] / SERVING_FIT[k][2] for k in keys], lo, hi)
         sol = least_squares(residual, x0=x0, bounds=(lo, hi), x_scale="jac")
         x = {k: float(v * SERVING_FIT[k][2]) for k, v in zip(keys, sol.x)}
     err = np.abs(got / meas - 1.0)
+    err_t = np.abs(got_t / meas_t - 1.0)
     return {**x, "keys": keys, "n": len(points), "median_abs_error": float(np.nanmedian(err)),
-            "p90_abs_error": float(np.nanquantile(err, 0.9)), "predictions": preds}
+            "p90_abs_error": float(np.nanquantile(err, 0.9)), "throughput_median_abs_error": float(np.nanmedian(err_t)),
+            "throughput_p90_abs_error": float(np.nanquantile(err_t, 0.9)), "predictions": preds}
 
 
 def fit_power_joint(points: list[dict], perf: dict, workers: int = 2) -> dict:
@@ -304,7 +328,11 @@ def _round(v: float) -> float:
 
 
 def describe(fit: dict) -> str:
-    return f"n={fit['n']}, median |error| {fit['median_abs_error']:.1%}, p90 {fit['p90_abs_error']:.1%}"
+    out = f"n={fit['n']}, median |error| {fit['median_abs_error']:.1%}, p90 {fit['p90_abs_error']:.1%}"
+    if "throughput_median_abs_error" in fit:
+        out += (f"; throughput median |error| {fit['throughput_median_abs_error']:.1%}, "
+                f"p90 {fit['throughput_p90_abs_error']:.1%}")
+    return out
 
 
 # --------------------------------------------------------------------------- SRAM pipelines
@@ -336,7 +364,7 @@ def calibrate_sram(accelerator: str, log=print) -> tuple[dict, list[str], list[d
 
 KERNEL_KEYS = ("gemm_efficiency", "memory_efficiency", "kernel_latency_s", "gemm_blend")
 LINK_KEYS = ("link_efficiency", "link_latency_s")
-ENGINE_KEYS = ("iteration_overhead_s", "per_seq_overhead_s")
+ENGINE_KEYS = ("iteration_overhead_s", "per_seq_overhead_s", "mixed_layer_overhead_s")
 GROUP_KEYS = ("moe_efficiency", "quantized_efficiency")
 
 
@@ -354,7 +382,7 @@ def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log) 
         return f"fit to {what} of {fit['n']} 'fit' rows of {table}, jointly ({describe(fit)})"
 
     f = fit_serving(points, current(), workers=workers)
-    s = src("median ITL", f)
+    s = src("median ITL and output throughput", f)
     perf.update({k: (f[k], s) for k in f["keys"]})
     if "link_latency_s" in f["keys"]:
         perf["link_latency_s"] = (f["link_latency_s"], "hop latency of the all-reduces inside the engine (2(n-1) hops per "

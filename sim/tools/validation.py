@@ -167,10 +167,11 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
         "point where only the batch cap plus one requests remain unfinished); median inter-token",
         "latency (ITL) over the whole run. Error = predicted / measured - 1.",
         "",
-        "Rows marked **fit** (Qwen3-8B, and Qwen3-235B-A22B in bf16 and fp8, on lm-arena-chat) were",
-        "used by `dcsim calibrate`, jointly, for the engine overheads, the all-reduce latency inside the",
-        "engine, the grouped-expert and fp8-expert efficiencies and the power model (active adder,",
-        "activity weights, multi-GPU adder); **held-out** rows (every other model and task) were not",
+        "Rows marked **fit** (Qwen3-8B, and Qwen3-235B-A22B in bf16 and fp8, on lm-arena-chat; batch cap",
+        "<= 512) were used by `dcsim calibrate`, jointly, for the engine overheads (per step, per sequence,",
+        "per layer of a step that carries a prefill), the all-reduce latency inside the engine, the",
+        "grouped-expert and fp8-expert efficiencies (on median ITL and output throughput) and the power",
+        "model (active adder, activity weights, multi-GPU adder); **held-out** rows (every other model and task) were not",
         "used for any fit. Kernel efficiencies and link bandwidth come from separate per-operator and",
         "NCCL tables (hardware/calibration/*.yaml).",
         "",
@@ -213,7 +214,47 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
                 seen.add(key)
                 lines.append(f"- {p['model']} on {p['accelerator']}, {p['task']}: {p['reason']}")
     lines += ["", f"Source of every measurement: {rows[0]['point']['source'] if rows else ''}.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + MODEL_NOTES)
+
+
+# The closing note of the report: what changed in the model, why, and what was tried and dropped.
+MODEL_NOTES = [
+    "## What changed in the model, and why",
+    "",
+    "**Steps that carry a prefill cost more than a decode step** (issue 21). On every lm-arena-chat row the",
+    "measured mean step (running batch / output throughput) exceeds the median ITL, by 2-16% at batch 64-256",
+    "and 9-52% at 384-768, growing with the calls that end and are replaced per step (batch / mean output",
+    "length); on GPQA rows (8,000-token outputs: almost no replacements) it does not. The former model",
+    "priced a step with a 200-token prefill chunk at barely more than a decode step (0-4%), so it reproduced",
+    "the median ITL but overestimated the throughput of large batches. The cause in vLLM v1: only uniform",
+    "decode batches replay one whole captured CUDA graph; a prefill or mixed prefill-decode batch runs",
+    "piecewise, its attention (and the varlen metadata) launched between the graph pieces of every layer",
+    "(vLLM docs, design/cuda_graphs, `cudagraph_mode` FULL_AND_PIECEWISE), and the new calls are set up",
+    "(blocks, prefix hashes, prompt ids to every worker). The roofline now adds `mixed_layer_overhead_s`",
+    "per layer to a step with a prefill chunk (a speculative verify step stays uniform); `dcsim calibrate`",
+    "fits it jointly with the other engine parameters, now on output throughput as well as median ITL:",
+    "211 us per layer on H100, 214 us on B200 (the same on both: host and launch work, not HBM or FLOP/s).",
+    "The power model counts that time as kernels streaming at the fitted bandwidth (the decodes' attention",
+    "on the slower path), not idle host time; with it the refitted multi-GPU adder drops (B200 114 to 62 W",
+    "per GPU, H100 224 to 215 W), a step in the direction the multi-GPU rows at small batch ask for",
+    "(their power error falls by 1-2 points; they remain 10-30% high).",
+    "",
+    "Before this change the summary read: held-out output tok/s 12.1%, median ITL 12.6%, GPU power 10.7%,",
+    "J / output token 16.6%; fitting rows 11.7%, 10.7%, 6.8%, 12.9% (same rows, same measurements).",
+    "",
+    "Tried and dropped, each refitted on the fitting rows and judged on the held-out ones: the per-sequence",
+    "host cost growing with the TP workers (held-out throughput 12.5 to 12.6%); an eager-mode cost for",
+    "batches above vLLM's largest captured graph (512); host work overlapping GPU work; the lost time of",
+    "slow expert GEMMs counted as tensor-core rather than HBM activity (fitting power 6.8 to 9.3%, held-out",
+    "11.9%); a concave power-activity curve; a separate power weight for attention's KV traffic (held-out",
+    "power to ~20%: the fitting rows, short contexts, cannot tell it from weight traffic); the multi-GPU",
+    "adder scaled by 2(n-1)/n. What still misses: Blackwell MoE at batch >= 768 (DeepSeek-V3, Qwen3-30B-A3B:",
+    "throughput up to +40-50%, ITL -15..-28%), the GPQA rows on B200 whose KV cache overflows (batch 768-1024:",
+    "the real server slows far more under preemption than the simulator), single-B200 MoE at small batch",
+    "(ITL +30-40%), and power of multi-GPU replicas at small batch (the only multi-GPU fitting rows are",
+    "expert-parallel MoE, so the adder is an average over what those replicas draw).",
+    "",
+]
 
 
 SHAPE_CONCURRENCY = (1, 4, 16, 64, 256, 512, 1024)

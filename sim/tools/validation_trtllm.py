@@ -122,7 +122,8 @@ def _raw(row: dict, overrides: dict, max_seqs: int, max_tokens: int, drain_s: fl
     pool = {"name": "trtllm", "accelerator": row["accelerator"], "model": row["model"], "tp": row["tp"],
             "weight_dtype": row["weight_dtype"], "kv_dtype": KV_DTYPE, "engine": {"gpu_memory_utilization": KV_FRACTION},
             "batcher": {"kind": "continuous", "max_num_seqs": max_seqs, "max_num_batched_tokens": max_tokens},
-            "performance": {"kind": "roofline", **overrides}}
+            # the profile's overheads replace the vLLM engine's, its cost of prefill-carrying steps too
+            "performance": {"kind": "roofline", "mixed_layer_overhead_s": 0.0, **overrides}}
     if model.is_moe:  # perf-overview.md's llm_options for MoE models: enable_attention_dp
         pool["expert_parallel"] = pool["attention_dp"] = True
     cls = {"name": "bench", "pool": "trtllm", "arrival": {"kind": "burst", "count": row["num_requests"]},
