@@ -440,8 +440,11 @@ def small_real_plan() -> dict:
 
 @pytest.mark.timeout(240, method="thread")
 def test_cli_plan_on_a_cluster_equals_the_embedded_plan(ray_cluster, tmp_path):
-    """`dcsim plan --address` spreads its trials over the cluster's nodes, and its tables equal
-    those of the same plan on the embedded Ray (a process of its own: this one holds the cluster)."""
+    """`dcsim plan --address` runs its trials on the cluster's nodes (not on a Ray of its own), and
+    its tables equal those of the same plan on the embedded Ray (a process of its own: this one
+    holds the cluster). Which node takes a trial depends on timing: Tune may start the next trial
+    after the last one freed the head's only CPU, so the test does not require both nodes (the
+    sweep test above does, with points kept busy)."""
     scn = tmp_path / "plan.yaml"
     scn.write_text(yaml.safe_dump(small_real_plan(), sort_keys=False))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -451,7 +454,7 @@ def test_cli_plan_on_a_cluster_equals_the_embedded_plan(ray_cluster, tmp_path):
                                 capture_output=True, text=True, timeout=200, env=env, cwd=tmp_path)
     assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
     nodes = set(pq.read_table(tmp_path / "cluster" / "points.parquet")["node_id"].to_pylist())
-    assert nodes == _alive_nodes()  # both of the fixture's nodes ran trials, no new local Ray
+    assert nodes and nodes <= _alive_nodes()  # the fixture's nodes ran the trials, no new local Ray
     embedded = subprocess.run(base + ["--out", str(tmp_path / "embedded")],
                               capture_output=True, text=True, timeout=200, env=env, cwd=tmp_path)
     assert embedded.returncode == 0, embedded.stderr[-3000:]
