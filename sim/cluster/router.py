@@ -32,15 +32,15 @@ class Random:
     def __init__(self, replicas, rng: np.random.Generator, params):
         self.replicas = replicas
         self.rng = rng
-        self._buf = np.empty(0, dtype=np.int64)
+        self._buf: list = []
         self._pos = 0
         self._n = 0
 
     def pick(self, call):
         n = len(self.replicas)
         if self._pos == len(self._buf) or self._n != n:
-            self._buf, self._pos, self._n = self.rng.integers(0, n, size=4096), 0, n
-        r = self.replicas[int(self._buf[self._pos])]
+            self._buf, self._pos, self._n = self.rng.integers(0, n, size=4096).tolist(), 0, n
+        r = self.replicas[self._buf[self._pos]]
         self._pos += 1
         return r
 
@@ -54,19 +54,19 @@ class ShortestQueue:
         self._start = 0
 
     def pick(self, call):
+        # the first replica with the fewest calls outstanding at or after the start, wrapping
+        # round: the loads read in one comprehension, the minimum found by min and list.index
+        # (this scan is the per-call cost of a pool of many replicas)
         reps = self.replicas
         n = len(reps)
-        best, best_load, at = None, None, 0
-        for j in range(n):
-            i = (self._start + j) % n
-            r = reps[i]
-            load = r.outstanding
-            if best is None or load < best_load:
-                best, best_load, at = r, load, i
-                if load == 0:
-                    break
+        loads = [r.outstanding for r in reps]
+        low = min(loads)
+        try:
+            at = loads.index(low, self._start % n)
+        except ValueError:  # none at or after the start: the first from the beginning
+            at = loads.index(low)
         self._start = (at + 1) % n
-        return best
+        return reps[at]
 
 
 class LeastKv:
@@ -91,7 +91,7 @@ class PowerOfTwo:
     def __init__(self, replicas, rng: np.random.Generator, params):
         self.replicas = replicas
         self.rng = rng
-        self._buf = np.empty((0, 2), dtype=np.int64)
+        self._buf: list = []
         self._pos = 0
         self._n = 0
 
@@ -103,10 +103,10 @@ class PowerOfTwo:
         if self._pos == len(self._buf) or self._n != n:
             a = self.rng.integers(0, n, size=4096)
             b = (a + self.rng.integers(1, n, size=4096)) % n  # a different replica
-            self._buf, self._pos, self._n = np.stack([a, b], axis=1), 0, n
+            self._buf, self._pos, self._n = np.stack([a, b], axis=1).tolist(), 0, n  # (Python ints: cheaper to read)
         i, j = self._buf[self._pos]
         self._pos += 1
-        r, s = reps[int(i)], reps[int(j)]
+        r, s = reps[i], reps[j]
         return s if s.outstanding < r.outstanding else r
 
 

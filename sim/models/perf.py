@@ -292,36 +292,56 @@ class RooflineModel:
         return self.lat + blend(f / self.dense_peak, b / self.bw, self.blend_p), f, b
 
     def _gemms_uncached(self, tokens: int, sampled: int, rows: int = 0) -> tuple[float, float, float]:
+        # (time, flops, bytes) summed as Python floats in the order the former numpy
+        # 3-vectors added them (IEEE doubles both: the same values, a few times faster)
         m, tp = self.model, self.tp
-        acc = np.zeros(3)
         # rows through the non-expert weights on one device, and the ways those are split
         rows, shards = (rows or -(-tokens // tp), 1) if self.attention_dp else (tokens, tp)
+        linear = self._linear
 
-        def layer(shapes) -> np.ndarray:
-            out = np.zeros(3)
+        def layer(shapes) -> list:
+            out = [0.0, 0.0, 0.0]
             for i, o in shapes:
-                out += self._linear(rows, i, o, shards)
+                t, f, b = linear(rows, i, o, shards)
+                out[0] += t
+                out[1] += f
+                out[2] += b
             return out
 
         attn = m.attention_shapes()
-        acc += layer(attn + m.dense_mlp_shapes()) * m.dense_layers
+        n = m.dense_layers
+        t, f, b = layer(attn + m.dense_mlp_shapes())
+        acc = [0.0 + t * n, 0.0 + f * n, 0.0 + b * n]
         act_width = m.intermediate_size
         if m.is_moe:
-            moe = layer(attn) + self._linear(rows, m.hidden_size, m.num_experts, shards)  # router
-            moe += self._experts(tokens)
+            moe = layer(attn)
+            parts = [linear(rows, m.hidden_size, m.num_experts, shards), self._experts(tokens)]  # router, experts
             for _ in range(m.num_shared_experts):
-                moe += self._linear(rows, m.hidden_size, 2 * m.moe_intermediate_size, shards)
-                moe += self._linear(rows, m.moe_intermediate_size, m.hidden_size, shards)
-            acc += moe * m.moe_layers
+                parts.append(linear(rows, m.hidden_size, 2 * m.moe_intermediate_size, shards))
+                parts.append(linear(rows, m.moe_intermediate_size, m.hidden_size, shards))
+            for part in parts:
+                moe[0] += part[0]
+                moe[1] += part[1]
+                moe[2] += part[2]
+            n = m.moe_layers
+            acc[0] += moe[0] * n
+            acc[1] += moe[1] * n
+            acc[2] += moe[2] * n
             act_width = m.experts_per_token * m.moe_intermediate_size
         # fused norms + residual adds, rotary, SiLU-and-mul: memory-bound elementwise traffic
         q_width = m.num_attention_heads * m.head_dim
         ew = (8.0 * m.hidden_size + 3.0 * act_width + 2.0 * (q_width + m.num_kv_heads * m.head_dim)) / tp
         ew_bytes = tokens * ew * ACT_BYTES
-        acc += np.array([ELEMENTWISE_KERNELS * self.lat + ew_bytes / self.bw, 0.0, ew_bytes]) * m.num_layers
+        n = m.num_layers
+        acc[0] += (ELEMENTWISE_KERNELS * self.lat + ew_bytes / self.bw) * n
+        acc[1] += 0.0 * n
+        acc[2] += ew_bytes * n
         # LM head on the sampled rows (vocab-parallel across TP ranks; whole on each DP rank)
         if sampled:
-            acc += self._linear(-(-sampled // self.dp), m.hidden_size, m.vocab_size, shards)
+            t, f, b = linear(-(-sampled // self.dp), m.hidden_size, m.vocab_size, shards)
+            acc[0] += t
+            acc[1] += f
+            acc[2] += b
         acc[0] += self._collectives_s(tokens)
         return float(acc[0]), float(acc[1]), float(acc[2])
 
