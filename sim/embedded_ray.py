@@ -1,6 +1,6 @@
 """Start (or join) the Ray that runs a sweep's points, safe by default.
 
-An embedded Ray (``dcsim sweep`` without ``--address``) is a private, single-machine
+An embedded Ray (a sweep given no cluster address) is a private, single-machine
 instance, so it is started so that nobody else can use it:
 
 * **Loopback only.** Its node IP is 127.0.0.1 and Ray is told this machine is not part of a

@@ -1,6 +1,6 @@
 """One simulation point: build the world, run it, write its tables, summarize.
 
-:func:`run_point` is what a sweep task executes and what ``dcsim run`` calls.
+:func:`run_point` is what a sweep task executes and what a single run from the command line calls.
 It writes, under the output location ``out`` (local path or object-store URI)::
 
     <out>/calls/point_id=<id>/part-0.parquet

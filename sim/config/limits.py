@@ -16,12 +16,11 @@ hardware, no files), so it runs up front, before anything is written:
 * ``replicas`` over all pools; ``duration_s`` and ``drain_s``; sweep points (counted before they are
   expanded); and the size of every file a scenario names (sim.config.files).
 
-Each bound is an environment variable (a number; ``1e9`` is fine), for a user who means it::
+Each bound is an environment variable (a number; ``1e9`` is fine), for a user who means it: e.g.
+``DCSIM_MAX_CALLS=1e9`` in the environment of the process that runs a big scenario.
 
-    DCSIM_MAX_CALLS=1e9 dcsim run big.yaml --out results/big
-
-A trace replayed with ``loop: true`` is counted where it is read (sim.workloads.arrivals), against
-the same ``DCSIM_MAX_CALLS``.
+A trace replayed with ``loop: true`` is counted where the replay reads it, against the same
+``DCSIM_MAX_CALLS``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A scenario is read from YAML (:func:`load_raw`) and validated once
 (:func:`validate`) into a frozen :class:`Scenario`. Building one does no I/O
 beyond reading the file; names of hardware and models are checked against the
-catalog by :func:`sim.cluster.world.build` so that this module stays free of data files.
+catalog when the simulated world is built, so that this module stays free of data files.
 Every error becomes a :class:`~sim.errors.ScenarioError` naming the file and the
 dotted key path.
 """
@@ -21,7 +21,7 @@ from sim.config.datacenter import Datacenter, Pool
 from sim.config.jobs import verifier_pools
 from sim.config.workload import Workload
 from sim.config.sweep import SweepSpec
-from sim.config import limits
+from sim.config.limits import check_scenario
 from sim.config.files import read_user_text
 from sim.config.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 
@@ -163,7 +163,7 @@ def validate(raw: dict, source: str = "<scenario>", base_dir: str | Path | None 
     except ValidationError as e:
         raise _to_scenario_error(e, raw, source) from None
     scenario._base_dir = str(base_dir if base_dir is not None else Path(source).parent)
-    limits.check_scenario(scenario, source)
+    check_scenario(scenario, source)
     return scenario
 
 

@@ -39,7 +39,7 @@ _STD_NORMAL = NormalDist()
 # bus bandwidth on NVLink4 ~80% of one direction. A kernel takes at least a few
 # microseconds however small (launch ramp, wave quantization). Overheads: vLLM's CPU
 # scheduling + launch with CUDA graphs is 1-3 ms per step at small batches (vLLM v1
-# blog, 2025). `dcsim calibrate` refits all of these from measurements.
+# blog, 2025). The calibration tool refits all of these from measurements.
 DEFAULT_EFFICIENCY = {
     "gemm_efficiency": 0.7,
     "attention_efficiency": 0.5,
@@ -71,7 +71,7 @@ DEFAULT_EFFICIENCY = {
     # kernel) launched eagerly between the graph pieces of every layer (vLLM docs, design/
     # "CUDA Graphs", cudagraph_mode FULL_AND_PIECEWISE), and the scheduler and workers take on
     # the new requests (block allocation, prefix hashing, prompt ids sent to every worker).
-    # Uncalibrated cards keep 0; `dcsim calibrate` fits it to the serving rows' throughput.
+    # Uncalibrated cards keep 0; the calibration fits it to the serving rows' throughput.
     "mixed_layer_overhead_s": 0.0,
 }
 # (tokens, sampled) shapes whose GEMM cost a model keeps (~250 bytes each).

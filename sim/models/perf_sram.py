@@ -30,9 +30,8 @@ Per-layer latency. Read at these bandwidths, the weights alone would let one use
 1.2-3x (Groq) and 11-19x (Cerebras) faster than the vendors publish: each layer also costs a
 fixed time per token that neither bandwidth nor FLOPs capture (dependent operations,
 synchronisation, the serving stack). ``kernel_latency_s`` is that time per layer per walk
-through the pipeline; ``dcsim calibrate --accelerator <card>`` fits it to all of the card's
-published per-user speeds (:func:`sim.tools.validation_accel.fit_layer_latency`: least squares on log
-time, with a leave-one-out check) into hardware/calibration/<card>.yaml, which every pool on
+through the pipeline; the calibration of the card fits it to all of the card's
+published per-user speeds (least squares on log time, with a leave-one-out check) into hardware/calibration/<card>.yaml, which every pool on
 the card loads; without a calibration it is 0 (the hardware alone).
 
 What is left out, and why (docs/accelerators.md): per-step host overheads are not published

@@ -22,7 +22,7 @@ from sim.models.perf import IterationCost, minimum
 # refresh held up by the loaded context); 30 W is the default adder.
 RESIDENT_ADDER_W = 30.0
 # Weights of compute and memory activity in the dynamic power; hardware/calibration
-# holds values fitted per accelerator to measured power (`dcsim calibrate`).
+# holds values fitted per accelerator to measured power (by the calibration tool).
 COMPUTE_WEIGHT = 1.6
 MEMORY_WEIGHT = 0.85
 # Lowest core clock a power cap can force, as a fraction of the boost clock (H100 SXM:

@@ -1,4 +1,4 @@
-"""Tables kept in memory instead of Parquet files: what ``dcsim estimate`` and the tests read a
+"""Tables kept in memory instead of Parquet files: what a one-replica estimate and the tests read a
 short run's calls and steps from."""
 
 from __future__ import annotations
