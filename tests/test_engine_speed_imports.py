@@ -1,7 +1,7 @@
 """A run imports only what its scenario uses: a chat run never loads scipy (the quality model's
 curves import it at their first use) nor pandas (installed by the test extra; pyarrow would import
 it from its converters, which sim.output.arrow avoids), nor pyarrow's compute functions (~0.1 s),
-its CSV reader or numpy.ma (the summary reads strings and takes percentiles without them); and
+or its CSV reader (the summary reads strings without them); and
 ``dcsim --help`` loads neither the simulator nor yaml."""
 
 import ast
@@ -37,7 +37,7 @@ def test_chat_run_does_not_import_scipy_or_pandas(tmp_path):
     assert "sim" in mods and "simpy" in mods and "rich" in mods  # it did simulate and print its summary
     assert "scipy" not in mods
     assert "pandas" not in mods  # (run_point, its summary and the tables the command line writes)
-    assert not {"pyarrow.compute", "pyarrow.csv", "pyarrow.dataset", "numpy.ma"} & mods
+    assert not {"pyarrow.compute", "pyarrow.csv", "pyarrow.dataset"} & mods
     assert not {"ray", "sim.shard", "sim.plan", "sim.tools", "sim.sweep", "analysis"} & mods
 
 

@@ -41,32 +41,7 @@ def _cat(arrays: list) -> np.ndarray:
 
 
 def _pct(x: np.ndarray, q: float) -> float:
-    """``float(np.percentile(x, q))`` (NaN for no values), the same number to the bit.
-
-    numpy's percentile calls ``np.unique`` on its indices, which imports ``numpy.ma`` (~20 ms of
-    every run's start) to ask whether they are masked. For the float arrays of the summary this
-    repeats numpy's own steps (linear method): the same partition of a copy, then
-    ``a + (b - a) * g``, or ``b - (b - a) * (1 - g)`` from ``g >= 0.5``, ``g`` taken from the
-    neighbours' indices after numpy's clamping to the last one (``tests/test_summary_percentile.py``
-    compares them on many arrays). Other arrays go to numpy."""
-    if not len(x):
-        return math.nan
-    if x.dtype != np.float64 or x.ndim != 1:
-        return float(np.percentile(x, q))
-    n = len(x)
-    virtual = (n - 1) * (q / 100)
-    below = math.floor(virtual)
-    above = below + 1
-    if virtual >= n - 1:  # at or past the last value: both neighbours are the last
-        below = above = -1
-    arr = x.copy()
-    arr.partition(sorted({0, -1, below, above}))
-    if arr[-1] != arr[-1]:  # a NaN sorts last: numpy's result is that NaN
-        return float(arr[-1])
-    a, b = float(arr[below]), float(arr[above])
-    g = virtual - below
-    diff = b - a
-    return b - diff * (1 - g) if g >= 0.5 else a + diff * g
+    return float(np.percentile(x, q)) if len(x) else math.nan
 
 
 def _mean(x: np.ndarray) -> float:
