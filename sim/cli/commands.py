@@ -132,8 +132,8 @@ def startup_without_gc():
     would run ~120 times over them (young, middle and a full pass) for nothing: ~70 ms of a run
     (docs/performance.md). Memory stays bounded: the collector is off only for that fixed amount
     of work and back on before the simulation (which ``sim.run`` runs with its own settings). On
-    an error it is turned back on without freezing, so a process that goes on (a test, a
-    notebook) collects that garbage."""
+    an error it is turned back on without freezing; :func:`cmd_run` unfreezes at its end, so a
+    process that goes on (a test, a notebook) collects those objects again once they die."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -148,6 +148,16 @@ def startup_without_gc():
 
 
 def cmd_run(args) -> int:
+    """Simulate one scenario point; the objects frozen at start-up are frozen for this command only."""
+    frozen = gc.get_freeze_count()
+    try:
+        return _run(args)
+    finally:
+        if not frozen:  # (a caller's own frozen objects stay as they were)
+            gc.unfreeze()
+
+
+def _run(args) -> int:
     with startup_without_gc():
         from sim.cli.outdir import prepare_run_out
         from sim.output import storage
