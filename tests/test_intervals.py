@@ -16,7 +16,7 @@ import pytest
 
 from sim.models import uncertainty as U
 from sim.tools import validation_intervals as VI
-from sim.tools.validation import load_points
+from sim.tools.validation import load_points, measurements_path
 from sim.tools.validation_trtllm import load_rows as trtllm_rows
 
 
@@ -152,7 +152,7 @@ def test_residual_rows_keep_held_out_rows_and_group_by_the_prediction():
 def test_sensitivity_variants_change_one_assumed_input_each():
     from sim.tools import validation_sensitivity as VS
 
-    points = VS.sample(load_points())
+    points = VS.sample(load_points(measurements_path()))
     assert len(points) == VS.ROWS + VS.LARGE and len({p["id"] for p in points}) == len(points)
     assert all(p["role"] == "holdout" for p in points) and max(p["concurrency"] for p in points) > 256
     runs = VS.variants(points[:1])

@@ -13,7 +13,7 @@ import math
 import pytest
 
 from sim.hardware import catalog
-from sim.tools.validation import BOUNDS, METRICS, errors, load_points, predict_all, report, summarize
+from sim.tools.validation import BOUNDS, METRICS, errors, load_points, measurements_path, predict_all, report, summarize
 
 # Held-out points across models, GPUs, tasks and batch sizes, at most this batch cap so
 # the test stays quick; the full set is in docs/validation.md.
@@ -43,7 +43,9 @@ def test_every_measurement_names_known_hardware_and_models():
 
 @pytest.fixture(scope="module")
 def held_out_rows():
-    points = [p for p in load_points(roles=("holdout",)) if p["concurrency"] <= MAX_CONCURRENCY]
+    # measurements.csv's held-out rows (the bounds were set on them; heldout_serving.csv's rows, some
+    # without power, are checked in tests/test_heldout_rows.py and reported in full in docs/validation.md)
+    points = [p for p in load_points(measurements_path(), roles=("holdout",)) if p["concurrency"] <= MAX_CONCURRENCY]
     sample = _sample(points, SAMPLE)
     assert len({p["model"] for p in sample}) >= 3
     return errors(sample, predict_all(sample, workers=1))

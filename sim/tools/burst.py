@@ -55,6 +55,19 @@ def steady_window(first_token_s: np.ndarray, finish_s: np.ndarray, requests: int
     return (t0, last) if last > t0 else (0.0, last)
 
 
+def mean_tpot(first_token_s: np.ndarray, finish_s: np.ndarray, generated: np.ndarray, t0: float, t1: float) -> float:
+    """Mean time per output token after the first, per call, over the calls served inside the
+    steady-state window (first token at or after ``t0``, finished by ``t1``), or over every
+    finished call where none is: what closed-loop clients (AIPerf, genai-perf, ``vllm bench
+    serve``'s TPOT) report as the mean inter-token latency."""
+    ok = np.isfinite(first_token_s) & np.isfinite(finish_s) & (generated > 1)
+    inside = ok & (first_token_s >= t0) & (finish_s <= t1)
+    sel = inside if inside.any() else ok
+    if not sel.any():
+        return math.nan
+    return float(np.mean((finish_s[sel] - first_token_s[sel]) / (generated[sel] - 1)))
+
+
 def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_tokens: int, output_tokens: int, *,
           output_dist="fixed", tp: int = 1, pp: int = 1, weight_dtype: str | None = None, kv_dtype: str = "bf16",
           max_num_batched_tokens: int = 8192, gpu_memory_utilization: float | None = None,
@@ -101,6 +114,7 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
         **{f"itl_p{p}_s": v for p, v in itl_quantiles(steps, 0.0, float(t_end), (50, 90, 99)).items()},
         **{f"ttft_p{p}_s": q(ttft, p) for p in (50, 90, 99)},
         **{f"e2e_p{p}_s": q(e2e, p) for p in (50, 90, 99)},
+        "tpot_mean_s": mean_tpot(first, finish, calls["generated_tokens"].to_numpy(), t0, t1),
         "calls_finished": int(np.isfinite(finish).sum()),
         "preemptions": int(calls["preemptions"].to_numpy().sum()),
         "devices": res["devices"], "kv_blocks": spec.kv_blocks, "kv_gib": spec.kv_gib, "weight_gib": spec.weight_gib,

@@ -47,23 +47,38 @@ def measurements_path() -> Path:
     return catalog.hardware_dir() / "calibration" / "measurements.csv"
 
 
+def heldout_path() -> Path:
+    """More held-out rows (ML.ENERGY models measurements.csv leaves out, NVIDIA NIM closed-loop
+    sweeps), derived by hardware/calibration/derive_heldout.py; never read by a fit."""
+    return catalog.hardware_dir() / "calibration" / "heldout_serving.csv"
+
+
+def _number(v: str, kind):
+    """A cell as ``kind``; an empty cell (a metric the source does not publish) is NaN."""
+    return kind(v) if v.strip() else math.nan
+
+
 def load_points(path: Path | None = None, roles: tuple[str, ...] = ("fit", "holdout")) -> list[dict]:
-    """The measurement rows with the given roles, numbers parsed."""
+    """The measurement rows with the given roles, numbers parsed: those of ``path``, or by
+    default measurements.csv followed by the held-out rows of heldout_serving.csv. Rows of the
+    latter carry ``kv_dtype``, ``itl_stat`` (median or mean ITL), ``bench`` (burst or
+    closed_loop) and ``assumptions``; metrics they lack are NaN."""
     ints = {"tp", "concurrency", "requests", "prompt_tokens"}
     floats = {"output_mean", "output_cv", "measured_batch", "output_tokens_per_s", "itl_p50_s", "gpu_power_w",
               "energy_per_token_j"}
     out = []
-    with open(path or measurements_path(), newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r["role"] not in roles:
-                continue
-            r = dict(r)
-            for k in ints:
-                r[k] = int(r[k])
-            for k in floats:
-                r[k] = float(r[k])
-            r["expert_parallel"] = r["expert_parallel"] == "True"
-            out.append(r)
+    for f in [path] if path else [measurements_path(), heldout_path()]:
+        with open(f, newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r["role"] not in roles:
+                    continue
+                r = dict(r)
+                for k in ints:
+                    r[k] = int(r[k])
+                for k in floats:
+                    r[k] = _number(r[k], float)
+                r["expert_parallel"] = r["expert_parallel"] == "True"
+                out.append(r)
     return out
 
 
@@ -89,6 +104,8 @@ def predict(point: dict, performance: dict | None = None, power: dict | None = N
     """
     from sim.tools.burst import burst
 
+    if point.get("bench") == "closed_loop":
+        return predict_closed_loop(point, performance, power)
     perf = {"kind": "roofline", **performance} if performance else None
     return burst(
         point["accelerator"], point["model"], point["requests"], point["concurrency"], point["prompt_tokens"],
@@ -97,6 +114,41 @@ def predict(point: dict, performance: dict | None = None, power: dict | None = N
         output_dist=point.get("output_dist") or output_distribution(point["output_mean"], point["output_cv"]),
         performance=perf, power=power,
     )
+
+
+# A closed-loop row's engine token budget (TensorRT-LLM max_num_tokens; NIM does not publish its own),
+# and the waves of its running batch simulated (the steady-state throughput settles within ~2% by 16).
+CLOSED_LOOP_TOKENS, CLOSED_LOOP_WAVES = 8192, 16
+
+
+def predict_closed_loop(point: dict, performance: dict | None = None, power: dict | None = None) -> dict:
+    """Steady state of ``concurrency`` closed-loop clients (NVIDIA NIM's AIPerf tables) on TensorRT-LLM.
+
+    The clients keep ``concurrency`` requests outstanding; in steady state that is a server with
+    the whole request set queued and its running batch capped at ``concurrency``, or lower where
+    the KV pool holds fewer whole sequences (TensorRT-LLM's default capacity scheduler admits a
+    request only with room for its prompt and all its output). So the row runs as a burst
+    (:func:`sim.tools.burst.burst`) of 16 waves of that cap (at most ``requests``) of fixed-length calls, the engine
+    profile of hardware/calibration/trtllm.yaml in place of vLLM's overheads and trtllm-bench's
+    KV pool (sim/tools/validation_trtllm.py); throughput over the steady-state window, ITL the
+    mean time per output token of the calls inside it (what AIPerf reports)."""
+    from sim.tools import validation_trtllm as VT
+    from sim.tools.burst import burst
+
+    prof = {**VT.load_profile().get(point["accelerator"], {}), **(performance or {})}
+    isl, osl = point["prompt_tokens"], int(round(point["output_mean"]))
+    bench_row = {"model": point["model"], "accelerator": point["accelerator"], "tp": point["tp"],
+                 "weight_dtype": point["weight_dtype"], "num_requests": point["requests"], "isl": isl, "osl": osl}
+    fits = VT.kv_tokens(bench_row, prof, point["concurrency"], CLOSED_LOOP_TOKENS) // (isl + osl)
+    if fits < 1:
+        raise ValueError(f"a request of {isl} + {osl} tokens does not fit the KV pool")
+    cap = min(point["concurrency"], fits)
+    out = burst(point["accelerator"], point["model"], min(point["requests"], max(CLOSED_LOOP_WAVES * cap, 16)), cap,
+                isl, osl,
+                tp=point["tp"], weight_dtype=point["weight_dtype"], kv_dtype=VT.KV_DTYPE,
+                max_num_batched_tokens=CLOSED_LOOP_TOKENS, gpu_memory_utilization=VT.KV_FRACTION, output_dist="fixed",
+                performance={"kind": "roofline", "mixed_layer_overhead_s": 0.0, **prof}, power=power)
+    return {**out, "batch_cap": cap}
 
 
 def _predict_one(args) -> dict:
@@ -123,6 +175,8 @@ def errors(points: list[dict], predictions: list[dict]) -> list[dict]:
     for p, pred in zip(points, predictions):
         row = {"point": p, "error": pred.get("error"), "mean_batch_seqs": pred.get("mean_batch_seqs", math.nan)}
         for name, (mcol, pkey, _) in METRICS.items():
+            if name == "itl" and p.get("itl_stat") == "mean":  # the source reports the mean ITL
+                pkey = "tpot_mean_s"
             meas, got = p[mcol], pred.get(pkey, math.nan)
             row[name] = (meas, got, got / meas - 1.0 if meas else math.nan)
         rows.append(row)
@@ -175,6 +229,8 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
         "used for any fit. Kernel efficiencies and link bandwidth come from separate per-operator and",
         "NCCL tables (hardware/calibration/*.yaml).",
         "",
+        *HELDOUT_NOTE,
+        "",
         "Bounds tests/test_validation.py keeps on a spread sample of held-out points (batch cap <= 128), as mean |error|: "
         + ", ".join(f"{METRICS[m][2]} {b:.0%}" for m, b in BOUNDS.items()) + ".",
         "",
@@ -187,6 +243,12 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
         sub = [r for r in rows if r["point"]["role"] == role]
         for name, s in summarize(sub).items():
             lines.append(f"| {role} | {METRICS[name][2]} | {s['n']} | {s['mean']:.1%} | {s['worst']:.1%} |")
+    lines += ["", "Held-out rows by source:", "", "| source | metric | points | mean abs error | worst abs error |",
+              "|---|---|---|---|---|"]
+    for label, keep in SOURCES:
+        for name, s in summarize([r for r in rows if r["point"]["role"] == "holdout" and keep(r["point"])]).items():
+            if s["n"]:
+                lines.append(f"| {label} | {METRICS[name][2]} | {s['n']} | {s['mean']:.1%} | {s['worst']:.1%} |")
     failed = [r for r in rows if r["error"]]
     lines += ["", f"{len(rows)} points simulated in {wall_s:.0f} s wall time; {len(failed)} could not run."]
     for role, title in (("holdout", "Held-out points"), ("fit", "Fitting points")):
@@ -213,8 +275,33 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
             if key not in seen:
                 seen.add(key)
                 lines.append(f"- {p['model']} on {p['accelerator']}, {p['task']}: {p['reason']}")
-    lines += ["", f"Source of every measurement: {rows[0]['point']['source'] if rows else ''}.", ""]
+    sources = sorted({r["point"]["source"].split(" public/data/")[0] if r["point"]["id"].startswith("mlenergy")
+                      else r["point"]["source"].split(", stored copy")[0] for r in rows})
+    lines += ["", "Sources (each row's exact table is in its `source` column): " + "; ".join(sources) + ".", ""]
     return "\n".join(lines + MODEL_NOTES)
+
+
+# Which held-out rows come from where (the summary's per-source table)
+SOURCES = (
+    ("ML.ENERGY v3, measurements.csv models", lambda p: p["id"].startswith("mlenergy") and "assumptions" not in p),
+    ("ML.ENERGY v3, more models (heldout_serving.csv)", lambda p: p["id"].startswith("mlenergy") and "assumptions" in p),
+    ("NVIDIA NIM 1.8.0 closed loop (heldout_serving.csv)", lambda p: p.get("bench") == "closed_loop"),
+)
+HELDOUT_NOTE = [
+    "**More held-out rows** (hardware/calibration/heldout_serving.csv, derived by hardware/calibration/",
+    "derive_heldout.py; none is read by any fit): (1) the dense models of the same ML.ENERGY v3 release that",
+    "measurements.csv leaves out and the project has cards for: Llama 3.1 8B on one H100 / B200, Llama 3.1 and",
+    "3.3 70B on 4 H100s / 2 B200s, Llama 3.1 405B (bf16 on 8 B200s, fp8 on 8 H100s / 4 B200s) on",
+    "lm-arena-chat, Qwen3-32B on lm-arena-chat and GPQA (about 7,000-token reasoning outputs on 2 H100s),",
+    "simulated exactly as the rows above; (2) NVIDIA NIM 1.8.0's published AIPerf sweeps (NIM LLM benchmarking,",
+    "Performance page; hand-transcribed in hardware/calibration/nim_tables.csv): Llama 3.1 8B on one H100 and",
+    "Llama 3.3 70B on 2 H100s in fp8, fixed 200/200, 500/2000, 1000/1000, 5000/500 and 20000/2000 input/output",
+    "tokens, 1-250 closed-loop clients; output throughput and mean ITL only (no power). They run on",
+    "TensorRT-LLM (NIM's fp8 profiles; the page does not say), so they are simulated with the TensorRT-LLM",
+    "engine profile (hardware/calibration/trtllm.yaml) as a steady closed loop: the running batch capped at",
+    "the clients or at the whole sequences the KV pool holds, throughput over the steady state, ITL the mean",
+    "time per output token (sim/tools/validation.py, predict_closed_loop). Task column: `ISL/OSL closed loop`.",
+]
 
 
 # The closing note of the report: what changed in the model, why, and what was tried and dropped.
@@ -286,7 +373,7 @@ def shape_section(rows: list[dict]) -> list[str]:
 
 def sensitivity_lines(workers: int) -> list[str]:
     """The section on the assumed inputs: a spread of held-out rows, each input changed alone."""
-    points = VS.sample(load_points())
+    points = VS.sample(load_points(measurements_path()))  # the ML.ENERGY rows of measurements.csv
     runs = [q if VS.has_window(q["requests"], q["concurrency"]) else {**q, "requests": q["concurrency"] + 2}
             for q in VS.variants(points)]  # (too short a burst: reported n/a, simulated as the shortest valid one)
     return VS.section(points, VS.regroup(points, predict_all(runs, workers=workers)), METRICS)

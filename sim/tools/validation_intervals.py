@@ -57,7 +57,8 @@ def residual_rows(mlenergy: list[dict], trtllm: list[dict]) -> list[dict]:
         for metric in U.METRICS:
             meas, pred, err = r[metric]
             if math.isfinite(err):
-                out.append({"source": "mlenergy", "id": p["id"], **keys, "metric": metric, "measured": meas,
+                src = "nim" if p.get("bench") == "closed_loop" else "mlenergy"
+                out.append({"source": src, "id": p["id"], **keys, "metric": metric, "measured": meas,
                             "predicted": pred, "error": err})
     for x in trtllm:
         row, sim = x["row"], x["sim"]
@@ -176,7 +177,7 @@ def section(rows: list[dict], table: dict, cov: dict) -> list[str]:
              "| metric | rows checked per split | coverage of the 80% interval |", "|---|---|---|"]
     for m in (*U.METRICS, "all"):
         lines.append(f"| {labels.get(m, 'all metrics')} | {cov[m]['rows']} | {cov[m]['coverage']:.1%} |")
-    lines += ["", "**Held-out rows, both sources** (ML.ENERGY and TensorRT-LLM), against the fidelity targets "
+    lines += ["", "**Held-out rows, all sources** (ML.ENERGY, NVIDIA NIM, TensorRT-LLM), against the fidelity targets "
               "(mean |error| <= 8% for throughput, ITL and power, <= 12% for J / token; worst row <= 25%):", "",
               "| metric | rows | accelerators | mean abs error | worst abs error | worst row |", "|---|---|---|---|---|---|"]
     for m in U.METRICS:

@@ -132,7 +132,7 @@ def _raw(row: dict, overrides: dict, max_seqs: int, max_tokens: int, drain_s: fl
             "datacenter": {"pools": [pool]}, "workload": {"classes": [cls]}}
 
 
-def _kv_tokens(row: dict, overrides: dict, max_seqs: int, max_tokens: int) -> int:
+def kv_tokens(row: dict, overrides: dict, max_seqs: int, max_tokens: int) -> int:
     from sim.config import validate
     from sim.cluster.pools import resolve_pool
 
@@ -150,9 +150,9 @@ def simulate(row: dict, overrides: dict | None = None) -> dict:
 
     overrides = dict(overrides if overrides is not None else load_profile().get(row["accelerator"], {}))
     isl, osl, n = row["isl"], row["osl"], row["num_requests"]
-    kv = _kv_tokens(row, overrides, 256, 8192)
+    kv = kv_tokens(row, overrides, 256, 8192)
     bs, tok = bench_settings(kv, isl, osl)
-    kv = _kv_tokens(row, overrides, bs, tok)  # the token budget sizes the activation reserve
+    kv = kv_tokens(row, overrides, bs, tok)  # the token budget sizes the activation reserve
     fits = kv // (isl + osl)
     if fits < 1:
         raise ValueError(f"a request of {isl} + {osl} tokens does not fit the KV pool ({kv} tokens)")
