@@ -29,6 +29,10 @@ Sources
    table each row comes from): Llama 3.1 8B on 1 H100 and Llama 3.3 70B on 2 H100 (fp8, TP1 /
    TP2), fixed input / output lengths (200/200, 500/2000, 1000/1000, 5000/500, 20000/2000),
    client concurrency 1-250, AIPerf closed loop; output throughput and mean ITL, no power.
+   Transcription: the 70B 5000/500 and the 8B 200/200 tables were checked cell by cell against the
+   page; the other tables follow the copy of the same 1.8.0 tables in the public repository
+   github.com/zivbeker42/llm-guesstimator (tested_benchmarks/), which agrees with the page in every
+   cell read from both.
    The page does not name the engine: NIM's optimized fp8 profiles for H100 run TensorRT-LLM,
    so the rows are simulated with the project's TensorRT-LLM engine profile (trtllm.yaml).
 

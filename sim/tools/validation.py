@@ -248,7 +248,8 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
     for label, keep in SOURCES:
         for name, s in summarize([r for r in rows if r["point"]["role"] == "holdout" and keep(r["point"])]).items():
             if s["n"]:
-                lines.append(f"| {label} | {METRICS[name][2]} | {s['n']} | {s['mean']:.1%} | {s['worst']:.1%} |")
+                what = "mean ITL (s)" if name == "itl" and "closed loop" in label else METRICS[name][2]
+                lines.append(f"| {label} | {what} | {s['n']} | {s['mean']:.1%} | {s['worst']:.1%} |")
     failed = [r for r in rows if r["error"]]
     lines += ["", f"{len(rows)} points simulated in {wall_s:.0f} s wall time; {len(failed)} could not run."]
     for role, title in (("holdout", "Held-out points"), ("fit", "Fitting points")):
@@ -276,7 +277,7 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
                 seen.add(key)
                 lines.append(f"- {p['model']} on {p['accelerator']}, {p['task']}: {p['reason']}")
     sources = sorted({r["point"]["source"].split(" public/data/")[0] if r["point"]["id"].startswith("mlenergy")
-                      else r["point"]["source"].split(", stored copy")[0] for r in rows})
+                      else r["point"]["source"].split("), ")[0] + ")" for r in rows})
     lines += ["", "Sources (each row's exact table is in its `source` column): " + "; ".join(sources) + ".", ""]
     return "\n".join(lines + MODEL_NOTES)
 
