@@ -67,7 +67,8 @@ def load_points(path: Path | None = None, roles: tuple[str, ...] = ("fit", "hold
     floats = {"output_mean", "output_cv", "measured_batch", "output_tokens_per_s", "itl_p50_s", "gpu_power_w",
               "energy_per_token_j"}
     out = []
-    for f in [path] if path else [measurements_path(), heldout_path()]:
+    extra = [heldout_path()] if heldout_path().is_file() else []  # (a user's own hardware folder may lack it)
+    for f in [path] if path else [measurements_path(), *extra]:
         with open(f, newline="") as fh:
             for r in csv.DictReader(fh):
                 if r["role"] not in roles:
