@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.util import spec_from_file_location
 
 # the engine's inner loop, in the order they import each other (bottom first)
 ENGINE = (
@@ -45,6 +44,8 @@ class PureFinder:
         for folder in path or ():
             candidate = os.path.join(folder, source)
             if os.path.isfile(candidate):
+                from importlib.util import spec_from_file_location  # (only here: it costs an import)
+
                 return spec_from_file_location(name, candidate)
         return None
 
