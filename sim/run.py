@@ -32,6 +32,7 @@ import simpy  # (its __version__ and pydantic's VERSION: no distribution look-up
 import yaml
 
 import sim
+from sim import native
 from sim.output import economics
 from sim.output import storage
 from sim.models import uncertainty
@@ -154,7 +155,8 @@ def write_point(scenario: Scenario, fs, base: str, point_id: str, world, t_end: 
         "point_id": point_id,
         "scenario": scenario.name,
         "versions": {"dcsim": sim.__version__, "python": platform.python_version(), "numpy": np.__version__,
-                     "pyarrow": pa.__version__, "simpy": simpy.__version__, "pydantic": pydantic.VERSION},
+                     "pyarrow": pa.__version__, "simpy": simpy.__version__, "pydantic": pydantic.VERSION,
+                     "engine": native.build()},
         "source": source_provenance(),
         "timings": {"simulate_s": sim_wall, "total_s": wall},
         "engine": engine,

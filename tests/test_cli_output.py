@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sim
+from sim import native
 from sim.cli.main import main
 from sim.output.headline import HEADLINE
 
@@ -33,7 +34,7 @@ def test_version_matches_the_package(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0
-    assert capsys.readouterr().out.strip() == f"dcsim {sim.__version__}"
+    assert capsys.readouterr().out.strip() == f"dcsim {sim.__version__} (engine: {native.build()})"
 
 
 def test_run_by_name_reads_at_80_columns_and_points_at_the_report(tmp_path, capsys, monkeypatch):

@@ -13,9 +13,15 @@ import pytest
 
 import sim.cluster.world
 from scenarios import llm_scenario, same_calls
+from sim import native
 from sim.config import validate
 from sim.engine.replica import Replica
 from sim.output.memory import MemoryRecorder
+
+
+pytestmark = pytest.mark.skipif(native.build().startswith("compiled"), reason=(
+    "the compiled engine's classes cannot be subclassed here: this test checks its pure Python sources "
+    "(DCSIM_PURE_PYTHON=1), which tests/test_native.py holds equal to it"))
 
 
 class Eager(Replica):

@@ -80,7 +80,7 @@ def test_wheel_installed_outside_the_clone_runs_a_shipped_scenario_and_estimate(
     assert 0 < lo < hi and summary[0]["output_tokens_per_s_p10"] > 0
 
     res = run("--version")
-    assert res.returncode == 0 and res.stdout.strip() == "dcsim 0.1.0"
+    assert res.returncode == 0 and res.stdout.strip() == "dcsim 0.1.0 (engine: pure Python)"
 
 
 def _name(requirement: str) -> str:

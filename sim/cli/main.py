@@ -14,6 +14,7 @@ import logging
 import sys
 
 import sim
+from sim import native
 from sim.cli import commands
 from sim.errors import ScenarioError
 
@@ -138,7 +139,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dcsim", description="Discrete-event simulator of AI-inference datacenters",
                 epilog="Shipped scenarios (pass a name or a path): " + ", ".join(shipped_scenarios()))
-    p.add_argument("--version", action="version", version=f"dcsim {sim.__version__}")
+    p.add_argument("--version", action="version", version=f"dcsim {sim.__version__} (engine: {native.build()})")
     _verbosity_options(p, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _verbosity_options(common, suppress=True)

@@ -51,6 +51,7 @@ class ReplicaCore(ClockCommits):
         self.plans = 0  # decisions made (committed, cut or dropped)
         self.output_tokens = 0
         self._idle_w = idle_w  # the whole replica's devices, idle
+        self._lent_until: Optional[float] = None  # the devices run a diffusion batch until then
         self.dc = DecodeClock(block_size, False)  # running calls' decode progress, kept once (enabled by the engine)
 
     @property
@@ -127,7 +128,7 @@ class ReplicaCore(ClockCommits):
         evict them. Returns whether there was any."""
         pinned = [c for c in self.waiting if c.pin is not None]
         for c in pinned:
-            self.kv.release_pin(c.pin)
+            self.kv.release_pin(c.pin)  # type: ignore[arg-type]
             c.pin = None
             self.recorder.event(self.clock, "unpinned", self.pool, self.index, c.call_id, "pool full of pinned KV")
         return bool(pinned)
@@ -207,7 +208,8 @@ class ReplicaCore(ClockCommits):
         """Every running call gains ``grow`` tokens (the iterations' total), capped at its output,
         and an equal share of the iterations' energy and device time."""
         bs = self.block_size
-        still, done = [], []
+        still: list[Call] = []
+        done: list[Call] = []
         out = alloc = 0
         share_j, share_s = cost[0] / len(self.running), cost[1] / len(self.running)
         keep, end_ = still.append, done.append
@@ -239,7 +241,7 @@ class ReplicaCore(ClockCommits):
             self._release(c, final=True)
             self._end_call(c, c.done_status, end)
 
-    def _admit(self, d: Decision, start: float, running: list) -> dict:
+    def _admit(self, d: Decision, start: float, running: list[Call]) -> dict[int, int]:
         """Take the admitted calls off the queue into ``running``; those with a prefix hold the
         cached blocks they found. Returns id(call) -> blocks found, for calls with a prefix."""
         joining = {}
@@ -324,7 +326,7 @@ class ReplicaCore(ClockCommits):
         """An admitted call takes the ``hit`` cached blocks it found (those an earlier chunk of
         this iteration filled included) and lets go of the pin it carried."""
         kv = self.kv
-        kv.ref(c.prefix, hit, start=c.shared)
+        kv.ref(c.prefix, hit, start=c.shared)  # type: ignore[arg-type]
         c.shared = c.blocks = hit
         c.computed = hit * self.block_size
         c.cached_tokens += c.computed
@@ -342,9 +344,9 @@ class ReplicaCore(ClockCommits):
         kv.take(c.shared - c.blocks)
         if c.shared:
             if final and c.retain == "pin":
-                c.held = Pin(c.prefix, c.shared, kv)
+                c.held = Pin(c.prefix, c.shared, kv)  # type: ignore[arg-type]
             else:
-                kv.unref(c.prefix, c.shared, keep=not (final and c.retain == "drop"))
+                kv.unref(c.prefix, c.shared, keep=not (final and c.retain == "drop"))  # type: ignore[arg-type]
         c.blocks = c.shared = 0
         if c.pin is not None:  # never admitted: its caller's KV is no longer pinned
             kv.release_pin(c.pin)

@@ -27,6 +27,8 @@ from heapq import heapify, heappop, heappush
 from itertools import count
 from operator import add, itemgetter
 
+from sim.engine.call import Call
+
 if sys.version_info < (3, 12):
     # sum() of floats adds them one by one in a C double: the floats of the left fold below,
     # without a Python float per step (3.12 made sum() compensated, so only before it)
@@ -39,7 +41,7 @@ else:
 _second = itemgetter(1)
 
 
-def phase_need(phase, block_size: int, m: int) -> int:
+def phase_need(phase: list[int], block_size: int, m: int) -> int:
     """Blocks that ``m`` more tokens per call allocate, ``phase[t]`` calls holding ``t`` KV
     tokens modulo the block size (a call at 0 mod the block size has its last block full).
 
@@ -52,7 +54,7 @@ def phase_need(phase, block_size: int, m: int) -> int:
     return need
 
 
-def settled(c, block_size: int) -> bool:
+def settled(c: Call, block_size: int) -> bool:
     """Whether decoding changes nothing in the prefix cache that anyone could see for ``c``: it
     has no prefix, all its prefix's chunks are already cached blocks it references (registering
     is then a no-op), or its prefix is ``solo`` (its new full chunks, registered when it next
@@ -61,7 +63,7 @@ def settled(c, block_size: int) -> bool:
     return p is None or p.solo or c.shared // p.chunk >= p.chunks(block_size)
 
 
-def rotate(phase, m: int, block_size: int) -> list:
+def rotate(phase: list[int], m: int, block_size: int) -> list[int]:
     """The phase counts after ``m`` more tokens per call."""
     s = (-m) % block_size
     return phase[s:] + phase[:s]
@@ -79,21 +81,21 @@ class DecodeClock:
         self.tokens = 0  # decode tokens each running call gained in lazy commits, since the start
         self.ok = False  # aggregates valid for the running calls
         self.S = 0  # running calls' KV tokens
-        self.cnt = [0] * block_size  # calls by (stored computed - d0) mod block size
-        self.heap: list = []  # (clock value at which a call has all its output, seq, call)
+        self.cnt: list[int] = [0] * block_size  # calls by (stored computed - d0) mod block size
+        self.heap: list[tuple[int, int, Call]] = []  # (clock value at which a call has all its output, seq, call)
         self._seq = count()
-        self.log_j: list = []  # energy shares of lazy commits, in order
-        self.log_s: list = []  # device-time shares likewise
+        self.log_j: list[float] = []  # energy shares of lazy commits, in order
+        self.log_s: list[float] = []  # device-time shares likewise
         self.base = 0  # log index of log_j[0] (older entries were added by every call)
         self.dirty = False  # some running call is not up to date
 
     # ------------------------------------------------------------------ per call
-    def join(self, c) -> None:
+    def join(self, c: Call) -> None:
         """``c`` joins the running batch, up to date as it is."""
         c.d0 = self.tokens
         c.m0 = self.base + len(self.log_j)
 
-    def sync(self, c) -> None:
+    def sync(self, c: Call) -> None:
         """Bring a running call up to date: the tokens and shares of the lazy commits it was in."""
         g = self.tokens - c.d0
         if g:
@@ -108,14 +110,14 @@ class DecodeClock:
             c.device_s = _fold(self.log_s[i:], c.device_s)
             c.m0 = self.base + len(lj)
 
-    def sync_all(self, running: list) -> None:
+    def sync_all(self, running: list[Call]) -> None:
         if self.dirty:
             for c in running:
                 self.sync(c)
             self.dirty = False
 
     # ------------------------------------------------------------------ the batch in aggregate
-    def ready(self, running: list) -> bool:
+    def ready(self, running: list[Call]) -> bool:
         """Whether the aggregates hold for ``running`` (rebuilt if they were invalidated):
         every call decodes, has no prefix blocks left to register and its blocks match its KV tokens."""
         if self.ok:
@@ -140,13 +142,13 @@ class DecodeClock:
         self.cnt, self.heap, self.S, self.ok = cnt, heap, total, True
         return True
 
-    def add(self, c) -> None:
+    def add(self, c: Call) -> None:
         """An up-to-date decoding call with no prefix blocks left to register joins the aggregates."""
         self.S += c.computed
         self.cnt[(c.computed - c.d0) % self.bs] += 1
         heappush(self.heap, (c.d0 + c.output_tokens - c.generated, next(self._seq), c))
 
-    def phase(self) -> list:
+    def phase(self) -> list[int]:
         """Running calls by their true KV tokens modulo the block size."""
         s = (-self.tokens) % self.bs
         cnt = self.cnt
@@ -162,10 +164,10 @@ class DecodeClock:
         """Output tokens left to the call that finishes first."""
         return self.heap[0][0] - self.tokens
 
-    def first_computed(self, c) -> int:
+    def first_computed(self, c: Call) -> int:
         return c.computed + self.tokens - c.d0
 
-    def advance(self, m: int, n: int, share_j: float, share_s: float, running: list) -> list:
+    def advance(self, m: int, n: int, share_j: float, share_s: float, running: list[Call]) -> list[Call]:
         """Every one of the ``n`` running calls gains ``m`` tokens and the shares: returns the
         calls that now have all their output tokens, up to date, in running order (they leave
         the aggregates; the caller removes them from the batch)."""
@@ -179,12 +181,12 @@ class DecodeClock:
         heap, d = self.heap, self.tokens
         if not heap or heap[0][0] > d:
             return []
-        done = []
+        entries = []
         while heap and heap[0][0] <= d:
-            done.append(heappop(heap))
-        if len(done) > 1:  # running order: the entries' numbers follow it (given in running order, joiners last)
-            done.sort(key=_second)
-        done = [e[2] for e in done]
+            entries.append(heappop(heap))
+        if len(entries) > 1:  # running order: the entries' numbers follow it (given in running order, joiners last)
+            entries.sort(key=_second)
+        done = [e[2] for e in entries]
         bs, cnt = self.bs, self.cnt
         for c in done:
             cnt[(c.computed - c.d0) % bs] -= 1
@@ -192,7 +194,7 @@ class DecodeClock:
             self.S -= c.computed
         return done
 
-    def _trim(self, running: list) -> None:
+    def _trim(self, running: list[Call]) -> None:
         """Drop the log entries every running call has added."""
         low = min([c.m0 for c in running], default=self.base + len(self.log_j))
         cut = low - self.base

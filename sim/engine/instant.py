@@ -95,8 +95,8 @@ class Due:
     def __init__(self, origin: int, waiting_empty: bool):
         self.origin = origin  # the moment the decision fell due
         self.waiting_empty = waiting_empty  # queue empty at that moment
-        self.first = None  # the first call that arrived after it
-        self.last = None  # the latest one
+        self.first: Optional[int] = None  # the first call that arrived after it
+        self.last: Optional[int] = None  # the latest one
 
     def arrived(self, eid: int) -> None:
         if self.first is None:

@@ -11,12 +11,35 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sim.engine.dclock import settled
+from sim.engine.call import Call
+from sim.engine.dclock import DecodeClock, settled
+from sim.engine.kvcache import KvPool
 from sim.engine.scheduler import Decision
 
 
 class ClockCommits:
-    """The commits of :class:`~sim.engine.core.ReplicaCore` made on its decode clock ``dc``."""
+    """The commits of :class:`~sim.engine.core.ReplicaCore` made on its decode clock ``dc``.
+
+    The state and the call-by-call steps they use are the core's, declared here with their
+    types so that the engine can be compiled (a compiled class knows its attributes)."""
+
+    running: list[Call]
+    dc: DecodeClock
+    kv: KvPool
+    block_size: int
+    output_tokens: int
+
+    def _admit(self, d: Decision, start: float, running: list[Call]) -> dict[int, int]:
+        raise NotImplementedError
+
+    def _join(self, c: Call, hit: int) -> None:
+        raise NotImplementedError
+
+    def _release(self, c: Call, final: bool) -> None:
+        raise NotImplementedError
+
+    def _end_call(self, c: Call, status: str, t: float) -> None:
+        raise NotImplementedError
 
     def _commit_decode_lazy(self, m: int, end: float, cost: tuple[float, float], alloc: Optional[int]) -> None:
         """:meth:`_commit_decode` on the decode clock: the calls gain their tokens and shares in

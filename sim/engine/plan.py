@@ -11,11 +11,13 @@ per-iteration reference mode). Pure: no SimPy, nothing changed but the price cac
 from __future__ import annotations
 
 from itertools import accumulate
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from sim.engine.dclock import phase_need, rotate
+from sim.engine.call import Call
+from sim.engine.dclock import DecodeClock, phase_need, rotate
+from sim.engine.kvcache import KvPool
 from sim.engine.prices import DecodePrices
 from sim.engine.scheduler import Decision
 from sim.models.perf import Batch, IterationCost
@@ -87,17 +89,17 @@ class Plan:
     # k: int  iterations
     # waiting_empty: bool
     # prefill_tokens, decode_tokens, sampled: int  per iteration (sampled: output tokens produced)
-    computed: Optional[np.ndarray] = None  # decode runs: each call's KV tokens at the start
+    computed: Any = None  # decode runs (an array): each call's KV tokens at the start
     # speculative decode runs: G (tokens gained after i iterations, i = 0..k), each call's
     # output tokens left at the start, and the output tokens of each iteration
-    gains: Optional[np.ndarray] = None
-    remaining: Optional[np.ndarray] = None
-    gained: Optional[np.ndarray] = None
+    gains: Any = None  # (arrays)
+    remaining: Any = None
+    gained: Any = None
     kv_need: int = 0  # blocks its iterations will allocate (held back from pins restored meanwhile)
-    phase: Optional[list] = None  # decode runs planned in aggregate: calls by KV tokens mod block size, at the start
+    phase: Optional[list[int]] = None  # decode runs planned in aggregate: calls by KV tokens mod block size, at the start
 
     def __init__(self, decision: Decision, steady: bool, bounds, energy_j, waiting_empty: bool, prefill_tokens: int = 0,
-                 decode_tokens: int = 0, sampled: int = 0, kv_need: int = 0, phase: Optional[list] = None):
+                 decode_tokens: int = 0, sampled: int = 0, kv_need: int = 0, phase: Optional[list[int]] = None):
         self.decision = decision
         self.steady = steady
         self.bounds = bounds
@@ -115,7 +117,7 @@ def run_need(block_size: int, computed: np.ndarray, k: int, gains: Optional[np.n
               remaining: Optional[np.ndarray] = None) -> int:
     """Blocks beyond those held that the first ``k`` iterations of a decode run allocate."""
     bs = block_size
-    grow = k if gains is None else np.minimum(gains[k], remaining)
+    grow = k if gains is None else np.minimum(gains[k], remaining)  # type: ignore[arg-type]
     return int(np.maximum(0, -(-(computed + grow) // bs) - -(-computed // bs)).sum())
 
 
@@ -139,8 +141,8 @@ class Planner:
         self.spec_width = speculative.query_tokens if speculative is not None else 1  # tokens a decode verifies
         self.prices = prices  # decode-run prices shared with the pool's other replicas (made if None)
 
-    def plan(self, clock: float, d: Decision, running: list, waiting_empty: bool, kv, spec_step: int,
-             dclock=None) -> Plan:
+    def plan(self, clock: float, d: Decision, running: list[Call], waiting_empty: bool, kv: KvPool, spec_step: int,
+             dclock: Optional[DecodeClock] = None) -> Plan:
         """The run that decision ``d`` starts at ``clock``: many decode iterations when every running
         call just decodes (and ``max_run`` allows), else one iteration. ``dclock``: the replica's
         decode clock, for decisions made in aggregate (``d.ones``)."""
@@ -150,11 +152,12 @@ class Planner:
         )
         if steady:
             if d.ones:
-                return self._plan_decode_aggregate(clock, d, len(running), waiting_empty, kv, dclock)
+                return self._plan_decode_aggregate(clock, d, len(running), waiting_empty, kv, dclock)  # type: ignore[arg-type]
             return self._plan_decode_run(clock, d, running, waiting_empty, kv, spec_step)
         return self._plan_single(clock, d, waiting_empty, running, dclock)
 
-    def plan_decoding(self, clock: float, d: Decision, running: list, kv, spec_step: int, dclock) -> Plan:
+    def plan_decoding(self, clock: float, d: Decision, running: list[Call], kv: KvPool, spec_step: int,
+                      dclock: DecodeClock) -> Plan:
         """:meth:`plan` for a decision made in aggregate with nothing waiting (every running call
         decodes one token): a decode run, unless ``max_run`` is 1."""
         if self.max_run > 1:
@@ -178,7 +181,8 @@ class Planner:
             rest.kv_need = run_need(self.block_size, rest.computed, rest.k, rest.gains, rest.remaining)
         return rest
 
-    def _plan_single(self, clock: float, d: Decision, waiting_empty: bool, running: list, dclock) -> Plan:
+    def _plan_single(self, clock: float, d: Decision, waiting_empty: bool, running: list[Call],
+                     dclock: Optional[DecodeClock]) -> Plan:
         tokens = seqs = sampled = 0
         pairs = kv = 0
         prefill = decode = 0
@@ -186,6 +190,7 @@ class Planner:
         if d.ones:  # the first ``ones`` running calls decode one token each: their sums at once
             n = d.ones
             tokens = seqs = sampled = decode = n
+            assert dclock is not None
             pairs = kv = dclock.S + n  # each reads its KV tokens and its new one
             longest, longest_pairs = 1, dclock.first_computed(running[0]) + 1
         spec = self.spec
@@ -218,7 +223,8 @@ class Planner:
                 prefill += n
         if spec is None:
             if self.power.cap_w is None and getattr(self.perf, "scalar_ok", False):  # priced in floats
-                cost = self.perf.cost(Batch(tokens, seqs, sampled, float(pairs), float(kv), longest, float(longest_pairs)))
+                cost = self.perf.cost(Batch(tokens, seqs, sampled, float(pairs), float(kv), longest,  # type: ignore[arg-type]
+                                            float(longest_pairs)))
             else:
                 cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)]),
                                             longest, float(longest_pairs)))
@@ -226,7 +232,8 @@ class Planner:
         cost = spec.step_cost(tokens, seqs, sampled, float(pairs), float(kv), spec_seqs, np.array([float(spec_ctx)]))
         return self._priced(clock, d, False, cost, waiting_empty, prefill, spec_seqs * self.spec_width, sampled + spec_out)
 
-    def _plan_decode_run(self, clock: float, d: Decision, running: list, waiting_empty: bool, kv, spec_step: int) -> Plan:
+    def _plan_decode_run(self, clock: float, d: Decision, running: list[Call], waiting_empty: bool, kv: KvPool,
+                         spec_step: int) -> Plan:
         n = len(running)
         comps = [c.computed for c in running]
         computed = np.fromiter(comps, dtype=np.int64, count=n)
@@ -255,7 +262,8 @@ class Planner:
         plan.kv_need = run_need(self.block_size, computed, k, gains, remaining_out)
         return plan
 
-    def _plan_decode_aggregate(self, clock: float, d: Decision, n: int, waiting_empty: bool, kv, dclock) -> Plan:
+    def _plan_decode_aggregate(self, clock: float, d: Decision, n: int, waiting_empty: bool, kv: KvPool,
+                               dclock: DecodeClock) -> Plan:
         """:meth:`_plan_decode_run` from the decode clock's aggregates (no speculation): the run
         ends where the first call finishes or the pool runs out, found without a pass over the calls."""
         k = min(dclock.left(), self.max_run)

@@ -41,16 +41,17 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 
 from sim.engine.call import Call
 from sim.engine.core import ReplicaCore
+from sim.engine.dclock import DecodeClock
 from sim.engine.instant import END_OF_INSTANT, Due, event_id, wake_at
 from sim.engine.kvcache import KvPool, Pin, Prefix
 from sim.engine.plan import Plan, Planner, plan_need
 from sim.engine.prices import DecodePrices
-from sim.engine.scheduler import BATCHERS, BatcherParams
+from sim.engine.scheduler import BATCHERS, BatcherParams, ContinuousScheduler
 from sim.models.speculative import SpeculativeCost
 
 
@@ -67,7 +68,7 @@ class Replica(ReplicaCore):
         super().__init__(index, pool, tp, kv_blocks, block_size, batcher, recorder, max_context, on_end, cuts,
                          prefix_caching, power.idle_w * tp)
         self.env = env
-        self.scheduler = BATCHERS[batcher.kind](batcher, block_size, speculative)
+        self.scheduler: ContinuousScheduler = BATCHERS[batcher.kind](batcher, block_size, speculative)
         self.planner = Planner(perf, power, tp, block_size, max_run, speculative, prices)
         # the running batch kept in aggregate where the scheduler can use it (arrival order, one token per decode)
         self.dc.enabled = batcher.kind == "continuous" and speculative is None and not batcher.priority
@@ -76,15 +77,23 @@ class Replica(ReplicaCore):
         self._target = 0
         self._version = 0
         self._lend: Optional[tuple] = None  # (seconds, on_grant) asked by a diffusion replica sharing the devices
-        self._lent_until: Optional[float] = None  # the devices run a diffusion batch until then
         self.down_since: Optional[float] = None  # failed (or switched off, booting) at, until back
         self.down_kind = "down"  # step-row kind of the time down: down (failed), off, booting
         self.draining = False  # being switched off: takes no new calls from the router
 
     # the models the planner prices with (stragglers slow a replica by replacing its model)
-    perf = property(lambda self: self.planner.perf, lambda self, v: setattr(self.planner, "perf", v))
-    power = property(lambda self: self.planner.power, lambda self, v: setattr(self.planner, "power", v))
-    prices = property(lambda self: self.planner.prices, lambda self, v: setattr(self.planner, "prices", v))
+    @property
+    def perf(self) -> Any: return self.planner.perf
+    @perf.setter
+    def perf(self, v: Any) -> None: self.planner.perf = v
+    @property
+    def power(self) -> Any: return self.planner.power
+    @power.setter
+    def power(self, v: Any) -> None: self.planner.power = v
+    @property
+    def prices(self) -> Optional[DecodePrices]: return self.planner.prices
+    @prices.setter
+    def prices(self, v: Optional[DecodePrices]) -> None: self.planner.prices = v
 
     # ------------------------------------------------------------------ public
 
@@ -120,7 +129,9 @@ class Replica(ReplicaCore):
             # takes its place (that one is shed), any other is turned away
             shed = call
             last = self.waiting[-1]
-            if b.priority and call.priority > last.priority and not self._in_plan(last):
+            # (a waiting call the iteration in flight admits stays)
+            if (b.priority and call.priority > last.priority
+                    and not (self._plan is not None and any(c is last for c, _ in self._plan.decision.admit))):
                 shed = self.waiting.pop()
             self._release(shed, final=True)
             self._end_call(shed, "dropped", t)
@@ -154,10 +165,6 @@ class Replica(ReplicaCore):
         elif plan.k == 1 and t <= plan.bounds[0]:
             self._defer()  # arrived exactly as a single iteration was decided: decide again
 
-    def _in_plan(self, call: Call) -> bool:
-        """Whether the iteration decided and in flight admits ``call``."""
-        return self._plan is not None and any(c is call for c, _ in self._plan.decision.admit)
-
     def cancel(self, call: Call) -> None:
         """Abort a call (its job no longer needs it), as a client disconnecting would.
 
@@ -188,7 +195,7 @@ class Replica(ReplicaCore):
             self._cut()
 
     def _grant(self) -> None:
-        seconds, on_grant = self._lend
+        seconds, on_grant = self._lend  # type: ignore[misc]
         self._lend = None
         self._version += 1  # no boundary of an earlier plan fires
         self._plan = None
@@ -198,7 +205,7 @@ class Replica(ReplicaCore):
         on_grant()
 
     def _resume(self) -> None:
-        self.clock = max(self.clock, self._lent_until)  # the lent time is the diffusion batch's
+        self.clock = max(self.clock, self._lent_until)  # type: ignore[type-var,assignment]  # (the diffusion batch's)
         self._lent_until = None
         if self._lend is not None:
             self._grant()
@@ -226,7 +233,7 @@ class Replica(ReplicaCore):
         plan = self._plan
         if plan is None or self._due is not None:
             return self.kv.restore(prefix, blocks)
-        j = self._next_boundary()
+        j = bisect_left(plan.bounds, self.env.now)  # iterations done by the first boundary at or after now
         if j == 0:  # decided at this instant: decide again
             pin = self.kv.restore(prefix, blocks)
             self._defer()
@@ -255,14 +262,10 @@ class Replica(ReplicaCore):
         else:
             self._cut()
 
-    def _next_boundary(self) -> int:
-        """Iterations of the current plan done by the first boundary at or after now."""
-        return bisect_left(self._plan.bounds, self.env.now)
-
     def _cut(self) -> None:
         """Decide again at the first iteration boundary at or after now (as a per-iteration
         engine does at every boundary), because state outside the plan changed."""
-        j = self._next_boundary()
+        j = bisect_left(self._plan.bounds, self.env.now)  # type: ignore[union-attr]  # (iterations done by then)
         if j == 0:
             self._defer()
         elif j < self._target:
@@ -373,13 +376,13 @@ class Replica(ReplicaCore):
         self._version = version = self._version + 1
         self._target = m
         # as env.timeout(delay) would schedule it (same time, priority and id order)
-        wake_at(self.env, float(self._plan.bounds[m]), slot, _boundary_woken, (self, version))
+        wake_at(self.env, float(self._plan.bounds[m]), slot, _boundary_woken, (self, version))  # type: ignore[union-attr]
 
     def _on_boundary(self, version: int) -> None:
         if version != self._version:
             return  # superseded by an earlier boundary
         plan, self._plan = self._plan, None
-        self._commit(plan, self._target)
+        self._commit(plan, self._target)  # type: ignore[arg-type]
         if self._lend is not None:
             self._grant()
             return
@@ -433,8 +436,8 @@ class Replica(ReplicaCore):
         """The next run of iterations, or None when nothing can run: nothing is running and no
         waiting call fits, because pinned KV holds the blocks (see :meth:`release_pin`)."""
         self.plans += 1
-        decide = self.scheduler.decide
         running, dc = self.running, self.dc
+        aggregate: Optional[DecodeClock] = dc
         # all running calls decode and fit: decided from the decode clock's aggregates, else call by call
         if (dc.enabled and dc.ready(running) and len(running) <= self.batcher.max_num_batched_tokens
                 and (need := dc.need(1)) <= self.kv.allocatable()):
@@ -443,15 +446,15 @@ class Replica(ReplicaCore):
                                                   running, self.kv, self.spec_step, dc)
         else:
             dc.sync_all(running)
-            dc = None
-        d = decide(running, self.waiting, self.kv, self.spec_step, dc)
+            aggregate = None
+        d = self.scheduler.decide(running, self.waiting, self.kv, self.spec_step, aggregate)
         if not d.work and not d.ones and not d.admit and not d.preempt:
             if running or not self._unpin_waiting():
                 return None
-            d = decide(running, self.waiting, self.kv, self.spec_step)
+            d = self.scheduler.decide(running, self.waiting, self.kv, self.spec_step)
             if not d.work and not d.admit:
                 return None
-        return self.planner.plan(self.clock, d, running, not self.waiting, self.kv, self.spec_step, dc)
+        return self.planner.plan(self.clock, d, running, not self.waiting, self.kv, self.spec_step, aggregate)
 
 
 def _boundary_woken(wake) -> None:

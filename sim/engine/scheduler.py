@@ -9,10 +9,13 @@ decision when its iterations are committed. A batcher is one class here plus one
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from sim.engine.call import Call
+from sim.engine.dclock import DecodeClock
+from sim.engine.kvcache import KvPool
 from sim.models.speculative import SpeculativeCost, gain
 
 
@@ -31,18 +34,18 @@ class BatcherParams:
 class Decision:
     """What one iteration does: work per call, admissions, preemptions (not yet applied)."""
 
-    work: list  # (call, new_tokens) for running calls, in order
-    admit: list  # (call, new_tokens) for waiting calls admitted
-    preempt: list  # running calls preempted (newest first)
+    work: list[tuple[Call, int]]  # (call, new_tokens) for running calls, in order
+    admit: list[tuple[Call, int]]  # (call, new_tokens) for waiting calls admitted
+    preempt: list[Call]  # running calls preempted (newest first)
     keep: int  # running calls that stay (running[:keep])
-    hits: dict  # id(call) -> blocks an admitted call finds cached
+    hits: dict[int, int]  # id(call) -> blocks an admitted call finds cached
     gain: int = 1  # tokens a decoding call gains this iteration (speculation), before capping at its output
     kv_need: int = 0  # blocks it allocates
     revived: frozenset = frozenset()  # reclaimable cached chunks its admissions take
     decoding: Optional[bool] = None  # every work item is one token of a call past its first (None: not known)
     ones: int = 0  # >0: ``work`` is left empty and the first ``ones`` running calls each decode one token
 
-_NONE = frozenset()
+_NONE: frozenset = frozenset()
 
 
 class ContinuousScheduler:
@@ -70,7 +73,8 @@ class ContinuousScheduler:
         taking ``kv_need`` blocks (the clock's ``need(1)``), built without walking anything."""
         return Decision([], [], [], n, {}, 1, kv_need, _NONE, True, n)
 
-    def decide(self, running: list, waiting, kv, spec_step: int, clock=None) -> Decision:
+    def decide(self, running: list[Call], waiting: deque[Call], kv: KvPool, spec_step: int,
+               clock: Optional[DecodeClock] = None) -> Decision:
         """The next iteration's schedule for the ``running`` calls (in order) and the ``waiting``
         queue over the KV pool ``kv``, at the replica's ``spec_step``-th decode step; nothing changes.
 
@@ -90,7 +94,7 @@ class ContinuousScheduler:
         prefill_first = not chunked and self._admissible_prefill(running, waiting, budget, free)
         bs = self.block_size
         w = self.spec_width
-        g = gain(spec_step, self.spec.milli_tokens) if w > 1 else 1
+        g = gain(spec_step, self.spec.milli_tokens) if w > 1 else 1  # type: ignore[union-attr]
         pending: set = set()  # keys this iteration's chunks will fill (a later call can hit them)
         revived: set = set()  # reclaimable cached blocks that admitted calls hit (no longer reclaimable)
         hits: dict = {}
@@ -128,7 +132,7 @@ class ContinuousScheduler:
             i += 1
         if self.params.priority and waiting and keep and not preempt:
             keep, free = self._preempt_for_priority(waiting, kv, running, keep, free, budget, work, needs, preempt)
-        admit = []
+        admit: list[tuple[Call, int]] = []
         if not preempt and (chunked or prefill_first):
             seqs = keep
             blocked = False  # a call did not fit: only continuations holding pinned KV may pass it
@@ -137,7 +141,7 @@ class ContinuousScheduler:
                     break
                 if blocked and c.pin is None:
                     continue
-                hit, back = 0, ()
+                hit, back = 0, ()  # type: tuple[int, Sequence[Any]]
                 if c.prefix is not None:  # cached blocks it finds; never its last token (as vLLM)
                     hit, back = kv.hit(c.prefix, (c.prompt_tokens + c.generated - 1) // bs, pending, revived)
                 n = c.remaining - hit * bs
@@ -145,7 +149,7 @@ class ContinuousScheduler:
                     n = min(n, budget)
                 elif n > budget and admit:  # whole prompts only; one larger than the budget runs alone
                     break
-                need = self._blocks_for(hit * bs + n) - hit + len(back) * (c.prefix.chunk if back else 0)
+                need = self._blocks_for(hit * bs + n) - hit + len(back) * (c.prefix.chunk if back else 0)  # type: ignore[union-attr]
                 if need > free:
                     # FIFO stops here, but a session turn whose KV is pinned needs only its new
                     # tokens and frees the pin once admitted: letting it by keeps pins from
@@ -194,6 +198,7 @@ class ContinuousScheduler:
     def _pending(self, c: Call, computed: int, pending: set) -> None:
         """Add the keys of the full prefix blocks ``c`` will have computed to ``pending``."""
         prefix = c.prefix
+        assert prefix is not None
         ch = prefix.chunk
         pending.update(prefix.keys(c.shared // ch, min(computed // (self.block_size * ch), prefix.chunks(self.block_size))))
 
