@@ -264,7 +264,7 @@ MODEL_NOTES = [
     "The issue's named regimes, by direct runs of `dcsim estimate` (H100, not moved by this round):",
     "- 70B fp8 on 2 H100s, 5,000-token prompts, 500 out, closed loop: one client 56 tok/s, ITL 17.2 ms; 32",
     "  clients 639 tok/s; 64 and 128 clients 674 / 669 tok/s at a running batch of 45, which the KV cache caps",
-    "  (bf16 KV: 37.1 GiB per GPU after 32.9 GiB of weights and 2.1 GiB of activations at",
+    "  (bf16 KV: 37.1 GiB per GPU after 32.9 GiB of weights and 2.0 GiB of activations at",
     "  gpu_memory_utilization 0.9, 243k tokens, vLLM's accounting). With an fp8 KV cache the same runs give",
     "  857 / 867 tok/s, 27-30% more: the measured ~25% gap. vLLM takes the KV dtype from a ModelOpt FP8",
     "  checkpoint's `kv_cache_quant_algo` under `--kv-cache-dtype auto` (vllm-project/vllm PR 29980), so an",
