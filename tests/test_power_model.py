@@ -273,6 +273,39 @@ def test_fit_allreduce_recovers_latency_and_efficiency(tmp_path):
     assert fit["link_efficiency"] == pytest.approx(eff, rel=0.03)
 
 
+def test_host_from_takes_the_host_overheads_and_fits_only_the_device_side(monkeypatch):
+    """``dcsim calibrate --host-from``: the engine's host-side costs come from the other card's fit,
+    verbatim, and the serving fit is asked only for the device-side parameters."""
+    from sim.tools import calibrate as cal
+
+    asked = {}
+
+    def fake_serving(points, perf, keys=None, workers=2, rounds=3):
+        asked["keys"], asked["perf"] = keys, dict(perf)
+        return {**{k: 0.5 for k in keys}, "keys": keys, "n": len(points), "median_abs_error": 0.0,
+                "p90_abs_error": 0.0}
+
+    fake_power = lambda points, perf, workers=2: {"active_w": 0.0, "compute_weight": 1.0, "memory_weight": 1.0,
+                                                  "link_active_w": 0.0, "n": 1, "median_abs_error": 0.0,
+                                                  "p90_abs_error": 0.0}
+    monkeypatch.setattr(cal, "fit_serving", fake_serving)
+    monkeypatch.setattr(cal, "fit_power_joint", fake_power)
+    points = [{"model": "qwen3-235b-a22b", "tp": 4, "weight_dtype": "bf16"},
+              {"model": "qwen3-8b", "tp": 1, "weight_dtype": "bf16"}]
+    perf, _ = cal._fit_serving(points, {}, "rows.csv", 1, lambda *_: None, host_from="h100-sxm")
+    assert set(asked["keys"]) == {"link_latency_s", "moe_efficiency"}  # nothing host-side is fitted
+    for k in cal.ENGINE_KEYS:
+        assert perf[k][0] == asked["perf"][k] == H100_CAL.perf[k] and "h100-sxm" in perf[k][1]
+    with pytest.raises(ScenarioError, match="--host-from"):
+        cal.calibrate("b200", [], None, None, host_from="a100-80gb")  # nothing fitted there to take
+
+
+def test_shipped_b200_card_shares_the_h100_host_overheads():
+    b200 = catalog.calibration("b200").perf
+    for k in ("iteration_overhead_s", "per_seq_overhead_s", "mixed_layer_overhead_s"):
+        assert b200[k] == H100_CAL.perf[k], k
+
+
 def test_power_budget_caps_the_fleet(tmp_path):
     """A row budget below the fleet's TDP: every device is capped at its share, so the
     accelerators' power, summed over replicas at any instant, never exceeds the budget."""

@@ -412,7 +412,7 @@ def cmd_calibrate(args) -> int:
     network = Path(args.network) if args.network else net
     measurements = Path(args.measurements) if args.measurements else measurements_path()
     perf, power, notes = calibrate(args.accelerator, profiles, network, measurements, args.kernels_from, args.workers,
-                                   max_concurrency=args.max_concurrency)
+                                   max_concurrency=args.max_concurrency, host_from=args.host_from)
     out = Path(args.out) if args.out else catalog.hardware_dir() / "calibration" / f"{args.accelerator}.yaml"
     write_calibration(out, args.accelerator, perf, power, notes)
     catalog.calibration.cache_clear()

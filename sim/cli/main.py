@@ -118,6 +118,9 @@ def add_calibrate_arguments(ap) -> None:
     ap.add_argument("--measurements", default=None, help="serving measurements CSV (default the shipped one)")
     ap.add_argument("--kernels-from", default=None,
                     help="take what this accelerator has no measurements for from another accelerator's card")
+    ap.add_argument("--host-from", default=None,
+                    help="take the engine's host-side overheads (per step, per sequence, per layer of a prefill "
+                         "step) from another accelerator's card and fit only the device-side parameters")
     ap.add_argument("--out", default=None, help="calibration card to write (default hardware/calibration/<acc>.yaml)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-concurrency", type=int, default=512,

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 from scipy.optimize import least_squares
 
+from sim.errors import ScenarioError
 from sim.hardware import catalog
 from sim.models.perf import DEFAULT_EFFICIENCY, blend
 
@@ -368,12 +369,21 @@ ENGINE_KEYS = ("iteration_overhead_s", "per_seq_overhead_s", "mixed_layer_overhe
 GROUP_KEYS = ("moe_efficiency", "quantized_efficiency")
 
 
-def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log) -> tuple[dict, dict]:
+def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log,
+                 host_from: str | None = None) -> tuple[dict, dict]:
     """Engine overheads, the engine's all-reduce latency and the grouped-expert and quantized-expert
     efficiencies jointly from every point's median ITL (:func:`fit_serving`), then the power model
-    jointly from every point's GPU power (:func:`fit_power_joint`)."""
+    jointly from every point's GPU power (:func:`fit_power_joint`). With ``host_from`` the engine's
+    host-side costs (:data:`ENGINE_KEYS`) are that card's and only the device-side ones are fitted."""
     perf = dict(perf)
     nccl = perf.get("link_latency_s")
+    keys = None
+    if host_from:
+        other = catalog.calibration(host_from).perf
+        why = (f"taken from {host_from}: host-side work of the engine (scheduling, input preparation, launches; "
+               f"the same engine on the same class of host CPU), fitted there")
+        perf.update({k: (other[k], why) for k in ENGINE_KEYS if k in other})
+        keys = tuple(k for k in serving_keys(points) if k not in ENGINE_KEYS)
 
     def current() -> dict:  # every parameter explicit, so an existing card cannot leak into the fit
         return {**DEFAULT_EFFICIENCY, **{k: v for k, (v, _) in perf.items()}}
@@ -381,7 +391,7 @@ def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log) 
     def src(what: str, fit: dict) -> str:
         return f"fit to {what} of {fit['n']} 'fit' rows of {table}, jointly ({describe(fit)})"
 
-    f = fit_serving(points, current(), workers=workers)
+    f = fit_serving(points, current(), keys=keys, workers=workers)
     s = src("median ITL and output throughput", f)
     perf.update({k: (f[k], s) for k in f["keys"]})
     if "link_latency_s" in f["keys"]:
@@ -403,11 +413,16 @@ def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log) 
 
 def calibrate(accelerator: str, profiles: list[Path], network: Path | None, measurements: Path,
               kernels_from: str | None = None, workers: int = 2, log=print,
-              max_concurrency: int = 512) -> tuple[dict, dict, list[str]]:
-    """Run the three fits for one accelerator; returns (perf, power, notes) with sources."""
+              max_concurrency: int = 512, host_from: str | None = None) -> tuple[dict, dict, list[str]]:
+    """Run the three fits for one accelerator; returns (perf, power, notes) with sources. ``host_from``:
+    take the engine's host-side overheads from that card's calibration instead of fitting them."""
     from sim.tools.validation import load_points
 
     acc = catalog.accelerator(accelerator, "dcsim calibrate", "--accelerator")
+    if host_from:
+        catalog.accelerator(host_from, "dcsim calibrate", "--host-from")
+        if not all(k in catalog.calibration(host_from).perf for k in ENGINE_KEYS):
+            raise ScenarioError("dcsim calibrate", "--host-from", f"{host_from} has no fitted engine overheads to take")
     perf: dict[str, tuple[float, str]] = {}
     notes = []
     if profiles:
@@ -437,7 +452,10 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         power = {k: (v, why) for k, v in other.power.items()}
         notes.append(f"engine overheads, kernel-group efficiencies and power weights taken from {kernels_from}")
     if points:
-        perf, power = _fit_serving(points, perf, measurements.name, workers, log)
+        perf, power = _fit_serving(points, perf, measurements.name, workers, log, host_from)
+        if host_from:
+            notes.append(f"engine host overheads ({', '.join(ENGINE_KEYS)}) are taken from {host_from}: host CPU "
+                         "work of the same engine, not of the GPU beside it")
         models = sorted({f"{p['model']} ({p['weight_dtype']}, {p['tp']} GPU)" for p in points})
         notes.append(f"serving fits use {', '.join(models)} on lm-arena-chat only; every other measured model "
                      "and task is held out (docs/validation.md)")
