@@ -199,7 +199,9 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     reserve = (eng.activation_reserve_gib * GIB if eng.activation_reserve_gib is not None
                else 0.0 if sram  # activations stream chip to chip: no CUDA context or workspace
                else activation_reserve_bytes(model, pool.tp, bat.max_num_batched_tokens, bat.max_num_seqs))
-    kv_bytes = usable - weights - reserve
+    # sliding-window layers (gpt-oss) keep at most a window of KV per sequence: held for a full batch
+    window = roofline.kv_window_bytes_per_seq_device(eng.block_size) * bat.max_num_seqs if not sram else 0.0
+    kv_bytes = usable - weights - reserve - window
     per_block = (roofline.kv_bytes_per_token_device() + (specu.kv_bytes_per_token_device if specu else 0.0)) * eng.block_size
     if kv_bytes < per_block and sram:
         raise ScenarioError(source, f"{key}.tp", perf_sram.fit_message(roofline, usable - reserve, eng.block_size))
