@@ -65,6 +65,12 @@ DEFAULT_EFFICIENCY = {
     # their own (2-4x higher) tensor-core peak. The vLLM fits have no dense quantized rows and
     # keep 1.0; the TensorRT-LLM profile fits it to its fp8 / fp4 rows.
     "quantized_dense_efficiency": 1.0,
+    # Fraction of the dense-GEMM efficiency that routed experts stored in a microscaling format
+    # (a card's expert_weight_dtype mxfp4: gpt-oss) reach. They run their own kernels (vLLM:
+    # FlashInfer's MoE on Blackwell, OpenAI's triton_kernels matmul_ogs on Hopper; vLLM blog
+    # "vLLM Now Supports gpt-oss", 2025-08-05), not the fused_moe kernels that moe_efficiency and
+    # quantized_efficiency are fitted on, so those do not apply; no fitting row runs them: 1.0.
+    "mx_moe_efficiency": 1.0,
     # Extra time per layer of a step that carries prefill chunks (a non-uniform batch). vLLM v1
     # replays a whole captured CUDA graph only for uniform decode batches; a prefill or mixed
     # prefill-decode batch runs piecewise, with attention (and its metadata for the varlen
@@ -384,7 +390,10 @@ class RooflineModel:
         act = tokens * k * 2 * (m.hidden_size + m.moe_intermediate_size) * ACT_BYTES
         f = 2.0 * tokens * k * ep / tp
         b = (touched * ep * self.ewbytes + act) / tp
-        moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.ewbytes < 2 else 1.0)
+        if self.model.expert_weight_dtype.startswith("mx"):
+            moe = self.eff["mx_moe_efficiency"]
+        else:
+            moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.ewbytes < 2 else 1.0)
         # EP: the busiest device's routed tokens set the compute time
         busiest = expected_max_load(tokens * k / tp, tp) / (tokens * k / tp) if self.expert_parallel else 1.0
         peak = self.expert_peak
