@@ -119,7 +119,6 @@ class RooflinePerf(Frozen):
     gemm_blend: Optional[Annotated[float, Field(ge=1)]] = None  # roofline ridge sharpness p
     moe_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # grouped expert GEMMs vs dense
     quantized_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # fp8/int4 expert GEMMs vs bf16
-    mx_moe_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None  # mxfp4 expert kernels vs dense
     # fp8/fp4 dense GEMMs: share of the bf16 efficiency they reach against their own peak
     quantized_dense_efficiency: Optional[Annotated[float, Field(gt=0, le=1)]] = None
     link_latency_s: Optional[NonNegFloat] = None  # per ring hop of an all-reduce (2(n-1) hops over n devices)

@@ -70,6 +70,8 @@ DEFAULT_EFFICIENCY = {
     # FlashInfer's MoE on Blackwell, OpenAI's triton_kernels matmul_ogs on Hopper; vLLM blog
     # "vLLM Now Supports gpt-oss", 2025-08-05), not the fused_moe kernels that moe_efficiency and
     # quantized_efficiency are fitted on, so those do not apply; no fitting row runs them: 1.0.
+    # (A calibration file's perf section may set it; no scenario key, which would change every
+    # scenario's point id, a hash of its resolved configuration.)
     "mx_moe_efficiency": 1.0,
     # Extra time per layer of a step that carries prefill chunks (a non-uniform batch). vLLM v1
     # replays a whole captured CUDA graph only for uniform decode batches; a prefill or mixed
