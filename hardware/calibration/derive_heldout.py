@@ -19,8 +19,9 @@ Sources
 1. **ML.ENERGY Leaderboard v3** (Chung et al., NeurIPS'25 D&B; github.com/ml-energy/leaderboard
    @0cd52da, ``public/data/models/<org>__<model>__<task>.json``, the same release
    measurements.csv comes from): the dense models measurements.csv leaves out and the project has
-   cards for (Llama 3.1 8B / 70B / 405B, Llama 3.3 70B, Qwen3-32B), vLLM on H100 and B200, with
-   GPU power and energy. Only derived figures are kept (the source has no licence file). Requests
+   cards for (Llama 3.1 8B / 70B / 405B, Llama 3.3 70B, Qwen3-32B), and gpt-oss-120b / gpt-oss-20b
+   on GPQA (MXFP4 experts, sliding-window layers), vLLM on H100 and B200, with GPU power and
+   energy. Only derived figures are kept (the source has no licence file). Requests
    per run: the task's prompt set times ``num_request_repeats`` of the model's
    ``configs/vllm/<task>/<org>/<model>/<GPU>/sweeps.yaml`` (github.com/ml-energy/benchmark
    @c1d6557); prompt lengths are the per-task assumptions of derive_measurements.py.
