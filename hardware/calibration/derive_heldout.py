@@ -19,8 +19,9 @@ Sources
 1. **ML.ENERGY Leaderboard v3** (Chung et al., NeurIPS'25 D&B; github.com/ml-energy/leaderboard
    @0cd52da, ``public/data/models/<org>__<model>__<task>.json``, the same release
    measurements.csv comes from): the dense models measurements.csv leaves out and the project has
-   cards for (Llama 3.1 8B / 70B / 405B, Llama 3.3 70B, Qwen3-32B), vLLM on H100 and B200, with
-   GPU power and energy. Only derived figures are kept (the source has no licence file). Requests
+   cards for (Llama 3.1 8B / 70B / 405B, Llama 3.3 70B, Qwen3-32B), and gpt-oss-120b / gpt-oss-20b
+   on GPQA (MXFP4 experts, sliding-window layers), vLLM on H100 and B200, with GPU power and
+   energy. Only derived figures are kept (the source has no licence file). Requests
    per run: the task's prompt set times ``num_request_repeats`` of the model's
    ``configs/vllm/<task>/<org>/<model>/<GPU>/sweeps.yaml`` (github.com/ml-energy/benchmark
    @c1d6557); prompt lengths are the per-task assumptions of derive_measurements.py.
@@ -63,9 +64,14 @@ MODELS = {
     "meta-llama/Llama-3.1-405B-Instruct": ("llama-3.1-405b", ("lm-arena-chat",)),
     "meta-llama/Llama-3.1-405B-Instruct-FP8": ("llama-3.1-405b", ("lm-arena-chat",)),
     "Qwen/Qwen3-32B": ("qwen3-32b", ("lm-arena-chat", "gpqa")),
+    # MoE with MXFP4 experts and sliding-window layers: held out whole (no gpt-oss row is fitted)
+    "openai/gpt-oss-120b": ("gpt-oss-120b", ("gpqa",)),
+    "openai/gpt-oss-20b": ("gpt-oss-20b", ("gpqa",)),
 }
 GPUS = {"H100": "h100-sxm", "B200": "b200"}
-DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
+# gpt-oss's "mxfp4" names its routed experts (the card's expert_weight_dtype); its other weights,
+# what a pool's weight_dtype sets, are bf16 (config quantization_config modules_to_not_convert).
+DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "mxfp4": "bf16"}
 PROMPT_TOKENS = {"lm-arena-chat": 200, "gpqa": 300}  # as derive_measurements.py assumes
 NUM_REQUESTS = {"gpqa": 198, "lm-arena-chat": 1024}
 # (model id, task, GPU) -> {max_num_seqs: num_request_repeats}, from the model's sweeps.yaml @c1d6557
@@ -81,6 +87,12 @@ REPEATS = {
     ("meta-llama/Llama-3.1-405B-Instruct-FP8", "lm-arena-chat", "B200"): {768: 2, 1024: 2},
     ("Qwen/Qwen3-32B", "gpqa", "B200"): {256: 2},
     ("Qwen/Qwen3-32B", "lm-arena-chat", "B200"): {256: 2, 384: 2, 512: 2},
+    ("openai/gpt-oss-120b", "gpqa", "B200"):
+        {128: 2, 256: 3, 512: 4, 1024: 7, 2048: 12, 3072: 18, 4096: 24},
+    ("openai/gpt-oss-120b", "gpqa", "H100"): {192: 2, 256: 2, 384: 3, 512: 4, 768: 5, 1024: 6, 1536: 9, 2048: 12},
+    ("openai/gpt-oss-20b", "gpqa", "B200"): {128: 2, 256: 3, 384: 3, 512: 4, 1024: 6, 2048: 11, 4096: 21},
+    ("openai/gpt-oss-20b", "gpqa", "H100"):
+        {96: 2, 128: 2, 192: 2, 256: 2, 384: 3, 512: 3, 768: 5, 1024: 6, 1536: 9, 2048: 12},
 }
 # The same platform problem derive_measurements.py excludes for Qwen3 8B / 14B / 30B-A3B: on one
 # B200 with long reasoning outputs Qwen3-32B runs 2.6x slower per token at batch 8 (44.1 ms) than
@@ -88,6 +100,8 @@ REPEATS = {
 _B200_LONG = "single-B200 run 2.6x slower per token than 2x H100 on long outputs (engine issue, see derive_measurements.py)"
 EXCLUDED = {("Qwen/Qwen3-32B", "gpqa", "B200", 1): _B200_LONG}
 ML_ASSUME = "prompt tokens per task as derive_measurements.py; vLLM gpu_memory_utilization 0.95; bf16 KV"
+GPT_OSS_ASSUME = ML_ASSUME + ("; MXFP4 experts, bf16 rest (the card's); harmony prompt overhead not counted; "
+                              "H100 runs used cudagraph_mode PIECEWISE, B200 FULL_AND_PIECEWISE with MXFP8 MoE activations")
 
 # NIM: the page's model and GPU names -> cards; every other input is in the table's heading.
 NIM_MODELS = {"meta/llama-3.1-8b-instruct": "llama-3.1-8b", "meta/llama-3.3-70b-instruct": "llama-3.1-70b"}
@@ -123,6 +137,7 @@ def mlenergy_rows(leaderboard: Path) -> list[dict]:
             name = f"{model_id.replace('/', '__')}__{task}.json"
             data = json.loads((leaderboard / "public" / "data" / "models" / name).read_text())
             cv = _cv(data["output_length_distribution"])
+            seen: dict[str, int] = {}
             for c in data["configurations"]:
                 gpu, n, par = c["gpu_model"], int(c["num_gpus"]), c["parallelization"]
                 if gpu not in GPUS or par["expert_parallel"] != 1 or par["data_parallel"] != 1:
@@ -130,8 +145,12 @@ def mlenergy_rows(leaderboard: Path) -> list[dict]:
                 b = int(c["max_num_seqs"])
                 reason = EXCLUDED.get((model_id, task, gpu, n), "")
                 repeats = REPEATS.get((model_id, task, gpu), {}).get(b, 1)
+                rid = f"mlenergy3/{model_id.split('/')[1]}/{task}/{gpu}x{n}/ep1/b{b}"
+                seen[rid] = seen.get(rid, 0) + 1
+                if seen[rid] > 1:  # the source runs some configurations twice (gpt-oss-20b H100 b96)
+                    rid += f"/run{seen[rid]}"
                 rows.append({
-                    "id": f"mlenergy3/{model_id.split('/')[1]}/{task}/{gpu}x{n}/ep1/b{b}",
+                    "id": rid,
                     "role": "excluded" if reason else "holdout", "reason": reason,
                     "source": MLENERGY.format(file=name), "engine": "vllm", "task": task, "model": card,
                     "accelerator": GPUS[gpu], "tp": int(par["tensor_parallel"]), "expert_parallel": False,
@@ -143,7 +162,7 @@ def mlenergy_rows(leaderboard: Path) -> list[dict]:
                     "itl_p50_s": round(float(c["median_itl_ms"]) / 1000, 5), "itl_stat": "median",
                     "gpu_power_w": round(float(c["avg_power_watts"]), 1),
                     "energy_per_token_j": round(float(c["energy_per_token_joules"]), 4),
-                    "bench": "burst", "assumptions": ML_ASSUME,
+                    "bench": "burst", "assumptions": GPT_OSS_ASSUME if card.startswith("gpt-oss") else ML_ASSUME,
                 })
     return rows
 

@@ -269,7 +269,11 @@ def cmd_estimate(args) -> int:
         nan = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # JSON has no NaN
         print(json.dumps({k: [nan(x) for x in v] if isinstance(v, list) else nan(v) for k, v in r.items()}, indent=2))
         return 0
-    where = f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({r['weight_dtype']}), "
+    from sim.hardware import catalog
+
+    experts = catalog.model(r["model"]).expert_weight_dtype  # a card's own expert storage (gpt-oss: mxfp4)
+    dtypes = r["weight_dtype"] + (f", {experts} experts" if experts else "")
+    where = f"{r['model']} on {r['tp'] * r['pp']} x {r['hardware']} ({dtypes}), "
     if args.requests is not None:
         print_metrics(where + f"{r['requests']} calls at once, batch cap {r['max_num_seqs']}, "
                       f"{r['prompt_tokens']}/{r['output_tokens']} tokens", BURST_ROWS, r,

@@ -199,7 +199,10 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
     reserve = (eng.activation_reserve_gib * GIB if eng.activation_reserve_gib is not None
                else 0.0 if sram  # activations stream chip to chip: no CUDA context or workspace
                else activation_reserve_bytes(model, pool.tp, bat.max_num_batched_tokens, bat.max_num_seqs))
-    kv_bytes = usable - weights - reserve
+    # sliding-window layers (gpt-oss) keep at most a window of KV per sequence: held for a full batch
+    window = 0.0 if sram else bat.max_num_seqs * (roofline.kv_window_bytes_per_seq_device(eng.block_size) + (
+        specu.proposer.kv_window_bytes_per_seq_device(eng.block_size) if specu else 0.0))
+    kv_bytes = usable - weights - reserve - window
     per_block = (roofline.kv_bytes_per_token_device() + (specu.kv_bytes_per_token_device if specu else 0.0)) * eng.block_size
     if kv_bytes < per_block and sram:
         raise ScenarioError(source, f"{key}.tp", perf_sram.fit_message(roofline, usable - reserve, eng.block_size))
@@ -207,7 +210,8 @@ def resolve_pool(scenario: Scenario, index: int, source: str) -> PoolSpec:
         raise ScenarioError(
             source, f"{key}.model",
             f"{model.name} does not fit on {acc.name} at tp={pool.tp} pp={pool.pp}: weights need {weights / GIB:.1f} GiB per device "
-            f"({wdtype}) plus {reserve / GIB:.1f} GiB activations, but {acc.memory_gib:g} GiB x "
+            f"({wdtype}{', ' + model.expert_weight_dtype + ' experts' if model.expert_weight_dtype else ''}) "
+            f"plus {reserve / GIB:.1f} GiB activations, but {acc.memory_gib:g} GiB x "
             f"gpu_memory_utilization {eng.gpu_memory_utilization:g} = {usable / GIB:.1f} GiB is usable; "
             "raise tp, use a smaller weight_dtype or a larger device",
         )

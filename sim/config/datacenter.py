@@ -343,7 +343,7 @@ class Pool(Frozen):
     # device serving its own sequences with those weights whole (TensorRT-LLM
     # enable_attention_dp, SGLang --enable-dp-attention); tokens meet only for the experts.
     attention_dp: bool = False
-    weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]] = None
+    weight_dtype: Optional[Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4", "mxfp4"]] = None
     kv_dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     engine: EngineParams = EngineParams()
     batcher: Batcher = ContinuousBatcher(kind="continuous")

@@ -32,7 +32,10 @@ def read_card(path) -> dict:
         return yaml.load(fh, Loader=_CARD_LOADER) or {}
 
 
-DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5}
+# Bytes per weight element. ``mxfp4``: the OCP Microscaling format (OCP MX spec v1.0, 2023,
+# section 5: MXFP4 = FP4 E2M1 elements in blocks of 32 sharing one 8-bit E8M0 scale), so
+# (32 x 4 + 8) / 32 = 4.25 bits = 0.53125 bytes per element (gpt-oss's MoE experts).
+DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5, "mxfp4": (32 * 4 + 8) / 32 / 8}
 
 
 def _plain(card: dict) -> dict:
@@ -89,9 +92,17 @@ class Accelerator:
         """Dense FLOP/s of the tensor cores for GEMMs whose weights are ``dtype``.
 
         Weight-only formats (int4) compute in bf16; fp8 / int8 / fp4 weights use that math
-        where the device has it (fp4: Blackwell), else bf16. A card with no dense BF16 figure
+        where the device has it (fp4: Blackwell), else bf16. ``mxfp4`` weights (gpt-oss's
+        experts) on a device with FP4 tensor cores run at its FP8 rate: vLLM's Blackwell MoE
+        kernel (FlashInfer's) multiplies MXFP4 weights by MXFP8-quantized activations (the
+        ML.ENERGY v3 gpt-oss runs set VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1), and mixed
+        FP4 x FP8 MMAs issue at the FP8 rate; a device without FP4 units (Hopper) dequantizes
+        the weights in the kernel (vLLM's Triton matmul_ogs path, vLLM blog "vLLM Now Supports
+        gpt-oss", 2025-08-05) and computes in bf16. A card with no dense BF16 figure
         (Cerebras publishes only a sparse one) uses the sparse figure: an upper bound.
         """
+        if dtype == "mxfp4" and self.fp4_dense_tflops and self.fp8_dense_tflops:
+            return self.fp8_dense_tflops * 1e12
         if dtype == "fp8" and self.fp8_dense_tflops:
             return self.fp8_dense_tflops * 1e12
         if dtype == "int8" and self.int8_dense_tops:
@@ -135,7 +146,14 @@ class Accelerator:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """Architecture numbers of one transformer model."""
+    """Architecture numbers of one transformer model.
+
+    ``expert_weight_dtype`` (empty: as ``weight_dtype``) is the storage of the routed experts'
+    weights where it differs from the rest (gpt-oss: MXFP4 experts, BF16 attention, router,
+    embeddings and LM head). ``sliding_window`` > 0 is the attention window (tokens) of the
+    ``sliding_window_layers`` layers that use one (gpt-oss: 128 tokens on half the layers):
+    those keep at most a window of KV per sequence and attend to at most that many keys.
+    """
 
     name: str
     num_layers: int
@@ -164,6 +182,14 @@ class ModelCard:
     v_head_dim: int = 0
     display_name: str = ""
     hf_id: str = ""
+    expert_weight_dtype: str = ""
+    sliding_window: int = 0
+    sliding_window_layers: int = 0
+
+    @property
+    def windowed_layers(self) -> int:
+        """Layers whose attention is limited to a sliding window (0 without a window)."""
+        return self.sliding_window_layers if self.sliding_window > 0 else 0
 
     @property
     def is_moe(self) -> bool:
@@ -222,6 +248,18 @@ class ModelCard:
             moe = attn + (self.num_experts + self.num_shared_experts) * self.expert_params() + self.hidden_size * self.num_experts
         return dense, moe
 
+    def routed_expert_params(self) -> int:
+        """Parameters of the routed experts of all MoE layers (what ``expert_weight_dtype`` stores)."""
+        return self.num_experts * self.expert_params() * self.moe_layers
+
+    def weight_bytes(self, weight_dtype: str | None = None) -> float:
+        """Bytes of all weights: the routed experts at ``expert_weight_dtype`` (if the card has
+        one), the rest at ``weight_dtype`` (default: the card's)."""
+        rest = DTYPE_BYTES[weight_dtype or self.weight_dtype]
+        routed = self.routed_expert_params()
+        expert = DTYPE_BYTES[self.expert_weight_dtype] if self.expert_weight_dtype else rest
+        return (self.total_params() - routed) * rest + routed * expert
+
     def total_params(self) -> int:
         """Parameter count from the architecture (embeddings, layers, LM head)."""
         dense, moe = self.layer_params()
@@ -240,6 +278,8 @@ def _load_cards(kind: str) -> dict[str, dict]:
     if folder.is_dir():
         for f in sorted(folder.glob("*.yaml")):
             card = read_card(f)
+            if not isinstance(card, dict):
+                raise ScenarioError(str(f), "", "a card must be a mapping of keys to values")
             cards[card.get("name", f.stem)] = card
     return cards
 
@@ -268,6 +308,8 @@ def _card(kind: str, name: str, index) -> dict | None:
         f = hardware_dir() / kind / f"{name}.yaml"
         if f.is_file():
             card = read_card(f)
+            if not isinstance(card, dict):
+                raise ScenarioError(str(f), "", "a card must be a mapping of keys to values")
             if card.get("name", f.stem) == name:
                 return card
     return index().get(name)
@@ -298,13 +340,82 @@ def _accelerator(name: str) -> Accelerator | None:
     return Accelerator(**plain)
 
 
+# Bounds of a model card's numbers: (field, least, most); the dimensions stay within what any
+# published model uses by orders of magnitude, so a typo fails here, not as a huge allocation.
+_MODEL_INTS = (
+    ("num_layers", 1, 10_000), ("hidden_size", 1, 1 << 20), ("num_attention_heads", 1, 1 << 16),
+    ("num_kv_heads", 1, 1 << 16), ("head_dim", 1, 1 << 16), ("intermediate_size", 1, 1 << 22),
+    ("vocab_size", 1, 1 << 24), ("max_context_tokens", 1, 1 << 30), ("num_experts", 0, 1 << 16),
+    ("experts_per_token", 0, 1 << 16), ("moe_intermediate_size", 0, 1 << 22), ("num_shared_experts", 0, 1 << 10),
+    ("first_dense_layers", 0, 10_000), ("q_lora_rank", 0, 1 << 20), ("kv_lora_rank", 0, 1 << 20),
+    ("qk_nope_head_dim", 0, 1 << 16), ("qk_rope_head_dim", 0, 1 << 16), ("v_head_dim", 0, 1 << 16),
+    ("sliding_window", 0, 1 << 30), ("sliding_window_layers", 0, 10_000),
+)
+ATTENTION_KINDS = ("gqa", "mla")
+
+
+def _card_file(kind: str, name: str) -> str:
+    """The file a card came from, for error messages (its own file, else the folder)."""
+    f = hardware_dir() / kind / f"{name}.yaml"
+    return str(f) if _FILE_NAME.fullmatch(name) and f.is_file() else f"{hardware_dir() / kind} (card '{name}')"
+
+
+def _check_model(plain: dict, where: str) -> None:
+    """A ScenarioError naming the card file and key for any value the models could not use."""
+    def bad(key: str, msg: str) -> ScenarioError:
+        return ScenarioError(where, key, msg)
+
+    for key, lo, hi in _MODEL_INTS:
+        v = plain.get(key)
+        if key in plain and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
+            raise bad(key, f"must be a whole number in [{lo}, {hi}], not {str(v)[:40]!r}")
+    for key in ("params_billion", "active_params_billion"):
+        v = plain.get(key)
+        if key in plain and not (v is None and key != "params_billion") and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e6):
+            raise bad(key, f"must be a number of billions in (0, 1e6), not {str(v)[:40]!r}")
+    for key in ("weight_dtype", "expert_weight_dtype"):
+        v = plain.get(key, "bf16")
+        if key == "expert_weight_dtype" and v in ("", None):
+            continue
+        if not isinstance(v, str) or v not in DTYPE_BYTES:
+            raise bad(key, f"unknown dtype {str(v)[:40]!r} (known: {', '.join(DTYPE_BYTES)})")
+    if plain.get("attention", "gqa") not in ATTENTION_KINDS:
+        raise bad("attention", f"{str(plain['attention'])[:40]!r} is not one of {', '.join(ATTENTION_KINDS)}")
+    for key in ("tie_word_embeddings", "reasoning"):
+        if key in plain and not isinstance(plain[key], bool):
+            raise bad(key, "must be true or false")
+    for key in ("name", "display_name", "hf_id"):
+        if key in plain and not isinstance(plain[key], str):
+            raise bad(key, "must be a string")
+    g = {k: plain.get(k, 0) for k, _, _ in _MODEL_INTS}
+    if g["experts_per_token"] > g["num_experts"]:
+        raise bad("experts_per_token", f"{g['experts_per_token']} exceeds num_experts ({g['num_experts']})")
+    if g["num_experts"] and not (g["experts_per_token"] and g["moe_intermediate_size"]):
+        raise bad("num_experts", "a MoE card needs experts_per_token and moe_intermediate_size too")
+    if g["first_dense_layers"] > g["num_layers"]:
+        raise bad("first_dense_layers", f"exceeds num_layers ({g['num_layers']})")
+    if g["sliding_window_layers"] > g["num_layers"]:
+        raise bad("sliding_window_layers", f"exceeds num_layers ({g['num_layers']})")
+    if bool(g["sliding_window"]) != bool(g["sliding_window_layers"]):
+        raise bad("sliding_window", "sliding_window and sliding_window_layers go together (both > 0, or neither)")
+    if plain.get("attention") == "mla" and not g["kv_lora_rank"]:
+        raise bad("kv_lora_rank", "MLA attention needs kv_lora_rank > 0")
+
+
 @functools.lru_cache(maxsize=None)
 def _model(name: str) -> ModelCard | None:
     card = _card("models", name, models)
     if card is None:
         return None
+    where = _card_file("models", name)
     plain = {k: v for k, v in _plain(card).items() if k in _MODEL_FIELDS}
-    return ModelCard(**plain)
+    _check_model(plain, where)
+    missing = [k for k in ("num_layers", "hidden_size", "num_attention_heads", "num_kv_heads", "head_dim",
+                           "intermediate_size", "vocab_size", "params_billion") if k not in plain]
+    if missing:
+        raise ScenarioError(where, missing[0], "missing: every model card needs " + ", ".join(missing))
+    return ModelCard(**{"name": name, **plain})
 
 
 def accelerator(name: str, source: str = "", key: str = "accelerator") -> Accelerator:

@@ -65,6 +65,14 @@ DEFAULT_EFFICIENCY = {
     # their own (2-4x higher) tensor-core peak. The vLLM fits have no dense quantized rows and
     # keep 1.0; the TensorRT-LLM profile fits it to its fp8 / fp4 rows.
     "quantized_dense_efficiency": 1.0,
+    # Fraction of the dense-GEMM efficiency that routed experts stored in a microscaling format
+    # (a card's expert_weight_dtype mxfp4: gpt-oss) reach. They run their own kernels (vLLM:
+    # FlashInfer's MoE on Blackwell, OpenAI's triton_kernels matmul_ogs on Hopper; vLLM blog
+    # "vLLM Now Supports gpt-oss", 2025-08-05), not the fused_moe kernels that moe_efficiency and
+    # quantized_efficiency are fitted on, so those do not apply; no fitting row runs them: 1.0.
+    # (A calibration file's perf section may set it; no scenario key, which would change every
+    # scenario's point id, a hash of its resolved configuration.)
+    "mx_moe_efficiency": 1.0,
     # Extra time per layer of a step that carries prefill chunks (a non-uniform batch). vLLM v1
     # replays a whole captured CUDA graph only for uniform decode batches; a prefill or mixed
     # prefill-decode batch runs piecewise, with attention (and its metadata for the varlen
@@ -233,6 +241,10 @@ class RooflineModel:
         self.wbytes = DTYPE_BYTES[self.weight_dtype]
         self.kvbytes = DTYPE_BYTES[kv_dtype]
         self.peak = acc.peak_flops(self.weight_dtype) * eff["gemm_efficiency"]
+        # routed experts stored at the card's own expert dtype (gpt-oss: MXFP4), with that math
+        edtype = model.expert_weight_dtype
+        self.ewbytes = DTYPE_BYTES[edtype] if edtype else self.wbytes
+        self.expert_peak = acc.peak_flops(edtype) * eff["gemm_efficiency"] if edtype else self.peak
         # dense (non-expert) GEMMs: quantized weights reach a smaller share of their higher peak
         self.dense_peak = self.peak * (eff["quantized_dense_efficiency"] if self.wbytes < 2 else 1.0)
         self.attn_peak = acc.peak_flops("bf16") * eff["attention_efficiency"]
@@ -244,6 +256,7 @@ class RooflineModel:
         # Attention, per layer, per device.
         self.attn_flops_per_pair = m.attention_flops_per_pair() / tp
         self.kv_bytes_per_token_layer = self.kv_elems_per_token_layer_device() * self.kvbytes
+        self.window = m.sliding_window if m.windowed_layers else 0
         self._gemm_cache: dict[tuple[int, int], tuple[float, float, float]] = {}
 
     # ----------------------------------------------------------------- memory
@@ -262,15 +275,31 @@ class RooflineModel:
         return 2.0 * m.head_dim * math.ceil(m.num_kv_heads / self.tp)
 
     def kv_bytes_per_token_device(self) -> float:
-        """KV bytes per token on one device: its share of the heads, for its stage's layers."""
-        return self.kv_bytes_per_token_layer * math.ceil(self.model.num_layers / self.pp)
+        """KV bytes per token on one device: its share of the heads, for its stage's layers
+        (full-attention layers only: a sliding-window layer's KV is bounded per sequence, see
+        :meth:`kv_window_bytes_per_seq_device`)."""
+        m = self.model
+        return self.kv_bytes_per_token_layer * math.ceil((m.num_layers - m.windowed_layers) / self.pp)
+
+    def kv_window_bytes_per_seq_device(self, block_size: int) -> float:
+        """Most KV bytes one sequence keeps on a device in its sliding-window layers: the blocks
+        covering the last ``window`` tokens (vLLM frees a window layer's blocks once every token
+        in them has left the window, so at most ceil((window - 1) / block) + 1 stay)."""
+        if not self.window:
+            return 0.0
+        tokens = (-(-(self.window - 1) // block_size) + 1) * block_size
+        return tokens * self.kv_bytes_per_token_layer * math.ceil(self.model.windowed_layers / self.pp)
 
     def weight_bytes_device(self) -> float:
+        """Weight bytes on one device: the routed experts at the expert dtype, the rest at the
+        weight dtype (products of whole counts and powers of two: exact, so a card without an
+        expert dtype gets the same bytes as one width for everything)."""
         m = self.model
+        routed = m.routed_expert_params()
+        rest, experts = (m.total_params() - routed) * self.wbytes, routed * self.ewbytes
         if self.attention_dp:  # routed experts sharded, everything else whole on every device
-            routed = m.num_experts * m.expert_params() * m.moe_layers
-            return ((m.total_params() - routed) + routed / self.tp) * self.wbytes / self.pp
-        return m.total_params() * self.wbytes / (self.tp * self.pp)
+            return (rest + experts / self.tp) / self.pp
+        return (rest + experts) / (self.tp * self.pp)
 
     # ----------------------------------------------------------------- time
     def _gemms(self, tokens: int, sampled: int, rows: int = 0) -> tuple[float, float, float]:
@@ -362,14 +391,18 @@ class RooflineModel:
         touched = e * (1.0 - (1.0 - k / e) ** tokens)
         act = tokens * k * 2 * (m.hidden_size + m.moe_intermediate_size) * ACT_BYTES
         f = 2.0 * tokens * k * ep / tp
-        b = (touched * ep * self.wbytes + act) / tp
-        moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.wbytes < 2 else 1.0)
+        b = (touched * ep * self.ewbytes + act) / tp
+        if self.model.expert_weight_dtype.startswith("mx"):
+            moe = self.eff["mx_moe_efficiency"]
+        else:
+            moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.ewbytes < 2 else 1.0)
         # EP: the busiest device's routed tokens set the compute time
         busiest = expected_max_load(tokens * k / tp, tp) / (tokens * k / tp) if self.expert_parallel else 1.0
-        t = blend(f * busiest / (self.peak * moe), b / (self.bw * moe), self.blend_p)
+        peak = self.expert_peak
+        t = blend(f * busiest / (peak * moe), b / (self.bw * moe), self.blend_p)
         # time lost to kernel inefficiency is not idle: the SMs keep streaming (stalled loads,
         # dequantization), which the power model sees as HBM traffic at the fitted bandwidth
-        b += (t - blend(f * busiest / self.peak, b / self.bw, self.blend_p)) * self.bw
+        b += (t - blend(f * busiest / peak, b / self.bw, self.blend_p)) * self.bw
         return np.array([t + MOE_KERNELS * self.lat, f, b])
 
     def _collectives_s(self, tokens: int) -> float:
@@ -390,6 +423,15 @@ class RooflineModel:
         nbytes = tokens * self.model.hidden_size * ACT_BYTES / self.tp
         return self.pp * (self.eff["link_latency_s"] + nbytes / self.link_bw)
 
+    def _over_layers(self, n, cap: float):
+        """Attention pairs (or KV tokens read) ``n`` of one layer summed over the layers, a
+        sliding-window layer counting at most ``cap`` of them: a query sees at most ``window``
+        keys; a sequence's step reads at most the window behind its new tokens plus those.
+        Exact when every context is past the window (or within it); for a prefill chunk that
+        crosses the window an upper bound (the sum of per-sequence minima is at most this)."""
+        win = self.model.windowed_layers
+        return n * (self.model.num_layers - win) + minimum(n, cap) * win
+
     # cost() takes float attention terms too (one iteration, priced without numpy)
     scalar_ok = True
 
@@ -402,6 +444,11 @@ class RooflineModel:
         g_t, g_f, g_b = self._gemms(tok, sampled)
         a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
         a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
+        if self.window:
+            w = self.window
+            a_f = self._over_layers(batch.attn_pairs, float(batch.tokens * w)) * (self.attn_flops_per_pair / micro)
+            cap = float(batch.seqs * (w - 1) + batch.tokens)
+            a_b = self._over_layers(batch.kv_tokens, cap) * (self.kv_bytes_per_token_layer / micro)
         a_fs = a_f / self.attn_peak
         g_time = g_t
         if self.dp > 1 and batch.longest * self.dp > tok:
@@ -409,7 +456,11 @@ class RooflineModel:
             # besides its share of the rest, and the others wait for it at the experts
             busiest = batch.longest + -(-(tok - batch.longest) // self.dp)
             g_time = self._gemms(tok, sampled, busiest)[0]
-            a_fs = a_fs + (self.dp - 1) * batch.longest_pairs * self.attn_flops_per_pair * layers / self.attn_peak
+            if self.window:
+                longest = self._over_layers(batch.longest_pairs, float(batch.longest * self.window))
+                a_fs = a_fs + (self.dp - 1) * longest * self.attn_flops_per_pair / self.attn_peak
+            else:
+                a_fs = a_fs + (self.dp - 1) * batch.longest_pairs * self.attn_flops_per_pair * layers / self.attn_peak
         a_t = maximum(a_fs, a_b / self.bw)
         if self.lat:  # (adding 0.0 to these non-negative times changes nothing)
             a_t = a_t + self.lat * layers

@@ -103,7 +103,7 @@ class SramPipelineModel:
     # ----------------------------------------------------------------- memory
     def weight_bytes_device(self) -> float:
         """Weight bytes resident in each chip's SRAM (the whole model spread evenly)."""
-        return self.model.total_params() * self.wbytes / self.chips
+        return self.model.weight_bytes(self.weight_dtype) / self.chips
 
     def kv_bytes_per_token_device(self) -> float:
         """KV bytes one token keeps on each chip: the chip's share of the layers' cache."""
@@ -174,7 +174,7 @@ def check_pool(pool, key: str, source: str) -> None:
 
 def chips_needed(perf: SramPipelineModel, usable_per_chip: float, block_size: int) -> int:
     """Fewest chips whose usable SRAM holds the weights plus one KV block."""
-    total = perf.model.total_params() * perf.wbytes + perf.kv_bytes_per_token * block_size
+    total = perf.model.weight_bytes(perf.weight_dtype) + perf.kv_bytes_per_token * block_size
     return max(1, math.ceil(total / usable_per_chip))
 
 
@@ -182,5 +182,5 @@ def fit_message(perf: SramPipelineModel, usable_per_chip: float, block_size: int
     """One line: the pool's tp is too few chips for the model's weights in SRAM."""
     need = chips_needed(perf, usable_per_chip, block_size)
     return (f"{perf.model.name} ({perf.weight_dtype}) needs at least {need} x {perf.acc.name} chips to hold its "
-            f"weights ({perf.model.total_params() * perf.wbytes / 1e9:.1f} GB) and one KV block in on-chip SRAM "
+            f"weights ({perf.model.weight_bytes(perf.weight_dtype) / 1e9:.1f} GB) and one KV block in on-chip SRAM "
             f"({usable_per_chip / 2**20:.0f} MiB usable per chip), but tp={perf.chips}; raise tp to {need} or more")

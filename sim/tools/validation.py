@@ -263,6 +263,8 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
             if p["role"] != role:
                 continue
             hw = f"{p['tp']}x {p['accelerator']}" + (" EP" if p["expert_parallel"] else "") + f" {p['weight_dtype']}"
+            experts = catalog.model(p["model"]).expert_weight_dtype  # a card's own expert storage (gpt-oss)
+            hw += f"+{experts} experts" if experts else ""
             if r["error"]:
                 cells = [f"error: {r['error']}"] + [""] * (len(METRICS) - 1)
             else:
@@ -303,6 +305,9 @@ HELDOUT_NOTE = [
     "engine profile (hardware/calibration/trtllm.yaml) as a steady closed loop: the running batch capped at",
     "the clients or at the whole sequences the KV pool holds, throughput over the steady state, ITL the mean",
     "time per output token (sim/tools/validation.py, predict_closed_loop). Task column: `ISL/OSL closed loop`.",
+    "(3) gpt-oss-120b and gpt-oss-20b on GPQA from the same ML.ENERGY v3 release (1-2 H100s / B200s, batch cap",
+    "8-4096, about 1,700-2,200-token reasoning outputs): MoE with MXFP4 experts, BF16 attention and sliding-window",
+    "layers, no row of which is fitted; hardware column `bf16+mxfp4 experts`.",
 ]
 
 
@@ -402,6 +407,25 @@ MODEL_NOTES = [
     "the real server slows far more under preemption than the simulator), single-B200 MoE at small batch",
     "(ITL +30-40%), and power of multi-GPU replicas at small batch (the only multi-GPU fitting rows are",
     "expert-parallel MoE, so the adder is an average over what those replicas draw).",
+    "",
+    "**gpt-oss** (the 65 ML.ENERGY v3 GPQA rows, all held out). The cards now say what the released weights",
+    "are: MXFP4 routed experts (4.25 bits per weight: FP4 E2M1 with one E8M0 scale per 32, OCP MX v1.0) beside",
+    "BF16 attention, router, embeddings and LM head (`expert_weight_dtype`), and 128-token sliding-window",
+    "attention on every other layer (`sliding_window`, `sliding_window_layers`): weights 65.2 GB (120b) and",
+    "13.8 GB (20b), KV 36,864 bytes per token (120b, bf16, the 18 full-attention layers) plus at most 144",
+    "tokens of the window layers per sequence. The experts' kernels are not vLLM's fused_moe, on which",
+    "`moe_efficiency` and `quantized_efficiency` were fitted (FlashInfer's MXFP4 MoE on Blackwell, MXFP8",
+    "activations at the FP8 rate; OpenAI's Triton matmul_ogs on Hopper, bf16 math); no fitting row runs them,",
+    "so they keep the default efficiency (`mx_moe_efficiency` 1.0). With the fused-MoE factors applied to",
+    "them instead, the first run of these rows read: throughput 26.0%, ITL 41.3%, power 16.4%, J/token 32.6%",
+    "mean error (the model 2x too slow at small batch); with the default: 12.2%, 17.8%, 22.7%, 19.1% (H100,",
+    "33 rows: 5.6%, 7.3%, 20.6%, 23.1%; B200, 32 rows: 19.1%, 28.5%, 24.9%, 15.0%). What still misses: ITL on",
+    "B200 at batch <= 64 (+15..46%: the B200 step overheads were fitted on Qwen3 runs without the gpt-oss",
+    "configuration's async scheduling and all-reduce fusion), power 5-45% low on most rows (the GPUs draw",
+    "~600 W on H100 and 500-950 W on B200; likely cause: the model counts the per-step host time as idle,",
+    "which these runs' async scheduling overlaps with GPU work), and the single-B200 gpt-oss-20b rows, whose",
+    "measured throughput is not monotonic in the batch cap (b128 7.6k, b256 8.2k, b384 16.1k, b512 11.5k",
+    "tokens/s).",
     "",
 ]
 
