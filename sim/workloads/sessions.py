@@ -278,7 +278,7 @@ class SessionClass:
             return None
         kv = replica.kv
         replica.settle()  # the pool as it is now, not as the run in flight began
-        missing = prefix.chunk * sum(1 for i in range(s.host_blocks // prefix.chunk) if prefix.key(i) not in kv.refs)
+        missing = kv.missing(prefix, s.host_blocks)
         s.host_block_s += s.host_blocks * (self.env.now - s.host_since)
         blocks = s.host_blocks
         self.hosts[replica.index].drop(s.sid)
