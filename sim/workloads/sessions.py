@@ -317,7 +317,7 @@ class SessionClass:
     # ------------------------------------------------------------------ measurements
     def _tool_time(self, s: Session, turn: int) -> float:
         rng = s.streams[_TOOLS]
-        n = int(self.per_turn.sample(1, rng)[0])
+        n = self.per_turn.one(rng)
         total = 0.0
         cum, last = self._tool_cum, len(self.tools) - 1
         for u in rng.random(n).tolist():
