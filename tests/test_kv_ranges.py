@@ -142,12 +142,12 @@ def test_a_turn_of_a_long_history_touches_runs_not_chunks():
 
 def test_stretch_ranges_split_in_place():
     ch = Chain("b", 1)
-    s = Stretch(ch, [range(9, -1, -1)])  # chunks 9 .. 0, deepest first
+    s = Stretch(ch, [range(9, -1, -1)], 10)  # chunks 9 .. 0, deepest first
     assert s.subtract(3, 6) == 3 and list(s.chunks()) == [9, 8, 7, 6, 2, 1, 0]
     assert s.pop_front(2) == [(8, 10)] and list(s.chunks()) == [7, 6, 2, 1, 0] and s.n == 5
     assert s.first_outside([(5, 8)]) == 2 and s.first_outside([(0, 8)]) is None
     assert ch.with_count(3, 3) == [] and ch.count(0, 9) == 0
-    up = Stretch(ch, [range(2, 6)])
+    up = Stretch(ch, [range(2, 6)], 4)
     assert up.subtract(3, 4) == 1 and list(up.chunks()) == [2, 4, 5]
 
 

@@ -144,7 +144,8 @@ class KvPool(RangedChains):
             back = ch.with_count(0, n, 0)
             if not back:
                 return n * c, [], 0
-            return n * c, [Revival(prefix.base, back)], c * sum(hi - lo for lo, hi in back)
+            k = back[0][1] - back[0][0] if len(back) == 1 else sum(hi - lo for lo, hi in back)
+            return n * c, [Revival(prefix.base, back)], c * k
         keys = prefix.keys(0, min(limit // c, prefix.chunks(self.bs)))
         # the leading cached chunks in one pass of the dict's own lookup (a long context is hundreds)
         found = list(map(refs.get, keys))
@@ -258,9 +259,10 @@ class KvPool(RangedChains):
             ch = self.chains.get(prefix.base)
             back = [] if ch is None else ch.with_count(start // c, blocks // c, 0)
             if back:  # (still reclaimable: out of their places, then last)
+                k = sum(hi - lo for lo, hi in back)
                 self._revive(ch, back)
-                self._reclaimable(ch, [range(lo, hi) for lo, hi in back])
-                self.lru_blocks += c * sum(hi - lo for lo, hi in back)
+                self._reclaimable(ch, [range(lo, hi) for lo, hi in back], k)
+                self.lru_blocks += c * k
             return
         for k in prefix.keys(start // c, blocks // c):
             if k in lru:
@@ -323,8 +325,9 @@ class KvPool(RangedChains):
                 if not gone:
                     return
                 if cache:  # reclaimable, the deepest first
-                    self._reclaimable(ch, [range(hi - 1, lo - 1, -1) for lo, hi in reversed(gone)])
-                    self.lru_blocks += c * sum(hi - lo for lo, hi in gone)
+                    k = gone[0][1] - gone[0][0] if len(gone) == 1 else sum(hi - lo for lo, hi in gone)
+                    self._reclaimable(ch, [range(hi - 1, lo - 1, -1) for lo, hi in reversed(gone)], k)
+                    self.lru_blocks += c * k
                 else:
                     for lo, hi in reversed(gone):
                         self._forget_range(ch, lo, hi)

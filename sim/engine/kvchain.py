@@ -104,9 +104,16 @@ class Chain:
         sub-ranges that were unreferenced (``d = 1``) or became so (``d = -1``), ascending."""
         if a >= b:
             return []
+        runs = self.runs
+        r = runs[0] if runs else None
+        if r is not None and r[0] == a and r[1] == b:  # (a turn's whole history: one run)
+            old = r[2]
+            r[2] = old + d
+            if len(runs) > 1:
+                self._merge()
+            return [(a, b)] if (old if d > 0 else old + d) == 0 else []
         i = self._cut(a)
         j = self._cut(b)
-        runs = self.runs
         pos = a
         changed = []
         for r in runs[i:j]:
@@ -145,10 +152,10 @@ class Stretch:
 
     __slots__ = ("chain", "parts", "n")
 
-    def __init__(self, chain: Chain, parts: list):
+    def __init__(self, chain: Chain, parts: list, n: int):
         self.chain = chain
         self.parts = parts
-        self.n = sum(map(len, parts))
+        self.n = n  # chunks in parts
 
     def subtract(self, a: int, b: int) -> int:
         """Take chunks ``[a, b)`` out (where they are); returns how many were in."""
@@ -219,15 +226,23 @@ class RangedChains:
             ch = self.chains[prefix.base] = Chain(prefix.base, prefix.chunk)
         return ch
 
-    def _reclaimable(self, ch: Chain, parts: list) -> None:
-        """Chunks of ``ch`` (ranges, in reclaim order) go last in the LRU order."""
-        s = Stretch(ch, parts)
+    def _reclaimable(self, ch: Chain, parts: list, n: int) -> None:
+        """Chunks of ``ch`` (``n`` in ranges, in reclaim order) go last in the LRU order."""
+        s = Stretch(ch, parts, n)
         self.lru[s] = None
         ch.stretches.append(s)
 
     def _revive(self, ch: Chain, ranges: list) -> None:
         """Chunks of ``ch`` (``(lo, hi)`` ranges, reclaimable until now) leave the LRU order."""
         if not ranges:
+            return
+        k = ranges[0][1] - ranges[0][0] if len(ranges) == 1 else sum(hi - lo for lo, hi in ranges)
+        if k == sum(s.n for s in ch.stretches):  # all of its reclaimable chunks (the usual turn)
+            lru = self.lru
+            for s in ch.stretches:
+                del lru[s]
+            ch.stretches = []
+            self.lru_blocks -= k * ch.c
             return
         n = 0
         for s in ch.stretches:
