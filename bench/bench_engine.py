@@ -115,6 +115,17 @@ def cluster_scenario(duration_s: float, mode: str = "macro") -> dict:
     }
 
 
+def agents_scenario(duration_s: float, mode: str = "macro") -> dict:
+    """The agents pool of the 1,024-accelerator configuration alone (44 replicas of Llama-3.1-70B,
+    fp8, tp 8; coding-agent sessions arriving at 0.55/s, their KV left in the prefix cache): what
+    an agent turn costs, without the other pools' calls."""
+    raw = cluster_scenario(duration_s, mode)
+    raw["name"] = "bench-agents"
+    raw["datacenter"]["pools"] = [p for p in raw["datacenter"]["pools"] if p["name"] == "agents"]
+    raw["workload"]["classes"] = [c for c in raw["workload"]["classes"] if c["pool"] == "agents"]
+    return raw
+
+
 REFERENCE = ROOT / "scenarios" / "vidur_reference.yaml"
 
 
@@ -137,6 +148,10 @@ CONFIGS = {
     "64 replicas": lambda d, mode: scenario(64, d, mode, "open"),
     "1,024 accelerators": cluster_scenario,
 }
+# measured on their own (bench/run_all.py), outside the set bench/tables_digest.py covers
+EXTRA_CONFIGS = {
+    "agents pool": agents_scenario,
+}
 
 # the summary keys a run prints (those it has)
 HEADLINE = ("calls_created", "calls_finished", "completed_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "e2e_p50_s",
@@ -156,7 +171,7 @@ def child(spec: str) -> None:
     if "replicas" in cfg:  # the original form: replicas, duration_s, mode, load
         raw = scenario(cfg["replicas"], cfg["duration_s"], cfg["mode"], cfg["load"])
     else:
-        raw = CONFIGS[cfg["config"]](cfg["duration_s"], cfg["mode"])
+        raw = {**CONFIGS, **EXTRA_CONFIGS}[cfg["config"]](cfg["duration_s"], cfg["mode"])
     sc = validate(raw)
     events = [0]
     step = simpy.core.Environment.step
@@ -173,7 +188,7 @@ def child(spec: str) -> None:
 
     def run(world):  # also count the prefix-cache entries the KV pools hold at the end
         t_end = world_run(world)
-        cached[0] = sum(len(r.kv.refs) for r in world.replicas if hasattr(r, "kv"))
+        cached[0] = sum(r.kv.cached_chunks() for r in world.replicas if hasattr(r, "kv"))
         return t_end
 
     sim.cluster.world.World.run = run

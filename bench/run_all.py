@@ -4,6 +4,7 @@
     python bench/run_all.py --quick    # shorter horizons (~5 minutes)
     python bench/run_all.py --only "1,024 accelerators"
     python bench/run_all.py --only "Vidur reference"   # scenarios/vidur_reference.yaml
+    python bench/run_all.py --only "agents pool"       # the 1,024 configuration's agents alone
 
 Every configuration runs in a fresh subprocess (bench/bench_engine.py's child), so its peak
 RSS is its own, in the macro-step mode and, over a shorter horizon, in the per-iteration
@@ -40,6 +41,7 @@ SUITE = {
     "1 replica, reasoning": ((3600, 600), (900, 150)),
     "64 replicas": ((600, 30), (120, 10)),
     "1,024 accelerators": ((3600, 20), (300, 5)),
+    "agents pool": ((2400, 300), (600, 60)),  # its agent sessions alone: CPU per agent turn
 }
 # memory against run length: (configuration, short horizon); the long run is 4x
 MEMORY = {False: ("64 replicas", 900), True: ("64 replicas", 300)}

@@ -33,12 +33,13 @@ class _Checker:
         # every block is free, private to one running call, or one cached block
         private = sum(c.blocks - c.shared for c in r.running)
         assert private + kv.cached_blocks == r.total_blocks - kv.free
-        assert kv.cached_blocks == sum(kv.size.values()) and kv.lru_blocks == sum(kv.size[k] for k in kv.lru)
+        counts, order, size = kv.expanded()
+        assert kv.cached_blocks == sum(size.values()) and kv.lru_blocks == sum(size[k] for k in order)
         # reference counts are exact; unreferenced cached chunks are exactly the reclaimable ones
         refs = Counter(c.prefix.key(i) for c in r.running if c.prefix is not None
                        for i in range(c.shared // c.prefix.chunk))
-        assert refs == Counter({k: n for k, n in kv.refs.items() if n})
-        assert set(kv.lru) == {k for k, n in kv.refs.items() if n == 0}
+        assert refs == Counter({k: n for k, n in counts.items() if n})
+        assert len(order) == len(set(order)) and set(order) == {k for k, n in counts.items() if n == 0}
         assert len(r.running) <= r.batcher.max_num_seqs
 
     def call(self, c):
@@ -232,4 +233,4 @@ def test_prefix_hits_found_in_bulk_equal_the_chunk_by_chunk_walk(states, chunk, 
         elif k not in pending:
             break
         n += 1
-    assert kv.hit(prefix, limit_chunks * chunk, pending, revived) == (n * chunk, back)
+    assert kv.hit(prefix, limit_chunks * chunk, pending, revived) == (n * chunk, back, len(back) * chunk)

@@ -255,3 +255,19 @@ def test_cache_aware_routing_finds_more_prefix_hits(tmp_path):
     aware, scattered = replay(single), replay({"kind": "least_kv"})
     # one cache would serve direct_hit_share; routed by cache, four nearly do
     assert direct_hit_share(300) >= aware > 0.9 * direct_hit_share(300) and aware > 1.5 * scattered > 0
+
+
+def test_one_tool_count_is_the_one_element_draw():
+    """``LengthSampler.one`` (a turn's tool calls, drawn without an array) gives the draws of
+    ``sample(1, rng)`` and leaves the stream where it leaves it, clipped values included."""
+    from sim import config as C
+    from sim.workloads.arrivals import LengthSampler
+    from sim.workloads.sessions import DEFAULT_TOOLS_PER_TURN
+
+    for d in (DEFAULT_TOOLS_PER_TURN, C.EmpiricalLength(kind="empirical", values=[3, 9, 1, 40], weights=[1, 5, 2, 2], max=20),
+              C.LognormalLength(kind="lognormal", median=3, sigma=0.5)):
+        sampler = LengthSampler(d, np.random.default_rng(0), Path("."), "k")
+        a, b = np.random.default_rng(5), np.random.default_rng(5)
+        xs = [int(sampler.sample(1, a)[0]) for _ in range(20_000)]
+        assert [sampler.one(b) for _ in range(20_000)] == xs and a.random() == b.random()
+        assert len(set(xs)) >= 3 and (d.max is None or max(xs) <= d.max)

@@ -141,15 +141,15 @@ class ContinuousScheduler:
                     break
                 if blocked and c.pin is None:
                     continue
-                hit, back = 0, ()  # type: tuple[int, Sequence[Any]]
+                hit, back, reclaim = 0, (), 0  # type: tuple[int, Sequence[Any], int]
                 if c.prefix is not None:  # cached blocks it finds; never its last token (as vLLM)
-                    hit, back = kv.hit(c.prefix, (c.prompt_tokens + c.generated - 1) // bs, pending, revived)
+                    hit, back, reclaim = kv.hit(c.prefix, (c.prompt_tokens + c.generated - 1) // bs, pending, revived)
                 n = c.remaining - hit * bs
                 if chunked:
                     n = min(n, budget)
                 elif n > budget and admit:  # whole prompts only; one larger than the budget runs alone
                     break
-                need = self._blocks_for(hit * bs + n) - hit + len(back) * (c.prefix.chunk if back else 0)  # type: ignore[union-attr]
+                need = self._blocks_for(hit * bs + n) - hit + reclaim
                 if need > free:
                     # FIFO stops here, but a session turn whose KV is pinned needs only its new
                     # tokens and frees the pin once admitted: letting it by keeps pins from
@@ -196,9 +196,12 @@ class ContinuousScheduler:
         return any(c.pin is not None for c in waiting)
 
     def _pending(self, c: Call, computed: int, pending: set) -> None:
-        """Add the keys of the full prefix blocks ``c`` will have computed to ``pending``."""
+        """Add the keys of the full prefix blocks ``c`` will have computed to ``pending`` (none
+        for a ranged prefix: no other call of the iteration can hit its chunks)."""
         prefix = c.prefix
         assert prefix is not None
+        if prefix.ranged:
+            return
         ch = prefix.chunk
         pending.update(prefix.keys(c.shared // ch, min(computed // (self.block_size * ch), prefix.chunks(self.block_size))))
 

@@ -10,6 +10,7 @@ class or one distribution leaves every other stream untouched.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ class LengthSampler:
             if self._weights is not None:  # Generator.choice's own cumulative weights (see sample)
                 self._cdf = self._weights.cumsum()
                 self._cdf /= self._cdf[-1]
+                self._cdf_list, self._values_list = self._cdf.tolist(), self._values.tolist()
 
     @property
     def mean(self) -> float:
@@ -52,6 +54,15 @@ class LengthSampler:
             return 1 / p
         w = self._weights if self._weights is not None else np.ones(len(self._values)) / len(self._values)
         return float(np.dot(self._values, w))
+
+    def one(self, rng: np.random.Generator) -> int:
+        """``int(self.sample(1, rng)[0])``, the same draw; weighted values without an array
+        (a scalar uniform is the one-element draw, ``bisect_right`` is ``searchsorted(side="right")``)."""
+        if self._cdf is None:
+            return int(self.sample(1, rng)[0])
+        x = self._values_list[bisect_right(self._cdf_list, rng.random())]
+        d = self.dist
+        return min(x, d.max) if d.max else x
 
     def sample(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """``n`` draws, from ``rng`` if given (else the sampler's own stream)."""

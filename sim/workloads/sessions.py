@@ -278,7 +278,7 @@ class SessionClass:
             return None
         kv = replica.kv
         replica.settle()  # the pool as it is now, not as the run in flight began
-        missing = prefix.chunk * sum(1 for i in range(s.host_blocks // prefix.chunk) if prefix.key(i) not in kv.refs)
+        missing = kv.missing(prefix, s.host_blocks)
         s.host_block_s += s.host_blocks * (self.env.now - s.host_since)
         blocks = s.host_blocks
         self.hosts[replica.index].drop(s.sid)
@@ -317,7 +317,7 @@ class SessionClass:
     # ------------------------------------------------------------------ measurements
     def _tool_time(self, s: Session, turn: int) -> float:
         rng = s.streams[_TOOLS]
-        n = int(self.per_turn.sample(1, rng)[0])
+        n = self.per_turn.one(rng)
         total = 0.0
         cum, last = self._tool_cum, len(self.tools) - 1
         for u in rng.random(n).tolist():
