@@ -233,6 +233,7 @@ class KvPool(RangedChains):
             ch = self.chains.get(prefix.base)
             n = 0 if ch is None else ch.leading(blocks // c)
             if n:
+                assert ch is not None  # (n > 0 only where the chain exists)
                 self._revive(ch, ch.add(0, n, 1))
             return n * c
         n = back = 0
@@ -259,6 +260,7 @@ class KvPool(RangedChains):
             ch = self.chains.get(prefix.base)
             back = [] if ch is None else ch.with_count(start // c, blocks // c, 0)
             if back:  # (still reclaimable: out of their places, then last)
+                assert ch is not None
                 k = sum(hi - lo for lo, hi in back)
                 self._revive(ch, back)
                 self._reclaimable(ch, [range(lo, hi) for lo, hi in back], k)
