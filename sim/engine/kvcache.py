@@ -360,12 +360,7 @@ class KvPool(RangedChains):
             k = prefix.key(n)
             r = refs.get(k)
             if r is None:
-                if self.allocatable() - c < keep:
-                    break
-                while self.free < c:
-                    if not self._evict_unprotected(protect):
-                        break
-                if self.free < c:
+                if not self._make_room(c, keep, protect):
                     break
                 self.free -= c
                 refs[k] = 1

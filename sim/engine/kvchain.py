@@ -280,6 +280,16 @@ class RangedChains:
         if not ch.runs:
             del self.chains[ch.base]
 
+    def _make_room(self, c: int, keep: int, protect) -> bool:
+        """Free ``c`` blocks for a reloaded chunk, reclaiming unprotected cached chunks, if
+        ``keep`` blocks stay allocatable after it; False where that cannot be done."""
+        if self.allocatable() - c < keep:
+            return False
+        while self.free < c:
+            if not self._evict_unprotected(protect):
+                break
+        return self.free >= c
+
     def _evict_unprotected(self, protect) -> bool:
         """Reclaim the least recently used chunk not in ``protect``; False if there is none."""
         ranges = None
@@ -308,12 +318,7 @@ class RangedChains:
             ch = self._chain(prefix)
             run = next((r for r in ch.runs if r[0] <= n < r[1]), None)
             if run is None:  # not cached: reloaded into a chunk of its own
-                if self.allocatable() - c < keep:
-                    break
-                while self.free < c:
-                    if not self._evict_unprotected(protect):
-                        break
-                if self.free < c:
+                if not self._make_room(c, keep, protect):
                     break
                 self.free -= c
                 self._chain(prefix).insert(n, n + 1, 1)
