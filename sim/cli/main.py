@@ -15,7 +15,7 @@ import sys
 
 import sim
 from sim import native
-from sim.cli import commands
+import sim.cli.commands as commands  # (by its full name: the package imports this module)
 from sim.errors import ScenarioError
 
 LOGGERS = ("sim", "analysis")  # our packages; other libraries' loggers stay at WARNING

@@ -442,13 +442,14 @@ class RooflineModel:
         tok = -(-batch.tokens // micro)
         sampled = -(-batch.sampled // micro)
         g_t, g_f, g_b = self._gemms(tok, sampled)
-        a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
-        a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
         if self.window:
             w = self.window
             a_f = self._over_layers(batch.attn_pairs, float(batch.tokens * w)) * (self.attn_flops_per_pair / micro)
             cap = float(batch.seqs * (w - 1) + batch.tokens)
             a_b = self._over_layers(batch.kv_tokens, cap) * (self.kv_bytes_per_token_layer / micro)
+        else:
+            a_f = batch.attn_pairs * (self.attn_flops_per_pair * layers / micro)
+            a_b = batch.kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
         a_fs = a_f / self.attn_peak
         g_time = g_t
         if self.dp > 1 and batch.longest * self.dp > tok:
