@@ -32,8 +32,8 @@ class Eager(Replica):
         self._plan = None
         self._start()
 
-    def _on_boundary(self, version: int) -> None:
-        if version != self._version:
+    def _boundary_woken(self, wake) -> None:
+        if wake.tag != self._version:
             return
         plan, self._plan = self._plan, None
         self._commit(plan, self._target)

@@ -40,15 +40,17 @@ def timeout_in_slot(env, delay: float, eid: int) -> Event:
 
 
 class Wake:
-    """A wake-up at a set time with one callback, ``callback(wake)``: all that SimPy's loop
+    """A wake-up at a set time with its callbacks, ``callback(wake)``: all that SimPy's loop
     reads of an event it processes (``callbacks``, then ``_ok``), without an Event's set-up.
     It is scheduled and ranked exactly as a timeout made at the same moment would be
-    (:func:`wake_at`); ``tag`` is the caller's (which arming of the replica it is)."""
+    (:func:`wake_at`); ``tag`` is the caller's (which arming of the replica it is).
+    ``callbacks`` is a tuple (SimPy only iterates it): a caller waking the same callback
+    again and again passes the same one (:func:`wake_calls`)."""
 
     __slots__ = ("callbacks", "_ok", "tag")
 
-    def __init__(self, callback, tag):
-        self.callbacks = [callback]
+    def __init__(self, callbacks: tuple, tag):
+        self.callbacks = callbacks
         self._ok = True
         self.tag = tag
 
@@ -60,10 +62,18 @@ def wake_at(env, t: float, eid: Optional[int], callback, tag, priority: int = NO
     it as a process's start)."""
     now = env._now
     delay = t - now
-    w = Wake(callback, tag)
+    w = Wake((callback,), tag)
     heapq.heappush(env._queue, (now + delay if delay > 0 else now + 0.0, priority,
                                 next(env._eid) if eid is None else eid, w))
     return w
+
+
+def wake_calls(env, t: float, eid: Optional[int], callbacks: tuple, tag, priority: int = NORMAL) -> None:
+    """:func:`wake_at` with the callbacks given as a tuple the caller keeps (no tuple per wake-up)."""
+    now = env._now
+    delay = t - now
+    heapq.heappush(env._queue, (now + delay if delay > 0 else now + 0.0, priority,
+                                next(env._eid) if eid is None else eid, Wake(callbacks, tag)))
 
 
 def at_end_of_instant(env) -> Event:

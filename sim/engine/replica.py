@@ -47,7 +47,7 @@ from typing import Any, Callable, Optional
 from sim.engine.call import Call
 from sim.engine.core import ReplicaCore
 from sim.engine.dclock import DecodeClock
-from sim.engine.instant import END_OF_INSTANT, Due, event_id, wake_at
+from sim.engine.instant import END_OF_INSTANT, Due, Wake, event_id, wake_calls
 from sim.engine.kvcache import KvPool, Pin, Prefix
 from sim.engine.plan import Plan, Planner, plan_need
 from sim.engine.prices import DecodePrices
@@ -80,6 +80,9 @@ class Replica(ReplicaCore):
         self.down_since: Optional[float] = None  # failed (or switched off, booting) at, until back
         self.down_kind = "down"  # step-row kind of the time down: down (failed), off, booting
         self.draining = False  # being switched off: takes no new calls from the router
+        # the callbacks of its wake-ups, made once (tag: the arming's version; the Due)
+        self._boundary_calls = (self._boundary_woken,)
+        self._due_calls = (self._due_woken,)
 
     # the models the planner prices with (stragglers slow a replica by replacing its model)
     @property
@@ -376,10 +379,11 @@ class Replica(ReplicaCore):
         self._version = version = self._version + 1
         self._target = m
         # as env.timeout(delay) would schedule it (same time, priority and id order)
-        wake_at(self.env, float(self._plan.bounds[m]), slot, _boundary_woken, (self, version))  # type: ignore[union-attr]
+        wake_calls(self.env, float(self._plan.bounds[m]), slot, self._boundary_calls, version)  # type: ignore[union-attr]
 
-    def _on_boundary(self, version: int) -> None:
-        if version != self._version:
+    def _boundary_woken(self, wake: Wake) -> None:
+        """The wake-up of an armed boundary (tag: the arming's version)."""
+        if wake.tag != self._version:
             return  # superseded by an earlier boundary
         plan, self._plan = self._plan, None
         self._commit(plan, self._target)  # type: ignore[arg-type]
@@ -421,7 +425,11 @@ class Replica(ReplicaCore):
         if (not self.running and not self.waiting) or self._lent_until is not None:
             return
         due = self._due = Due(event_id(self.env), not self.waiting)
-        wake_at(self.env, self.env.now, None, _due_woken, (self, due), END_OF_INSTANT)  # after the instant's other events
+        wake_calls(self.env, self.env.now, None, self._due_calls, due, END_OF_INSTANT)  # after the instant's other events
+
+    def _due_woken(self, wake: Wake) -> None:
+        """The wake-up of a decision put off to the end of an instant (tag: the Due)."""
+        self._decide_due(wake.tag)
 
     def _decide_due(self, due: Due) -> None:
         if due is not self._due:
@@ -456,14 +464,3 @@ class Replica(ReplicaCore):
                 return None
         return self.planner.plan(self.clock, d, running, not self.waiting, self.kv, self.spec_step, aggregate)
 
-
-def _boundary_woken(wake) -> None:
-    """The wake-up of a replica's armed boundary (tag: the replica and the arming's version)."""
-    replica, version = wake.tag
-    replica._on_boundary(version)
-
-
-def _due_woken(wake) -> None:
-    """The wake-up of a replica's decision put off to the end of an instant (tag: the replica, the Due)."""
-    replica, due = wake.tag
-    replica._decide_due(due)

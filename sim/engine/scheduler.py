@@ -30,20 +30,28 @@ class BatcherParams:
     max_waiting: Optional[int] = None  # admission control
 
 
-@dataclass(slots=True)
 class Decision:
-    """What one iteration does: work per call, admissions, preemptions (not yet applied)."""
+    """What one iteration does: work per call, admissions, preemptions (not yet applied).
 
-    work: list[tuple[Call, int]]  # (call, new_tokens) for running calls, in order
-    admit: list[tuple[Call, int]]  # (call, new_tokens) for waiting calls admitted
-    preempt: list[Call]  # running calls preempted (newest first)
-    keep: int  # running calls that stay (running[:keep])
-    hits: dict[int, int]  # id(call) -> blocks an admitted call finds cached
-    gain: int = 1  # tokens a decoding call gains this iteration (speculation), before capping at its output
-    kv_need: int = 0  # blocks it allocates
-    revived: frozenset = frozenset()  # reclaimable cached chunks its admissions take
-    decoding: Optional[bool] = None  # every work item is one token of a call past its first (None: not known)
-    ones: int = 0  # >0: ``work`` is left empty and the first ``ones`` running calls each decode one token
+    A plain class with its own constructor (one is made per engine boundary; a dataclass's
+    generated ``__init__`` stays interpreted in the compiled engine)."""
+
+    __slots__ = ("work", "admit", "preempt", "keep", "hits", "gain", "kv_need", "revived", "decoding", "ones")
+
+    def __init__(self, work: list[tuple[Call, int]], admit: list[tuple[Call, int]], preempt: list[Call], keep: int,
+                 hits: dict[int, int], gain: int = 1, kv_need: int = 0, revived: frozenset = frozenset(),
+                 decoding: Optional[bool] = None, ones: int = 0):
+        self.work = work  # (call, new_tokens) for running calls, in order
+        self.admit = admit  # (call, new_tokens) for waiting calls admitted
+        self.preempt = preempt  # running calls preempted (newest first)
+        self.keep = keep  # running calls that stay (running[:keep])
+        self.hits = hits  # id(call) -> blocks an admitted call finds cached
+        self.gain = gain  # tokens a decoding call gains this iteration (speculation), before capping at its output
+        self.kv_need = kv_need  # blocks it allocates
+        self.revived = revived  # reclaimable cached chunks its admissions take
+        self.decoding = decoding  # every work item is one token of a call past its first (None: not known)
+        self.ones = ones  # >0: ``work`` is left empty and the first ``ones`` running calls each decode one token
+
 
 _NONE: frozenset = frozenset()
 
