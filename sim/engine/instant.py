@@ -50,7 +50,7 @@ class Wake:
     __slots__ = ("callbacks", "_ok", "tag")
 
     def __init__(self, callbacks: tuple, tag):
-        self.callbacks = callbacks
+        self.callbacks: Optional[tuple] = callbacks  # (SimPy sets it to None once processed)
         self._ok = True
         self.tag = tag
 
@@ -74,6 +74,12 @@ def wake_calls(env, t: float, eid: Optional[int], callbacks: tuple, tag, priorit
     delay = t - now
     heapq.heappush(env._queue, (now + delay if delay > 0 else now + 0.0, priority,
                                 next(env._eid) if eid is None else eid, Wake(callbacks, tag)))
+
+
+def instant_over(env) -> bool:
+    """Whether nothing else is scheduled at the current instant (``env.peek() > env.now``)."""
+    q = env._queue
+    return not q or q[0][0] > env._now
 
 
 def at_end_of_instant(env) -> Event:

@@ -47,7 +47,7 @@ from typing import Any, Callable, Optional
 from sim.engine.call import Call
 from sim.engine.core import ReplicaCore
 from sim.engine.dclock import DecodeClock
-from sim.engine.instant import END_OF_INSTANT, Due, Wake, event_id, wake_calls
+from sim.engine.instant import END_OF_INSTANT, Due, Wake, event_id, instant_over, wake_calls
 from sim.engine.kvcache import KvPool, Pin, Prefix
 from sim.engine.plan import Plan, Planner, plan_need
 from sim.engine.prices import DecodePrices
@@ -390,7 +390,7 @@ class Replica(ReplicaCore):
         if self._lend is not None:
             self._grant()
             return
-        if self.env.peek() > self.env.now:  # nothing else happens at this instant
+        if instant_over(self.env):  # nothing else happens at this instant
             if self._lent_until is None:  # (_start)
                 self._replan()
         else:  # calls may still arrive at this instant (ended calls' clients, other replicas)
