@@ -241,8 +241,8 @@ class Planner:
         if spec is None:
             k = min(min([c.output_tokens - c.generated for c in running]), self.max_run)
             k, need = self._decode_fit(kv, comps, computed, k)
-            bounds, energy = self._decode_run(clock, n, sum(comps) + n, k)  # KV tokens read: S + n i
-            plan = Plan(d, True, bounds, energy, waiting_empty, 0, n, n, need)
+            time_s, energy = self._decode_prices().run(n, sum(comps) + n, k)  # KV tokens read: S + n i
+            plan = Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, need)
             plan.computed = computed
             return plan
         remaining_out = np.fromiter([c.output_tokens - c.generated for c in running], dtype=np.int64, count=n)
@@ -280,18 +280,8 @@ class Planner:
                 else:
                     hi = mid
             k, need = lo + 1, phase_need(phase, bs, lo + 1)
-        bounds, energy = self._decode_run(clock, n, dclock.S + n, k)  # KV tokens read: S + n i
-        return Plan(d, True, bounds, energy, waiting_empty, 0, n, n, need, phase)
-
-    def _decode_run(self, clock: float, n: int, start: int, k: int) -> tuple[Any, Any]:
-        """Boundaries and energies of ``k`` decode iterations of ``n`` calls from ``clock``, the
-        first reading ``start`` KV tokens: lists for a short run (from the price lines' lists),
-        else arrays (see SHORT_RUN)."""
-        if k <= SHORT_RUN:
-            time_s, energy = self._decode_prices().run_short(n, start, k)
-            return list(accumulate(time_s, initial=clock)), energy
-        time_a, energy_a = self._decode_prices().run(n, start, k)
-        return self._bounds(clock, time_a), energy_a
+        time_s, energy = self._decode_prices().run(n, dclock.S + n, k)  # KV tokens read: S + n i
+        return Plan(d, True, self._bounds(clock, time_s), _short(energy), waiting_empty, 0, n, n, need, phase)
 
     def _decode_prices(self) -> DecodePrices:
         """The decode prices it was given (its pool's), or prices of its own if it was given none

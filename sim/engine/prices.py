@@ -29,7 +29,6 @@ class DecodePrices:
     """
 
     MAX_ITERATIONS = 1 << 21  # prices kept (16 bytes each: 32 MiB) before the cache starts afresh
-    LISTED = 4  # a price also kept in the lines' lists of floats counts this many more (64 bytes)
     GROW = 4  # widening a line also adds a quarter of its length in that direction
     DENSE_SPAN = 1 << 12  # runs whose contexts span at most this many tokens use the line of every context,
     DENSE_CALLS = 16  # if they have at least this many calls (a small batch has few progressions, often reused)
@@ -37,8 +36,7 @@ class DecodePrices:
     def __init__(self, perf, power, tp: int):
         self.perf, self.power, self.tp = perf, power, tp
         self._lines: dict = {}  # (n, step, r) -> (j of the first price, durations, energies); ctx = r + step j
-        self._listed: dict = {}  # the same lines as lists of floats, for short runs (made at their first one)
-        self._kept = 0  # prices kept, over all lines (listed ones counted LISTED more times)
+        self._kept = 0  # prices kept, over all lines
 
     def run(self, n: int, start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Durations and energies (read-only) of ``k`` decode iterations of ``n`` calls whose
@@ -56,26 +54,6 @@ class DecodePrices:
         lo, time_s, energy = self._widen(key, j, span, line)
         i = j - lo
         return time_s[i: i + span: stride], energy[i: i + span: stride]
-
-    def run_short(self, n: int, start: int, k: int) -> tuple[list[float], list[float]]:
-        """:meth:`run` as lists of floats (the same values), for a short run: sliced from the
-        line's lists, without a numpy view and a conversion per run."""
-        span = n * (k - 1) + 1
-        if n >= self.DENSE_CALLS and span <= self.DENSE_SPAN:
-            key, j, stride = (n, 1, 0), start, n
-        else:
-            key, j, stride, span = (n, n, start % n), start // n, 1, k
-        listed = self._listed.get(key)
-        if listed is not None:
-            i = j - listed[0]
-            if i >= 0 and i + span <= len(listed[1]):
-                return listed[1][i: i + span: stride], listed[2][i: i + span: stride]
-        time_s, energy = self.run(n, start, k)  # (widens the line where it must)
-        lo, line_t, line_e = self._lines[key]
-        if self._kept + self.LISTED * len(line_t) <= self.MAX_ITERATIONS:
-            self._listed[key] = (lo, line_t.tolist(), line_e.tolist())
-            self._kept += self.LISTED * len(line_t)
-        return time_s.tolist(), energy.tolist()
 
     def _widen(self, key: tuple, j: int, k: int, line: Optional[tuple]) -> tuple:
         """The line's prices over its old range, ``j .. j + k - 1`` and what lies in between,
@@ -96,12 +74,8 @@ class DecodePrices:
                 parts.append(self._price(key, hi, new_hi))
             lo, hi = new_lo, new_hi
             self._kept -= len(time_s)
-            listed = self._listed.pop(key, None)  # (listed again at its next short run)
-            if listed is not None:
-                self._kept -= self.LISTED * len(listed[1])
         if self._kept + (hi - lo) > self.MAX_ITERATIONS:  # bounded memory: start afresh
             self._lines.clear()
-            self._listed.clear()
             self._kept = 0
         time_s = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         energy = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
