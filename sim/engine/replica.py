@@ -80,9 +80,7 @@ class Replica(ReplicaCore):
         self.down_since: Optional[float] = None  # failed (or switched off, booting) at, until back
         self.down_kind = "down"  # step-row kind of the time down: down (failed), off, booting
         self.draining = False  # being switched off: takes no new calls from the router
-        # the callbacks of its wake-ups, made once (tag: the arming's version; the Due)
-        self._boundary_calls = (self._boundary_woken,)
-        self._due_calls = (self._due_woken,)
+        self._boundary_calls, self._due_calls = (self._boundary_woken,), (self._due_woken,)  # made once
 
     # the models the planner prices with (stragglers slow a replica by replacing its model)
     @property
@@ -381,8 +379,7 @@ class Replica(ReplicaCore):
         # as env.timeout(delay) would schedule it (same time, priority and id order)
         wake_calls(self.env, float(self._plan.bounds[m]), slot, self._boundary_calls, version)  # type: ignore[union-attr]
 
-    def _boundary_woken(self, wake: Wake) -> None:
-        """The wake-up of an armed boundary (tag: the arming's version)."""
+    def _boundary_woken(self, wake: Wake) -> None:  # an armed boundary's wake-up (tag: the arming's version)
         if wake.tag != self._version:
             return  # superseded by an earlier boundary
         plan, self._plan = self._plan, None
@@ -413,10 +410,7 @@ class Replica(ReplicaCore):
         plan = self._plan = self._make_plan()
         if plan is None:
             return
-        if due is None:
-            self._arm(plan.k)
-        else:
-            self._arm(plan.k, due.slot(plan, len(self.running) < self.batcher.max_num_seqs))
+        self._arm(plan.k, None if due is None else due.slot(plan, len(self.running) < self.batcher.max_num_seqs))
 
     def _defer(self) -> None:
         """Drop any decision and decide once, when every event of this instant is processed."""
@@ -427,9 +421,7 @@ class Replica(ReplicaCore):
         due = self._due = Due(event_id(self.env), not self.waiting)
         wake_calls(self.env, self.env.now, None, self._due_calls, due, END_OF_INSTANT)  # after the instant's other events
 
-    def _due_woken(self, wake: Wake) -> None:
-        """The wake-up of a decision put off to the end of an instant (tag: the Due)."""
-        self._decide_due(wake.tag)
+    def _due_woken(self, wake: Wake) -> None: self._decide_due(wake.tag)  # (tag: the Due)
 
     def _decide_due(self, due: Due) -> None:
         if due is not self._due:
