@@ -30,7 +30,7 @@ from sim.engine.kvcache import Prefix
 from sim.output.summary import job_metrics
 from sim.output.trace import JOBS_SCHEMA
 from sim.workloads.arrivals import LengthSampler, ShareSampler
-from sim.workloads.kind import WorkloadKind
+from sim.workloads.kind import WorkloadKind, fires
 
 GIB = 2**30
 # purposes of a job's sub-streams
@@ -262,7 +262,7 @@ class JobClass:
         """Issue one call now; returns (call, event that fires with the call when it ends)."""
         ev = self.env.event()
         call = self.world.submit(pool or self.cls.pool, self.cls.name, self.env.now, prompt, output, self.cls.priority,
-                                 job.job_id, ev.succeed, Prefix(shared, shared_tokens) if shared else None,
+                                 job.job_id, fires(ev), Prefix(shared, shared_tokens) if shared else None,
                                  group=shared is not None)
         job.calls.append(call)
         return call, ev
