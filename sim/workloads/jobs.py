@@ -19,6 +19,7 @@ numbers: policy comparisons are paired).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 import numpy as np
 
@@ -185,6 +186,7 @@ class JobClass:
         self.by_name = {m.name: m for m in self.levels}
         w = np.array([lv.weight for lv in levels], dtype=float)
         self.cum_weights = np.cumsum(w / w.sum())
+        self._cum_list = self.cum_weights.tolist()  # (bisect_right on it: searchsorted(side="right"), no array call)
         self.jobs_started = 0
         self._expected: dict = {}  # (id of strategy, level name) -> expected accuracy
 
@@ -209,7 +211,7 @@ class JobClass:
 
     def _run(self, job: Job):
         u = job.streams[_LEVEL].random()
-        level = self.levels[min(int(np.searchsorted(self.cum_weights, u, side="right")), len(self.levels) - 1)]
+        level = self.levels[min(bisect_right(self._cum_list, u), len(self.levels) - 1)]
         job.level = job.predicted = level
         job.solvable = bool(job.streams[_LEVEL].random() < level.level.coverage)
         strategy = self.spec.strategy
@@ -253,8 +255,8 @@ class JobClass:
         u = s[_RIGHT].random(first + n)[first:]
         lv = level.level
         right = job.solvable & (u < np.where(truncated, level.solvable(lv.truncated_accuracy), level.solvable(lv.accuracy)))
-        job.thinking += int(think.sum())
-        job.truncated += int(truncated.sum())
+        job.thinking += int(np.add.reduce(think))  # (the sums, without ndarray.sum's Python wrapper)
+        job.truncated += int(np.count_nonzero(truncated))
         return Samples(think, answer, truncated, right)
 
     def submit(self, job: Job, prompt: int, output: int, pool: str | None = None, shared: tuple | None = None,
