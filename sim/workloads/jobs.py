@@ -261,7 +261,7 @@ class JobClass:
 
     def submit(self, job: Job, prompt: int, output: int, pool: str | None = None, shared: tuple | None = None,
                shared_tokens: int = 0):
-        """Issue one call now; returns (call, event that fires with the call when it ends)."""
+        """Issue one call now; returns (call, event that fires when it ends)."""
         ev = self.env.event()
         call = self.world.submit(pool or self.cls.pool, self.cls.name, self.env.now, prompt, output, self.cls.priority,
                                  job.job_id, fires(ev), Prefix(shared, shared_tokens) if shared else None,
