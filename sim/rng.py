@@ -73,6 +73,7 @@ def _mix(x: int, y: int) -> int:
 
 
 _STATE_H = _chain(_INIT_B, _MULT_B, 8)  # generate_state's hash constants for 8 words
+_STATE_STEPS = tuple((i & 3, _STATE_H[i], _STATE_H[i + 1]) for i in range(8))  # (pool word, h, next h) per output word
 
 
 class SeedMixer:
@@ -106,7 +107,24 @@ class SeedMixer:
         mixed, one after the other, into every pool word."""
         pool, h = self.pool, self.h
         for k in key:
-            for w in _words(int(k)):
+            k = int(k)
+            if 0 <= k <= _MASK32:  # one word (a job's index, a purpose): _hashmix and _mix written out
+                h0, h1, h2, h3, h = _chain(h, _MULT_A, _POOL)
+                p0, p1, p2, p3 = pool
+                v = ((k ^ h0) * h1) & _MASK32
+                r = (_MIX_L * p0 - _MIX_R * (v ^ (v >> 16))) & _MASK32
+                p0 = r ^ (r >> 16)
+                v = ((k ^ h1) * h2) & _MASK32
+                r = (_MIX_L * p1 - _MIX_R * (v ^ (v >> 16))) & _MASK32
+                p1 = r ^ (r >> 16)
+                v = ((k ^ h2) * h3) & _MASK32
+                r = (_MIX_L * p2 - _MIX_R * (v ^ (v >> 16))) & _MASK32
+                p2 = r ^ (r >> 16)
+                v = ((k ^ h3) * h) & _MASK32
+                r = (_MIX_L * p3 - _MIX_R * (v ^ (v >> 16))) & _MASK32
+                pool = (p0, p1, p2, r ^ (r >> 16))
+                continue
+            for w in _words(k):
                 hs = _chain(h, _MULT_A, _POOL)
                 pool = tuple([_mix(p, _hashmix(w, hs[i], hs[i + 1])) for i, p in enumerate(pool)])
                 h = hs[-1]
@@ -114,8 +132,10 @@ class SeedMixer:
 
     def seed(self) -> np.ndarray:
         """What the sequence's ``generate_state(4, np.uint64)`` returns (PCG64's seed)."""
-        pool, hs = self.pool, _STATE_H
-        w = [_hashmix(pool[i & 3], hs[i], hs[i + 1]) for i in range(8)]
+        w = []
+        for x, h, h_next in _STATE_STEPS:  # _hashmix(pool[i % 4], hs[i], hs[i + 1]) for i in 0..7
+            v = ((self.pool[x] ^ h) * h_next) & _MASK32
+            w.append(v ^ (v >> 16))
         return np.array((w[0] | w[1] << 32, w[2] | w[3] << 32, w[4] | w[5] << 32, w[6] | w[7] << 32), dtype=np.uint64)
 
 
@@ -128,6 +148,6 @@ class MixedSeed(ISeedSequence):
         self._state = state
 
     def generate_state(self, n_words, dtype=np.uint32):
-        if n_words != 4 or np.dtype(dtype) != np.uint64:
+        if n_words != 4 or (dtype is not np.uint64 and np.dtype(dtype) != np.uint64):
             raise ValueError("only PCG64's seeding is precomputed")
         return self._state

@@ -124,3 +124,30 @@ def run_tables(raw: dict, tmp_path, name: str, *tables: str):
     summary = run_point(validate(raw), str(out), "p")
     read = lambda t: pq.read_table(out / t / "point_id=p" / "part-0.parquet")
     return (summary, *(read(t).sort_by(read(t).column_names[0]) if t != "steps" else read(t) for t in tables))
+
+
+def garbage_calls(raw) -> int:
+    """Call objects a run of ``raw`` left in reference cycles (with the cyclic collector off:
+    what only the collector could have freed)."""
+    import gc
+
+    from sim.cluster.world import build
+    from sim.config import validate
+    from sim.engine.call import Call
+    from sim.output.trace import SCHEMAS, Recorder
+    from sim.run import SCHEMAS as RUN_SCHEMAS
+
+    world = build(validate(raw), Recorder({}, schemas={**SCHEMAS, **RUN_SCHEMAS}))
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        world.run()
+        del world
+        gc.collect()
+        return sum(1 for o in gc.garbage if isinstance(o, Call))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 from scipy import stats
 
-from scenarios import run_tables, same_calls
+from scenarios import garbage_calls, run_tables, same_calls
 from sim.models import quality as Q
 from sim.config import validate
 from sim.errors import ScenarioError
@@ -295,3 +295,10 @@ def test_servegen_reasoning_lengths_split_output_by_reasoning_share(tmp_path):
         bad = copy.deepcopy(lv)
         del bad[0]["reasoning_share"]
         validate(ttc({"kind": "single"}, levels=bad), "x.yaml")
+
+
+def test_finished_calls_of_jobs_are_freed_without_the_cyclic_collector():
+    """A job waits on its calls through events; a call ending must not leave a call <-> event
+    reference cycle (one per call: the cyclic collector's main work in a job-heavy run)."""
+    raw = ttc({"kind": "self_consistency", "n": 4, "early_stop": True}, rate=2.0, duration_s=20.0)
+    assert garbage_calls(raw) == 0

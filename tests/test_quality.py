@@ -3,6 +3,8 @@ limits, monotonicity, the samplers' consistency with the expectations, and the f
 reproducing their published anchors."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -61,6 +63,27 @@ def test_majority_vote_equals_binomial_sum(p, n):
     assert got == pytest.approx(expected, abs=1e-12)
     assert got == pytest.approx(by_hand, abs=1e-12)
     assert got + q.majority_vote_accuracy(1.0 - p, n) == pytest.approx(1.0, abs=1e-12)   # symmetry
+
+
+def test_majority_vote_is_scipy_stats_to_the_bit():
+    """The binomial tail comes from scipy.special's ufuncs (no scipy.stats import in a run): the
+    same floats scipy.stats.binom gives, on a grid of p and n, and nan outside [0, 1] as stats."""
+    ps = np.concatenate([np.random.default_rng(3).random(2000), np.linspace(0.0, 1.0, 1001), [1e-300, 1 - 1e-16]])
+    for n in (1, 2, 3, 4, 5, 8, 9, 16, 31, 64, 65, 128):
+        for p in ps.tolist():
+            sf, pmf = float(stats.binom.sf(n // 2, n, p)), float(stats.binom.pmf(n // 2, n, p))
+            assert q.majority_vote_accuracy(p, n) == sf + (0.5 * pmf if n % 2 == 0 else 0.0)
+    for p in (-0.1, 1.5, math.nan):
+        assert math.isnan(q.majority_vote_accuracy(p, 4))
+
+
+def test_self_consistency_run_does_not_import_scipy_stats():
+    code = ("import sys\n"
+            "import sim.models.quality as q\n"
+            "q.majority_vote_accuracy(0.7, 4)\n"
+            "print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
 
 
 def test_majority_vote_monte_carlo():

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from scenarios import run_tables
+from scenarios import garbage_calls, run_tables
 from sim.config import validate
 from sim.errors import ScenarioError
 from sim.workloads.sessions import SESSION_CHUNK_BLOCKS
@@ -271,3 +271,9 @@ def test_one_tool_count_is_the_one_element_draw():
         xs = [int(sampler.sample(1, a)[0]) for _ in range(20_000)]
         assert [sampler.one(b) for _ in range(20_000)] == xs and a.random() == b.random()
         assert len(set(xs)) >= 3 and (d.max is None or max(xs) <= d.max)
+
+
+def test_finished_turns_are_freed_without_the_cyclic_collector():
+    """A session waits on each turn's call through an event; the call ending must not leave a
+    call <-> event reference cycle."""
+    assert garbage_calls(agents({"kind": "lru"}, concurrency=3, turns=4, prompt=4000, tool_s=2.0)) == 0

@@ -72,8 +72,11 @@ class LengthSampler:
         if isinstance(d, C.UniformLength):
             return rng.integers(d.low, d.high + 1, size=n)
         if isinstance(d, C.LognormalLength):
-            # clipped before the cast: a far tail draw must not wrap around int64
-            x = np.clip(np.rint(rng.lognormal(math.log(d.median), d.sigma, size=n)), d.min, d.max or MAX_TOKENS)
+            # clipped before the cast: a far tail draw must not wrap around int64 (np.clip's
+            # own definition, minimum of maximum, without its Python wrapper: a job draws a few
+            # lengths at a time, where that wrapper cost more than the draw)
+            x = np.minimum(np.maximum(np.rint(rng.lognormal(math.log(d.median), d.sigma, size=n)), d.min),
+                           d.max or MAX_TOKENS)
             return x.astype(np.int64)
         if isinstance(d, C.ExponentialLength):
             x = np.minimum(np.ceil(rng.exponential(d.mean, size=n)), MAX_TOKENS).astype(np.int64)

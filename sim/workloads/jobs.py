@@ -19,6 +19,7 @@ numbers: policy comparisons are paired).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 import numpy as np
 
@@ -30,7 +31,7 @@ from sim.engine.kvcache import Prefix
 from sim.output.summary import job_metrics
 from sim.output.trace import JOBS_SCHEMA
 from sim.workloads.arrivals import LengthSampler, ShareSampler
-from sim.workloads.kind import WorkloadKind
+from sim.workloads.kind import WorkloadKind, fires
 
 GIB = 2**30
 # purposes of a job's sub-streams
@@ -185,6 +186,7 @@ class JobClass:
         self.by_name = {m.name: m for m in self.levels}
         w = np.array([lv.weight for lv in levels], dtype=float)
         self.cum_weights = np.cumsum(w / w.sum())
+        self._cum_list = self.cum_weights.tolist()  # (bisect_right on it: searchsorted(side="right"), no array call)
         self.jobs_started = 0
         self._expected: dict = {}  # (id of strategy, level name) -> expected accuracy
 
@@ -209,7 +211,7 @@ class JobClass:
 
     def _run(self, job: Job):
         u = job.streams[_LEVEL].random()
-        level = self.levels[min(int(np.searchsorted(self.cum_weights, u, side="right")), len(self.levels) - 1)]
+        level = self.levels[min(bisect_right(self._cum_list, u), len(self.levels) - 1)]
         job.level = job.predicted = level
         job.solvable = bool(job.streams[_LEVEL].random() < level.level.coverage)
         strategy = self.spec.strategy
@@ -253,16 +255,16 @@ class JobClass:
         u = s[_RIGHT].random(first + n)[first:]
         lv = level.level
         right = job.solvable & (u < np.where(truncated, level.solvable(lv.truncated_accuracy), level.solvable(lv.accuracy)))
-        job.thinking += int(think.sum())
-        job.truncated += int(truncated.sum())
+        job.thinking += int(np.add.reduce(think))  # (the sums, without ndarray.sum's Python wrapper)
+        job.truncated += int(np.count_nonzero(truncated))
         return Samples(think, answer, truncated, right)
 
     def submit(self, job: Job, prompt: int, output: int, pool: str | None = None, shared: tuple | None = None,
                shared_tokens: int = 0):
-        """Issue one call now; returns (call, event that fires with the call when it ends)."""
+        """Issue one call now; returns (call, event that fires when it ends)."""
         ev = self.env.event()
         call = self.world.submit(pool or self.cls.pool, self.cls.name, self.env.now, prompt, output, self.cls.priority,
-                                 job.job_id, ev.succeed, Prefix(shared, shared_tokens) if shared else None,
+                                 job.job_id, fires(ev), Prefix(shared, shared_tokens) if shared else None,
                                  group=shared is not None)
         job.calls.append(call)
         return call, ev

@@ -39,7 +39,7 @@ from sim.engine.kvcache import Prefix
 from sim.output.summary import session_metrics
 from sim.output.trace import SESSIONS_SCHEMA
 from sim.workloads.arrivals import LengthSampler
-from sim.workloads.kind import WorkloadKind
+from sim.workloads.kind import WorkloadKind, fires
 
 # AgentCgroup local-model sessions (llm_calls.csv / tool_calls.csv of the shared data):
 # model calls per session p50 46, p90 92 -> lognormal median 46, sigma ln(92/46)/1.2816.
@@ -208,7 +208,7 @@ class SessionClass:
             pin = yield from self._bring_back(s, replica, prefix)
             ev = env.event()
             call = self.world.submit_to(self.cls.pool, replica, self.cls.name, env.now, prompt, int(outputs[turn]),
-                                        self.cls.priority, -1, ev.succeed, prefix, retain=self.retain, pin=pin,
+                                        self.cls.priority, -1, fires(ev), prefix, retain=self.retain, pin=pin,
                                         session_id=s.sid)
             s.calls.append(call)
             yield ev
