@@ -48,7 +48,7 @@ OUT = Path(__file__).with_name("mlperf_offline.csv")
 BENCHES = ("llama2-70b-99", "llama2-70b-99.9")
 COLUMNS = ["id", "role", "reason", "version", "commit", "submitter", "system", "benchmark", "accelerator",
            "accelerator_name", "gpus", "nodes", "software", "engine", "tp", "pp", "replicas", "weight_dtype",
-           "kv_dtype", "max_batch", "max_tokens", "kv_fraction", "output_tokens_per_s", "samples_per_s",
+           "kv_dtype", "max_batch", "max_tokens", "kv_fraction", "power_limit_w", "output_tokens_per_s", "samples_per_s",
            "mean_output_tokens", "system_power_w", "results_file", "config_file"]
 ACCELERATORS = (  # system json accelerator_model_name -> card (first match); None: no card
     (r"GH200", None), (r"H100.*NVL", None), (r"H200.*NVL", None), (r"GB300", None), (r"MI355X", None),
@@ -161,7 +161,8 @@ def trt_row(repo: Repo, sub: str, system: str, bench: str, card: str) -> tuple[d
                 return {"tp": cfg.get("tensor_parallelism"), "pp": cfg.get("pipeline_parallelism", 1),
                         "weight_dtype": cfg.get("precision"), "kv_dtype": kv,
                         "max_batch": _batch(cfg.get("gpu_batch_size")),
-                        "max_tokens": rt.get("max_num_tokens"), "kv_fraction": rt.get("kvcache_free_gpu_mem_frac")}, path
+                        "max_tokens": rt.get("max_num_tokens"), "kv_fraction": rt.get("kvcache_free_gpu_mem_frac"),
+                        "power_limit_w": cfg.get("power_limit", "")}, path
         return {}, ""
     # v4.1: class-based configs; the class of the accelerator (TP2 pairs on H100, one GPU per engine on H200)
     names = {"h100-sxm": "H100_SXM_80GB_TP2x1", "h200": "H200_SXM_141GB_CTSx1" if "CTS" in system else "H200_SXM_141GBx1"}
@@ -180,7 +181,8 @@ def trt_row(repo: Repo, sub: str, system: str, bench: str, card: str) -> tuple[d
                 "weight_dtype": "fp8" if cfg.get("use_fp8") else cfg.get("precision"),
                 "kv_dtype": "fp8" if cfg.get("use_fp8") else "fp16",  # fp8 engines quantize the KV cache too
                 "max_batch": _batch(cfg.get("gpu_batch_size")),
-                "max_tokens": cfg.get("max_num_tokens"), "kv_fraction": cfg.get("kvcache_free_gpu_mem_frac")}, path
+                "max_tokens": cfg.get("max_num_tokens"), "kv_fraction": cfg.get("kvcache_free_gpu_mem_frac"),
+                "power_limit_w": cfg.get("power_limit", "")}, path  # MaxQ runs cap each GPU's power
     return {}, ""
 
 
@@ -260,7 +262,7 @@ def rows_of(repo: Repo) -> list[dict]:
             elif row["gpus"] % (cfg["tp"] * cfg.get("pp", 1)):
                 reason = f"{row['gpus']} GPUs are not a multiple of tp x pp = {cfg['tp']} x {cfg['pp']}"
         row.update({k: cfg.get(k, "") for k in ("tp", "pp", "weight_dtype", "kv_dtype", "max_batch", "max_tokens",
-                                                "kv_fraction")})
+                                                "kv_fraction", "power_limit_w")})
         row["config_file"] = path
         row["replicas"] = row["gpus"] // (cfg["tp"] * cfg.get("pp", 1)) if cfg and not reason else ""
         row["role"], row["reason"] = ("excluded", reason) if reason else ("holdout", "")
