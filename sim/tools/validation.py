@@ -14,7 +14,8 @@ accelerators beyond NVIDIA (sim/tools/validation_accel.py), on TensorRT-LLM's ma
 throughput tables (sim/tools/validation_trtllm.py), on the prediction intervals fitted to the
 held-out errors (sim/tools/validation_intervals.py, which also rewrites the shipped
 hardware/calibration/intervals.json and residuals.csv) and on the sensitivity to the assumed
-inputs (sim/tools/validation_sensitivity.py) are appended; ``python -m`` of the accelerator,
+inputs (sim/tools/validation_sensitivity.py) are appended, and the MLPerf Inference Offline rows
+(sim/tools/validation_mlperf.py) get their own section and count in the held-out summary; ``python -m`` of the accelerator,
 TensorRT-LLM or interval module rewrites only its section (the interval one from the stored
 residuals, without simulating), and ``--sensitivity-only`` only the sensitivity section.
 """
@@ -261,7 +262,7 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
                   "|---|---|---|---|" + "---|" * len(METRICS)]
         for r in rows:
             p = r["point"]
-            if p["role"] != role:
+            if p["role"] != role or p.get("bench") == "mlperf_offline":  # (listed in their own section)
                 continue
             hw = f"{p['tp']}x {p['accelerator']}" + (" EP" if p["expert_parallel"] else "") + f" {p['weight_dtype']}"
             experts = catalog.model(p["model"]).expert_weight_dtype  # a card's own expert storage (gpt-oss)
@@ -291,6 +292,7 @@ SOURCES = (
     ("ML.ENERGY v3, measurements.csv models", lambda p: p["id"].startswith("mlenergy") and "assumptions" not in p),
     ("ML.ENERGY v3, more models (heldout_serving.csv)", lambda p: p["id"].startswith("mlenergy") and "assumptions" in p),
     ("NVIDIA NIM 1.8.0 closed loop (heldout_serving.csv)", lambda p: p.get("bench") == "closed_loop"),
+    ("MLPerf Inference v4.1 / v5.1 Offline (mlperf_offline.csv)", lambda p: p.get("bench") == "mlperf_offline"),
 )
 
 
@@ -351,13 +353,21 @@ def main(argv: list[str] | None = None) -> int:
         points = points[: args.limit]
     t0 = time.perf_counter()
     rows = errors(points, predict_all(points, workers=args.workers))
-    text = report(rows, load_points(roles=("excluded",)), time.perf_counter() - t0)
+    mlperf_section, mlperf = [], []
+    if args.limit is None and args.max_concurrency is None:
+        from sim.tools import validation_mlperf as VM  # MLPerf Offline rows: own section, and the held-out summary
+
+        mlperf_section, mlperf = VM.report_lines(args.workers)
+        mlperf = VM.as_validation_rows(mlperf)
+    text = report(rows + mlperf, load_points(roles=("excluded",)), time.perf_counter() - t0)
     text += "\n".join(shape_section(concurrency_shape()))
     from sim.tools import validation_accel  # non-NVIDIA accelerators vs published bounds (its own section)
 
     t1 = time.perf_counter()
     text = validation_accel.replace_section(text, validation_accel.section(validation_accel.rows(),
                                                                           time.perf_counter() - t1))
+    if mlperf_section:
+        text = VM.replace_section(text, mlperf_section)
     trt = []
     if not args.skip_trtllm:
         from sim.tools import validation_trtllm  # TensorRT-LLM max-load throughput tables (its own section)

@@ -19,6 +19,9 @@ HELDOUT_NOTE = [
     "(3) gpt-oss-120b and gpt-oss-20b on GPQA from the same ML.ENERGY v3 release (1-2 H100s / B200s, batch cap",
     "8-4096, about 1,700-2,200-token reasoning outputs): MoE with MXFP4 experts, BF16 attention and sliding-window",
     "layers, no row of which is fitted; hardware column `bf16+mxfp4 experts`.",
+    "(4) MLPerf Inference v4.1 / v5.1 closed-division Llama-2-70B Offline results (H100, H200, B200, GB200 on",
+    "TensorRT-LLM; MI300X, MI325X on vLLM-ROCm; hardware/calibration/mlperf_offline.csv): throughput only, counted",
+    "in the held-out summary and listed in their own section, \"MLPerf Inference: Offline throughput\".",
 ]
 
 
