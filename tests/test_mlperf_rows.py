@@ -30,7 +30,10 @@ def test_rows_load_name_their_results_file_and_are_held_out():
     ids = [r["id"] for r in rows]
     assert len(set(ids)) == len(ids)
     held = M.load_rows()
-    assert len(held) >= 100 and len({r["accelerator"] for r in held}) >= 3
+    assert len(held) >= 60 and len({r["accelerator"] for r in held}) >= 3
+    # one run filed for both accuracy targets counts once
+    runs = [(r["version"], r["submitter"], r["system"], r["output_tokens_per_s"], r["samples_per_s"]) for r in held]
+    assert len(set(runs)) == len(runs)
     for r in held:
         assert r["version"] in ("v4.1", "v5.1") and len(r["commit"]) == 12
         assert r["results_file"].startswith("closed/") and r["results_file"].endswith("mlperf_log_summary.txt")

@@ -5,7 +5,8 @@ audited closed-division results). The v5.0 repository could not be read here (it
 file-count limit of the tool that fetched the others), so v5.0 rows are absent, not skipped on purpose.
 
 What is read, per closed-division Llama-2-70B Offline result (``llama2-70b-99`` and ``llama2-70b-99.9``
-are separate audited runs at two accuracy targets; both are kept):
+are audited at two accuracy targets; where a submitter filed one run for both, its figures are identical
+and the ``99.9`` row is marked ``excluded`` as a repeat, so each measurement counts once):
 
 - ``closed/<submitter>/results/<system>/<benchmark>/Offline/performance/run_1/mlperf_log_summary.txt``:
   "Tokens per second" (the metric) and "Samples per second" (their ratio is the run's mean output
@@ -270,8 +271,21 @@ def rows_of(repo: Repo) -> list[dict]:
     return out
 
 
+def mark_repeats(rows: list[dict]) -> list[dict]:
+    """Mark as ``excluded`` every held-out ``99.9`` row whose log figures (tokens/s and samples/s) equal
+    the held-out ``99`` row of the same system and round: one run filed for both accuracy targets is one
+    measurement, and counting it twice would weigh those systems double in the held-out means."""
+    first = {(r["version"], r["submitter"], r["system"], str(r["output_tokens_per_s"]), str(r["samples_per_s"])): r
+             for r in rows if r["role"] == "holdout" and r["benchmark"] == "llama2-70b-99"}
+    for r in rows:
+        key = (r["version"], r["submitter"], r["system"], str(r["output_tokens_per_s"]), str(r["samples_per_s"]))
+        if r["role"] == "holdout" and r["benchmark"] == "llama2-70b-99.9" and key in first:
+            r["role"], r["reason"] = "excluded", f"the same run as {first[key]['id']} (identical log figures)"
+    return rows
+
+
 def main(v41: str, v51: str) -> None:
-    rows = rows_of(Repo(v41, "v4.1")) + rows_of(Repo(v51, "v5.1"))
+    rows = mark_repeats(rows_of(Repo(v41, "v4.1")) + rows_of(Repo(v51, "v5.1")))
     with open(OUT, "w", newline="") as fh:
         w = csv.DictWriter(fh, COLUMNS)
         w.writeheader()
