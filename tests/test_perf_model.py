@@ -142,3 +142,14 @@ def test_fused_moe_rereads_expert_weights_once_per_row_block():
     assert float(_decode(a, 512, 500).bytes[0]) == float(_decode(b, 512, 500).bytes[0])
     # the shipped H100 card fits it near the fused_moe tile heights (BLOCK_SIZE_M 16-128 rows)
     assert 1.0 / 256 < catalog.calibration("h100-sxm").perf["moe_weight_reread"] < 1.0 / 8
+
+
+def test_a_prefill_chunk_pays_no_weight_rereads_beyond_its_sampled_rows():
+    """Thousands of prefill rows run fused_moe's large-M tiles, whose weight tiles are shared through
+    L2 (GROUP_SIZE_M): the per-row-block re-reads are charged for the sampled rows only, so an
+    8,192-token chunk costs what it did without them while a decode step of 256 pays them."""
+    m, acc = catalog.model("qwen3-235b-a22b"), catalog.accelerator("h100-sxm")
+    a, b = (RooflineModel(m, acc, tp=8, expert_parallel=True, moe_weight_reread=r) for r in (0.0, 1.0 / 64))
+    chunk = Batch(8192, 1, 1, np.array([8192 * 8192 / 2.0]), np.array([8192.0]))
+    assert float(b.cost(chunk).time_s[0]) == pytest.approx(float(a.cost(chunk).time_s[0]), rel=1e-3)
+    assert float(_decode(b, 256, 1000).time_s[0]) > 1.03 * float(_decode(a, 256, 1000).time_s[0])

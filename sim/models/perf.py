@@ -351,7 +351,7 @@ class RooflineModel:
         act_width = m.intermediate_size
         if m.is_moe:
             moe = layer(attn)
-            parts = [linear(rows, m.hidden_size, m.num_experts, shards), self._experts(tokens)]  # router, experts
+            parts = [linear(rows, m.hidden_size, m.num_experts, shards), self._experts(tokens, sampled)]
             for _ in range(m.num_shared_experts):
                 parts.append(linear(rows, m.hidden_size, 2 * m.moe_intermediate_size, shards))
                 parts.append(linear(rows, m.moe_intermediate_size, m.hidden_size, shards))
@@ -381,8 +381,13 @@ class RooflineModel:
         acc[0] += self._collectives_s(tokens)
         return float(acc[0]), float(acc[1]), float(acc[2])
 
-    def _experts(self, tokens: int) -> np.ndarray:
+    def _experts(self, tokens: int, sampled: int) -> np.ndarray:
         """Routed experts of one MoE layer as one grouped GEMM over the experts the batch touches.
+
+        The weight re-reads per block of routed tokens (``moe_weight_reread``) are charged for the
+        step's sampled rows only (its decode tokens and last prefill chunks): the small-M regime in
+        which fused_moe runs short row blocks; a prefill chunk's thousands of rows run vLLM's large-M
+        tiles, launched in groups of row blocks (GROUP_SIZE_M) that share each weight tile through L2.
 
         Under expert parallelism each device holds ``num_experts / tp`` whole experts and the
         device with the most routed tokens sets the compute time. The weight bytes are the
@@ -402,7 +407,7 @@ class RooflineModel:
             moe = self.eff["mx_moe_efficiency"]
         else:
             moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.ewbytes < 2 else 1.0)
-            touched = touched + self.eff["moe_weight_reread"] * tokens * k  # weight reads, one per row block
+            touched = touched + self.eff["moe_weight_reread"] * min(tokens, sampled) * k  # one per row block
         b = (touched * ep * self.ewbytes + act) / tp
         # EP: the busiest device's routed tokens set the compute time
         busiest = expected_max_load(tokens * k / tp, tp) / (tokens * k / tp) if self.expert_parallel else 1.0
