@@ -113,3 +113,43 @@ def test_a_step_carrying_a_prefill_pays_the_per_layer_cost_as_kernel_time():
     # the shipped H100 card fits a value within the range of per-layer host and launch costs
     cal = catalog.calibration("h100-sxm").perf["mixed_layer_overhead_s"]
     assert 10e-6 < cal < 1e-3
+
+
+def test_fused_moe_rereads_expert_weights_once_per_row_block():
+    """A fused-MoE kernel streams an expert's weights once per block of its tokens
+    (``moe_weight_reread`` = 1 / rows per block): beyond the touched experts' one read each, the
+    step reads ``reread x routed tokens`` more experts' weights, linear in the batch; dense layers,
+    the MXFP4 experts' own kernels and a zero reread (uncalibrated cards) are unchanged."""
+    acc = catalog.accelerator("h100-sxm")
+    m = catalog.model("qwen3-235b-a22b")
+    kw = dict(tp=8, expert_parallel=True, iteration_overhead_s=0.0, per_seq_overhead_s=0.0)
+    base = RooflineModel(m, acc, moe_weight_reread=0.0, **kw)
+    tiled = RooflineModel(m, acc, moe_weight_reread=1.0 / 64, **kw)
+    per_pair = m.expert_params() * tiled.ewbytes / 8 * m.moe_layers  # one expert's weights, this device's share
+    extra = {b: float(_decode(tiled, b, 500).bytes[0] - _decode(base, b, 500).bytes[0]) for b in (64, 256, 1024)}
+    for b, d in extra.items():  # (the excess time of a below-1 expert efficiency streams at the same rate)
+        assert d >= b * m.experts_per_token / 64 * per_pair * 0.999
+    assert extra[1024] / extra[256] == pytest.approx(4.0, rel=0.02)  # linear in the routed tokens
+    assert float(_decode(tiled, 512, 500).time_s[0]) > float(_decode(base, 512, 500).time_s[0])
+    # the cost per sequence of the extra reads is the same at every batch: no fixed part
+    t = {b: float(_decode(tiled, b, 500).time_s[0] - _decode(base, b, 500).time_s[0]) for b in (256, 1024)}
+    assert t[1024] == pytest.approx(4 * t[256], rel=0.05)
+    dense = catalog.model("llama-3.1-70b")
+    a, b = (RooflineModel(dense, acc, tp=4, moe_weight_reread=r) for r in (0.0, 0.25))
+    assert float(_decode(a, 512, 500).time_s[0]) == float(_decode(b, 512, 500).time_s[0])
+    mx = catalog.model("gpt-oss-120b")
+    a, b = (RooflineModel(mx, acc, moe_weight_reread=r) for r in (0.0, 0.25))
+    assert float(_decode(a, 512, 500).bytes[0]) == float(_decode(b, 512, 500).bytes[0])
+    # the shipped H100 card fits it near the fused_moe tile heights (BLOCK_SIZE_M 16-128 rows)
+    assert 1.0 / 256 < catalog.calibration("h100-sxm").perf["moe_weight_reread"] < 1.0 / 8
+
+
+def test_a_prefill_chunk_pays_no_weight_rereads_beyond_its_sampled_rows():
+    """Thousands of prefill rows run fused_moe's large-M tiles, whose weight tiles are shared through
+    L2 (GROUP_SIZE_M): the per-row-block re-reads are charged for the sampled rows only, so an
+    8,192-token chunk costs what it did without them while a decode step of 256 pays them."""
+    m, acc = catalog.model("qwen3-235b-a22b"), catalog.accelerator("h100-sxm")
+    a, b = (RooflineModel(m, acc, tp=8, expert_parallel=True, moe_weight_reread=r) for r in (0.0, 1.0 / 64))
+    chunk = Batch(8192, 1, 1, np.array([8192 * 8192 / 2.0]), np.array([8192.0]))
+    assert float(b.cost(chunk).time_s[0]) == pytest.approx(float(a.cost(chunk).time_s[0]), rel=1e-3)
+    assert float(_decode(b, 256, 1000).time_s[0]) > 1.03 * float(_decode(a, 256, 1000).time_s[0])

@@ -293,7 +293,8 @@ def test_host_from_takes_the_host_overheads_and_fits_only_the_device_side(monkey
     points = [{"model": "qwen3-235b-a22b", "tp": 4, "weight_dtype": "bf16"},
               {"model": "qwen3-8b", "tp": 1, "weight_dtype": "bf16"}]
     perf, _ = cal._fit_serving(points, {}, "rows.csv", 1, lambda *_: None, host_from="h100-sxm")
-    assert set(asked["keys"]) == {"link_latency_s", "moe_efficiency"}  # nothing host-side is fitted
+    # nothing host-side is fitted (the fused-MoE weight re-read is the device's)
+    assert set(asked["keys"]) == {"link_latency_s", "moe_efficiency", "moe_weight_reread"}
     for k in cal.ENGINE_KEYS:
         assert perf[k][0] == asked["perf"][k] == H100_CAL.perf[k] and "h100-sxm" in perf[k][1]
     with pytest.raises(ScenarioError, match="--host-from"):

@@ -110,3 +110,21 @@ def test_trtllm_held_out_rows_within_bound():
     assert not [x["error"] for x in res if x["error"]]
     s = summarize(res)
     assert s["mean"] <= HOLDOUT_BOUND, f"TensorRT-LLM held-out mean |error| {s['mean']:.1%} > {HOLDOUT_BOUND:.0%}"
+
+
+def test_fit_harness_passes_card_only_parameters_to_the_simulation():
+    """A calibration fit tries values of every efficiency parameter, including those a scenario may
+    not set (no performance-schema key, e.g. ``moe_weight_reread``): they reach the simulated engine
+    through the accelerator's card for that one prediction, and the card is restored afterwards."""
+    from sim.tools.calibrate import serving_keys
+    from sim.tools.validation import _predict_one
+
+    row = "Qwen3-30B-A3B-Instruct-2507/lm-arena-chat/H100x1/ep1/b16"
+    point = next(p for p in load_points(roles=("holdout",)) if p["id"].endswith(row))
+    card = dict(catalog.calibration("h100-sxm").perf)
+    slow = _predict_one((point, {"moe_weight_reread": 0.25, "mx_moe_efficiency": 1.0}, None))
+    fast = _predict_one((point, {"moe_weight_reread": 0.0}, None))
+    assert "error" not in slow and "error" not in fast
+    assert slow["itl_p50_s"] > 1.05 * fast["itl_p50_s"]
+    assert catalog.calibration("h100-sxm").perf == card
+    assert "moe_weight_reread" in serving_keys([point])

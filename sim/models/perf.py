@@ -73,6 +73,13 @@ DEFAULT_EFFICIENCY = {
     # (A calibration file's perf section may set it; no scenario key, which would change every
     # scenario's point id, a hash of its resolved configuration.)
     "mx_moe_efficiency": 1.0,
+    # Expert weights read again per routed token (token x top-k pair), as a share of one expert's
+    # weights: a fused-MoE kernel (vLLM fused_moe) tiles each expert's tokens into blocks of
+    # BLOCK_SIZE_M rows and streams the expert's weight tiles once per block, so an expert with n
+    # tokens reads its weights ceil(n / BLOCK_SIZE_M) times, ~1 + n / BLOCK_SIZE_M (less what L2
+    # keeps): 1 / (rows sharing one read). 0 (uncalibrated cards): one read per touched expert.
+    # Fitted on the MoE serving rows; the MXFP4 experts' own kernels keep 0, as mx_moe_efficiency.
+    "moe_weight_reread": 0.0,
     # Extra time per layer of a step that carries prefill chunks (a non-uniform batch). vLLM v1
     # replays a whole captured CUDA graph only for uniform decode batches; a prefill or mixed
     # prefill-decode batch runs piecewise, with attention (and its metadata for the varlen
@@ -344,7 +351,7 @@ class RooflineModel:
         act_width = m.intermediate_size
         if m.is_moe:
             moe = layer(attn)
-            parts = [linear(rows, m.hidden_size, m.num_experts, shards), self._experts(tokens)]  # router, experts
+            parts = [linear(rows, m.hidden_size, m.num_experts, shards), self._experts(tokens, sampled)]
             for _ in range(m.num_shared_experts):
                 parts.append(linear(rows, m.hidden_size, 2 * m.moe_intermediate_size, shards))
                 parts.append(linear(rows, m.moe_intermediate_size, m.hidden_size, shards))
@@ -374,8 +381,13 @@ class RooflineModel:
         acc[0] += self._collectives_s(tokens)
         return float(acc[0]), float(acc[1]), float(acc[2])
 
-    def _experts(self, tokens: int) -> np.ndarray:
+    def _experts(self, tokens: int, sampled: int) -> np.ndarray:
         """Routed experts of one MoE layer as one grouped GEMM over the experts the batch touches.
+
+        The weight re-reads per block of routed tokens (``moe_weight_reread``) are charged for the
+        step's sampled rows only (its decode tokens and last prefill chunks): the small-M regime in
+        which fused_moe runs short row blocks; a prefill chunk's thousands of rows run vLLM's large-M
+        tiles, launched in groups of row blocks (GROUP_SIZE_M) that share each weight tile through L2.
 
         Under expert parallelism each device holds ``num_experts / tp`` whole experts and the
         device with the most routed tokens sets the compute time. The weight bytes are the
@@ -391,11 +403,12 @@ class RooflineModel:
         touched = e * (1.0 - (1.0 - k / e) ** tokens)
         act = tokens * k * 2 * (m.hidden_size + m.moe_intermediate_size) * ACT_BYTES
         f = 2.0 * tokens * k * ep / tp
-        b = (touched * ep * self.ewbytes + act) / tp
         if self.model.expert_weight_dtype.startswith("mx"):
             moe = self.eff["mx_moe_efficiency"]
         else:
             moe = self.eff["moe_efficiency"] * (self.eff["quantized_efficiency"] if self.ewbytes < 2 else 1.0)
+            touched = touched + self.eff["moe_weight_reread"] * min(tokens, sampled) * k  # one per row block
+        b = (touched * ep * self.ewbytes + act) / tp
         # EP: the busiest device's routed tokens set the compute time
         busiest = expected_max_load(tokens * k / tp, tp) / (tokens * k / tp) if self.expert_parallel else 1.0
         peak = self.expert_peak

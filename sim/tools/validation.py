@@ -156,10 +156,22 @@ def predict_closed_loop(point: dict, performance: dict | None = None, power: dic
 
 def _predict_one(args) -> dict:
     point, performance, power = args
+    # parameters a calibration card may set but a scenario may not (no key in the performance schema, so
+    # that adding one leaves every scenario's point id alone) reach the model through the card, for this call
+    from sim.config.datacenter import RooflinePerf
+
+    card_only = {k: v for k, v in (performance or {}).items() if k not in RooflinePerf.model_fields}
+    cal = catalog.calibration(point["accelerator"]).perf
+    saved = dict(cal)
+    cal.update(card_only)
     try:
-        return predict(point, performance, power)
+        return predict(point, {k: v for k, v in performance.items() if k not in card_only} if performance else None,
+                       power)
     except Exception as e:  # a point the simulator cannot run is reported, not hidden
         return {"error": f"{type(e).__name__}: {e}"}
+    finally:
+        cal.clear()
+        cal.update(saved)
 
 
 def predict_all(points: list[dict], performance: dict | None = None, power: dict | None = None,
