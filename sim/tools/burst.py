@@ -23,7 +23,9 @@ holds calls at every age, weighted towards long ones.
 
 from __future__ import annotations
 
+import functools
 import math
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -121,3 +123,21 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
         "sim_end_s": float(t_end),
     }
     return {**out, **with_intervals(out, hardware, card)}
+
+
+def _guarded(fn, args: tuple) -> dict:
+    try:
+        return fn(*args)
+    except Exception as e:  # a row the simulator cannot run is reported, not hidden
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def map_rows(fn, jobs: list[tuple], workers: int = 1) -> list[dict]:
+    """``fn(*job)`` for every job (validation rows), in a pool of ``workers`` processes when more than
+    one; a job the simulator cannot run gives ``{"error": ...}`` instead of stopping the others
+    (``fn`` must be a module-level function, for the pool)."""
+    call = functools.partial(_guarded, fn)
+    if workers <= 1:
+        return [call(j) for j in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(call, jobs))

@@ -42,7 +42,6 @@ import argparse
 import csv
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,20 +105,10 @@ def simulate(row: dict, input_tokens: int = INPUT_TOKENS) -> dict:
             "mean_batch_seqs": r["mean_batch_seqs"], "kv_gib": r["kv_gib"], "preemptions": r["preemptions"]}
 
 
-def _simulate_one(args) -> dict:
-    row, isl = args
-    try:
-        return simulate(row, isl)
-    except Exception as e:  # a row the simulator cannot run is reported, not hidden
-        return {"error": f"{type(e).__name__}: {e}"}
-
-
 def simulate_all(rows: list[dict], workers: int = 1, input_tokens: int = INPUT_TOKENS) -> list[dict]:
-    jobs = [(r, input_tokens) for r in rows]
-    if workers <= 1:
-        return [_simulate_one(j) for j in jobs]
-    with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_simulate_one, jobs))
+    from sim.tools.burst import map_rows
+
+    return map_rows(simulate, [(r, input_tokens) for r in rows], workers)
 
 
 def errors(rows: list[dict], sims: list[dict]) -> list[dict]:

@@ -36,7 +36,6 @@ import argparse
 import csv
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -175,22 +174,12 @@ def simulate(row: dict, overrides: dict | None = None) -> dict:
             "max_num_batched_tokens": tok, "bench_batch": bs, "calls_done": int(done.sum()), "calls": len(finish)}
 
 
-def _simulate_one(args) -> dict:
-    row, overrides = args
-    try:
-        return simulate(row, overrides)
-    except Exception as e:  # a row the simulator cannot run is reported, not hidden
-        return {"error": f"{type(e).__name__}: {e}"}
-
-
 def simulate_all(rows: list[dict], overrides: dict | None = None, workers: int = 1) -> list[dict]:
     """Simulations of many rows (``overrides``: accelerator -> profile; default the stored one)."""
+    from sim.tools.burst import map_rows
+
     prof = load_profile() if overrides is None else overrides
-    jobs = [(r, prof.get(r["accelerator"], {})) for r in rows]
-    if workers <= 1:
-        return [_simulate_one(j) for j in jobs]
-    with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_simulate_one, jobs))
+    return map_rows(simulate, [(r, prof.get(r["accelerator"], {})) for r in rows], workers)
 
 
 # --------------------------------------------------------------------------- profile fit
