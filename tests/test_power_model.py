@@ -12,7 +12,8 @@ from sim.config import validate
 from sim.errors import ScenarioError
 from sim.output.memory import MemoryRecorder
 from sim.tools.estimate import estimate
-from sim.models.perf import DEFAULT_EFFICIENCY, IterationCost
+from sim.models.efficiency import DEFAULT_EFFICIENCY
+from sim.models.perf import IterationCost
 from sim.models.power import COMPUTE_WEIGHT, MIN_CLOCK, PowerModel
 from sim.cluster.world import build
 from sim.cluster.pools import resolve_pool

@@ -32,7 +32,8 @@ import numpy as np
 from sim.hardware import catalog
 from sim.hardware.catalog import DTYPE_BYTES, Accelerator
 from sim.errors import ScenarioError
-from sim.models.perf import ACT_BYTES, DEFAULT_EFFICIENCY, IterationCost, blend, merge_efficiency, ring_allreduce_s
+from sim.models.efficiency import DEFAULT_EFFICIENCY, merge_efficiency
+from sim.models.perf import ACT_BYTES, IterationCost, blend, ring_allreduce_s
 
 # --------------------------------------------------------------------------- cards
 
@@ -124,7 +125,7 @@ def load_card(name: str, source: str = "<scenario>", key: str = "") -> Diffusion
 
 # --------------------------------------------------------------------------- cost model
 
-# Diffusion-only efficiency parameters, on top of sim.models.perf.DEFAULT_EFFICIENCY.
+# Diffusion-only efficiency parameters, on top of sim.models.efficiency.DEFAULT_EFFICIENCY.
 # vae_efficiency: fraction of bf16 peak the VAE decoder's convolutions reach. An assumption
 # (cuDNN implicit-GEMM convs at 128-512 channels typically run at 30-50% of peak), not fitted.
 DIFFUSION_EFFICIENCY = {"vae_efficiency": 0.4}

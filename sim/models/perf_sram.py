@@ -50,7 +50,8 @@ import numpy as np
 
 from sim.hardware.catalog import DTYPE_BYTES, Accelerator, ModelCard
 from sim.errors import ScenarioError
-from sim.models.perf import ACT_BYTES, DEFAULT_EFFICIENCY, Batch, IterationCost, blend, merge_efficiency
+from sim.models.efficiency import DEFAULT_EFFICIENCY, merge_efficiency
+from sim.models.perf import ACT_BYTES, Batch, IterationCost, blend
 
 # Serving-stack overheads are not published for these machines: the model prices the hardware.
 SRAM_OVERRIDES = {"iteration_overhead_s": 0.0, "per_seq_overhead_s": 0.0}

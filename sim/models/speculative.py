@@ -46,7 +46,8 @@ import numpy as np
 
 from sim.hardware import catalog
 from sim.errors import ScenarioError
-from sim.models.perf import DEFAULT_EFFICIENCY, Batch, IterationCost, RooflineModel
+from sim.models.efficiency import DEFAULT_EFFICIENCY
+from sim.models.perf import Batch, IterationCost, RooflineModel
 
 
 def expected_tokens_per_step(k: int, acceptance: float) -> float:

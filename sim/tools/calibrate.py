@@ -34,7 +34,8 @@ from scipy.optimize import least_squares
 
 from sim.errors import ScenarioError
 from sim.hardware import catalog
-from sim.models.perf import DEFAULT_EFFICIENCY, blend
+from sim.models.efficiency import DEFAULT_EFFICIENCY
+from sim.models.perf import blend
 
 GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 BF16 = 2.0

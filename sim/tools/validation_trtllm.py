@@ -239,7 +239,7 @@ def _fit_overheads(accelerator: str, rows: list[dict], dense_q: float, workers: 
     """
     from scipy.optimize import least_squares
 
-    from sim.models.perf import DEFAULT_EFFICIENCY
+    from sim.models.efficiency import DEFAULT_EFFICIENCY
 
     cal = catalog.calibration(accelerator).perf
     x = {k: cal.get(k, DEFAULT_EFFICIENCY[k]) for k in OVERHEAD_KEYS}
