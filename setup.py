@@ -8,8 +8,8 @@ reads the repository's folders in place.
 
 With ``DCSIM_COMPILE=1`` the build also compiles the engine's inner loop (the modules of
 ``sim.native.ENGINE``) with mypyc into extension modules beside their sources, and records the
-sources' SHA-256 in ``sim/engine/native.json`` (``sim.native`` runs the compiled modules only
-while they match). Without mypy, or where the C compiler fails, it says so and installs the pure
+sources' SHA-256 in ``sim/native.json`` (``sim.native`` runs the compiled modules only while
+they match). Without mypy, or where the C compiler fails, it says so and installs the pure
 Python modules, which give the same tables.
 """
 
@@ -76,7 +76,7 @@ def compiled_engine() -> list:
     os.environ["CFLAGS"] = (os.environ.get("CFLAGS", "") + " -ffp-contract=off").strip()
     try:
         return mypycify(["--ignore-missing-imports", "--follow-imports=silent", *paths], opt_level="3",
-                        group_name="sim.engine._native")
+                        group_name="sim._native")
     except SystemExit:  # mypy found type errors in them (printed above)
         _say("mypyc could not compile the engine (see above): pure Python engine")
         return []
@@ -98,7 +98,7 @@ class build_ext_or_pure(build_ext):
             return
         import mypy.version
 
-        folder = Path(self.get_ext_fullpath("sim.engine.core")).parent
+        folder = Path(self.get_ext_fullpath("sim.native")).parent  # the package's folder
         sources = {m: hashlib.sha256((ROOT / (m.replace(".", "/") + ".py")).read_bytes()).hexdigest() for m in ENGINE}
         (folder / "native.json").write_text(json.dumps({"compiler": f"mypyc {mypy.version.__version__}",
                                                         "sources": sources}, indent=1) + "\n")

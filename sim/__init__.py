@@ -9,8 +9,8 @@ Layers (data flows down only): ``sim.config.scenario`` (validated scenarios) and
 
 __version__ = "0.1.0"
 
-from os.path import dirname as _dirname, join as _join  # noqa: E402
+from os.path import dirname as _dirname  # noqa: E402
 
 from sim import native as _native  # noqa: E402
 
-_native.choose(_join(_dirname(__file__), "engine"))  # the compiled engine, or its sources (sim/native.py)
+_native.choose(_dirname(__file__))  # the compiled engine, or its sources (sim/native.py)

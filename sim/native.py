@@ -2,7 +2,7 @@
 
 An install built with ``DCSIM_COMPILE=1`` (see ``setup.py``) has the modules of :data:`ENGINE`
 compiled by mypyc into extension modules beside their ``.py`` sources, and the SHA-256 of each
-source they were compiled from in ``sim/engine/native.json``. Python would import the extension
+source they were compiled from in ``sim/native.json``. Python would import the extension
 modules first; :func:`choose`, run once when the package is imported, lets it only while every
 recorded digest matches its source (an edited source runs as written, never a stale build) and
 ``DCSIM_PURE_PYTHON`` is unset or 0. Otherwise it puts a finder first on ``sys.meta_path`` that
@@ -16,8 +16,13 @@ from __future__ import annotations
 import os
 import sys
 
-# the engine's inner loop, in the order they import each other (bottom first)
+# the modules compiled, in the order they import each other (bottom first): the engine's inner
+# loop and the per-iteration and per-call code it calls (the performance and power models'
+# scalar paths, the trace recorder)
 ENGINE = (
+    "sim.models.perf",
+    "sim.models.power",
+    "sim.output.trace",
     "sim.engine.kvcache",
     "sim.engine.call",
     "sim.engine.dclock",
@@ -29,8 +34,14 @@ ENGINE = (
     "sim.engine.core",
     "sim.engine.replica",
 )
-RECORD = "native.json"  # beside the compiled modules: {"compiler": ..., "sources": {module: sha256}}
+PROBE = "sim.engine.core"  # the module whose extension file says that a compiled build is there
+RECORD = "native.json"  # in the package's folder: {"compiler": ..., "sources": {module: sha256}}
 _state = {"build": "pure Python"}
+
+
+def source_of(root: str, name: str) -> str:
+    """The ``.py`` file of module ``name`` (``sim.x.y``) under the package folder ``root``."""
+    return os.path.join(root, *name.split(".")[1:]) + ".py"
 
 
 class PureFinder:
@@ -50,14 +61,14 @@ class PureFinder:
         return None
 
 
-def _compiled_record(engine_dir: str) -> tuple[str, bool]:
-    """(compiler, whether every compiled module matches its source) from the build's record;
-    ("", False) where nothing was compiled."""
+def _compiled_record(root: str) -> tuple[str, bool]:
+    """(compiler, whether every compiled module matches its source) from the build's record in
+    the package folder ``root``; ("", False) where nothing was compiled."""
     from importlib.machinery import EXTENSION_SUFFIXES
 
-    record = os.path.join(engine_dir, RECORD)
-    if not os.path.isfile(record) or not any(
-            os.path.isfile(os.path.join(engine_dir, "core" + suffix)) for suffix in EXTENSION_SUFFIXES):
+    record = os.path.join(root, RECORD)
+    probe = source_of(root, PROBE)[:-3]
+    if not os.path.isfile(record) or not any(os.path.isfile(probe + suffix) for suffix in EXTENSION_SUFFIXES):
         return "", False
     import hashlib
     import json
@@ -68,7 +79,7 @@ def _compiled_record(engine_dir: str) -> tuple[str, bool]:
         sources = data["sources"]
         fresh = set(sources) == set(ENGINE)
         for name in ENGINE if fresh else ():
-            with open(os.path.join(engine_dir, name.rpartition(".")[2] + ".py"), "rb") as f:
+            with open(source_of(root, name), "rb") as f:
                 if hashlib.sha256(f.read()).hexdigest() != sources[name]:
                     fresh = False
                     break
@@ -77,11 +88,12 @@ def _compiled_record(engine_dir: str) -> tuple[str, bool]:
         return "", False
 
 
-def choose(engine_dir: str) -> None:
-    """Decide, before any engine module is imported, which build of them runs (see the module's doc)."""
+def choose(root: str) -> None:
+    """Decide, before any compiled module is imported, which build of them runs (see the
+    module's doc); ``root``: the package's folder."""
     if any(name in sys.modules for name in ENGINE):
         return  # decided already (the package was imported before, e.g. reloaded)
-    compiler, fresh = _compiled_record(engine_dir)
+    compiler, fresh = _compiled_record(root)
     if not compiler:
         return  # nothing compiled: the sources are all there is
     pure = os.environ.get("DCSIM_PURE_PYTHON", "").strip() not in ("", "0")

@@ -153,3 +153,30 @@ def test_a_prefill_chunk_pays_no_weight_rereads_beyond_its_sampled_rows():
     chunk = Batch(8192, 1, 1, np.array([8192 * 8192 / 2.0]), np.array([8192.0]))
     assert float(b.cost(chunk).time_s[0]) == pytest.approx(float(a.cost(chunk).time_s[0]), rel=1e-3)
     assert float(_decode(b, 256, 1000).time_s[0]) > 1.03 * float(_decode(a, 256, 1000).time_s[0])
+
+
+@pytest.mark.parametrize("name, acc, options", [
+    ("llama-2-7b", "a100-80gb", {}),
+    ("llama-3.1-70b", "h100-sxm", {"tp": 4, "pp": 2, "weight_dtype": "fp8"}),
+    ("gpt-oss-120b", "h100-sxm", {"tp": 4, "expert_parallel": True, "attention_dp": True}),  # sliding window, DP attention
+    ("deepseek-v3", "h200", {"tp": 8, "expert_parallel": True, "attention_dp": True}),  # MLA, MoE
+])
+def test_one_iteration_in_typed_floats_is_cost_to_the_bit(name, acc, options):
+    """``cost_one`` (the engine's single iterations, compiled to C doubles) gives exactly the floats
+    ``cost`` gives for the same batch, as floats and as one-element arrays: decodes, prefill chunks,
+    mixed steps, a longest chunk under data-parallel attention, contexts past the window."""
+    perf = RooflineModel(catalog.model(name), catalog.accelerator(acc), **options)
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        seqs = int(rng.integers(1, 300))
+        chunk = int(rng.choice([0, 0, 1, 17, 512, 4096]))
+        tokens = seqs + chunk - (1 if chunk else 0)
+        sampled = seqs - int(rng.integers(0, 2)) if chunk else seqs
+        ctx = rng.integers(0, 20000, seqs)
+        pairs, kv = float(ctx.sum() + chunk * (chunk + 1) // 2), float(ctx.sum() + tokens)
+        longest, longest_pairs = (chunk, float(chunk * int(ctx[0]) + chunk * (chunk + 1) // 2)) if chunk else (1, float(ctx[0] + 1))
+        one = perf.cost_one(tokens, seqs, sampled, pairs, kv, longest, longest_pairs)
+        scalar = perf.cost(Batch(tokens, seqs, sampled, pairs, kv, longest, longest_pairs))
+        array = perf.cost(Batch(tokens, seqs, sampled, np.array([pairs]), np.array([kv]), longest, longest_pairs))
+        assert all(type(x) is float for x in one)
+        assert one == tuple(float(x) for x in scalar) == tuple(float(x[0]) for x in array), (seqs, chunk)

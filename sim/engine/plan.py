@@ -222,12 +222,15 @@ class Planner:
             else:
                 prefill += n
         if spec is None:
-            if self.power.cap_w is None and getattr(self.perf, "scalar_ok", False):  # priced in floats
-                cost = self.perf.cost(Batch(tokens, seqs, sampled, float(pairs), float(kv), longest,  # type: ignore[arg-type]
-                                            float(longest_pairs)))
-            else:
-                cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)]),
-                                            longest, float(longest_pairs)))
+            if self.power.cap_w is None and getattr(self.perf, "scalar_ok", False):
+                # priced in floats (the model's typed path; uncapped, under_cap is busy_w)
+                t, f, b, _ = self.perf.cost_one(tokens, seqs, sampled, float(pairs), float(kv), longest,
+                                                float(longest_pairs))
+                power = self.power.busy_w(t, f, b)
+                return Plan(d, False, [clock, clock + t], [float(power * t * self.tp)], waiting_empty, prefill, decode,
+                            sampled, d.kv_need)
+            cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)]),
+                                        longest, float(longest_pairs)))
             return self._priced(clock, d, False, cost, waiting_empty, prefill, decode, sampled)
         cost = spec.step_cost(tokens, seqs, sampled, float(pairs), float(kv), spec_seqs, np.array([float(spec_ctx)]))
         return self._priced(clock, d, False, cost, waiting_empty, prefill, spec_seqs * self.spec_width, sampled + spec_out)

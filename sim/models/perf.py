@@ -23,9 +23,15 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # (only the compiler reads the decorator: without mypy it changes nothing)
+    def mypyc_attr(*_args: Any, **_kwargs: Any) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
 
 from sim.hardware.catalog import DTYPE_BYTES, Accelerator, ModelCard
 from sim.models.efficiency import DEFAULT_EFFICIENCY, merge_efficiency
@@ -49,9 +55,9 @@ def blend(t_compute, t_memory, p: float):
     if isinstance(t_compute, float) and isinstance(t_memory, float):
         hi = max(t_compute, t_memory)
         return hi * ((t_compute / hi) ** p + (t_memory / hi) ** p) ** (1.0 / p) if hi > 0.0 else 0.0
-    hi = np.maximum(t_compute, t_memory)
-    safe = np.where(hi > 0.0, hi, 1.0)
-    return np.where(hi > 0.0, safe * ((t_compute / safe) ** p + (t_memory / safe) ** p) ** (1.0 / p), 0.0)
+    top = np.maximum(t_compute, t_memory)  # (not ``hi``: compiled, that name holds a float)
+    safe = np.where(top > 0.0, top, 1.0)
+    return np.where(top > 0.0, safe * ((t_compute / safe) ** p + (t_memory / safe) ** p) ** (1.0 / p), 0.0)
 
 
 def maximum(a, b):
@@ -134,6 +140,7 @@ class IterationCost(NamedTuple):
     compute_s: Optional[np.ndarray] = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (the profile-table model is one)
 class RooflineModel:
     """Per-operator roofline of a model on ``tp`` x ``pp`` devices.
 
@@ -200,7 +207,7 @@ class RooflineModel:
         self.attn_flops_per_pair = m.attention_flops_per_pair() / tp
         self.kv_bytes_per_token_layer = self.kv_elems_per_token_layer_device() * self.kvbytes
         self.window = m.sliding_window if m.windowed_layers else 0
-        self._gemm_cache: dict[tuple[int, int], tuple[float, float, float]] = {}
+        self._gemm_cache: dict[tuple[int, int, int], tuple[float, float, float]] = {}
 
     # ----------------------------------------------------------------- memory
     def kv_elems_per_token_layer_device(self) -> float:
@@ -287,7 +294,7 @@ class RooflineModel:
         act_width = m.intermediate_size
         if m.is_moe:
             moe = layer(attn)
-            parts = [linear(rows, m.hidden_size, m.num_experts, shards), self._experts(tokens, sampled)]
+            parts: list[Any] = [linear(rows, m.hidden_size, m.num_experts, shards), self._experts(tokens, sampled)]
             for _ in range(m.num_shared_experts):
                 parts.append(linear(rows, m.hidden_size, 2 * m.moe_intermediate_size, shards))
                 parts.append(linear(rows, m.moe_intermediate_size, m.hidden_size, shards))
@@ -381,7 +388,8 @@ class RooflineModel:
         win = self.model.windowed_layers
         return n * (self.model.num_layers - win) + minimum(n, cap) * win
 
-    # cost() takes float attention terms too (one iteration, priced without numpy)
+    # cost() takes float attention terms too (one iteration, priced without numpy), and
+    # cost_one() prices one iteration in typed floats
     scalar_ok = True
 
     def cost(self, batch: Batch) -> IterationCost:
@@ -430,6 +438,63 @@ class RooflineModel:
         # stage, all of which a lower clock stretches (not only this device's 1/pp share)
         compute_s = minimum(time_s, g_f / self.peak + a_fs)
         return IterationCost(time_s, flops, nbytes, compute_s)
+
+    def cost_one(self, tokens: int, seqs: int, sampled: int, attn_pairs: float, kv_tokens: float, longest: int = 0,
+                 longest_pairs: float = 0.0) -> tuple[float, float, float, float]:
+        """(time_s, flops, bytes, compute_s) of one iteration: :meth:`cost` of that one
+        ``Batch`` (``uniform`` derived), in typed floats, so a compiled build runs it in C
+        doubles. The same operations in the same order as :meth:`cost`, so the same floats
+        (``tests/test_perf_model.py`` checks them against it to the bit); the engine prices
+        its single iterations here."""
+        model = self.model
+        layers = model.num_layers
+        micro = max(1, min(self.pp, seqs))
+        tok = -(-tokens // micro)
+        sampled = -(-sampled // micro)
+        g_t, g_f, g_b = self._gemms(tok, sampled)
+        w = self.window
+        win = model.windowed_layers
+        if w:
+            pairs_cap = float(tokens * w)
+            a_f = (attn_pairs * (layers - win) + (attn_pairs if attn_pairs <= pairs_cap else pairs_cap) * win) \
+                * (self.attn_flops_per_pair / micro)
+            cap = float(seqs * (w - 1) + tokens)
+            a_b = (kv_tokens * (layers - win) + (kv_tokens if kv_tokens <= cap else cap) * win) \
+                * (self.kv_bytes_per_token_layer / micro)
+        else:
+            a_f = attn_pairs * (self.attn_flops_per_pair * layers / micro)
+            a_b = kv_tokens * (self.kv_bytes_per_token_layer * layers / micro)
+        a_fs = a_f / self.attn_peak
+        g_time = g_t
+        dp = self.dp
+        if dp > 1 and longest * dp > tok:
+            busiest = longest + -(-(tok - longest) // dp)
+            g_time = self._gemms(tok, sampled, busiest)[0]
+            if w:
+                lcap = float(longest * w)
+                own = longest_pairs * (layers - win) + (longest_pairs if longest_pairs <= lcap else lcap) * win
+                a_fs = a_fs + (dp - 1) * own * self.attn_flops_per_pair / self.attn_peak
+            else:
+                a_fs = a_fs + (dp - 1) * longest_pairs * self.attn_flops_per_pair * layers / self.attn_peak
+        a_m = a_b / self.bw
+        a_t = a_fs if a_fs >= a_m else a_m
+        lat = self.lat
+        if lat:
+            a_t = a_t + lat * layers
+        eff = self.eff
+        overhead = eff["iteration_overhead_s"] + eff["per_seq_overhead_s"] * seqs / dp
+        mixed = eff["mixed_layer_overhead_s"] * layers if not tokens <= seqs else 0.0
+        time_s = (overhead + g_time + self._stage_handoffs_s(tok)) + a_t
+        flops = g_f + a_f
+        nbytes = g_b + a_b
+        if mixed:
+            time_s = time_s + mixed
+            nbytes = nbytes + mixed * self.bw
+        share = micro / self.pp
+        if share != 1.0:
+            flops, nbytes = flops * share, nbytes * share
+        compute = g_f / self.peak + a_fs
+        return time_s, flops, nbytes, (time_s if time_s <= compute else compute)
 
 
 class FixedModel:

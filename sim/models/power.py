@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from typing import Optional
+from typing import Any, Optional
 
 from sim.hardware.catalog import Accelerator
 from sim.models.perf import IterationCost, minimum
@@ -122,7 +122,7 @@ class PowerModel:
         return capped, np.where(over, self.busy_w(time_s, cost.flops, cost.bytes, clock, cw), power)
 
     def _at_clock(self, cost: IterationCost, clock: np.ndarray, cw: np.ndarray) -> np.ndarray:
-        time_s = cost.time_s + cost.compute_s * (1.0 / clock - 1.0)
+        time_s = cost.time_s + cost.compute_s * (1.0 / clock - 1.0)  # type: ignore[operator]
         return self.busy_w(time_s, cost.flops, cost.bytes, clock, cw)
 
 
@@ -133,15 +133,16 @@ class Tariff:
     pue: float
     usd_per_kwh: float
     carbon_g_per_kwh: float
-    schedule: object = None  # config.CarbonSchedule: intensity over time, else the constant
+    schedule: Any = None  # config.CarbonSchedule: intensity over time, else the constant
 
-    def facility_j(self, it_energy_j: float) -> float:
+    # (energies: floats or arrays)
+    def facility_j(self, it_energy_j: Any) -> Any:
         return it_energy_j * self.pue
 
-    def energy_usd(self, facility_j: float) -> float:
+    def energy_usd(self, facility_j: Any) -> Any:
         return facility_j / 3.6e6 * self.usd_per_kwh
 
-    def carbon_g(self, facility_j: float) -> float:
+    def carbon_g(self, facility_j: Any) -> Any:
         return facility_j / 3.6e6 * self.carbon_g_per_kwh
 
     def carbon_g_over(self, facility_j, t) -> float:

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from sim.output import arrow, storage
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # (only the compiler reads the decorator: without mypy it changes nothing)
+    def mypyc_attr(*_args: Any, **_kwargs: Any) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
 
 CALLS_SCHEMA = pa.schema(
     [
@@ -188,6 +195,7 @@ SCHEMAS = {"calls": CALLS_SCHEMA, "steps": STEPS_SCHEMA, "events": EVENTS_SCHEMA
 CHUNK_ROWS = 4096
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (the in-memory sink is one)
 class TableSink:
     """Buffers rows of one table by column and streams them to one Parquet file, one row group
     of ``row_group_rows`` rows at a time."""
@@ -200,9 +208,10 @@ class TableSink:
         self._chunks: list[pa.RecordBatch] = []  # older rows of the row group, columnar
         self._chunked = 0  # rows in _chunks
         self._limit = min(CHUNK_ROWS, row_group_rows)  # tuples kept before the next chunk
-        self._fs, self._path = fs, path
-        self._tmp = None
-        self._writer = None
+        self._fs: Any = fs  # None: a table counted, not written
+        self._path: Any = path
+        self._tmp: Any = None
+        self._writer: Any = None
         self._compression = None if compression == "none" else compression
 
     @property
@@ -291,6 +300,7 @@ class TableSink:
             pass
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (the in-memory recorder is one)
 class Recorder:
     """The one object model code reports to: calls, steps, events.
 
@@ -301,9 +311,10 @@ class Recorder:
     def __init__(self, tables: dict[str, tuple[pafs.FileSystem, str]], row_group_rows: int = 65536, compression: str = "zstd",
                  schemas: dict[str, pa.Schema] | None = None):
         schemas = SCHEMAS if schemas is None else schemas  # a workload kind's own table joins these
-        self.sinks = {
-            name: TableSink(*tables.get(name, (None, None)), schema, row_group_rows, compression) for name, schema in schemas.items()
-        }
+        self.sinks = {}
+        for name, schema in schemas.items():
+            fs, path = tables.get(name, (None, None))
+            self.sinks[name] = TableSink(fs, path, schema, row_group_rows, compression)
         self._calls = self.sinks["calls"]
         self._steps = self.sinks["steps"]
         self._events = self.sinks["events"]
