@@ -19,32 +19,43 @@ from sim import native
 COMPILED = native.build().startswith("compiled")
 
 
-def _fake_build(folder: Path) -> None:
-    """A folder laid out as a compiled engine: the sources, a compiled ``core`` and the record."""
+def _fake_build(root: Path) -> None:
+    """A package folder laid out as a compiled build: the sources in their subpackages, a compiled
+    ``engine/core`` and the record."""
     sources = {}
     for name in native.ENGINE:
         text = f"# {name}\n".encode()
-        (folder / (name.rpartition(".")[2] + ".py")).write_bytes(text)
+        path = Path(native.source_of(str(root), name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text)
         sources[name] = hashlib.sha256(text).hexdigest()
-    (folder / ("core" + EXTENSION_SUFFIXES[0])).write_bytes(b"")
-    (folder / native.RECORD).write_text(json.dumps({"compiler": "mypyc 9.9", "sources": sources}))
+    (root / "engine" / ("core" + EXTENSION_SUFFIXES[0])).write_bytes(b"")
+    (root / native.RECORD).write_text(json.dumps({"compiler": "mypyc 9.9", "sources": sources}))
 
 
-def test_a_compiled_build_runs_only_while_it_matches_its_sources(tmp_path):
+def test_the_compiled_set_reaches_beyond_the_engine():
+    assert {"sim.models.perf", "sim.output.trace", "sim.engine.core"} <= set(native.ENGINE)
+    assert native.source_of("/x/sim", "sim.models.perf") == os.path.join("/x/sim", "models", "perf.py")
+
+
+@pytest.mark.parametrize("edited", ["sim.engine.plan", "sim.models.perf"])
+def test_a_compiled_build_runs_only_while_it_matches_its_sources(tmp_path, edited):
     assert native._compiled_record(str(tmp_path)) == ("", False)  # nothing compiled
     _fake_build(tmp_path)
     assert native._compiled_record(str(tmp_path)) == ("mypyc 9.9", True)
-    (tmp_path / "plan.py").write_text("# edited after the build\n")
+    Path(native.source_of(str(tmp_path), edited)).write_text("# edited after the build\n")
     assert native._compiled_record(str(tmp_path)) == ("mypyc 9.9", False)
     (tmp_path / native.RECORD).write_text("{not json")
     assert native._compiled_record(str(tmp_path)) == ("", False)
 
 
-def test_the_pure_finder_loads_the_engine_modules_from_their_sources(tmp_path):
+def test_the_pure_finder_loads_the_compiled_modules_from_their_sources(tmp_path):
     _fake_build(tmp_path)
-    spec = native.PureFinder.find_spec("sim.engine.core", [str(tmp_path)])
-    assert spec.origin == str(tmp_path / "core.py")  # the source, though a compiled core is beside it
-    assert native.PureFinder.find_spec("sim.engine.diffusion", [str(tmp_path)]) is None  # not compiled: as usual
+    spec = native.PureFinder.find_spec("sim.engine.core", [str(tmp_path / "engine")])
+    assert spec.origin == str(tmp_path / "engine" / "core.py")  # the source, though a compiled core is beside it
+    spec = native.PureFinder.find_spec("sim.models.perf", [str(tmp_path / "models")])
+    assert spec.origin == str(tmp_path / "models" / "perf.py")
+    assert native.PureFinder.find_spec("sim.engine.diffusion", [str(tmp_path / "engine")]) is None  # not compiled
     assert native.PureFinder.find_spec("sim.engine.core", [str(tmp_path / "elsewhere")]) is None
 
 
