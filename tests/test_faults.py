@@ -125,3 +125,17 @@ def test_sessions_lose_their_kv_and_move_when_their_replica_fails(kv, tmp_path):
     assert set(sessions["status"].to_pylist()) <= {"finished", "failed", "timed-out"}
     assert sum(sessions["migrations"].to_pylist()) > 0 and sum(sessions["recomputed_tokens"].to_pylist()) > 0
     assert set(calls["status"].to_pylist()) <= {"finished", "failed", "dropped"}
+
+
+def test_a_straggler_slows_its_single_iterations_as_its_runs():
+    """The engine prices one iteration with ``cost_one``: a slowed model slows it exactly as ``cost``."""
+    from sim.cluster.faults import Slowed
+    from sim.hardware import catalog
+    from sim.models.perf import Batch, RooflineModel
+
+    base = RooflineModel(catalog.model("llama-3.1-8b"), catalog.accelerator("h100-sxm"))
+    slow = Slowed(base, 1.7)
+    for batch in ((1, 1, 1, 300.0, 300.0, 1, 300.0), (530, 3, 3, 140_000.0, 2_000.0, 512, 131_328.0)):
+        one = slow.cost_one(*batch)
+        assert one[0] == base.cost_one(*batch)[0] * 1.7
+        assert one == tuple(float(x) for x in slow.cost(Batch(*batch)))

@@ -31,6 +31,11 @@ class Slowed:
         compute = c.compute_s * self.factor if c.compute_s is not None else None
         return IterationCost(c.time_s * self.factor, c.flops, c.bytes, compute)
 
+    def cost_one(self, *batch) -> tuple[float, float, float, float]:
+        """:meth:`cost` of one iteration in floats (the wrapped model's ``cost_one``, slowed alike)."""
+        t, f, b, compute = self.perf.cost_one(*batch)
+        return t * self.factor, f, b, compute * self.factor
+
     def __getattr__(self, name):  # everything else (weights, KV sizes) is the wrapped model's
         return getattr(self.perf, name)
 
