@@ -66,6 +66,12 @@ class Call:
         self.d0 = 0  # running: the replica's decode clock when it was last brought up to date
         self.m0 = 0  # running: the first entry of the replica's share log it has not added
 
+    def row(self) -> tuple:
+        """Its row of the calls table, in the order of the trace's ``CALLS_SCHEMA``."""
+        return (self.call_id, self.cls, self.pool, self.replica, self.job_id, self.session_id, self.priority, self.status,
+                self.arrival_s, self.admitted_s, self.first_token_s, self.finish_s, self.prompt_tokens, self.output_tokens,
+                self.generated, self.cached_tokens, self.preemptions, self.energy_j, self.device_s, self.kv_transfer_s)
+
     @property
     def remaining(self) -> int:
         """Tokens to run through the model before the next token can be sampled."""

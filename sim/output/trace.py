@@ -321,17 +321,13 @@ class Recorder:
         self.calls_recorded = 0
 
     def call(self, c) -> None:
-        """A call reached its terminal status."""
+        """A call reached its terminal status: ``c.row()`` is its row, in the order of
+        :data:`CALLS_SCHEMA` (built by the call's own typed class, which reads its fields
+        without a generic attribute lookup each)."""
         self.calls_recorded += 1
         if self._calls._fs is None:
             return
-        self._calls.append(
-            (
-                c.call_id, c.cls, c.pool, c.replica, c.job_id, c.session_id, c.priority, c.status, c.arrival_s, c.admitted_s,
-                c.first_token_s, c.finish_s, c.prompt_tokens, c.output_tokens, c.generated, c.cached_tokens,
-                c.preemptions, c.energy_j, c.device_s, c.kv_transfer_s,
-            )
-        )
+        self._calls.append(c.row())
 
     def step(self, pool: str, replica: int, kind: str, start_s: float, end_s: float, iterations: int, batch_seqs: int,
              prefill_tokens: int, decode_tokens: int, output_tokens: int, waiting: int, kv_blocks_used: int,
