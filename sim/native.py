@@ -63,13 +63,17 @@ class PureFinder:
 
 def _compiled_record(root: str) -> tuple[str, bool]:
     """(compiler, whether every compiled module matches its source) from the build's record in
-    the package folder ``root``; ("", False) where nothing was compiled."""
+    the package folder ``root``; ("", False) where nothing was compiled, ("unrecorded", False)
+    where compiled modules lie there without a readable record (a build from before the record
+    moved to the package folder: never run unchecked)."""
     from importlib.machinery import EXTENSION_SUFFIXES
 
     record = os.path.join(root, RECORD)
     probe = source_of(root, PROBE)[:-3]
-    if not os.path.isfile(record) or not any(os.path.isfile(probe + suffix) for suffix in EXTENSION_SUFFIXES):
+    if not any(os.path.isfile(probe + suffix) for suffix in EXTENSION_SUFFIXES):
         return "", False
+    if not os.path.isfile(record):
+        return "unrecorded", False
     import hashlib
     import json
 
@@ -85,7 +89,7 @@ def _compiled_record(root: str) -> tuple[str, bool]:
                     break
         return str(data.get("compiler", "mypyc")), fresh
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "", False
+        return "unrecorded", False
 
 
 def choose(root: str) -> None:

@@ -46,7 +46,9 @@ def test_a_compiled_build_runs_only_while_it_matches_its_sources(tmp_path, edite
     Path(native.source_of(str(tmp_path), edited)).write_text("# edited after the build\n")
     assert native._compiled_record(str(tmp_path)) == ("mypyc 9.9", False)
     (tmp_path / native.RECORD).write_text("{not json")
-    assert native._compiled_record(str(tmp_path)) == ("", False)
+    assert native._compiled_record(str(tmp_path)) == ("unrecorded", False)  # compiled, unchecked: the sources run
+    (tmp_path / native.RECORD).unlink()  # an older build's record elsewhere
+    assert native._compiled_record(str(tmp_path)) == ("unrecorded", False)
 
 
 def test_the_pure_finder_loads_the_compiled_modules_from_their_sources(tmp_path):
