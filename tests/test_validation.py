@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from sim.hardware import catalog
@@ -94,6 +96,33 @@ def test_trtllm_bench_heuristic():
     assert bench_settings(10_000_000, 128, 128) == (4096, 8192)
     assert bench_settings(549 * 2000, 1000, 1000) == (640, 2048)
     assert bench_settings(50 * 22000, 20000, 2000) == (64, 2048)
+
+
+def test_trtllm_same_die_takes_the_kernel_efficiency_and_fits_only_the_overheads(monkeypatch):
+    """``--kernels-from``: an accelerator on another's compute die (H200 on H100's GH100) takes that
+    one's quantized dense-GEMM efficiency and fits only the engine overheads at it (no search over
+    the efficiency); the shipped profile was fitted so; a card without a profile is refused."""
+    from sim.tools import validation_trtllm as VT
+
+    profile = VT.load_profile()
+    for acc, src in VT.SAME_DIE.items():
+        assert profile[acc]["quantized_dense_efficiency"] == profile[src]["quantized_dense_efficiency"]
+    tried = []
+
+    def fake_overheads(accelerator, rows, dense_q, workers, resimulate=False):
+        tried.append(dense_q)
+        return {"iteration_overhead_s": 0.0, "per_seq_overhead_s": 1e-6}, np.array(
+            [r["output_tokens_per_s"] for r in rows])
+
+    monkeypatch.setattr(VT, "_fit_overheads", fake_overheads)
+    fit = VT.fit_profile("h200", kernels_from="h100-sxm")
+    assert tried == [profile["h100-sxm"]["quantized_dense_efficiency"]]
+    assert fit["quantized_dense_efficiency"] == tried[0] and fit["kernels_from"] == "h100-sxm"
+    tried.clear()
+    VT.fit_profile("h200")  # its own search tries several efficiencies
+    assert len(set(tried)) > 3
+    with pytest.raises(ValueError, match="no fitted TensorRT-LLM profile"):
+        VT.fit_profile("h200", kernels_from="a100-80gb")
 
 
 def test_trtllm_held_out_rows_within_bound():

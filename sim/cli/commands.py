@@ -398,7 +398,12 @@ def cmd_calibrate(args) -> int:
     if getattr(args, "engine", "vllm") == "trtllm":
         from sim.tools import validation_trtllm
 
-        f = validation_trtllm.fit_profile(args.accelerator, args.workers)
+        if args.kernels_from:
+            catalog.accelerator(args.kernels_from, "dcsim calibrate", "--kernels-from")
+        try:
+            f = validation_trtllm.fit_profile(args.accelerator, args.workers, args.kernels_from)
+        except ValueError as e:
+            raise ScenarioError("dcsim calibrate", "--kernels-from" if args.kernels_from else "--accelerator", str(e))
         print(f"wrote {validation_trtllm.write_profile(args.accelerator, f)}: "
               + ", ".join(f"{k} {f[k]:.4g}" for k in validation_trtllm.PROFILE_KEYS)
               + f" (fit mean |error| {f['mean_abs_error']:.1%}, worst {f['worst_abs_error']:.1%})")

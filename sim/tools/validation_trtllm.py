@@ -55,6 +55,10 @@ PROFILE_KEYS = OVERHEAD_KEYS + ("quantized_dense_efficiency",)
 PROFILE_FIT = {"iteration_overhead_s": (0.0, 0.02, 1e-3), "per_seq_overhead_s": (0.0, 5e-4, 1e-6)}
 # Bounds of the quantized dense-GEMM efficiency, and the search's tolerance
 DENSE_Q_BOUNDS, DENSE_Q_TOL = (0.3, 1.0), 0.02
+# Accelerators built on another's compute die, whose quantized dense-GEMM efficiency is taken from it
+# (`dcsim calibrate --engine trtllm --kernels-from`): H200 is H100's GH100 die with 141 GB of HBM3e
+# (NVIDIA H200 datasheet: the same 989 / 1,979 TFLOPS dense bf16 / fp8 peaks as H100 SXM)
+SAME_DIE = {"h200": "h100-sxm"}
 # Held-out mean |error| bound tests/test_validation.py keeps (docs/validation.md states it)
 HOLDOUT_BOUND = 0.15
 
@@ -183,7 +187,7 @@ def simulate_all(rows: list[dict], overrides: dict | None = None, workers: int =
 
 
 # --------------------------------------------------------------------------- profile fit
-def fit_profile(accelerator: str, workers: int = 2) -> dict:
+def fit_profile(accelerator: str, workers: int = 2, kernels_from: str | None = None) -> dict:
     """The TRT-LLM profile for ``accelerator``: per-step and per-sequence overheads and the
     quantized dense-GEMM efficiency, least squares on log throughput over its ``fit`` rows.
 
@@ -193,11 +197,26 @@ def fit_profile(accelerator: str, workers: int = 2) -> dict:
     search over the efficiency minimizes what that fit leaves. Rows with bf16 weights do
     not depend on it: with none quantized it stays 1.0. The errors reported are those of
     a last simulation at the result.
+
+    With ``kernels_from`` the quantized dense-GEMM efficiency is that accelerator's fitted one
+    (the same kernels on the same compute die: H200 is H100's GH100 with more, faster HBM) and
+    only the engine overheads are fitted here: one model's rows at small batches separate a
+    kernel efficiency from the overheads only weakly.
     """
     rows = [r for r in load_rows(("fit",)) if r["accelerator"] == accelerator]
     if not rows:
         raise ValueError(f"no 'fit' rows for {accelerator} in {data_path()}")
     meas = np.array([r["output_tokens_per_s"] for r in rows])
+    if kernels_from is not None:
+        other = load_profile().get(kernels_from, {})
+        if "quantized_dense_efficiency" not in other:
+            raise ValueError(f"{kernels_from} has no fitted TensorRT-LLM profile in {profile_path().name}")
+        q = other["quantized_dense_efficiency"]
+        x, got = _fit_overheads(accelerator, rows, q, workers, resimulate=True)
+        err = np.abs(got / meas - 1.0)
+        return {**x, "quantized_dense_efficiency": q, "n": len(rows), "kernels_from": kernels_from,
+                "models": sorted({f"{r['source_model']} ({r['weight_dtype']}, TP{r['tp']})" for r in rows}),
+                "mean_abs_error": float(err.mean()), "worst_abs_error": float(err.max())}
     cache: dict[float, float] = {}
 
     def loss(q: float) -> float:
@@ -297,6 +316,10 @@ def write_profile(accelerator: str, fit: dict) -> Path:
            f"({', '.join(fit['models'])}; mean |error| {fit['mean_abs_error']:.1%}, worst {fit['worst_abs_error']:.1%})")
     accs = card.setdefault("accelerators", {})
     accs[accelerator] = {k: {"value": _round(fit[k]), "source": src} for k in PROFILE_KEYS}
+    if fit.get("kernels_from"):
+        accs[accelerator]["quantized_dense_efficiency"]["source"] = (
+            f"taken from {fit['kernels_from']} (the same compute die and kernels; its own rows fit only the "
+            f"overheads: {src[len('fit to '):]})")
     card["accelerators"] = dict(sorted(accs.items()))
     f.write_text(yaml.safe_dump(card, sort_keys=False, width=110))
     return f
@@ -411,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit", action="store_true", help="refit the engine profile of every accelerator first")
     args = ap.parse_args(argv)
     if args.fit:
-        for acc in sorted({r["accelerator"] for r in load_rows(("fit",))}):
-            f = fit_profile(acc, args.workers)
+        for acc in sorted({r["accelerator"] for r in load_rows(("fit",))}, key=lambda a: a in SAME_DIE):
+            f = fit_profile(acc, args.workers, SAME_DIE.get(acc))
             print(f"{acc}: {write_profile(acc, f)}: " + ", ".join(f"{k} {f[k]:.4g}" for k in PROFILE_KEYS)
                   + f" (fit mean |error| {f['mean_abs_error']:.1%})")
     lines, s, _ = report_lines(args.workers)
