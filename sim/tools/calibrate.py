@@ -11,7 +11,8 @@ parameter is tuned to the figure it is later checked against:
    device count fix the link efficiency (and an eager-mode hop latency, which step 3 replaces).
 3. **Engine and power** (:func:`fit_serving`, :func:`fit_power_joint`): steady-state serving
    measurements (batch size, median inter-token latency, GPU power) of the points marked
-   ``fit`` in hardware/calibration/measurements.csv fix, jointly over all of them, the
+   ``fit`` in hardware/calibration/measurements.csv (and the one configuration
+   heldout_serving.csv marks ``fit``) fix, jointly over all of them, the
    engine's per-step and per-sequence CPU overheads, the all-reduce latency inside the engine
    (custom all-reduce in CUDA graphs), the grouped-expert and quantized-expert efficiencies,
    and the power model's active adder, activity weights and multi-GPU adder, by simulating
@@ -423,8 +424,6 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
               max_concurrency: int = 512, host_from: str | None = None) -> tuple[dict, dict, list[str]]:
     """Run the three fits for one accelerator; returns (perf, power, notes) with sources. ``host_from``:
     take the engine's host-side overheads from that card's calibration instead of fitting them."""
-    from sim.tools.validation import load_points
-
     acc = catalog.accelerator(accelerator, "dcsim calibrate", "--accelerator")
     if host_from:
         catalog.accelerator(host_from, "dcsim calibrate", "--host-from")
@@ -449,7 +448,7 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
             if k not in perf and k in other.perf:
                 perf[k] = (other.perf[k], f"taken from {kernels_from} (no {k.split('_')[0]} measurements for {accelerator})")
         notes.append(f"kernel and link parameters without own measurements are taken from {kernels_from}")
-    points = [p for p in load_points(measurements, roles=("fit",))
+    points = [p for p in fit_points(measurements)
               if p["accelerator"] == accelerator and p["concurrency"] <= max_concurrency]
     power: dict[str, tuple[float, str]] = {}
     if not points and kernels_from:
@@ -459,7 +458,7 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         power = {k: (v, why) for k, v in other.power.items()}
         notes.append(f"engine overheads, kernel-group efficiencies and power weights taken from {kernels_from}")
     if points:
-        perf, power = _fit_serving(points, perf, measurements.name, workers, log, host_from)
+        perf, power = _fit_serving(points, perf, fit_tables(measurements, points), workers, log, host_from)
         if host_from:
             notes.append(f"engine host overheads ({', '.join(ENGINE_KEYS)}) are taken from {host_from}: host CPU "
                          "work of the same engine, not of the GPU beside it")
@@ -467,6 +466,24 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         notes.append(f"serving fits use {', '.join(models)} on lm-arena-chat only; every other measured model "
                      "and task is held out (docs/validation.md)")
     return perf, power, notes
+
+
+def fit_points(measurements: Path) -> list[dict]:
+    """The ``fit`` rows of ``measurements``; for the shipped table, also those of heldout_serving.csv
+    (the one dense multi-GPU H100 configuration derive_heldout.py marks ``fit``; every other row of
+    that file is held out)."""
+    from sim.tools.validation import heldout_path, load_points, measurements_path
+
+    points = load_points(measurements, roles=("fit",))
+    if Path(measurements).resolve() == measurements_path().resolve() and heldout_path().is_file():
+        points += load_points(heldout_path(), roles=("fit",))
+    return points
+
+
+def fit_tables(measurements: Path, points: list[dict]) -> str:
+    """The tables the ``points`` come from, for the cards' sources."""
+    extra = any("assumptions" in p for p in points)
+    return Path(measurements).name + (" and heldout_serving.csv" if extra else "")
 
 
 def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
