@@ -29,7 +29,7 @@ class Slowed:
     def cost(self, batch) -> IterationCost:
         c = self.perf.cost(batch)
         compute = c.compute_s * self.factor if c.compute_s is not None else None
-        return IterationCost(c.time_s * self.factor, c.flops, c.bytes, compute)
+        return IterationCost(c.time_s * self.factor, c.flops, c.bytes, compute, c.comm_s, c.stall_s, c.seq_s)
 
     def __getattr__(self, name):  # everything else (weights, KV sizes) is the wrapped model's
         return getattr(self.perf, name)

@@ -125,13 +125,19 @@ class IterationCost(NamedTuple):
     """Per-iteration time (s), and FLOPs and HBM bytes of one device of the replica (a named tuple).
 
     ``compute_s`` is the part of the time the tensor cores need at full clock (what a
-    power cap stretches); None where the model does not separate it.
+    power cap stretches); None where the model does not separate it. ``comm_s`` is the part
+    spent in collectives and stage hand-offs between the replica's devices, ``stall_s`` the part
+    grouped-expert kernels run below their roofline with their SMs busy, ``seq_s`` the per-sequence
+    cost of the step (None: none).
     """
 
     time_s: np.ndarray
     flops: np.ndarray
     bytes: np.ndarray
     compute_s: Optional[np.ndarray] = None
+    comm_s: Optional[np.ndarray] = None
+    stall_s: Optional[np.ndarray] = None
+    seq_s: Optional[np.ndarray] = None
 
 
 class RooflineModel:
@@ -350,9 +356,22 @@ class RooflineModel:
         peak = self.expert_peak
         t = blend(f * busiest / (peak * moe), b / (self.bw * moe), self.blend_p)
         # time lost to kernel inefficiency is not idle: the SMs keep streaming (stalled loads,
-        # dequantization), which the power model sees as HBM traffic at the fitted bandwidth
-        b += (t - blend(f * busiest / peak, b / self.bw, self.blend_p)) * self.bw
-        return np.array([t + MOE_KERNELS * self.lat, f, b])
+        # dequantization), which the power model sees as HBM traffic at the fitted bandwidth,
+        # and as busy SMs (the lost time, last)
+        lost = t - blend(f * busiest / peak, b / self.bw, self.blend_p)
+        b += lost * self.bw
+        return np.array([t + MOE_KERNELS * self.lat, f, b, lost])
+
+    def _stall_s(self, tokens: int, sampled: int) -> float:
+        """Time of one pass of ``tokens`` tokens in which the grouped-expert kernels run below
+        their roofline (summed over the MoE layers; 0 for a dense model)."""
+        if not self.model.is_moe or tokens <= 0:
+            return 0.0
+        key = ("stall", tokens, sampled)
+        hit = self._gemm_cache.get(key)
+        if hit is None:
+            hit = self._gemm_cache[key] = float(self._experts(tokens, sampled)[3]) * self.model.moe_layers
+        return hit
 
     def _collectives_s(self, tokens: int) -> float:
         """TP all-reduces: after attention and after the MLP of every layer (under expert
@@ -414,7 +433,8 @@ class RooflineModel:
         a_t = maximum(a_fs, a_b / self.bw)
         if self.lat:  # (adding 0.0 to these non-negative times changes nothing)
             a_t = a_t + self.lat * layers
-        overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs / self.dp
+        per_seq = self.eff["per_seq_overhead_s"] * batch.seqs / self.dp
+        overhead = self.eff["iteration_overhead_s"] + per_seq
         mixed = self.eff["mixed_layer_overhead_s"] * layers if not batch.is_uniform else 0.0
         time_s = (overhead + g_time + self._stage_handoffs_s(tok)) + a_t
         flops = g_f + a_f
@@ -429,7 +449,9 @@ class RooflineModel:
         # the tensor-core time on the step's critical path: one micro-batch's pass through every
         # stage, all of which a lower clock stretches (not only this device's 1/pp share)
         compute_s = minimum(time_s, g_f / self.peak + a_fs)
-        return IterationCost(time_s, flops, nbytes, compute_s)
+        comm_s = self._collectives_s(tok) + self._stage_handoffs_s(tok) if self.tp > 1 or self.pp > 1 else None
+        stall_s = self._stall_s(tok, sampled) if self.model.is_moe else None
+        return IterationCost(time_s, flops, nbytes, compute_s, comm_s, stall_s, per_seq)
 
 
 class FixedModel:
