@@ -115,13 +115,13 @@ def test_roofline_reports_collective_stall_and_per_sequence_time():
 
 def test_shipped_h100_card_puts_a_dense_2_gpu_replica_below_one_gpu_per_device():
     """ML.ENERGY v3 measures Qwen3-32B at batch 8 at 538 W on one H100 and 425 W per GPU on two
-    (hardware/calibration/heldout_serving.csv; the pair is a fit row, the single GPU held out): each
+    (hardware/calibration/heldout_serving.csv; the pair is a fit row, the single GPU excluded as the same model and task): each
     device of the pair streams half the weights and waits on all-reduces. Simulated as the
     benchmark ran, the calibrated model keeps that order, the pair within 10%, the single GPU within 15%
     (one H100 at small batch is where the fitted power now runs low, docs/validation.md)."""
     from sim.tools import validation as V
 
-    rows = {p["id"]: p for p in V.load_points(roles=("fit", "holdout"))}
+    rows = {p["id"]: p for p in V.load_points(roles=("fit", "excluded"))}
     one, two = (rows[f"mlenergy3/Qwen3-32B/lm-arena-chat/H100x{n}/ep1/b8"] for n in (1, 2))
     p1, p2 = V.predict(one)["gpu_power_w"], V.predict(two)["gpu_power_w"] / 2
     m1, m2 = one["gpu_power_w"], two["gpu_power_w"] / 2

@@ -109,6 +109,9 @@ EXCLUDED = {("Qwen/Qwen3-32B", "gpqa", "B200", 1): _B200_LONG}
 _DENSE_TP = ("dense multi-GPU H100 configuration of the fit set: with it the calibration tells the dense "
              "tensor-parallel power terms from the MoE rows' (derive_heldout.py, FIT)")
 FIT = {("Qwen/Qwen3-32B", "lm-arena-chat", "H100", 2): _DENSE_TP}
+# a fitted model and task is held out nowhere (docs/validation.md): its runs on other GPUs are excluded
+_FIT_TASK = ("same model and task as the fit configuration Qwen3-32B on 2 H100s, lm-arena-chat (derive_heldout.py, "
+             "FIT): not held out")
 ML_ASSUME = "prompt tokens per task as derive_measurements.py; vLLM gpu_memory_utilization 0.95; bf16 KV"
 GPT_OSS_ASSUME = ML_ASSUME + ("; MXFP4 experts, bf16 rest (the card's); harmony prompt overhead not counted; "
                               "H100 runs used cudagraph_mode PIECEWISE, B200 FULL_AND_PIECEWISE with MXFP8 MoE activations")
@@ -155,6 +158,8 @@ def mlenergy_rows(leaderboard: Path) -> list[dict]:
                 b = int(c["max_num_seqs"])
                 reason = EXCLUDED.get((model_id, task, gpu, n), "")
                 fit = FIT.get((model_id, task, gpu, n), "")
+                if not reason and not fit and any(k[:2] == (model_id, task) for k in FIT):
+                    reason = _FIT_TASK
                 repeats = REPEATS.get((model_id, task, gpu), {}).get(b, 1)
                 rid = f"mlenergy3/{model_id.split('/')[1]}/{task}/{gpu}x{n}/ep1/b{b}"
                 seen[rid] = seen.get(rid, 0) + 1
