@@ -1,5 +1,6 @@
 """The held-out rows of hardware/calibration/heldout_serving.csv (derive_heldout.py): they load,
-no fit reads them, and rows simulate where the model's physics puts them.
+no fit reads them but the one dense multi-GPU configuration the H100 fit set takes from here, and rows
+simulate where the model's physics puts them.
 
 The file adds published measurements in the regimes issue 21 names (ML.ENERGY v3 dense models
 the main table leaves out: Llama 3.1 8B / 70B / 405B, Llama 3.3 70B, Qwen3-32B with ~7,000-token
@@ -30,23 +31,52 @@ def _point(row_id: str) -> dict:
     return next(p for p in V.load_points(roles=("holdout",)) if p["id"] == row_id)
 
 
-def test_rows_load_with_a_source_and_are_never_fit_rows():
+def _derive():
+    sys.path.insert(0, str(catalog.hardware_dir() / "calibration"))
+    try:
+        import derive_heldout as D
+    finally:
+        sys.path.pop(0)
+    return D
+
+
+def test_rows_load_with_a_source_and_only_the_named_dense_config_is_fitted():
     rows = _rows()
     assert len(rows) >= 190
-    assert {r["role"] for r in rows} <= {"holdout", "excluded"}
-    assert all(r["reason"] for r in rows if r["role"] == "excluded")
+    assert {r["role"] for r in rows} <= {"holdout", "excluded", "fit"}
+    assert all(r["reason"] for r in rows if r["role"] in ("excluded", "fit"))
+    # the fit rows are exactly the configurations derive_heldout.FIT names: Qwen3-32B on 2 H100s, lm-arena-chat
+    fit = [r for r in rows if r["role"] == "fit"]
+    assert len(_derive().FIT) == 1 and len(fit) == 9
+    assert {(r["model"], r["accelerator"], r["tp"], r["task"]) for r in fit} == {("qwen3-32b", "h100-sxm", "2",
+                                                                                 "lm-arena-chat")}
     assert all(r["source"] and r["assumptions"] for r in rows)
     ids = [r["id"] for r in rows]
     assert len(set(ids)) == len(ids)
     main = {p["id"] for p in V.load_points(V.measurements_path(), roles=("fit", "holdout", "excluded"))}
     assert not main & set(ids)
-    # the default load (validation, intervals) carries them as held-out rows; the fit reads one file's 'fit' rows
+    # the default load (validation, intervals) carries them by role; the calibration reads the 'fit' rows of
+    # both shipped tables (those only, and of a user's own table only its own)
+    from sim.tools.calibrate import fit_points
+
     held = {p["id"] for p in V.load_points(roles=("holdout",))}
     assert {r["id"] for r in rows if r["role"] == "holdout"} <= held
-    assert not {p["id"] for p in V.load_points(roles=("fit",))} & set(ids)
+    fitted = {p["id"] for p in fit_points(V.measurements_path())}
+    assert fitted & set(ids) == {r["id"] for r in fit}
+    assert fitted - set(ids) == {p["id"] for p in V.load_points(V.measurements_path(), roles=("fit",))}
+    assert not held & fitted
     for r in rows:
         catalog.accelerator(r["accelerator"])
         catalog.model(r["model"])
+
+
+def test_a_users_own_table_is_fitted_alone(tmp_path):
+    from sim.tools.calibrate import fit_points
+
+    own = tmp_path / "mine.csv"
+    own.write_text(V.measurements_path().read_text())
+    assert {p["id"] for p in fit_points(own)} == {p["id"] for p in V.load_points(own, roles=("fit",))}
+    assert not {p["id"] for p in fit_points(own)} & {r["id"] for r in _rows()}
 
 
 def test_metrics_a_source_does_not_publish_are_left_out():
@@ -61,12 +91,7 @@ def test_metrics_a_source_does_not_publish_are_left_out():
 
 
 def test_nim_rows_are_the_transcribed_tables():
-    sys.path.insert(0, str(catalog.hardware_dir() / "calibration"))
-    try:
-        import derive_heldout as D
-    finally:
-        sys.path.pop(0)
-    derived = D.nim_rows()
+    derived = _derive().nim_rows()
     shipped = [r for r in _rows() if r["bench"] == "closed_loop"]
     assert len(derived) == len(shipped)
     for d, s in zip(derived, shipped):

@@ -83,7 +83,7 @@ def test_busy_power_is_bounded_and_monotone_in_activity():
 # --------------------------------------------------------------------------- the cap, directly
 def _costs() -> IterationCost:
     """Iterations from idle-ish to saturated: compute-bound, memory-bound and mixed, some with
-    HBM traffic alone over a 250 W cap (the clock floor cannot bring them under it)."""
+    HBM traffic alone over a 300 W cap (the clock floor cannot bring them under it)."""
     rng = np.random.default_rng(3)
     n = 64
     t = rng.uniform(1e-3, 5e-2, n)
@@ -95,7 +95,7 @@ def _costs() -> IterationCost:
     return IterationCost(t, flops, nbytes, compute_s)
 
 
-@pytest.mark.parametrize("cap", [650.0, 400.0, 250.0, 200.0])  # all above the busy floor
+@pytest.mark.parametrize("cap", [650.0, 500.0, 350.0, 300.0])  # all above the busy floor (270 W)
 def test_under_cap_never_exceeds_the_cap_and_only_slows(cap):
     cost = _costs()
     free, p0 = power_model().under_cap(cost)
@@ -112,7 +112,7 @@ def test_under_cap_never_exceeds_the_cap_and_only_slows(cap):
 
 def test_under_cap_of_an_array_equals_one_iteration_at_a_time():
     cost = _costs()
-    pm = power_model(250.0)
+    pm = power_model(300.0)
     whole, p_whole = pm.under_cap(cost)
     for i in range(len(cost.time_s)):
         one = IterationCost(*(a[i:i + 1] for a in (cost.time_s, cost.flops, cost.bytes, cost.compute_s)))
@@ -125,12 +125,12 @@ def test_cap_lowers_compute_power_roughly_as_clock_cubed():
     so energy per iteration falls under a cap while time grows. The uncapped iteration already
     runs at the clock TDP allows, so a cap just below TDP costs almost nothing."""
     t = np.array([0.1])
-    cost = IterationCost(t, 0.7 * t * H100.peak_flops("bf16"), 0.02 * t * H100.memory_bandwidth, t)
+    cost = IterationCost(t, 0.8 * t * H100.peak_flops("bf16"), 0.02 * t * H100.memory_bandwidth, t)
     p0 = power_model().busy_w(cost.time_s, cost.flops, cost.bytes)[0]
-    assert p0 == H100.tdp_w  # 2.9 x 0.7: clipped at TDP
+    assert H100_CAL.power["compute_weight"] * 0.8 > 1 and p0 == H100.tdp_w  # clipped at TDP
     mem = H100_CAL.power["memory_weight"] * 0.02
     slower = []
-    for cap in (699.0, 600.0, 450.0, 300.0):
+    for cap in (699.0, 600.0, 500.0, 400.0):  # (well above the 270 W busy base, which a long iteration pays)
         c, p = power_model(cap).under_cap(cost)
         f = t[0] / c.time_s[0]
         assert MIN_CLOCK < f < 1 and p[0] == pytest.approx(cap, rel=1e-6)
@@ -147,8 +147,8 @@ def test_cap_lowers_compute_power_roughly_as_clock_cubed():
 def test_capped_draw_never_exceeds_the_cap_in_the_steps_table(cap):
     """Every step row (runs of iterations, idle gaps) of a mixed workload on a tp=2 replica
     averages at most the cap per device, also below the HBM-only floor (200 W). The fitted
-    multi-device link adder is left out here so that the low caps are settable."""
-    world, calls, steps = run_world(scenario(tp=2, power_cap_w=cap, power={"link_active_w": 0.0}))
+    active adder is left out here so that the low caps are settable."""
+    world, calls, steps = run_world(scenario(tp=2, power_cap_w=cap, power={"active_w": 0.0}))
     watts, kinds = _row_power(steps)
     assert len(calls) > 30 and (kinds != "idle").sum() > 20
     per_device = watts / world.specs[0].devices
@@ -164,17 +164,18 @@ def test_cap_stretches_prefill_but_barely_memory_bound_decode():
     # the cap binds on both ...
     assert p0["gpu_power_w"] > 650 and p1["gpu_power_w"] <= 450 * (1 + 1e-9)
     assert d0["gpu_power_w"] > 480 and d1["gpu_power_w"] <= 450 * (1 + 1e-9)
-    # ... compute-bound prefill slows a lot, memory-bound decode by under 3%
+    # ... compute-bound prefill slows a lot, memory-bound decode by under 5% (the cap leaves 180 W above
+    # the fitted 270 W busy base; the clock-scaled SM draws give up most of what it takes)
     assert p1["prompt_tokens_per_s"] < 0.9 * p0["prompt_tokens_per_s"]
     assert p1["e2e_p50_s"] > 1.1 * p0["e2e_p50_s"]
-    assert d0["itl_p50_s"] < d1["itl_p50_s"] < 1.03 * d0["itl_p50_s"]
+    assert d0["itl_p50_s"] < d1["itl_p50_s"] < 1.05 * d0["itl_p50_s"]
     # DVFS: the compute-bound work costs no more energy per token, though it takes longer
     assert p1["energy_per_output_token_j"] < 0.9 * p0["energy_per_output_token_j"]
     assert d1["energy_per_output_token_j"] < d0["energy_per_output_token_j"]
 
 
 def test_macro_equals_per_iteration_under_a_cap():
-    raw = scenario(power_cap_w=250.0)
+    raw = scenario(power_cap_w=300.0)
     _, c_macro, s_macro = run_world({**raw, "engine_mode": "macro"})
     _, c_iter, s_iter = run_world({**raw, "engine_mode": "per_iteration"})
     assert c_macro.num_rows > 30 and same_calls(c_macro.sort_by("call_id"), c_iter.sort_by("call_id"))

@@ -10,7 +10,7 @@ from scenarios import llm_scenario, same_calls
 from sim.hardware import catalog
 from sim.config import validate
 from sim.errors import ScenarioError
-from sim.models.perf import FixedModel
+from sim.models.fixed import FixedModel
 from sim.run import run_point
 from sim.models.speculative import (SpeculativeCost, cumulative_gains, expected_tokens_per_step, gain, milli_tokens)
 from sim.cluster.world import build

@@ -1,7 +1,8 @@
 """Derive hardware/calibration/heldout_serving.csv: held-out serving rows from two more public sources.
 
-Every row written here is marked ``holdout`` (or ``excluded`` with its reason): none is read by
-``dcsim calibrate``, which fits only the ``fit`` rows of measurements.csv. The rows cover the
+Every row written here is marked ``holdout`` (or ``excluded`` with its reason), except the one
+configuration :data:`FIT` names, marked ``fit`` with its reason: ``dcsim calibrate`` fits the ``fit``
+rows of measurements.csv and these, no other row of this file. The rows cover the
 regimes issue 21 names (long prompts under a closed loop, multi-GPU energy at large batch, power
 of an 8B model at batch >= 128, ITL at batch 256-512+, long reasoning decodes of a 32B model on
 2 GPUs) with the columns of measurements.csv plus:
@@ -99,6 +100,18 @@ REPEATS = {
 # on two H100s (16.7 ms), though one B200 has 1.2x their combined HBM bandwidth.
 _B200_LONG = "single-B200 run 2.6x slower per token than 2x H100 on long outputs (engine issue, see derive_measurements.py)"
 EXCLUDED = {("Qwen/Qwen3-32B", "gpqa", "B200", 1): _B200_LONG}
+# The one configuration of this file the H100 calibration fits: measurements.csv's H100 fit rows have
+# no dense multi-GPU configuration (their multi-GPU rows are all Qwen3-235B-A22B MoE, on 4 and 8
+# GPUs), so without it those MoE rows alone set every multi-GPU power term, and dense tensor-parallel
+# replicas inherit what fp8 / bf16 expert kernels draw (docs/validation.md, "What changed in the
+# model, and why"). One dense config on 2 GPUs, the same task as the other fit rows (lm-arena-chat);
+# Llama 3.1 / 3.3 70B on 4 H100s, 405B on 8, Qwen3-32B's GPQA runs and the NIM 70B rows stay held out.
+_DENSE_TP = ("dense multi-GPU H100 configuration of the fit set: with it the calibration tells the dense "
+             "tensor-parallel power terms from the MoE rows' (derive_heldout.py, FIT)")
+FIT = {("Qwen/Qwen3-32B", "lm-arena-chat", "H100", 2): _DENSE_TP}
+# a fitted model and task is held out nowhere (docs/validation.md): its runs on other GPUs are excluded
+_FIT_TASK = ("same model and task as the fit configuration Qwen3-32B on 2 H100s, lm-arena-chat (derive_heldout.py, "
+             "FIT): not held out")
 ML_ASSUME = "prompt tokens per task as derive_measurements.py; vLLM gpu_memory_utilization 0.95; bf16 KV"
 GPT_OSS_ASSUME = ML_ASSUME + ("; MXFP4 experts, bf16 rest (the card's); harmony prompt overhead not counted; "
                               "H100 runs used cudagraph_mode PIECEWISE, B200 FULL_AND_PIECEWISE with MXFP8 MoE activations")
@@ -144,6 +157,9 @@ def mlenergy_rows(leaderboard: Path) -> list[dict]:
                     continue
                 b = int(c["max_num_seqs"])
                 reason = EXCLUDED.get((model_id, task, gpu, n), "")
+                fit = FIT.get((model_id, task, gpu, n), "")
+                if not reason and not fit and any(k[:2] == (model_id, task) for k in FIT):
+                    reason = _FIT_TASK
                 repeats = REPEATS.get((model_id, task, gpu), {}).get(b, 1)
                 rid = f"mlenergy3/{model_id.split('/')[1]}/{task}/{gpu}x{n}/ep1/b{b}"
                 seen[rid] = seen.get(rid, 0) + 1
@@ -151,7 +167,7 @@ def mlenergy_rows(leaderboard: Path) -> list[dict]:
                     rid += f"/run{seen[rid]}"
                 rows.append({
                     "id": rid,
-                    "role": "excluded" if reason else "holdout", "reason": reason,
+                    "role": "excluded" if reason else "fit" if fit else "holdout", "reason": reason or fit,
                     "source": MLENERGY.format(file=name), "engine": "vllm", "task": task, "model": card,
                     "accelerator": GPUS[gpu], "tp": int(par["tensor_parallel"]), "expert_parallel": False,
                     "weight_dtype": DTYPES[data["weight_precision"]], "kv_dtype": "bf16", "concurrency": b,

@@ -29,12 +29,12 @@ class Slowed:
     def cost(self, batch) -> IterationCost:
         c = self.perf.cost(batch)
         compute = c.compute_s * self.factor if c.compute_s is not None else None
-        return IterationCost(c.time_s * self.factor, c.flops, c.bytes, compute)
+        return IterationCost(c.time_s * self.factor, c.flops, c.bytes, compute, c.comm_s, c.stall_s, c.seq_s)
 
-    def cost_one(self, *batch) -> tuple[float, float, float, float]:
+    def cost_one(self, *batch) -> tuple:
         """:meth:`cost` of one iteration in floats (the wrapped model's ``cost_one``, slowed alike)."""
-        t, f, b, compute = self.perf.cost_one(*batch)
-        return t * self.factor, f, b, compute * self.factor
+        t, f, b, compute, comm, stall, seq = self.perf.cost_one(*batch)
+        return t * self.factor, f, b, compute * self.factor, comm, stall, seq
 
     def __getattr__(self, name):  # everything else (weights, KV sizes) is the wrapped model's
         return getattr(self.perf, name)

@@ -202,7 +202,7 @@ class PowerParams(Frozen):
     compute_weight: Optional[Watts] = None
     memory_weight: Optional[Watts] = None
     active_w: Optional[Watts] = None  # added while an iteration runs
-    link_active_w: Optional[Watts] = None  # per device of a multi-device replica, while busy
+    link_active_w: Optional[Watts] = None  # per device of a multi-device replica, during its collectives
     # Board power limit in place of the card's: for cards with no public TDP (TPU, Trainium,
     # Inferentia), or another SKU's limit. Your own figure: the run's energy rests on it.
     tdp_w: Optional[PosWatts] = None

@@ -224,9 +224,9 @@ class Planner:
         if spec is None:
             if self.power.cap_w is None and getattr(self.perf, "scalar_ok", False):
                 # priced in floats (the model's typed path; uncapped, under_cap is busy_w)
-                t, f, b, _ = self.perf.cost_one(tokens, seqs, sampled, float(pairs), float(kv), longest,
-                                                float(longest_pairs))
-                power = self.power.busy_w(t, f, b)
+                t, f, b, _, comm, stall, seq = self.perf.cost_one(tokens, seqs, sampled, float(pairs), float(kv),
+                                                                  longest, float(longest_pairs))
+                power = self.power.busy_w(t, f, b, 1.0, None, comm, stall, seq)
                 return Plan(d, False, [clock, clock + t], [float(power * t * self.tp)], waiting_empty, prefill, decode,
                             sampled, d.kv_need)
             cost = self.perf.cost(Batch(tokens, seqs, sampled, np.array([float(pairs)]), np.array([float(kv)]),

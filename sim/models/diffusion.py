@@ -225,7 +225,7 @@ class DiffusionPerf:
         time_s = e["iteration_overhead_s"] + t_lin + t_attn + t_ew + t_comm
         compute_s = min(time_s, lin_f / self.peak + attn_f / self.attn_peak)
         return IterationCost(np.array([time_s]), np.array([lin_f + attn_f]), np.array([w_b + act_b + ew_b]),
-                             np.array([compute_s]))
+                             np.array([compute_s]), np.array([t_comm]) if tp > 1 else None)
 
     def vae_decode_cost(self, batch_jobs: int, frames: int, resolution_scale: float = 1.0) -> IterationCost:
         """VAE decode of ``batch_jobs`` jobs of ``frames`` output frames each (compute-bound, one device)."""

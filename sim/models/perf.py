@@ -9,14 +9,11 @@ grow with the context, so they are numpy arrays over the run. Only
 elementwise ``+ - * / max`` touch those arrays, which keeps a run planned at
 once bit-identical to the same iterations evaluated one by one.
 
-Two models share one interface:
-
-* :class:`RooflineModel`: per-operator roofline from the model card (GEMM
-  shapes, GQA/MLA attention, MoE experts touched) and the accelerator card
-  (peak FLOP/s, HBM bandwidth, link bandwidth), scaled by efficiency factors,
-  plus tensor-parallel all-reduces and a CPU-side overhead per iteration.
-* :class:`FixedModel`: ``iteration_s + per_token_s * tokens`` for queueing
-  checks and measured engines.
+:class:`RooflineModel` is a per-operator roofline from the model card (GEMM
+shapes, GQA/MLA attention, MoE experts touched) and the accelerator card
+(peak FLOP/s, HBM bandwidth, link bandwidth), scaled by efficiency factors,
+plus tensor-parallel all-reduces and a CPU-side overhead per iteration
+(the other models of :mod:`sim.models.registry` share its interface).
 """
 
 from __future__ import annotations
@@ -131,13 +128,19 @@ class IterationCost(NamedTuple):
     """Per-iteration time (s), and FLOPs and HBM bytes of one device of the replica (a named tuple).
 
     ``compute_s`` is the part of the time the tensor cores need at full clock (what a
-    power cap stretches); None where the model does not separate it.
+    power cap stretches); None where the model does not separate it. ``comm_s`` is the part
+    spent in collectives and stage hand-offs between the replica's devices, ``stall_s`` the part
+    grouped-expert kernels run below their roofline with their SMs busy, ``seq_s`` the per-sequence
+    cost of the step (None: none).
     """
 
     time_s: np.ndarray
     flops: np.ndarray
     bytes: np.ndarray
     compute_s: Optional[np.ndarray] = None
+    comm_s: Optional[np.ndarray] = None
+    stall_s: Optional[np.ndarray] = None
+    seq_s: Optional[np.ndarray] = None
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # (the profile-table model is one)
@@ -357,9 +360,22 @@ class RooflineModel:
         peak = self.expert_peak
         t = blend(f * busiest / (peak * moe), b / (self.bw * moe), self.blend_p)
         # time lost to kernel inefficiency is not idle: the SMs keep streaming (stalled loads,
-        # dequantization), which the power model sees as HBM traffic at the fitted bandwidth
-        b += (t - blend(f * busiest / peak, b / self.bw, self.blend_p)) * self.bw
-        return np.array([t + MOE_KERNELS * self.lat, f, b])
+        # dequantization), which the power model sees as HBM traffic at the fitted bandwidth,
+        # and as busy SMs (the lost time, last)
+        lost = t - blend(f * busiest / peak, b / self.bw, self.blend_p)
+        b += lost * self.bw
+        return np.array([t + MOE_KERNELS * self.lat, f, b, lost])
+
+    def _stall_s(self, tokens: int, sampled: int) -> float:
+        """Time of one pass of ``tokens`` tokens in which the grouped-expert kernels run below
+        their roofline (summed over the MoE layers; 0 for a dense model)."""
+        if not self.model.is_moe or tokens <= 0:
+            return 0.0
+        key = ("stall", tokens, sampled)
+        hit = self._gemm_cache.get(key)
+        if hit is None:
+            hit = self._gemm_cache[key] = float(self._experts(tokens, sampled)[3]) * self.model.moe_layers
+        return hit
 
     def _collectives_s(self, tokens: int) -> float:
         """TP all-reduces: after attention and after the MLP of every layer (under expert
@@ -422,8 +438,17 @@ class RooflineModel:
         a_t = maximum(a_fs, a_b / self.bw)
         if self.lat:  # (adding 0.0 to these non-negative times changes nothing)
             a_t = a_t + self.lat * layers
-        overhead = self.eff["iteration_overhead_s"] + self.eff["per_seq_overhead_s"] * batch.seqs / self.dp
-        mixed = self.eff["mixed_layer_overhead_s"] * layers if not batch.is_uniform else 0.0
+        return IterationCost(*self._finish(tok, sampled, batch.seqs, batch.is_uniform, micro, g_time, g_f, g_b, a_t, a_f,
+                                           a_b, a_fs))
+
+    def _finish(self, tok, sampled, seqs, uniform, micro, g_time, g_f, g_b, a_t, a_f, a_b, a_fs) -> tuple:
+        """The step's (time, FLOPs, bytes, compute, collective, stall, per-sequence times) from its
+        GEMM and attention parts: the engine overheads, the mixed-step cost, the pipeline share
+        (floats or arrays alike; :meth:`cost` and :meth:`cost_one` share it)."""
+        per_seq = self.eff["per_seq_overhead_s"] * seqs / self.dp
+        overhead = self.eff["iteration_overhead_s"] + per_seq
+        layers = self.model.num_layers
+        mixed = self.eff["mixed_layer_overhead_s"] * layers if not uniform else 0.0
         time_s = (overhead + g_time + self._stage_handoffs_s(tok)) + a_t
         flops = g_f + a_f
         nbytes = g_b + a_b
@@ -437,15 +462,15 @@ class RooflineModel:
         # the tensor-core time on the step's critical path: one micro-batch's pass through every
         # stage, all of which a lower clock stretches (not only this device's 1/pp share)
         compute_s = minimum(time_s, g_f / self.peak + a_fs)
-        return IterationCost(time_s, flops, nbytes, compute_s)
+        comm_s = self._collectives_s(tok) + self._stage_handoffs_s(tok) if self.tp > 1 or self.pp > 1 else None
+        stall_s = self._stall_s(tok, sampled) if self.model.is_moe else None
+        return time_s, flops, nbytes, compute_s, comm_s, stall_s, per_seq
 
     def cost_one(self, tokens: int, seqs: int, sampled: int, attn_pairs: float, kv_tokens: float, longest: int = 0,
-                 longest_pairs: float = 0.0) -> tuple[float, float, float, float]:
-        """(time_s, flops, bytes, compute_s) of one iteration: :meth:`cost` of that one
-        ``Batch`` (``uniform`` derived), in typed floats, so a compiled build runs it in C
-        doubles. The same operations in the same order as :meth:`cost`, so the same floats
-        (``tests/test_perf_model.py`` checks them against it to the bit); the engine prices
-        its single iterations here."""
+                 longest_pairs: float = 0.0) -> tuple:
+        """:class:`IterationCost`'s fields for one iteration: :meth:`cost` of that one ``Batch`` in
+        typed floats (C doubles when compiled), the same operations in the same order, so the same
+        floats (``tests/test_perf_model.py``); the engine prices its single iterations here."""
         model = self.model
         layers = model.num_layers
         micro = max(1, min(self.pp, seqs))
@@ -481,30 +506,5 @@ class RooflineModel:
         lat = self.lat
         if lat:
             a_t = a_t + lat * layers
-        eff = self.eff
-        overhead = eff["iteration_overhead_s"] + eff["per_seq_overhead_s"] * seqs / dp
-        mixed = eff["mixed_layer_overhead_s"] * layers if not tokens <= seqs else 0.0
-        time_s = (overhead + g_time + self._stage_handoffs_s(tok)) + a_t
-        flops = g_f + a_f
-        nbytes = g_b + a_b
-        if mixed:
-            time_s = time_s + mixed
-            nbytes = nbytes + mixed * self.bw
-        share = micro / self.pp
-        if share != 1.0:
-            flops, nbytes = flops * share, nbytes * share
-        compute = g_f / self.peak + a_fs
-        return time_s, flops, nbytes, (time_s if time_s <= compute else compute)
+        return self._finish(tok, sampled, seqs, tokens <= seqs, micro, g_time, g_f, g_b, a_t, a_f, a_b, a_fs)
 
-
-class FixedModel:
-    """``iteration_s + per_token_s * tokens`` per iteration; no memory traffic."""
-
-    def __init__(self, iteration_s: float, per_token_s: float = 0.0):
-        self.iteration_s = iteration_s
-        self.per_token_s = per_token_s
-
-    def cost(self, batch: Batch) -> IterationCost:
-        t = self.iteration_s + self.per_token_s * batch.tokens
-        z = np.zeros_like(batch.kv_tokens, dtype=float)
-        return IterationCost(z + t, z, z)

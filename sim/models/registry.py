@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from sim.models.perf import FixedModel
+from sim.models.fixed import FixedModel
 from sim.models.profile import ProfileModel
 
 

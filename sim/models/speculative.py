@@ -80,12 +80,15 @@ def mtp_card(model: catalog.ModelCard) -> catalog.ModelCard:
 
 def _sum(a: IterationCost, b: IterationCost) -> IterationCost:
     compute = None if a.compute_s is None or b.compute_s is None else a.compute_s + b.compute_s
-    return IterationCost(a.time_s + b.time_s, a.flops + b.flops, a.bytes + b.bytes, compute)
+    comm, stall, seq = (y if x is None else x if y is None else x + y
+                        for x, y in ((a.comm_s, b.comm_s), (a.stall_s, b.stall_s), (a.seq_s, b.seq_s)))
+    return IterationCost(a.time_s + b.time_s, a.flops + b.flops, a.bytes + b.bytes, compute, comm, stall, seq)
 
 
 def _scaled(a: IterationCost, times: float) -> IterationCost:
     compute = None if a.compute_s is None else a.compute_s * times
-    return IterationCost(a.time_s * times, a.flops * times, a.bytes * times, compute)
+    comm, stall, seq = (None if x is None else x * times for x in (a.comm_s, a.stall_s, a.seq_s))
+    return IterationCost(a.time_s * times, a.flops * times, a.bytes * times, compute, comm, stall, seq)
 
 
 class SpeculativeCost:

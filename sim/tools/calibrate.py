@@ -11,10 +11,12 @@ parameter is tuned to the figure it is later checked against:
    device count fix the link efficiency (and an eager-mode hop latency, which step 3 replaces).
 3. **Engine and power** (:func:`fit_serving`, :func:`fit_power_joint`): steady-state serving
    measurements (batch size, median inter-token latency, GPU power) of the points marked
-   ``fit`` in hardware/calibration/measurements.csv fix, jointly over all of them, the
+   ``fit`` in hardware/calibration/measurements.csv (and the one configuration
+   heldout_serving.csv marks ``fit``) fix, jointly over all of them, the
    engine's per-step and per-sequence CPU overheads, the all-reduce latency inside the engine
    (custom all-reduce in CUDA graphs), the grouped-expert and quantized-expert efficiencies,
-   and the power model's active adder, activity weights and multi-GPU adder, by simulating
+   and the power model's active adder, activity weights and the draws during collectives and slow
+   expert kernels, by simulating
    each point as the benchmark ran it (sim/tools/burst.py) with the kernel and link parameters already fitted.
 
 The result is written to hardware/calibration/<accelerator>.yaml as ``{value, source}``
@@ -260,18 +262,27 @@ def fit_serving(points: list[dict], perf: dict, keys: tuple[str, ...] | None = N
             "throughput_p90_abs_error": float(np.nanquantile(err_t, 0.9)), "predictions": preds}
 
 
-def fit_power_joint(points: list[dict], perf: dict, workers: int = 2) -> dict:
-    """Active adder, compute and memory activity weights and the multi-GPU link adder, jointly
-    from the measured GPU power of every point (single- and multi-GPU; the resident idle ``I`` =
-    card idle + resident adder stays fixed).
+POWER_KEYS = ("active_w", "compute_weight", "memory_weight", "link_active_w", "stall_w", "seq_w")
 
-    Per device ``P = I + phi (r + L m) + (TDP - I - r - L m)(wc uc + wm um)``: ``phi`` the busy
-    fraction, ``m`` 1 on multi-GPU replicas, ``uc`` and ``um`` the time-averaged compute and HBM
-    activity. Three simulations of each point (no weights, unit compute weight, unit memory
-    weight) give ``phi``, ``uc`` and ``um``; bounded least squares on relative error gives
-    ``(r, wc, wm, L)``. Single-GPU dense rows alone move compute and memory activity together
-    (both grow with the batch), so their weights are ill-determined; the MoE rows on 2-8 GPUs,
-    whose HBM share per GPU changes with the GPU count, separate them.
+
+def fit_power_joint(points: list[dict], perf: dict, workers: int = 2) -> dict:
+    """Active adder, compute and memory activity weights, the draws during collectives, slow
+    expert kernels and the per-sequence time, jointly from the measured GPU power of every point
+    (single- and multi-GPU; the resident idle ``I`` = card idle + resident adder stays fixed).
+
+    Per device ``P = I + phi r + L c + S s + Q q + (TDP - I - r)(wc uc + wm um)``
+    (sim/models/power.py): ``phi`` the busy fraction, ``c`` the time share of collectives between
+    the replica's devices, ``s`` that of grouped-expert kernels below their roofline, ``q`` that of
+    the per-sequence cost, ``uc`` and ``um`` the time-averaged compute and HBM activity.
+    Simulations of each point with no weights, a small compute weight, a small memory weight
+    (small, so that no iteration reaches TDP and the response is linear) and a unit draw of each
+    of the three phases give ``phi``, ``uc``, ``um``, ``c``, ``s`` and ``q``; bounded least squares
+    on relative error gives ``(r, wc, wm, L, S, Q)``. The stall draw is fitted only where some
+    MoE fit rows run their experts at the roofline and others below it. Single-GPU dense rows
+    alone move compute and memory activity together (both grow with the batch), so their weights
+    are ill-determined; the MoE rows on 2-8 GPUs, whose HBM share per GPU changes with the GPU
+    count, separate them, and the dense multi-GPU rows tell the collectives' draw from the slow
+    expert kernels'.
     """
     from sim.models.power import RESIDENT_ADDER_W
     from sim.tools.validation import predict_all
@@ -279,7 +290,8 @@ def fit_power_joint(points: list[dict], perf: dict, workers: int = 2) -> dict:
     acc = catalog.accelerator(points[0]["accelerator"])
     idle, tdp = acc.idle_power_w + RESIDENT_ADDER_W, acc.tdp_w
     base = {"resident_w": RESIDENT_ADDER_W, "active_w": 0.0, "compute_weight": 0.0, "memory_weight": 0.0,
-            "link_active_w": 0.0}
+            "link_active_w": 0.0, "stall_w": 0.0, "seq_w": 0.0}
+    eps = 0.01
 
     def run(**pw):
         preds = predict_all(points, perf, {**base, **pw}, workers=workers)
@@ -287,26 +299,36 @@ def fit_power_joint(points: list[dict], perf: dict, workers: int = 2) -> dict:
                 np.array([q["utilization"] for q in preds]))
 
     p0, phi = run()
-    uc = (run(compute_weight=1.0)[0] - p0) / (tdp - idle)
-    um = (run(memory_weight=1.0)[0] - p0) / (tdp - idle)
-    multi = np.array([1.0 if p["tp"] > 1 else 0.0 for p in points])
+    uc = (run(compute_weight=eps)[0] - p0) / (eps * (tdp - idle))
+    um = (run(memory_weight=eps)[0] - p0) / (eps * (tdp - idle))
+    has_multi = any(p["tp"] > 1 for p in points)
+    has_moe = any(catalog.model(p["model"]).is_moe for p in points)
+    comm = run(link_active_w=1.0)[0] - p0 if has_multi else np.zeros_like(p0)
+    stall = run(stall_w=1.0)[0] - p0 if has_moe else np.zeros_like(p0)
+    # the slow expert kernels' own draw is told from what MoE rows draw anyway only where some MoE
+    # rows run their experts at the roofline (H100: bf16 experts) and others below it (fp8); where
+    # every MoE row stalls (B200: grouped-expert efficiency below 1), it is not fitted
+    moe = np.array([catalog.model(p["model"]).is_moe for p in points])
+    has_moe = has_moe and bool((stall[moe] < 1e-3).any() and (stall[moe] >= 1e-3).any())
+    seq = run(seq_w=1.0)[0] - p0
     meas = np.array([p["gpu_power_w"] / p["tp"] for p in points])
 
     def model(v):
-        r, wc, wm, link = v
-        extra = r + link * multi
-        return p0 + phi * extra + (tdp - idle - extra) * (wc * uc + wm * um)
+        r, wc, wm, link, sw, qw = v
+        return p0 + phi * r + link * comm + sw * stall + qw * seq + (tdp - idle - r) * (wc * uc + wm * um)
 
-    has_multi = bool(multi.any())
-    hi_link = (tdp - idle) / 2 if has_multi else 1e-9
-    sol = least_squares(lambda v: model(v) / meas - 1.0, x0=[30.0, 1.0, 0.5, 0.0],
-                        bounds=([0.0, 0.0, 0.0, 0.0], [(tdp - idle) / 2, 20.0, 5.0, hi_link]))
-    r, wc, wm, link = (float(v) if v > 1e-6 else 0.0 for v in sol.x)  # bounds reached: exactly 0
+    span = tdp - idle
+    sol = least_squares(lambda v: model(v) / meas - 1.0, x0=[30.0, 1.0, 0.5, 0.0, 0.0, 0.0],
+                        bounds=([0.0] * 6, [span / 2, 20.0, 5.0, span if has_multi else 1e-9,
+                                            span if has_moe else 1e-9, span]))
+    r, wc, wm, link, sw, qw = (float(v) if v > 1e-6 else 0.0 for v in sol.x)  # bounds reached: exactly 0
     err = np.abs(model(sol.x) / meas - 1.0)
-    out = {"active_w": r, "compute_weight": wc, "memory_weight": wm, "n": len(points),
+    out = {"active_w": r, "compute_weight": wc, "memory_weight": wm, "seq_w": qw, "n": len(points),
            "median_abs_error": float(np.median(err)), "p90_abs_error": float(np.quantile(err, 0.9))}
     if has_multi:
         out["link_active_w"] = link
+    if has_moe:
+        out["stall_w"] = sw
     return out
 
 
@@ -413,7 +435,7 @@ def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log,
 
     power = {"resident_w": (RESIDENT_ADDER_W, "not fitted: a resident model adds 25-50 W over bare idle on HBM GPUs "
                             "(public measurements); the default adder")}
-    power.update({k: (pw[k], s) for k in ("active_w", "compute_weight", "memory_weight", "link_active_w") if k in pw})
+    power.update({k: (pw[k], s) for k in POWER_KEYS if k in pw})
     log(f"power: {', '.join(f'{k} {pw[k]:.4g}' for k in power if k in pw)}; {s}")
     return perf, power
 
@@ -423,8 +445,6 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
               max_concurrency: int = 512, host_from: str | None = None) -> tuple[dict, dict, list[str]]:
     """Run the three fits for one accelerator; returns (perf, power, notes) with sources. ``host_from``:
     take the engine's host-side overheads from that card's calibration instead of fitting them."""
-    from sim.tools.validation import load_points
-
     acc = catalog.accelerator(accelerator, "dcsim calibrate", "--accelerator")
     if host_from:
         catalog.accelerator(host_from, "dcsim calibrate", "--host-from")
@@ -449,7 +469,7 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
             if k not in perf and k in other.perf:
                 perf[k] = (other.perf[k], f"taken from {kernels_from} (no {k.split('_')[0]} measurements for {accelerator})")
         notes.append(f"kernel and link parameters without own measurements are taken from {kernels_from}")
-    points = [p for p in load_points(measurements, roles=("fit",))
+    points = [p for p in fit_points(measurements)
               if p["accelerator"] == accelerator and p["concurrency"] <= max_concurrency]
     power: dict[str, tuple[float, str]] = {}
     if not points and kernels_from:
@@ -459,7 +479,7 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         power = {k: (v, why) for k, v in other.power.items()}
         notes.append(f"engine overheads, kernel-group efficiencies and power weights taken from {kernels_from}")
     if points:
-        perf, power = _fit_serving(points, perf, measurements.name, workers, log, host_from)
+        perf, power = _fit_serving(points, perf, fit_tables(measurements, points), workers, log, host_from)
         if host_from:
             notes.append(f"engine host overheads ({', '.join(ENGINE_KEYS)}) are taken from {host_from}: host CPU "
                          "work of the same engine, not of the GPU beside it")
@@ -467,6 +487,24 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         notes.append(f"serving fits use {', '.join(models)} on lm-arena-chat only; every other measured model "
                      "and task is held out (docs/validation.md)")
     return perf, power, notes
+
+
+def fit_points(measurements: Path) -> list[dict]:
+    """The ``fit`` rows of ``measurements``; for the shipped table, also those of heldout_serving.csv
+    (the one dense multi-GPU H100 configuration derive_heldout.py marks ``fit``; every other row of
+    that file is held out)."""
+    from sim.tools.validation import heldout_path, load_points, measurements_path
+
+    points = load_points(measurements, roles=("fit",))
+    if Path(measurements).resolve() == measurements_path().resolve() and heldout_path().is_file():
+        points += load_points(heldout_path(), roles=("fit",))
+    return points
+
+
+def fit_tables(measurements: Path, points: list[dict]) -> str:
+    """The tables the ``points`` come from, for the cards' sources."""
+    extra = any("assumptions" in p for p in points)
+    return Path(measurements).name + (" and heldout_serving.csv" if extra else "")
 
 
 def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:

@@ -158,20 +158,25 @@ def _predict_one(args) -> dict:
     point, performance, power = args
     # parameters a calibration card may set but a scenario may not (no key in the performance schema, so
     # that adding one leaves every scenario's point id alone) reach the model through the card, for this call
-    from sim.config.datacenter import RooflinePerf
+    from sim.config.datacenter import PowerParams, RooflinePerf
 
     card_only = {k: v for k, v in (performance or {}).items() if k not in RooflinePerf.model_fields}
-    cal = catalog.calibration(point["accelerator"]).perf
-    saved = dict(cal)
+    card_only_w = {k: v for k, v in (power or {}).items() if k not in PowerParams.model_fields}
+    card = catalog.calibration(point["accelerator"])
+    cal, cal_w = card.perf, card.power
+    saved, saved_w = dict(cal), dict(cal_w)
     cal.update(card_only)
+    cal_w.update(card_only_w)
     try:
         return predict(point, {k: v for k, v in performance.items() if k not in card_only} if performance else None,
-                       power)
+                       {k: v for k, v in power.items() if k not in card_only_w} if power else None)
     except Exception as e:  # a point the simulator cannot run is reported, not hidden
         return {"error": f"{type(e).__name__}: {e}"}
     finally:
         cal.clear()
         cal.update(saved)
+        cal_w.clear()
+        cal_w.update(saved_w)
 
 
 def predict_all(points: list[dict], performance: dict | None = None, power: dict | None = None,
@@ -236,11 +241,13 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
         "point where only the batch cap plus one requests remain unfinished); median inter-token",
         "latency (ITL) over the whole run. Error = predicted / measured - 1.",
         "",
-        "Rows marked **fit** (Qwen3-8B, and Qwen3-235B-A22B in bf16 and fp8, on lm-arena-chat; batch cap",
+        "Rows marked **fit** (Qwen3-8B, and Qwen3-235B-A22B in bf16 and fp8, on lm-arena-chat; on H100 also",
+        "Qwen3-32B on 2 GPUs; batch cap",
         "<= 512) were used by `dcsim calibrate`, jointly, for the engine overheads (per step, per sequence,",
         "per layer of a step that carries a prefill), the all-reduce latency inside the engine, the",
         "grouped-expert and fp8-expert efficiencies (on median ITL and output throughput) and the power",
-        "model (active adder, activity weights, multi-GPU adder); **held-out** rows (every other model and task) were not",
+        "model (active adder, activity weights, draws during collectives, slow expert kernels and the",
+        "per-sequence time); **held-out** rows (every other model and task) were not",
         "used for any fit. Kernel efficiencies and link bandwidth come from separate per-operator and",
         "NCCL tables (hardware/calibration/*.yaml).",
         "",
