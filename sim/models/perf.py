@@ -211,6 +211,7 @@ class RooflineModel:
         self.kv_bytes_per_token_layer = self.kv_elems_per_token_layer_device() * self.kvbytes
         self.window = m.sliding_window if m.windowed_layers else 0
         self._gemm_cache: dict[tuple[int, int, int], tuple[float, float, float]] = {}
+        self._stall_cache: dict[tuple[int, int], float] = {}
 
     # ----------------------------------------------------------------- memory
     def kv_elems_per_token_layer_device(self) -> float:
@@ -371,10 +372,11 @@ class RooflineModel:
         their roofline (summed over the MoE layers; 0 for a dense model)."""
         if not self.model.is_moe or tokens <= 0:
             return 0.0
-        key = ("stall", tokens, sampled)
-        hit = self._gemm_cache.get(key)
+        hit = self._stall_cache.get((tokens, sampled))
         if hit is None:
-            hit = self._gemm_cache[key] = float(self._experts(tokens, sampled)[3]) * self.model.moe_layers
+            if len(self._stall_cache) >= GEMM_CACHE_ENTRIES:  # bounded, as the GEMM cache
+                self._stall_cache.clear()
+            hit = self._stall_cache[(tokens, sampled)] = float(self._experts(tokens, sampled)[3]) * self.model.moe_layers
         return hit
 
     def _collectives_s(self, tokens: int) -> float:

@@ -148,7 +148,7 @@ class PowerModel:
             + self.memory_weight * cost.bytes / self.acc.memory_bandwidth
         floor_s = dynamic * ((self.acc.tdp_w - base) / max(self.cap_w - base, 1e-9))
         # the collectives' and slow expert kernels' draws are energies of fixed durations too
-        extra_j = 0.0
+        extra_j: Any = 0.0  # (a float, or an array where the phase times are)
         if cost.comm_s is not None and self.devices > 1:
             extra_j = extra_j + self.link_active_w * cost.comm_s
         if cost.stall_s is not None:
