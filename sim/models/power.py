@@ -101,7 +101,7 @@ class PowerModel:
             # time-averaged: (1 - c) min(1, a / (1 - c)) over the non-collective share = min(1 - c, a)
             power = base + self.link_active_w * comm + span * minimum(1.0 - comm, compute + self.memory_weight * u_m)
         # both are SMs kept busy, in the core clock's domain: they fall with the clock as compute does
-        f2 = 1.0 if isinstance(clock, float) and clock == 1.0 else clock * clock
+        f2: Any = 1.0 if isinstance(clock, float) and clock == 1.0 else clock * clock
         if stall_s is not None and self.stall_w:
             power = minimum(self.acc.tdp_w, power + self.stall_w * f2 * (stall_s / time_s))
         if seq_s is not None and self.seq_w:
