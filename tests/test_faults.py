@@ -146,3 +146,10 @@ def test_a_straggler_slows_its_single_iterations_as_its_runs():
         one = slow.cost_one(*batch)
         assert one[0] == base.cost_one(*batch)[0] * 1.7
         assert one == tuple(None if x is None else float(x) for x in slow.cost(Batch(*batch)))
+    # every phase keeps its share of the slowed step (collectives, slow experts, per-sequence time)
+    moe = RooflineModel(catalog.model("qwen3-30b-a3b"), catalog.accelerator("h100-sxm"), tp=2, weight_dtype="fp8",
+                         quantized_efficiency=0.5)  # fp8 experts below their roofline: a stall time
+    plain, slowed = moe.cost_one(64, 64, 64, 64_000.0, 64_064.0), Slowed(moe, 2.0).cost_one(64, 64, 64, 64_000.0,
+                                                                                               64_064.0)
+    assert all(x is not None and x > 0 for x in plain[3:])
+    assert [y / slowed[0] for y in slowed[3:]] == pytest.approx([x / plain[0] for x in plain[3:]], rel=1e-12)

@@ -27,14 +27,17 @@ class Slowed:
         self.factor = factor
 
     def cost(self, batch) -> IterationCost:
-        c = self.perf.cost(batch)
-        compute = c.compute_s * self.factor if c.compute_s is not None else None
-        return IterationCost(c.time_s * self.factor, c.flops, c.bytes, compute, c.comm_s, c.stall_s, c.seq_s)
+        return IterationCost(*self._slowed(self.perf.cost(batch)))
 
     def cost_one(self, *batch) -> tuple:
         """:meth:`cost` of one iteration in floats (the wrapped model's ``cost_one``, slowed alike)."""
-        t, f, b, compute, comm, stall, seq = self.perf.cost_one(*batch)
-        return t * self.factor, f, b, compute * self.factor, comm, stall, seq
+        return self._slowed(self.perf.cost_one(*batch))
+
+    def _slowed(self, c) -> tuple:
+        """Every duration of a step (the whole, its compute, collective, stall and per-sequence
+        parts) ``factor`` times longer, so each phase keeps its share of the step; work unchanged."""
+        t, f, b, *parts = c
+        return (t * self.factor, f, b, *(None if x is None else x * self.factor for x in parts))
 
     def __getattr__(self, name):  # everything else (weights, KV sizes) is the wrapped model's
         return getattr(self.perf, name)
