@@ -20,6 +20,7 @@ import sys
 # loop and the per-iteration and per-call code it calls (the performance and power models'
 # scalar paths, the trace recorder)
 ENGINE = (
+    "sim.models.parallel",
     "sim.models.perf",
     "sim.models.power",
     "sim.output.trace",

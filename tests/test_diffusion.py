@@ -13,7 +13,7 @@ from sim.engine.diffusion import DiffusionJob, DiffusionReplica
 from sim.models.diffusion import DiffusionPerf, cards, latent_frames, load_card
 from sim.output.trace import VIDEOS_SCHEMA
 from sim.errors import ScenarioError
-from sim.models.perf import ring_allreduce_s
+from sim.models.parallel import ring_allreduce_s
 from sim.models.power import PowerModel
 from sim.output.trace import STEPS_SCHEMA
 

@@ -7,7 +7,8 @@ from sim.hardware import catalog
 from sim.config import validate
 from sim.errors import ScenarioError
 from sim.tools.estimate import estimate
-from sim.models.perf import Batch, RooflineModel, expected_max_load
+from sim.models.parallel import expected_max_load
+from sim.models.perf import Batch, RooflineModel
 from sim.models.power import PowerModel
 from sim.cluster.pools import resolve_pool
 

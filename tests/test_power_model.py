@@ -7,7 +7,7 @@ import pytest
 
 from scenarios import llm_scenario, same_calls
 from sim.hardware import catalog
-from sim.tools.calibrate import GemmObservations, fit_allreduce, fit_gemm, gemm_time
+from sim.tools.calibrate_kernels import GemmObservations, fit_allreduce, fit_gemm, gemm_time
 from sim.config import validate
 from sim.errors import ScenarioError
 from sim.output.memory import MemoryRecorder

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sim.hardware import catalog
-from sim.models.perf import Batch, IterationCost, RooflineModel, ring_allreduce_s
+from sim.models.parallel import ring_allreduce_s
+from sim.models.perf import Batch, IterationCost, RooflineModel
 from sim.models.power import PowerModel
 
 H100 = catalog.accelerator("h100-sxm")

@@ -33,7 +33,8 @@ from sim.hardware import catalog
 from sim.hardware.catalog import DTYPE_BYTES, Accelerator
 from sim.errors import ScenarioError
 from sim.models.efficiency import DEFAULT_EFFICIENCY, merge_efficiency
-from sim.models.perf import ACT_BYTES, IterationCost, blend, ring_allreduce_s
+from sim.models.parallel import ring_allreduce_s
+from sim.models.perf import ACT_BYTES, IterationCost, blend
 
 # --------------------------------------------------------------------------- cards
 

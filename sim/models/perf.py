@@ -19,7 +19,6 @@ plus tensor-parallel all-reduces and a CPU-side overhead per iteration
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -32,9 +31,9 @@ except ImportError:  # (only the compiler reads the decorator: without mypy it c
 
 from sim.hardware.catalog import DTYPE_BYTES, Accelerator, ModelCard
 from sim.models.efficiency import DEFAULT_EFFICIENCY, merge_efficiency
+from sim.models.parallel import expected_max_load, ring_allreduce_s
 
 ACT_BYTES = 2.0  # activations in bf16
-_STD_NORMAL = NormalDist()
 
 # (tokens, sampled) shapes whose GEMM cost a model keeps (~250 bytes each).
 GEMM_CACHE_ENTRIES = 1 << 16
@@ -69,27 +68,6 @@ def minimum(a, b):
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.minimum(a, b)
     return a if a <= b else b
-
-
-def ring_allreduce_s(nbytes: float, ranks: int, link_bw: float, latency_s: float) -> float:
-    """Ring all-reduce of ``nbytes`` over ``ranks`` devices in the alpha-beta model (Thakur,
-    Rabenseifner and Gropp, 2005): 2(n-1) steps (reduce-scatter, then all-gather), each paying
-    one hop's latency ``latency_s`` and moving 1/n of the data, so 2(n-1)/n of it crosses each
-    link. A small message over 8 devices pays 14 hop latencies, over 2 devices only 2."""
-    if ranks <= 1:
-        return 0.0
-    return 2.0 * (ranks - 1) * latency_s + 2.0 * (ranks - 1) / ranks * nbytes / link_bw
-
-
-def expected_max_load(mean: float, parts: int) -> float:
-    """Expected busiest share when ``mean * parts`` items fall uniformly at random into ``parts``
-    bins, in the Gaussian approximation: the multinomial counts, centred, have the covariance
-    of ``Y_i - mean(Y)`` for i.i.d. ``Y_i ~ N(0, mean)``, so the busiest bin holds
-    ``mean + sqrt(mean) * E[max of parts standard normals]``, the latter by Blom's formula
-    ``Phi^-1((parts - 0.375) / (parts + 0.25))`` (5% high for 2 parts, within 2% for 4-256)."""
-    if parts <= 1 or mean <= 0:
-        return mean
-    return mean + math.sqrt(mean) * _STD_NORMAL.inv_cdf((parts - 0.375) / (parts + 0.25))
 
 
 class Batch(NamedTuple):

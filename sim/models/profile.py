@@ -38,7 +38,8 @@ from sim.config.files import max_file_bytes
 
 from sim.hardware.catalog import hardware_dir
 from sim.errors import ScenarioError
-from sim.models.perf import ACT_BYTES, RooflineModel, ring_allreduce_s
+from sim.models.parallel import ring_allreduce_s
+from sim.models.perf import ACT_BYTES, RooflineModel
 
 # vidur's per-layer operators, summed per layer (vidur's ExecutionTime block time without attention kernels)
 LAYER_OPS = ("input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm",

@@ -3,11 +3,11 @@
 Three independent fits, each from a different kind of measurement, so that no
 parameter is tuned to the figure it is later checked against:
 
-1. **Kernels** (:func:`fit_gemm`): per-operator GEMM times of one transformer layer
+1. **Kernels** (:func:`sim.tools.calibrate_kernels.fit_gemm`): per-operator GEMM times of one transformer layer
    against tokens and TP degree (vidur's profiling layout, hardware/profiles/) fix the
    GEMM efficiency, memory efficiency, minimum kernel time and how sharp the roofline
    ridge is.
-2. **Collectives** (:func:`fit_allreduce`): NCCL all-reduce times against message size and
+2. **Collectives** (:func:`sim.tools.calibrate_kernels.fit_allreduce`): NCCL all-reduce times against message size and
    device count fix the link efficiency (and an eager-mode hop latency, which step 3 replaces).
 3. **Engine and power** (:func:`fit_serving`, :func:`fit_power_joint`): steady-state serving
    measurements (batch size, median inter-token latency, GPU power) of the points marked
@@ -26,8 +26,6 @@ for every pool on that accelerator. Run with your own tables to refit.
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,116 +35,7 @@ from scipy.optimize import least_squares
 from sim.errors import ScenarioError
 from sim.hardware import catalog
 from sim.models.efficiency import DEFAULT_EFFICIENCY
-from sim.models.perf import blend
-
-GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
-BF16 = 2.0
-# Best sustained fraction of peak HBM bandwidth that streaming kernels reach (STREAM-like
-# copies on H100/A100 measure 90-93% of datasheet); bounds the memory-efficiency fit.
-MAX_MEMORY_EFFICIENCY = 0.92
-
-
-# --------------------------------------------------------------------------- kernels
-@dataclass(frozen=True)
-class GemmObservations:
-    """Measured GEMMs: FLOPs and bytes per device, and the median time (s)."""
-
-    flops: np.ndarray
-    nbytes: np.ndarray
-    time_s: np.ndarray
-    sources: tuple[str, ...]
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def gemm_observations(paths: list[Path]) -> GemmObservations:
-    """GEMM shapes and times from vidur-layout per-layer tables (times in ms per layer).
-
-    Shapes come from each row's model-dimension columns: QKV projection h x (h + 2 kv
-    heads x head dim), output projection h x h, gated MLP up h x 2I, down I x h; every
-    GEMM is sharded over ``num_tensor_parallel_workers``.
-    """
-    flops, nbytes, times = [], [], []
-    for path in paths:
-        for row in _read_csv(path):
-            n, tp = float(row["num_tokens"]), int(row["num_tensor_parallel_workers"])
-            h, inter = int(row["n_embd"]), int(row["n_expanded_embd"])
-            heads, kv_heads = int(row["n_head"]), int(row["n_kv_head"])
-            head_dim = h // heads
-            gated = str(row.get("use_gated_mlp", "True")).lower() == "true"
-            shapes = {
-                "attn_pre_proj": (h, h + 2 * kv_heads * head_dim),
-                "attn_post_proj": (h, h),
-                "mlp_up_proj": (h, (2 if gated else 1) * inter),
-                "mlp_down_proj": (inter, h),
-            }
-            for op, (i, o) in shapes.items():
-                t = float(row[f"time_stats.{op}.median"]) * 1e-3
-                flops.append(2.0 * n * i * o / tp)
-                nbytes.append((i * o + n * (i + o)) * BF16 / tp)
-                times.append(t)
-    return GemmObservations(np.array(flops), np.array(nbytes), np.array(times), tuple(str(p) for p in paths))
-
-
-def gemm_time(obs: GemmObservations, peak: float, bandwidth: float, eff_c: float, eff_m: float, latency: float,
-              p: float) -> np.ndarray:
-    """Model GEMM time, as RooflineModel prices one: latency + p-norm of compute and memory times."""
-    return latency + blend(obs.flops / (peak * eff_c), obs.nbytes / (bandwidth * eff_m), p)
-
-
-def fit_gemm(obs: GemmObservations, acc: catalog.Accelerator) -> dict:
-    """Least squares on log time: gemm_efficiency, memory_efficiency, kernel_latency_s, gemm_blend."""
-    peak, bw = acc.peak_flops("bf16"), acc.memory_bandwidth
-
-    def residual(x):
-        ec, em, lat_us, p = x
-        return np.log(gemm_time(obs, peak, bw, ec, em, lat_us * 1e-6, p)) - np.log(obs.time_s)
-
-    fit = least_squares(residual, x0=[0.7, 0.8, 2.0, 4.0],
-                        bounds=([0.2, 0.2, 0.0, 1.0], [1.0, MAX_MEMORY_EFFICIENCY, 50.0, 30.0]))
-    ec, em, lat_us, p = fit.x
-    err = np.exp(np.abs(fit.fun)) - 1.0
-    return {
-        "gemm_efficiency": float(ec),
-        "memory_efficiency": float(em),
-        "kernel_latency_s": float(lat_us * 1e-6),
-        "gemm_blend": float(p),
-        "n": int(len(obs.time_s)),
-        "median_abs_error": float(np.median(err)),
-        "p90_abs_error": float(np.quantile(err, 0.9)),
-    }
-
-
-# --------------------------------------------------------------------------- collectives
-def fit_allreduce(path: Path, acc: catalog.Accelerator) -> dict:
-    """Ring all-reduce ``c + 2(n-1) * hop latency + 2(n-1)/n * bytes / (link_bw * eff)`` (the
-    alpha-beta model of :func:`sim.models.perf.ring_allreduce_s`, plus the eager call's launch overhead
-    ``c``, which CUDA graphs remove and the simulator does not charge) fitted to intra-node NCCL
-    times (rows with num_workers == devices_per_node), relative error weighting."""
-    rows = [r for r in _read_csv(path) if r.get("collective", "all_reduce") == "all_reduce"
-            and int(r["num_workers"]) == int(r.get("devices_per_node", r["num_workers"])) and int(r["num_workers"]) > 1]
-    n = np.array([int(r["num_workers"]) for r in rows], dtype=float)
-    size = np.array([float(r["size"]) for r in rows])
-    t = np.array([float(r["time_stats.all_reduce.median"]) for r in rows]) * 1e-3
-    steps = 2.0 * (n - 1)
-    ring = 2.0 * (n - 1) / n * size / acc.link_bandwidth
-    # t = c + a * steps + b * ring with b = 1/eff; weighted by 1/t so every size counts alike
-    A = np.stack([np.ones_like(t), steps, ring], axis=1) / t[:, None]
-    (c, a, b), *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
-    pred = c + a * steps + b * ring
-    err = np.abs(pred / t - 1.0)
-    return {
-        "link_latency_s": float(max(a, 0.0)),
-        "link_efficiency": float(min(1.0, 1.0 / b)),
-        "launch_s": float(max(c, 0.0)),
-        "n": int(len(t)),
-        "median_abs_error": float(np.median(err)),
-        "p90_abs_error": float(np.quantile(err, 0.9)),
-    }
-
+from sim.tools.calibrate_kernels import fit_allreduce, fit_gemm, gemm_observations
 
 # --------------------------------------------------------------------------- serving fit (joint)
 # What the serving measurements fit, jointly over every 'fit' row of the accelerator: the engine's
