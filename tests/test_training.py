@@ -13,8 +13,8 @@ from scipy_free_t import t_quantile
 from sim.config import validate
 from sim.errors import ScenarioError
 from sim.hardware import catalog
-from sim.models.training import (TrainingModel, exact_waste, first_order_waste, ring_allreduce_s,
-                                 young_interval)
+from sim.models.parallel import ring_allreduce_s
+from sim.models.training import TrainingModel, exact_waste, first_order_waste, young_interval
 from sim.output.training import STATES, training_metrics
 from sim.run import run_point, written_tables
 
@@ -57,8 +57,8 @@ def test_llama3_405b_16k_gpu_step_time_within_20_percent():
 def test_flops_and_ring_allreduce_closed_forms():
     m = _model("llama-3.1-70b", "h100-sxm", 8192, 2**21, 8, 2)
     assert m.flops_per_token == 6 * 70.6e9 + 12 * 80 * 8192 * 8192
-    assert ring_allreduce_s(1e9, 4, 50e9) == pytest.approx(2 * 3 / 4 * 1e9 / 50e9)
-    assert ring_allreduce_s(1e9, 1, 50e9) == 0.0
+    assert ring_allreduce_s(1e9, 4, 50e9, 0.0) == pytest.approx(2 * 3 / 4 * 1e9 / 50e9)
+    assert ring_allreduce_s(1e9, 1, 50e9, 0.0) == 0.0
     # gradients of one replica (70.6B / 16 params, 2 bytes) over the per-GPU 400 Gb/s NIC
     assert m.exchange_s(8) == pytest.approx(2 * 7 / 8 * 70.6e9 / 16 * 2 / 50e9)
     # inside one node the exchange uses NVLink

@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sim.models.parallel import ring_allreduce_s
+
 # Meta's Llama 3 405B pre-training (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 4):
 # 8,192 H100 GPUs, TP 8, CP 1, PP 16, DP 64, sequence 8,192, 16M tokens a batch: 430 TFLOPs
 # per GPU, BF16 MFU 43%. MFU here is that rate over the H100 SXM's dense BF16 peak (989.4
@@ -49,14 +51,6 @@ def flops_per_token(params: float, layers: int, d_model: int, seq_len: int) -> f
     """Training FLOPs of one token: ``6 N`` for the weights plus ``12 L d s`` for attention
     (PaLM's count, forward and backward)."""
     return 6.0 * params + 12.0 * layers * d_model * seq_len
-
-
-def ring_allreduce_s(nbytes: float, ranks: int, bandwidth: float) -> float:
-    """Bandwidth term of a ring all-reduce of ``nbytes`` over ``ranks`` ranks: each sends
-    ``2 (n - 1) / n`` of the buffer over its link of ``bandwidth`` bytes/s."""
-    if ranks <= 1:
-        return 0.0
-    return 2.0 * (ranks - 1) / ranks * nbytes / bandwidth
 
 
 @dataclass(frozen=True)
@@ -100,7 +94,8 @@ class TrainingModel:
         """Ring all-reduce of one replica's shard of the gradients over the ``dp`` replicas."""
         one_node = dp * self.group_devices <= self.devices_per_node
         bw = self.link_bw if one_node or self.network_bw is None else self.network_bw
-        return ring_allreduce_s(self.params / self.group_devices * GRAD_BYTES, dp, bw)
+        # bandwidth term only: gradient buckets of tens of MB make the hop latencies negligible
+        return ring_allreduce_s(self.params / self.group_devices * GRAD_BYTES, dp, bw, 0.0)
 
     def exposed_exchange_s(self, dp: int) -> float:
         """The part of the exchange not hidden behind the last micro-batch's backward pass
