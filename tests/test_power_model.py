@@ -309,6 +309,36 @@ def test_shipped_b200_card_shares_the_h100_host_overheads():
         assert b200[k] == H100_CAL.perf[k], k
 
 
+def test_vendor_gemm_ceilings_price_mi300x_gemms_at_amds_measured_rates():
+    """A card without per-operator tables takes its GEMM efficiencies from the vendor's max-achievable
+    GEMM rates (max_achievable_flops.csv): the shipped MI300X calibration prices large bf16 and fp8
+    GEMMs at AMD's measured 708 and 1,273 TFLOP/s, not at ~0.7 of the datasheet's boost-clock peak;
+    a card with tables (H100) is untouched; the calibrate step writes exactly these values."""
+    from sim.models.perf import RooflineModel
+    from sim.tools import calibrate as cal
+    from sim.tools.calibrate_kernels import ceiling_efficiencies
+
+    mi300x = catalog.accelerator("mi300x")
+    llama = catalog.model("llama-3.1-70b")
+    shipped = catalog.calibration("mi300x").perf
+    for dtype, rate in (("bf16", 708e12), ("fp8", 1273e12)):
+        m = RooflineModel(llama, mi300x, weight_dtype=dtype, **shipped)
+        assert m.dense_peak == pytest.approx(rate, rel=1e-3), dtype
+        # a large GEMM runs at that rate (its memory time ~1% of the compute time)
+        t, f, _ = m._linear(16384.0, 8192, 28672, 1)
+        assert f / t == pytest.approx(rate, rel=0.03), dtype
+    # uncalibrated (the defaults) the same GEMM was priced ~1.5x faster in fp8
+    assert RooflineModel(llama, mi300x, weight_dtype="fp8").dense_peak / 1273e12 > 1.4
+    assert ceiling_efficiencies(H100) == {}
+    derived = ceiling_efficiencies(mi300x)
+    assert {k: v for k, (v, _) in derived.items()} == pytest.approx(
+        {"gemm_efficiency": shipped["gemm_efficiency"], "quantized_dense_efficiency": shipped["quantized_dense_efficiency"]},
+        abs=1e-4)
+    perf, power, _ = cal.calibrate("mi300x", [], None, catalog.hardware_dir() / "calibration" / "measurements.csv")
+    assert set(perf) == {"gemm_efficiency", "quantized_dense_efficiency"} and not power
+    assert "max_achievable_flops.csv" in perf["gemm_efficiency"][1] and "AMD" in perf["gemm_efficiency"][1]
+
+
 def test_power_budget_caps_the_fleet(tmp_path):
     """A row budget below the fleet's TDP: every device is capped at its share, so the
     accelerators' power, summed over replicas at any instant, never exceeds the budget."""

@@ -35,7 +35,7 @@ from scipy.optimize import least_squares
 from sim.errors import ScenarioError
 from sim.hardware import catalog
 from sim.models.efficiency import DEFAULT_EFFICIENCY
-from sim.tools.calibrate_kernels import fit_allreduce, fit_gemm, gemm_observations
+from sim.tools.calibrate_kernels import ceiling_efficiencies, fit_allreduce, fit_gemm, gemm_observations
 
 # --------------------------------------------------------------------------- serving fit (joint)
 # What the serving measurements fit, jointly over every 'fit' row of the accelerator: the engine's
@@ -346,6 +346,14 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         src = f"fit to per-operator GEMM times {', '.join(p.name for p in profiles)} ({describe(g)})"
         perf.update({k: (g[k], src) for k in KERNEL_KEYS})
         log(f"kernels: {src}")
+    else:  # no per-operator tables: the vendor's dense-GEMM ceilings, where published
+        ceilings = ceiling_efficiencies(acc)
+        for k, (v, src) in ceilings.items():
+            perf[k] = (v, src)
+            log(f"kernels: {k} {v:.4g}: {src}")
+        if ceilings:
+            notes.append("GEMM efficiencies from the vendor's max-achievable GEMM rates (no per-operator tables "
+                         "for this card); parameters not listed keep the model's defaults")
     if network is not None:
         a = fit_allreduce(network, acc)
         src = (f"fit to NCCL all-reduce times {network.name} ({describe(a)}; eager launch overhead "

@@ -2,7 +2,9 @@
 
 From per-operator tables, apart from any serving measurement: GEMM times of one transformer layer
 (vidur's profiling layout) fix the GEMM and memory efficiencies, the minimum kernel time and the
-roofline ridge's sharpness; NCCL all-reduce times fix the link efficiency.
+roofline ridge's sharpness; NCCL all-reduce times fix the link efficiency. A card without such
+tables may have its vendor's own dense-GEMM ceilings (max_achievable_flops.csv): those fix its GEMM
+efficiencies (:func:`ceiling_efficiencies`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,41 @@ def fit_gemm(obs: GemmObservations, acc: catalog.Accelerator) -> dict:
         "median_abs_error": float(np.median(err)),
         "p90_abs_error": float(np.quantile(err, 0.9)),
     }
+
+
+def ceilings_path() -> Path:
+    return catalog.hardware_dir() / "calibration" / "max_achievable_flops.csv"
+
+
+def ceiling_efficiencies(acc: catalog.Accelerator) -> dict[str, tuple[float, str]]:
+    """GEMM efficiencies of a card from its vendor's max-achievable GEMM rates (``{key: (value,
+    source)}``; empty where the table has no bf16 row for it).
+
+    A datasheet peak assumes the boost clock, which dense tensor-core work does not hold: AMD's own
+    hipBLASLt measurements on an ideal shape (max_achievable_flops.csv) reach 54% of MI300X's BF16
+    peak and 49% of its FP8 peak, at ~1.2 GHz of its 2.1 GHz boost (MI325X, at 1000 W: 64% and 58%).
+    ``gemm_efficiency`` is the BF16 rate over the BF16 peak; ``quantized_dense_efficiency``, the
+    share of that efficiency dense GEMMs with quantized weights reach against their own peak, is the
+    FP8 rate's efficiency over the BF16 one. An ideal shape is an upper bound for a model's GEMMs
+    (the per-operator fits of NVIDIA cards measure real shapes), so these prices are optimistic."""
+    rows = {r["dtype"]: r for r in read_csv(ceilings_path()) if r["accelerator"] == acc.name}
+    if "bf16" not in rows:
+        return {}
+
+    def efficiency(dtype: str) -> float:
+        return float(rows[dtype]["tflops"]) * 1e12 / acc.peak_flops(dtype)
+
+    bf16 = efficiency("bf16")
+    src = (f"vendor max-achievable BF16 GEMM rate {float(rows['bf16']['tflops']):,.0f} TFLOP/s at "
+           f"{rows['bf16']['median_clock_mhz']} MHz / datasheet peak {acc.peak_flops('bf16') / 1e12:,.1f} "
+           f"(max_achievable_flops.csv: {rows['bf16']['source']})")
+    out = {"gemm_efficiency": (bf16, src)}
+    if "fp8" in rows:
+        out["quantized_dense_efficiency"] = (efficiency("fp8") / bf16, (
+            f"vendor max-achievable FP8 GEMM rate {float(rows['fp8']['tflops']):,.0f} TFLOP/s / datasheet peak "
+            f"{acc.peak_flops('fp8') / 1e12:,.1f}, over the BF16 efficiency (max_achievable_flops.csv: "
+            f"{rows['fp8']['source']})"))
+    return out
 
 
 # --------------------------------------------------------------------------- collectives
