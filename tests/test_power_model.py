@@ -339,6 +339,25 @@ def test_vendor_gemm_ceilings_price_mi300x_gemms_at_amds_measured_rates():
     assert "max_achievable_flops.csv" in perf["gemm_efficiency"][1] and "AMD" in perf["gemm_efficiency"][1]
 
 
+def test_a_vendor_ceiling_table_that_is_missing_or_wrong(tmp_path, monkeypatch):
+    """A hardware folder of one's own without the ceilings table: no ceilings (the card keeps its
+    defaults); a rate that is not a number, or above the card's peak: one error naming the file and
+    the card's row, not a traceback."""
+    from sim.tools import calibrate_kernels as ck
+
+    mi300x = catalog.accelerator("mi300x")
+    monkeypatch.setattr(ck, "ceilings_path", lambda: tmp_path / "absent.csv")
+    assert ck.ceiling_efficiencies(mi300x) == {}
+    table = tmp_path / "max_achievable_flops.csv"
+    monkeypatch.setattr(ck, "ceilings_path", lambda: table)
+    for bad in ("fast", "", "5000", "-1"):
+        table.write_text(f"accelerator,dtype,tflops,median_clock_mhz,source\nmi300x,bf16,{bad},1200,x\n")
+        with pytest.raises(ScenarioError, match=r"max_achievable_flops.csv: mi300x.bf16.tflops: must be a rate"):
+            ck.ceiling_efficiencies(mi300x)
+    table.write_text("accelerator,dtype,tflops,median_clock_mhz,source\nmi300x,bf16,708,1207,x\n")
+    assert set(ck.ceiling_efficiencies(mi300x)) == {"gemm_efficiency"}  # no fp8 row: bf16 only
+
+
 def test_power_budget_caps_the_fleet(tmp_path):
     """A row budget below the fleet's TDP: every device is capped at its share, so the
     accelerators' power, summed over replicas at any instant, never exceeds the budget."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
+from sim.errors import ScenarioError
 from sim.hardware import catalog
 from sim.models.perf import blend
 
@@ -115,23 +116,34 @@ def ceiling_efficiencies(acc: catalog.Accelerator) -> dict[str, tuple[float, str
     share of that efficiency dense GEMMs with quantized weights reach against their own peak, is the
     FP8 rate's efficiency over the BF16 one. An ideal shape is an upper bound for a model's GEMMs
     (the per-operator fits of NVIDIA cards measure real shapes), so these prices are optimistic."""
-    rows = {r["dtype"]: r for r in read_csv(ceilings_path()) if r["accelerator"] == acc.name}
+    path = ceilings_path()
+    if not path.is_file():  # (a DCSIM_HARDWARE folder of one's own may have no such table)
+        return {}
+    rows = {r.get("dtype"): r for r in read_csv(path) if r.get("accelerator") == acc.name}
     if "bf16" not in rows:
         return {}
 
     def efficiency(dtype: str) -> float:
-        return float(rows[dtype]["tflops"]) * 1e12 / acc.peak_flops(dtype)
+        try:
+            rate = float(rows[dtype].get("tflops") or "nan")
+        except ValueError:
+            rate = float("nan")
+        if not 0.0 < rate <= acc.peak_flops(dtype) / 1e12:
+            raise ScenarioError(str(path), f"{acc.name}.{dtype}.tflops",
+                                f"must be a rate in (0, the card's {dtype} peak {acc.peak_flops(dtype) / 1e12:,.1f}] TFLOP/s")
+        return rate * 1e12 / acc.peak_flops(dtype)
 
     bf16 = efficiency("bf16")
-    src = (f"vendor max-achievable BF16 GEMM rate {float(rows['bf16']['tflops']):,.0f} TFLOP/s at "
-           f"{rows['bf16']['median_clock_mhz']} MHz / datasheet peak {acc.peak_flops('bf16') / 1e12:,.1f} "
-           f"(max_achievable_flops.csv: {rows['bf16']['source']})")
+    src = (f"vendor max-achievable BF16 GEMM rate {bf16 * acc.peak_flops('bf16') / 1e12:,.0f} TFLOP/s at "
+           f"{rows['bf16'].get('median_clock_mhz')} MHz / datasheet peak {acc.peak_flops('bf16') / 1e12:,.1f} "
+           f"(max_achievable_flops.csv: {rows['bf16'].get('source')})")
     out = {"gemm_efficiency": (bf16, src)}
     if "fp8" in rows:
-        out["quantized_dense_efficiency"] = (efficiency("fp8") / bf16, (
-            f"vendor max-achievable FP8 GEMM rate {float(rows['fp8']['tflops']):,.0f} TFLOP/s / datasheet peak "
+        fp8 = efficiency("fp8")
+        out["quantized_dense_efficiency"] = (fp8 / bf16, (
+            f"vendor max-achievable FP8 GEMM rate {fp8 * acc.peak_flops('fp8') / 1e12:,.0f} TFLOP/s / datasheet peak "
             f"{acc.peak_flops('fp8') / 1e12:,.1f}, over the BF16 efficiency (max_achievable_flops.csv: "
-            f"{rows['fp8']['source']})"))
+            f"{rows['fp8'].get('source')})"))
     return out
 
 
