@@ -337,6 +337,12 @@ def test_vendor_gemm_ceilings_price_mi300x_gemms_at_amds_measured_rates():
     perf, power, _ = cal.calibrate("mi300x", [], None, catalog.hardware_dir() / "calibration" / "measurements.csv")
     assert set(perf) == {"gemm_efficiency", "quantized_dense_efficiency"} and not power
     assert "max_achievable_flops.csv" in perf["gemm_efficiency"][1] and "AMD" in perf["gemm_efficiency"][1]
+    # --host-from with no serving rows to fit: the engine's host-side costs are the other card's, verbatim
+    # (the shipped MI300X card was written so)
+    perf, _, _ = cal.calibrate("mi300x", [], None, catalog.hardware_dir() / "calibration" / "measurements.csv",
+                               host_from="h100-sxm")
+    for k in cal.ENGINE_KEYS:
+        assert perf[k][0] == H100_CAL.perf[k] == shipped[k] and "h100-sxm" in perf[k][1], k
 
 
 def test_a_vendor_ceiling_table_that_is_missing_or_wrong(tmp_path, monkeypatch):

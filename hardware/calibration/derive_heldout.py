@@ -1,4 +1,4 @@
-"""Derive hardware/calibration/heldout_serving.csv: held-out serving rows from two more public sources.
+"""Derive hardware/calibration/heldout_serving.csv: held-out serving rows from three more public sources.
 
 Every row written here is marked ``holdout`` (or ``excluded`` with its reason), except the one
 configuration :data:`FIT` names, marked ``fit`` with its reason: ``dcsim calibrate`` fits the ``fit``
@@ -12,7 +12,8 @@ of an 8B model at batch >= 128, ITL at batch 256-512+, long reasoning decodes of
   token after the first, which is what NIM's AIPerf/genai-perf tables call ITL),
 - ``bench`` (``burst``: the ML.ENERGY benchmark, every request sent at once to a server capped at
   ``concurrency`` running sequences; ``closed_loop``: ``concurrency`` clients, each sending its
-  next request when the last one ends, figures over the steady state),
+  next request when the last one ends, figures over the steady state; ``max_load``: vLLM's offline
+  throughput benchmark, every prompt handed to the engine at once, output tokens over the whole run),
 - ``assumptions`` (what the published text does not say and the row assumes).
 
 Sources
@@ -37,6 +38,16 @@ Sources
    cell read from both.
    The page does not name the engine: NIM's optimized fp8 profiles for H100 run TensorRT-LLM,
    so the rows are simulated with the project's TensorRT-LLM engine profile (trtllm.yaml).
+3. **AMD ROCm developer hub, AI performance results, vLLM on MI300X** (amd.com/en/developer/
+   resources/rocm-hub/dev-ai/performance-results.html, the "Throughput Measurements" table of the
+   docker image rocm/vllm:rocm7.0.0_vllm_0.11.1_20251103; transcribed into amd_vllm_tables.csv):
+   Llama 3.1 70B and 405B (AMD's FP8-KV checkpoints: fp8 weights and KV cache), TP 8 on 8 MI300X,
+   fixed input / output lengths (128/2048, 128/4096, 500/2000, 2048/2048), 500-3,200 prompts handed
+   to the engine at once with max_num_seqs equal to them ("a local inference client fed requests at
+   an infinite rate"). The table's "Throughput" is read as output tokens/s (vLLM's throughput
+   benchmark prints total and output tokens/s; the table itself tells them apart: read as total
+   tokens, the 2048/2048 rows would decode 3.3x slower than the 128/2048 ones at the same batch, as
+   output tokens 1.7x, which the prompts' KV reads and prefill account for). Throughput only.
 
 Usage: python hardware/calibration/derive_heldout.py LEADERBOARD_DIR  (a checkout of
 github.com/ml-energy/leaderboard at 0cd52da; nim_tables.csv is read from this folder)
@@ -127,6 +138,13 @@ NIM_ASSUME = ("TensorRT-LLM engine (NIM's fp8 H100 profile; page does not name i
               "KV pool as trtllm-bench (fp8 KV, 0.95 of free memory; admits a request only if its whole sequence fits); "
               "max_num_tokens 8192; H100 80G = SXM")
 
+# AMD: the checkpoints and GPU of the ROCm tables -> cards; vLLM's own defaults for what they do not say
+AMD_TABLES = HERE / "amd_vllm_tables.csv"
+AMD_MODELS = {"amd/Llama-3.1-70B-Instruct-FP8-KV": "llama-3.1-70b", "amd/Llama-3.1-405B-Instruct-FP8-KV": "llama-3.1-405b"}
+AMD_GPUS = {"MI300X": "mi300x"}
+AMD_ASSUME = ("vLLM on ROCm with its defaults: gpu_memory_utilization 0.9, max_num_batched_tokens 8192; fp8 KV "
+              "(the FP8-KV checkpoints' scales); 'Throughput' read as output tokens/s over the whole run")
+
 COLUMNS = ["id", "role", "reason", "source", "engine", "task", "model", "accelerator", "tp", "expert_parallel",
            "weight_dtype", "kv_dtype", "concurrency", "requests", "prompt_tokens", "output_mean", "output_cv",
            "measured_batch", "output_tokens_per_s", "itl_p50_s", "itl_stat", "gpu_power_w", "energy_per_token_j",
@@ -203,8 +221,27 @@ def nim_rows(path: Path = NIM_TABLES) -> list[dict]:
     return rows
 
 
+def amd_rows(path: Path = AMD_TABLES) -> list[dict]:
+    rows = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            isl, osl, n = int(r["isl"]), int(r["osl"]), int(r["num_prompts"])
+            rows.append({
+                "id": f"amd-rocm/{r['docker'].split(':')[1]}/{r['model_id'].split('/')[1]}/{r['gpus']}x{r['gpu']}/"
+                      f"tp{r['tp']}/{isl}-{osl}/n{n}",
+                "role": "holdout", "reason": "", "source": r["source"], "engine": "vllm",
+                "task": f"{isl}/{osl} max load", "model": AMD_MODELS[r["model_id"]], "accelerator": AMD_GPUS[r["gpu"]],
+                "tp": int(r["tp"]), "expert_parallel": False, "weight_dtype": r["precision"].lower(), "kv_dtype": "fp8",
+                "concurrency": int(r["max_num_seqs"]), "requests": n, "prompt_tokens": isl, "output_mean": float(osl),
+                "output_cv": 0.0, "measured_batch": "", "output_tokens_per_s": float(r["throughput_tokens_per_s"]),
+                "itl_p50_s": "", "itl_stat": "", "gpu_power_w": "", "energy_per_token_j": "", "bench": "max_load",
+                "assumptions": AMD_ASSUME,
+            })
+    return rows
+
+
 def main(leaderboard: Path) -> None:
-    rows = sorted(mlenergy_rows(leaderboard), key=lambda x: x["id"]) + nim_rows()
+    rows = sorted(mlenergy_rows(leaderboard), key=lambda x: x["id"]) + nim_rows() + amd_rows()
     with open(OUT, "w", newline="") as fh:
         w = csv.DictWriter(fh, COLUMNS, lineterminator="\n")
         w.writeheader()

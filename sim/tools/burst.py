@@ -118,6 +118,7 @@ def burst(hardware: str, model: str, requests: int, max_num_seqs: int, prompt_to
         **{f"e2e_p{p}_s": q(e2e, p) for p in (50, 90, 99)},
         "tpot_mean_s": mean_tpot(first, finish, calls["generated_tokens"].to_numpy(), t0, t1),
         "calls_finished": int(np.isfinite(finish).sum()),
+        "last_finish_s": float(np.max(finish[np.isfinite(finish)])) if np.isfinite(finish).any() else math.nan,
         "preemptions": int(calls["preemptions"].to_numpy().sum()),
         "devices": res["devices"], "kv_blocks": spec.kv_blocks, "kv_gib": spec.kv_gib, "weight_gib": spec.weight_gib,
         "sim_end_s": float(t_end),

@@ -375,6 +375,13 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         perf.update({k: (other.perf[k], why) for k in ENGINE_KEYS + GROUP_KEYS if k in other.perf})
         power = {k: (v, why) for k, v in other.power.items()}
         notes.append(f"engine overheads, kernel-group efficiencies and power weights taken from {kernels_from}")
+    if not points and host_from:  # nothing to fit here: the engine's host-side costs alone, as they are
+        other = catalog.calibration(host_from)
+        why = (f"taken from {host_from}: host-side work of the engine (scheduling, input preparation, launches), "
+               f"no serving measurements for {accelerator}")
+        perf.update({k: (other.perf[k], why) for k in ENGINE_KEYS})
+        notes.append(f"engine host overheads ({', '.join(ENGINE_KEYS)}) are taken from {host_from}: host CPU "
+                     "work of the same engine, not of the GPU beside it")
     if points:
         perf, power = _fit_serving(points, perf, fit_tables(measurements, points), workers, log, host_from)
         if host_from:

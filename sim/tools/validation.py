@@ -63,8 +63,8 @@ def _number(v: str, kind):
 def load_points(path: Path | None = None, roles: tuple[str, ...] = ("fit", "holdout")) -> list[dict]:
     """The measurement rows with the given roles, numbers parsed: those of ``path``, or by
     default measurements.csv followed by the held-out rows of heldout_serving.csv. Rows of the
-    latter carry ``kv_dtype``, ``itl_stat`` (median or mean ITL), ``bench`` (burst or
-    closed_loop) and ``assumptions``; metrics they lack are NaN."""
+    latter carry ``kv_dtype``, ``itl_stat`` (median or mean ITL), ``bench`` (burst, closed_loop or
+    max_load) and ``assumptions``; metrics they lack are NaN."""
     ints = {"tp", "concurrency", "requests", "prompt_tokens"}
     floats = {"output_mean", "output_cv", "measured_batch", "output_tokens_per_s", "itl_p50_s", "gpu_power_w",
               "energy_per_token_j"}
@@ -109,6 +109,8 @@ def predict(point: dict, performance: dict | None = None, power: dict | None = N
 
     if point.get("bench") == "closed_loop":
         return predict_closed_loop(point, performance, power)
+    if point.get("bench") == "max_load":
+        return predict_max_load(point, performance, power)
     perf = {"kind": "roofline", **performance} if performance else None
     return burst(
         point["accelerator"], point["model"], point["requests"], point["concurrency"], point["prompt_tokens"],
@@ -152,6 +154,26 @@ def predict_closed_loop(point: dict, performance: dict | None = None, power: dic
                 max_num_batched_tokens=CLOSED_LOOP_TOKENS, gpu_memory_utilization=VT.KV_FRACTION, output_dist="fixed",
                 performance={"kind": "roofline", "mixed_layer_overhead_s": 0.0, **prof}, power=power)
     return {**out, "batch_cap": cap}
+
+
+# vLLM's own defaults, for a max-load row whose source does not give them (AMD's ROCm tables)
+MAX_LOAD_MEMORY, MAX_LOAD_TOKENS = 0.9, 8192
+
+
+def predict_max_load(point: dict, performance: dict | None = None, power: dict | None = None) -> dict:
+    """vLLM's offline throughput benchmark (AMD's ROCm tables): ``requests`` prompts of fixed length
+    handed to one engine at once, its running batch capped at ``concurrency`` (max_num_seqs), every
+    call generating exactly its output length. The benchmark's output tokens/s is every output token
+    over the whole run, the opening prefill and the drain included: not a steady-state window."""
+    from sim.tools.burst import burst
+
+    perf = {"kind": "roofline", **performance} if performance else None
+    osl = int(round(point["output_mean"]))
+    out = burst(point["accelerator"], point["model"], point["requests"], point["concurrency"], point["prompt_tokens"],
+                osl, tp=point["tp"], weight_dtype=point["weight_dtype"], kv_dtype=point["kv_dtype"],
+                max_num_batched_tokens=MAX_LOAD_TOKENS, gpu_memory_utilization=MAX_LOAD_MEMORY, output_dist="fixed",
+                performance=perf, power=power)
+    return {**out, "output_tokens_per_s": out["calls_finished"] * osl / out["last_finish_s"]}
 
 
 def _predict_one(args) -> dict:
@@ -311,6 +333,7 @@ SOURCES = (
     ("ML.ENERGY v3, measurements.csv models", lambda p: p["id"].startswith("mlenergy") and "assumptions" not in p),
     ("ML.ENERGY v3, more models (heldout_serving.csv)", lambda p: p["id"].startswith("mlenergy") and "assumptions" in p),
     ("NVIDIA NIM 1.8.0 closed loop (heldout_serving.csv)", lambda p: p.get("bench") == "closed_loop"),
+    ("AMD ROCm vLLM max load, 8 MI300X (heldout_serving.csv)", lambda p: p.get("bench") == "max_load"),
     ("MLPerf Inference v4.1 / v5.1 Offline (mlperf_offline.csv)", lambda p: p.get("bench") == "mlperf_offline"),
 )
 

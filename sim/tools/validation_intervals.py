@@ -51,8 +51,8 @@ def residual_rows(mlenergy: list[dict], trtllm: list[dict]) -> list[dict]:
     out = []
     for r in mlenergy:
         p = r["point"]
-        if p["role"] != "holdout" or r["error"]:
-            continue
+        if p["role"] != "holdout" or r["error"] or U.family(p["accelerator"]) is None:
+            continue  # (rows of a vendor without validated families, AMD's, belong to no interval group)
         keys = _keys(p["accelerator"], p["model"], p["tp"], r["mean_batch_seqs"])
         for metric in U.METRICS:
             meas, pred, err = r[metric]
