@@ -201,23 +201,26 @@ def mlenergy_rows(leaderboard: Path) -> list[dict]:
     return rows
 
 
+def _table_row(**fields) -> dict:
+    """A held-out row of a hand-transcribed fixed-length table (NIM, AMD): ``fields`` over the columns
+    such a table leaves as they are (fixed lengths, fp8 KV, no batch, power or energy)."""
+    return {"role": "holdout", "reason": "", "expert_parallel": False, "kv_dtype": "fp8", "output_cv": 0.0,
+            "measured_batch": "", "itl_p50_s": "", "itl_stat": "", "gpu_power_w": "", "energy_per_token_j": "", **fields}
+
+
 def nim_rows(path: Path = NIM_TABLES) -> list[dict]:
     rows = []
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
             conc, isl, osl = int(r["concurrency"]), int(r["isl"]), int(r["osl"])
-            rows.append({
-                "id": f"nim{r['nim_version']}/{r['model_id'].split('/')[1]}/{r['gpus']}xH100/{r['precision']}-tp{r['tp']}/"
-                      f"{isl}-{osl}/c{conc}",
-                "role": "holdout", "reason": "", "source": r["source"], "engine": "trtllm",
-                "task": f"{isl}/{osl} closed loop", "model": NIM_MODELS[r["model_id"]], "accelerator": NIM_GPUS[r["gpu"]],
-                "tp": int(r["tp"]), "expert_parallel": False, "weight_dtype": r["precision"], "kv_dtype": "fp8",
-                "concurrency": conc, "requests": max(CLOSED_LOOP_WAVES * conc, CLOSED_LOOP_MIN), "prompt_tokens": isl,
-                "output_mean": float(osl), "output_cv": 0.0, "measured_batch": "",
-                "output_tokens_per_s": float(r["output_tokens_per_s"]), "itl_p50_s": round(float(r["itl_ms"]) / 1000, 6),
-                "itl_stat": "mean", "gpu_power_w": "", "energy_per_token_j": "", "bench": "closed_loop",
-                "assumptions": NIM_ASSUME,
-            })
+            rows.append(_table_row(
+                id=f"nim{r['nim_version']}/{r['model_id'].split('/')[1]}/{r['gpus']}xH100/{r['precision']}-tp{r['tp']}/"
+                   f"{isl}-{osl}/c{conc}",
+                source=r["source"], engine="trtllm", task=f"{isl}/{osl} closed loop", model=NIM_MODELS[r["model_id"]],
+                accelerator=NIM_GPUS[r["gpu"]], tp=int(r["tp"]), weight_dtype=r["precision"], concurrency=conc,
+                requests=max(CLOSED_LOOP_WAVES * conc, CLOSED_LOOP_MIN), prompt_tokens=isl, output_mean=float(osl),
+                output_tokens_per_s=float(r["output_tokens_per_s"]), itl_p50_s=round(float(r["itl_ms"]) / 1000, 6),
+                itl_stat="mean", bench="closed_loop", assumptions=NIM_ASSUME))
     return rows
 
 
@@ -226,17 +229,13 @@ def amd_rows(path: Path = AMD_TABLES) -> list[dict]:
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
             isl, osl, n = int(r["isl"]), int(r["osl"]), int(r["num_prompts"])
-            rows.append({
-                "id": f"amd-rocm/{r['docker'].split(':')[1]}/{r['model_id'].split('/')[1]}/{r['gpus']}x{r['gpu']}/"
-                      f"tp{r['tp']}/{isl}-{osl}/n{n}",
-                "role": "holdout", "reason": "", "source": r["source"], "engine": "vllm",
-                "task": f"{isl}/{osl} max load", "model": AMD_MODELS[r["model_id"]], "accelerator": AMD_GPUS[r["gpu"]],
-                "tp": int(r["tp"]), "expert_parallel": False, "weight_dtype": r["precision"].lower(), "kv_dtype": "fp8",
-                "concurrency": int(r["max_num_seqs"]), "requests": n, "prompt_tokens": isl, "output_mean": float(osl),
-                "output_cv": 0.0, "measured_batch": "", "output_tokens_per_s": float(r["throughput_tokens_per_s"]),
-                "itl_p50_s": "", "itl_stat": "", "gpu_power_w": "", "energy_per_token_j": "", "bench": "max_load",
-                "assumptions": AMD_ASSUME,
-            })
+            rows.append(_table_row(
+                id=f"amd-rocm/{r['docker'].split(':')[1]}/{r['model_id'].split('/')[1]}/{r['gpus']}x{r['gpu']}/"
+                   f"tp{r['tp']}/{isl}-{osl}/n{n}",
+                source=r["source"], engine="vllm", task=f"{isl}/{osl} max load", model=AMD_MODELS[r["model_id"]],
+                accelerator=AMD_GPUS[r["gpu"]], tp=int(r["tp"]), weight_dtype=r["precision"].lower(),
+                concurrency=int(r["max_num_seqs"]), requests=n, prompt_tokens=isl, output_mean=float(osl),
+                output_tokens_per_s=float(r["throughput_tokens_per_s"]), bench="max_load", assumptions=AMD_ASSUME))
     return rows
 
 
