@@ -19,9 +19,9 @@ what a 40-minute run measures) and multiplies by the replicas:
   per-step and per-sequence overheads and quantized-GEMM efficiency replace the vLLM ones, as in
   sim/tools/validation_trtllm.py; fitted to NVIDIA's trtllm-bench tables, not to these rows), the
   config's KV share taken as the engine's memory share (as that module does for trtllm-bench's);
-- vLLM rows take the card's own calibration (hardware/calibration/<card>.yaml where there is one;
-  MI300X / MI325X have none, so the defaults of sim/models/perf.py: the project's vLLM profile of
-  those cards, whatever it is) and the config's gpu_memory_utilization;
+- vLLM rows take the card's own calibration (hardware/calibration/<card>.yaml: for MI300X / MI325X
+  AMD's measured GEMM ceilings and H100's engine host costs, nothing fitted to a serving row, the
+  defaults of sim/models/perf.py for the rest) and the config's gpu_memory_utilization;
 - lengths: output lognormal with the run's measured mean and an assumed spread (CV
   :data:`OUTPUT_CV`), capped at the benchmark's 1,024 generated tokens; input a fixed
   :data:`INPUT_TOKENS` tokens (the dataset's input-length statistics are not in any source read
@@ -173,7 +173,8 @@ def section(results: list[dict], excluded: list[dict], wall_s: float, sens: list
              "by the engines in the system (GPUs / (tp x pp)). TensorRT-LLM rows (NVIDIA and OEMs running NVIDIA's "
              "code) use the TensorRT-LLM engine profile (hardware/calibration/trtllm.yaml, fitted to trtllm-bench "
              "tables of other models); vLLM-on-ROCm rows (AMD and OEMs running AMD's code) use the card's vLLM "
-             "profile: MI300X and MI325X have no calibration file, so the defaults of sim/models/perf.py. Output "
+             "profile (hardware/calibration/mi300x.yaml, mi325x.yaml: AMD's measured GEMM ceilings and H100's engine "
+             "host costs, nothing fitted to a serving row; the defaults of sim/models/perf.py for the rest). Output "
              f"lengths are lognormal with each run's measured mean (tokens/s / samples/s), CV {OUTPUT_CV:g} (assumed), "
              f"capped at {MAX_OUTPUT}; input lengths a fixed {INPUT_TOKENS} tokens (assumed: the dataset's input "
              "statistics are not in a source read here; its filter keeps prompts under 1,024 tokens)."]
