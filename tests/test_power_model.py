@@ -345,6 +345,25 @@ def test_vendor_gemm_ceilings_price_mi300x_gemms_at_amds_measured_rates():
         assert perf[k][0] == H100_CAL.perf[k] == shipped[k] and "h100-sxm" in perf[k][1], k
 
 
+def test_mi300x_links_are_fitted_to_amds_rccl_all_reduce_times():
+    """MI300X has no Vidur table; its shipped all-reduce measurements (AMD's rccl-tests run, profiles/rccl/)
+    are what `dcsim calibrate` finds for it, and the card's link terms are that fit: a large all-reduce
+    at the measured ~300 GB/s bus bandwidth, not the default 0.8 of its 448 GB/s of links."""
+    from sim.models.parallel import ring_allreduce_s
+    from sim.tools import calibrate as cal
+
+    tables, net = cal.default_tables("mi300x")
+    assert tables == [] and net is not None and net.parent.name == "rccl"
+    fit = fit_allreduce(net, catalog.accelerator("mi300x"))
+    shipped = catalog.calibration("mi300x").perf
+    assert shipped["link_efficiency"] == pytest.approx(fit["link_efficiency"], abs=1e-4)
+    assert shipped["link_latency_s"] == pytest.approx(fit["link_latency_s"], rel=1e-3)
+    bw = catalog.accelerator("mi300x").link_bandwidth * shipped["link_efficiency"]
+    size = 1 << 30  # the blog: 5.96 ms for 1 GiB on 8 GPUs (bus bandwidth 315 GB/s)
+    assert ring_allreduce_s(size, 8, bw, shipped["link_latency_s"]) == pytest.approx(5.96e-3, rel=0.15)
+    assert catalog.calibration("mi325x").perf["link_efficiency"] == shipped["link_efficiency"]  # the same mesh
+
+
 def test_a_vendor_ceiling_table_that_is_missing_or_wrong(tmp_path, monkeypatch):
     """A hardware folder of one's own without the ceilings table: no ceilings (the card keeps its
     defaults); a rate that is not a number, or above the card's peak: one error naming the file and

@@ -412,9 +412,10 @@ def fit_tables(measurements: Path, points: list[dict]) -> str:
 
 
 def default_tables(accelerator: str) -> tuple[list[Path], Path | None]:
-    """Shipped per-operator and all-reduce tables for an accelerator, if any."""
-    prof = catalog.hardware_dir() / "profiles" / "vidur"
+    """Shipped per-operator and all-reduce tables for an accelerator, if any: Vidur's profiles, and
+    for a card Vidur did not profile a vendor's own collective measurements (profiles/rccl/)."""
+    root = catalog.hardware_dir() / "profiles"
     prefix = {"h100-sxm": "h100"}.get(accelerator, accelerator)
-    tables = sorted(p for p in prof.glob(f"{prefix}_*.csv") if "all_reduce" not in p.name)
-    net = prof / f"{prefix}_all_reduce.csv"
-    return tables, (net if net.is_file() else None)
+    tables = sorted(p for p in (root / "vidur").glob(f"{prefix}_*.csv") if "all_reduce" not in p.name)
+    nets = [root / folder / f"{prefix}_all_reduce.csv" for folder in ("vidur", "rccl")]
+    return tables, next((n for n in nets if n.is_file()), None)

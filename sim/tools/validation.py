@@ -311,7 +311,8 @@ def report(rows: list[dict], excluded: list[dict], wall_s: float) -> str:
             if r["error"]:
                 cells = [f"error: {r['error']}"] + [""] * (len(METRICS) - 1)
             else:
-                cells = [f"{_fmt(r[m][0], m)} / {_fmt(r[m][1], m)} / {r[m][2]:+.0%}" for m in METRICS]
+                cells = [f"{_fmt(r[m][0], m)} / {_fmt(r[m][1], m)} / "
+                         + (f"{r[m][2]:+.0%}" if math.isfinite(r[m][2]) else "n/a") for m in METRICS]
             lines.append(f"| {p['model']} | {hw} | {p['task']} | {p['concurrency']} | " + " | ".join(cells) + " |")
     if excluded:
         lines += ["", "## Excluded measurements", "",
