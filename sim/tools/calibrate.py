@@ -287,6 +287,15 @@ ENGINE_KEYS = ("iteration_overhead_s", "per_seq_overhead_s", "mixed_layer_overhe
 GROUP_KEYS = ("moe_efficiency", "quantized_efficiency", "moe_weight_reread")
 
 
+def host_costs(host_from: str) -> dict[str, tuple[float, str]]:
+    """The engine's host-side costs (:data:`ENGINE_KEYS`) of card ``host_from``'s calibration, with
+    their source: the same engine's CPU work on the same class of host, whichever GPU is beside it."""
+    other = catalog.calibration(host_from).perf
+    why = (f"taken from {host_from}: host-side work of the engine (scheduling, input preparation, launches; "
+           f"the same engine on the same class of host CPU), fitted there")
+    return {k: (other[k], why) for k in ENGINE_KEYS if k in other}
+
+
 def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log,
                  host_from: str | None = None) -> tuple[dict, dict]:
     """Engine overheads, the engine's all-reduce latency and the grouped-expert and quantized-expert
@@ -297,10 +306,7 @@ def _fit_serving(points: list[dict], perf: dict, table: str, workers: int, log,
     nccl = perf.get("link_latency_s")
     keys = None
     if host_from:
-        other = catalog.calibration(host_from).perf
-        why = (f"taken from {host_from}: host-side work of the engine (scheduling, input preparation, launches; "
-               f"the same engine on the same class of host CPU), fitted there")
-        perf.update({k: (other[k], why) for k in ENGINE_KEYS if k in other})
+        perf.update(host_costs(host_from))
         keys = tuple(k for k in serving_keys(points) if k not in ENGINE_KEYS)
 
     def current() -> dict:  # every parameter explicit, so an existing card cannot leak into the fit
@@ -375,18 +381,13 @@ def calibrate(accelerator: str, profiles: list[Path], network: Path | None, meas
         perf.update({k: (other.perf[k], why) for k in ENGINE_KEYS + GROUP_KEYS if k in other.perf})
         power = {k: (v, why) for k, v in other.power.items()}
         notes.append(f"engine overheads, kernel-group efficiencies and power weights taken from {kernels_from}")
-    if not points and host_from:  # nothing to fit here: the engine's host-side costs alone, as they are
-        other = catalog.calibration(host_from)
-        why = (f"taken from {host_from}: host-side work of the engine (scheduling, input preparation, launches), "
-               f"no serving measurements for {accelerator}")
-        perf.update({k: (other.perf[k], why) for k in ENGINE_KEYS})
+    if host_from:
         notes.append(f"engine host overheads ({', '.join(ENGINE_KEYS)}) are taken from {host_from}: host CPU "
                      "work of the same engine, not of the GPU beside it")
+        if not points:  # nothing to fit here: those costs alone, as they are
+            perf.update(host_costs(host_from))
     if points:
         perf, power = _fit_serving(points, perf, fit_tables(measurements, points), workers, log, host_from)
-        if host_from:
-            notes.append(f"engine host overheads ({', '.join(ENGINE_KEYS)}) are taken from {host_from}: host CPU "
-                         "work of the same engine, not of the GPU beside it")
         models = sorted({f"{p['model']} ({p['weight_dtype']}, {p['tp']} GPU)" for p in points})
         notes.append(f"serving fits use {', '.join(models)} on lm-arena-chat only; every other measured model "
                      "and task is held out (docs/validation.md)")
