@@ -17,6 +17,7 @@ import pytest
 from sim.models import uncertainty as U
 from sim.tools import validation_intervals as VI
 from sim.tools.validation import load_points, measurements_path
+from sim.tools.validation_mlperf import load_rows as mlperf_rows
 from sim.tools.validation_trtllm import load_rows as trtllm_rows
 
 
@@ -26,12 +27,17 @@ def residuals():
 
 
 def test_residuals_come_from_held_out_rows_only(residuals):
-    held = {p["id"] for p in load_points(roles=("holdout",))} | {r["id"] for r in trtllm_rows(("holdout",))}
-    fit = {p["id"] for p in load_points(roles=("fit",))} | {r["id"] for r in trtllm_rows(("fit",))}
+    held = {p["id"] for p in load_points(roles=("holdout",))} | {r["id"] for r in trtllm_rows(("holdout",))} | \
+        {r["id"] for r in mlperf_rows(("holdout",))}
+    fit = {p["id"] for p in load_points(roles=("fit",))} | {r["id"] for r in trtllm_rows(("fit",))} | \
+        {r["id"] for r in mlperf_rows(("fit", "excluded"))}
     ids = {r["id"] for r in residuals}
     assert ids <= held and not ids & fit
     assert len({(r["source"], r["id"]) for r in residuals}) >= 150
     assert len({r["accelerator"] for r in residuals}) >= 3
+    # every held-out source is there, AMD's cards included
+    assert {r["source"] for r in residuals} == {"mlenergy", "nim", "trtllm", "amd", "mlperf"}
+    assert {"mi300x", "mi325x"} <= {r["accelerator"] for r in residuals}
 
 
 def test_shipped_table_is_the_fit_of_the_shipped_residuals(residuals):
@@ -81,6 +87,11 @@ def test_small_groups_fall_back_to_coarser_ones():
     lo, hi, g = U.lookup(table, "power", "hopper", "<20B", ">256")
     assert g == "hopper/<20B" and lo < 0 < hi
     assert U.lookup(table, "power", None, "<20B", ">256") is None
+    # a family falls back to its own vendor's rows, never to another vendor's
+    assert U.group_keys("hopper", "<20B", "<=32")[-1] == "nvidia"
+    assert U.group_keys("cdna3", "<20B", "<=32")[-1] == "amd"
+    assert U.lookup(table, "power", "cdna3", "<20B", "<=32") is None
+    assert U.family("gaudi3") is None and U.family("a100-80gb") == "nvidia" and U.group_keys("nvidia", "<20B", "<=32") == ["nvidia"]
     assert U.lookup(table, "throughput", "hopper", "<20B", "<=32") is None
 
 
@@ -98,8 +109,14 @@ def test_figure_intervals_on_shipped_table():
         lo, hi = out[f"{k}_p10_p90"]
         assert lo < hi and lo <= v * 1.5 and hi >= v / 1.5
     assert "throughput:" in out["interval_group"]
+    # an AMD card: a throughput interval from AMD's own rows (they publish nothing else), never
+    # the NVIDIA rows'
+    amd = U.figure_intervals(vals, [("mi300x", 70.0)], 600.0)
+    lo, hi = amd["output_tokens_per_s_p10_p90"]
+    assert lo < 3000.0 < hi and "throughput:cdna3" in amd["interval_group"]
+    assert all(math.isnan(x) for x in amd["gpu_power_w_p10_p90"]) and "power:" not in amd["interval_group"]
     # another vendor's card: no validated rows, no interval
-    other = U.figure_intervals(vals, [("mi300x", 8.0)], 64.0)
+    other = U.figure_intervals(vals, [("gaudi3", 8.0)], 64.0)
     assert all(math.isnan(x) for x in other["output_tokens_per_s_p10_p90"])
     # two pools: the union of their intervals
     both = U.figure_intervals(vals, [("h100-sxm", 8.0), ("b200", 235.0)], 64.0)

@@ -6,14 +6,15 @@ seen) are the evidence of how sure a prediction is. This module turns them into 
 intervals, per group of similar rows, and looks the interval of a new prediction up:
 
 * a row's group is (accelerator family, model-size band, batch band): the family of the card
-  (Hopper, Blackwell; other NVIDIA cards fall to the all-NVIDIA group, cards of other vendors
-  have no validated rows and get no interval), the model's total parameters (< 20 B, 20-150 B,
-  >= 150 B) and the mean running batch (<= 32, 33-256, > 256 sequences);
+  (Hopper, Blackwell, CDNA 3; another card of a validated vendor falls to its vendor's group,
+  all NVIDIA or all AMD rows, and a card of any other vendor has no validated rows and gets no
+  interval), the model's total parameters (< 20 B, 20-150 B, >= 150 B) and the mean running
+  batch (<= 32, 33-256, > 256 sequences);
 * per group and metric the interval of the error runs between the group's n held-out errors
   at plotting positions ``0.1 (n + 1)`` and ``0.9 (n + 1)`` (:func:`quantile_pair`: under
   exchangeability a new row's error lies between them with probability 80% on average);
   a group with fewer than :data:`MIN_ROWS` rows falls back to the coarser group (family and
-  size, then family, then all NVIDIA rows);
+  size, then family, then the vendor's rows; never another vendor's);
 * a prediction ``p`` with error quantiles ``(e10, e90)`` has the measured value in
   ``[p / (1 + e90), p / (1 + e10)]``: the ``_p10_p90`` pair.
 
@@ -35,7 +36,9 @@ from sim.hardware import catalog
 
 LEVEL = 0.8  # central coverage of the intervals (p10 - p90)
 MIN_ROWS = 10  # a group with fewer held-out rows falls back to a coarser one
-FAMILIES = {"h100-sxm": "hopper", "h100-pcie": "hopper", "h200": "hopper", "b200": "blackwell", "gb200": "blackwell"}
+FAMILIES = {"h100-sxm": "hopper", "h100-pcie": "hopper", "h200": "hopper", "b200": "blackwell", "gb200": "blackwell",
+            "mi300x": "cdna3", "mi325x": "cdna3"}
+VENDORS = {"hopper": "nvidia", "blackwell": "nvidia", "cdna3": "amd"}  # family -> its vendor's group
 SIZE_BANDS = ((20.0, "<20B"), (150.0, "20-150B"), (math.inf, ">=150B"))  # total parameters, billions
 BATCH_BANDS = ((32.0, "<=32"), (256.0, "33-256"), (math.inf, ">256"))  # mean running sequences
 METRICS = ("throughput", "itl", "power", "energy")
@@ -59,15 +62,16 @@ def intervals_path() -> Path:
 
 
 def family(accelerator: str) -> str | None:
-    """The validation family of an accelerator card: hopper, blackwell, nvidia (another NVIDIA
-    card: only the all-NVIDIA group applies) or None (no validated rows of its vendor)."""
+    """The validation family of an accelerator card: hopper, blackwell, cdna3, a vendor (nvidia,
+    amd: another card of that vendor, to which only its vendor's group applies) or None (no
+    validated rows of its vendor)."""
     if accelerator in FAMILIES:
         return FAMILIES[accelerator]
     try:
-        vendor = getattr(catalog.accelerator(accelerator), "vendor", "")
+        vendor = str(getattr(catalog.accelerator(accelerator), "vendor", "")).lower()
     except Exception:  # not a card of the catalog
         return None
-    return "nvidia" if str(vendor).lower() == "nvidia" else None
+    return vendor if vendor in VENDORS.values() else None
 
 
 def size_band(params_billion: float) -> str:
@@ -84,8 +88,9 @@ def group_keys(fam: str | None, size: str, batch: str) -> list[str]:
     """The groups a row belongs to, finest first ('' for none: a family without rows)."""
     if fam is None:
         return []
-    keys = [] if fam == "nvidia" else [f"{fam}/{size}/{batch}", f"{fam}/{size}", fam]
-    return keys + ["nvidia"]
+    if fam not in VENDORS:  # a vendor's other card
+        return [fam]
+    return [f"{fam}/{size}/{batch}", f"{fam}/{size}", fam, VENDORS[fam]]
 
 
 def quantile_pair(errors: list[float], level: float = LEVEL) -> tuple[float, float] | None:

@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is None and args.max_concurrency is None and not args.skip_trtllm:
         from sim.tools import validation_intervals as VI  # held-out errors -> the shipped prediction intervals
 
-        resid = VI.residual_rows(rows, trt)
+        resid = VI.residual_rows(rows + mlperf, trt)
         prov = VI.provenance()
         table = VI.write(resid, {**prov, "residuals_simulated": f"in this run, at {prov.get('git_commit')}"})
         text = VI.replace_section(text, VI.section(resid, table, VI.coverage(resid)))

@@ -28,8 +28,8 @@ HELDOUT_NOTE = [
     "rocm/vllm:rocm7.0.0_vllm_0.11.1_20251103; transcribed in hardware/calibration/amd_vllm_tables.csv): Llama 3.1",
     "70B and 405B FP8 (fp8 KV) at TP 8, 128-2,048-token prompts and 2,000-4,096-token outputs, 500-3,200 prompts",
     "handed to the engine at once; output throughput over the whole run (vLLM's offline throughput benchmark;",
-    "sim/tools/validation.py, predict_max_load). Task column: `ISL/OSL max load`. Not in the prediction",
-    "intervals' groups (no AMD family is validated there).",
+    "sim/tools/validation.py, predict_max_load). Task column: `ISL/OSL max load`. With the MLPerf rows of",
+    "MI300X and MI325X they make the CDNA 3 family of the prediction intervals (throughput only).",
 ]
 
 
