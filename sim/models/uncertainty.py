@@ -85,7 +85,7 @@ def batch_band(batch: float) -> str:
 
 
 def group_keys(fam: str | None, size: str, batch: str) -> list[str]:
-    """The groups a row belongs to, finest first ('' for none: a family without rows)."""
+    """The groups a row belongs to, finest first (none for a card of a vendor without validated rows)."""
     if fam is None:
         return []
     if fam not in VENDORS:  # a vendor's other card
